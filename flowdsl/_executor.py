@@ -1,0 +1,590 @@
+"""EXECUTE: run a `Plan` on asyncio with ok/error/goto routing and `into` reducers.
+
+The top-level sequence is a loop over an index that goto moves; a parallel
+block is a nursery (`asyncio.TaskGroup`): no branch outlives it. Three seams
+keep what comes later out of the routing code:
+
+* `_invoke` is the one place a step attempt is called (threads, processes and
+  remote executors plug in here);
+* `_record` is the one place an attempt's outcome is recorded (run records,
+  events and the durable journal);
+* events are data (`_events`), sent to listeners only when there are any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Final, Protocol
+
+from ._context import Context, Scope
+from ._events import (
+    CompensationFinished,
+    Event,
+    Listener,
+    RunFinished,
+    RunStarted,
+    StepChunk,
+    StepFinished,
+    StepStarted,
+)
+from ._outcome import Goto
+from ._plan import AGEN, ASYNC, SYNC, THREAD, Node, ParallelNode, Plan, SequenceNode, StepNode
+from ._run import CompensationRecord, Run, StepRecord
+from ._spec import END, End
+from .errors import ExecutorError, GotoError, TransitionLimitExceeded
+from .result import Err, Ok
+
+__all__ = ["Invoker", "Journal", "execute"]
+
+_perf = time.perf_counter
+_OK_NONE: Final = Ok(None)
+_RESULTS: Final = "__results__"
+
+
+class _Unretryable(Exception):
+    """Marks a failure that no retry policy applies to."""
+
+
+_UNRETRYABLE: Final = _Unretryable()
+
+
+class Invoker(Protocol):
+    """Runs one attempt of a step somewhere else (a thread pool, a process, a cluster)."""
+
+    async def __call__(self, node: StepNode, ctx: Context) -> object: ...
+
+
+class Journal(Protocol):
+    """Where a durable run records attempts, and finds them again on resume."""
+
+    def replayed(self, step: str, visit: int) -> tuple[int, object | None]:
+        """Failed attempts already spent on this visit, and its recorded outcome if it finished."""
+        ...
+
+    async def record(
+        self, step: str, visit: int, attempt: int, outcome: object, failed: bool, duration: float
+    ) -> object:
+        """Commit one attempt before anything that depends on it starts.
+
+        Returns the outcome to use: the same one, or an `Err` when the outcome
+        cannot be journaled (then the step fails with that error, not retried).
+        """
+        ...
+
+    async def finish(self, run: Run) -> None:
+        """Record the run's final status."""
+        ...
+
+
+class _Failed(Exception):  # noqa: N818 - private control flow, not an error users see
+    """A step (or reducer) failed for good: unwinds to the top-level loop."""
+
+    def __init__(self, step: str, reason: object) -> None:
+        super().__init__(step, reason)
+        self.step = step
+        self.reason = reason
+
+
+def _timeout_reason(node: StepNode) -> TimeoutError:
+    return TimeoutError(f"step {node.name!r} timed out after {node.timeout:g}s")
+
+
+class _Execution:
+    """The mutable state of one run. One instance per run; never shared."""
+
+    __slots__ = (
+        "compensable",
+        "current",
+        "emit",
+        "invokers",
+        "journal",
+        "plan",
+        "records",
+        "root",
+        "run_id",
+        "t0",
+        "transitions",
+        "visits",
+        "wall0",
+    )
+
+    def __init__(
+        self,
+        plan: Plan,
+        run_id: str,
+        root: Scope,
+        emit: Listener | None,
+        invokers: Mapping[str, Invoker],
+        journal: Journal | None,
+    ) -> None:
+        self.plan = plan
+        self.run_id = run_id
+        self.root = root
+        self.emit = emit
+        self.invokers = invokers
+        self.journal = journal
+        self.records: list[StepRecord] = []
+        self.compensable: list[tuple[StepNode, Scope, int, object, int]] = []
+        self.visits: dict[str, int] = {}
+        self.transitions = 0
+        self.current: str | None = None
+        self.t0 = _perf()
+        self.wall0 = time.time()
+
+    # -- the top-level sequence ------------------------------------------------------
+
+    async def main(self) -> None:
+        plan = self.plan
+        nodes = plan.nodes
+        targets = plan.targets
+        root = self.root
+        count = len(nodes)
+        index = 0
+        while index < count:
+            node = nodes[index]
+            if type(node) is StepNode:
+                route = self.apply(node, await self.step(node, root, root.version), root)
+            else:
+                route = await self.parallel(node, root)  # type: ignore[arg-type]
+            if route is None:
+                index += 1
+            elif route is END:
+                return
+            else:
+                target = targets.get(route)  # type: ignore[arg-type]
+                if target is None:
+                    raise _Failed(node.name, self.bad_goto(node, route))
+                index = target
+
+    def bad_goto(self, node: Node, route: object) -> GotoError:
+        known = ", ".join(repr(n) for n in self.plan.targets)
+        if isinstance(route, str) and route in self.plan.steps:
+            why = "is inside a parallel block; goto targets must be top-level steps"
+        else:
+            why = "is not a top-level step of this workflow"
+        return GotoError(
+            f"workflow {self.plan.name!r}, {node.name!r} returned goto({route!r}), which {why}; "
+            f"known steps: {known}"
+        )
+
+    # -- one step, all its attempts ----------------------------------------------------
+
+    async def step(self, node: StepNode, scope: Scope, version: int) -> object:
+        """Run a step to its final outcome; returns a successful outcome or raises _Failed."""
+        name = node.name
+        self.current = name
+        visits = self.visits
+        visit = visits[name] = visits.get(name, 0) + 1
+        self.transitions = transitions = self.transitions + 1
+        if transitions > self.plan.max_transitions:
+            raise _Failed(
+                name,
+                TransitionLimitExceeded(
+                    f"workflow {self.plan.name!r} made more than {self.plan.max_transitions} step "
+                    f"transitions (at step {name!r}); a goto loop does not end. Return goto(END) "
+                    f"or another step when it is done, or raise @workflow(max_transitions=...)"
+                ),
+            )
+        attempt = 0
+        journal = self.journal
+        if journal is not None:
+            attempt, done = journal.replayed(name, visit)
+            if done is not None:
+                self.remember(node, scope, version, done, visit)
+                return done
+        retry = node.retry
+        emit = self.emit
+        run_id = self.run_id
+        while True:
+            attempt += 1
+            ctx = Context(scope, version, run_id, name, attempt, visit)
+            if emit is not None:
+                emit(StepStarted(name, attempt, run_id=run_id))
+            started = _perf()
+            exception: BaseException | None = None
+            try:
+                if node.timeout is None:
+                    outcome = await self.invoke(node, ctx)
+                else:
+                    try:
+                        async with asyncio.timeout(node.timeout):
+                            outcome = await self.invoke(node, ctx)
+                    except TimeoutError as exc:
+                        raise _timeout_reason(node) from exc
+                failed = type(outcome) is Err
+            except Exception as exc:  # noqa: BLE001 - a raised exception is the step's failure
+                outcome = Err(exc)
+                exception = exc
+                failed = True
+            recorded, failed = await self.record(node, visit, attempt, started, outcome, failed)
+            if recorded is not outcome:  # the journal refused it: fail now, retrying cannot help
+                outcome, exception = recorded, _UNRETRYABLE
+            if not failed:
+                if node.compensate is not None:
+                    self.remember(node, scope, version, outcome, visit)
+                if emit is not None:
+                    emit(StepFinished(name, "succeeded", _perf() - started, attempt=attempt, run_id=run_id))
+                return outcome
+            reason = outcome.error  # type: ignore[attr-defined]
+            retrying = (
+                retry is not None
+                and attempt < retry.max_attempts
+                and exception is not _UNRETRYABLE
+                and (exception is None or isinstance(exception, retry.retry_on))
+            )
+            delay = retry.delay(attempt) if retrying and retry is not None else None
+            if emit is not None:
+                emit(
+                    StepFinished(
+                        name,
+                        "failed",
+                        _perf() - started,
+                        attempt=attempt,
+                        error=reason,
+                        retry_in=delay,
+                        run_id=run_id,
+                    )
+                )
+            if delay is None:
+                raise _Failed(name, reason)
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    async def invoke(self, node: StepNode, ctx: Context) -> object:
+        """THE seam: the one place where an attempt of a step's body is called."""
+        mode = node.mode
+        if mode is ASYNC:
+            return await node.fn(ctx)
+        if mode is SYNC:
+            outcome = node.fn(ctx)
+            if inspect.isawaitable(outcome):
+                return await outcome
+            return outcome
+        if mode is THREAD:
+            return await asyncio.to_thread(node.fn, ctx)
+        if mode is AGEN:
+            return await self.drain(node, ctx)
+        invoker = self.invokers.get(node.executor)  # type: ignore[arg-type]
+        if invoker is None:
+            known = ", ".join(repr(n) for n in ("thread", *self.invokers)) or "none"
+            msg = (
+                f"workflow {self.plan.name!r}, step {node.name!r} ({node.where}) asks for "
+                f"executor {node.executor!r}, which this run does not have; pass "
+                f"executors={{{node.executor!r}: ...}} to the run call. Known: {known}"
+            )
+            raise ExecutorError(msg)
+        return await invoker(node, ctx)
+
+    async def drain(self, node: StepNode, ctx: Context) -> object:
+        """Run an async-generator step: outcomes are kept, other items are chunks."""
+        outcome: object = _OK_NONE
+        emit = self.emit
+        agen = node.fn(ctx)
+        try:
+            async for item in agen:
+                kind = type(item)
+                if kind is Ok or kind is Err or kind is Goto:
+                    outcome = item
+                elif emit is not None:
+                    emit(StepChunk(node.name, item, run_id=self.run_id))
+        finally:
+            await agen.aclose()
+        return outcome
+
+    async def record(
+        self, node: StepNode, visit: int, attempt: int, started: float, outcome: object, failed: bool
+    ) -> tuple[object, bool]:
+        """THE other seam: the one place an attempt's outcome is recorded."""
+        duration = _perf() - started
+        journal = self.journal
+        if journal is not None:
+            journaled = await journal.record(node.name, visit, attempt, outcome, failed, duration)
+            if journaled is not outcome:
+                outcome, failed = journaled, True
+        self.records.append(
+            StepRecord(
+                node.name,
+                attempt,
+                "failed" if failed else "succeeded",
+                self.wall0 + (started - self.t0),
+                duration,
+                outcome.error if failed else None,  # type: ignore[attr-defined]
+            )
+        )
+        return outcome, failed
+
+    def remember(self, node: StepNode, scope: Scope, version: int, outcome: object, visit: int) -> None:
+        if node.compensate is not None:
+            self.compensable.append((node, scope, version, outcome, visit))
+
+    # -- applying an outcome ---------------------------------------------------------------
+
+    @staticmethod
+    def apply(node: StepNode, outcome: object, scope: Scope) -> str | End | None:
+        """Merge a successful outcome into `scope`; returns the goto target, if any."""
+        kind = type(outcome)
+        if kind is Ok:
+            value = outcome.value  # type: ignore[attr-defined]
+            if value is None:
+                return None
+            if isinstance(value, Mapping):
+                scope.write(value)
+            else:
+                scope.write({node.key: value})
+            return None
+        if outcome is None:
+            return None
+        if kind is Goto:
+            if outcome.update:  # type: ignore[attr-defined]
+                scope.write(outcome.update)  # type: ignore[attr-defined]
+            return outcome.target  # type: ignore[attr-defined, no-any-return]
+        scope.write({node.key: outcome})
+        return None
+
+    # -- parallel blocks -------------------------------------------------------------------
+
+    async def parallel(self, node: ParallelNode, scope: Scope) -> str | End | None:
+        """Run a block: every branch at once, joined; returns the reducer's goto, if any."""
+        self.current = node.name
+        version = scope.version
+        children = node.children
+        results: list[Ok[Any] | Err[Any] | None] = [None] * len(children)
+        fail_fast = node.fail_fast
+        limit = asyncio.Semaphore(node.max_concurrency) if node.max_concurrency else None
+        first: list[_Failed] = []
+        branch = self.branch
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index, child in enumerate(children):
+                    group.create_task(
+                        branch(child, scope, version, results, index, fail_fast, limit, first)
+                    )
+        except BaseExceptionGroup as group_error:
+            if first and group_error.subgroup(_Failed) is not None:
+                rest = group_error.subgroup(lambda e: not isinstance(e, _Failed))
+                if rest is not None:
+                    raise rest from None
+                raise first[0] from None
+            raise
+        outcomes = dict(zip(node.keys, results, strict=True))
+        into = node.into
+        if into is None:
+            scope.write({_RESULTS: MappingProxyType(outcomes)})
+            return None
+        return await self.reduce(node, into, scope, version, outcomes)
+
+    async def reduce(
+        self,
+        node: ParallelNode,
+        into: Callable[..., Any],
+        scope: Scope,
+        version: int,
+        outcomes: dict[str, Any],
+    ) -> str | End | None:
+        ctx = Context(scope, version, self.run_id, node.name)
+        try:
+            outcome = into(ctx, MappingProxyType(outcomes))
+            if inspect.isawaitable(outcome):
+                outcome = await outcome
+        except Exception as exc:  # noqa: BLE001 - a raising reducer fails like a step
+            raise _Failed(node.name, exc) from None
+        kind = type(outcome)
+        if kind is Err:
+            raise _Failed(node.name, outcome.error)  # type: ignore[attr-defined]
+        if kind is Ok:
+            value = outcome.value  # type: ignore[attr-defined]
+            if value is not None:
+                scope.write(value if isinstance(value, Mapping) else {node.key: value})
+            return None
+        if kind is Goto:
+            if outcome.update:  # type: ignore[attr-defined]
+                scope.write(outcome.update)  # type: ignore[attr-defined]
+            return outcome.target  # type: ignore[attr-defined, no-any-return]
+        if outcome is not None:
+            scope.write({node.key: outcome})
+        return None
+
+    async def branch(
+        self,
+        child: Node,
+        scope: Scope,
+        version: int,
+        results: list[Ok[Any] | Err[Any] | None],
+        index: int,
+        fail_fast: bool,
+        limit: asyncio.Semaphore | None,
+        first: list[_Failed],
+    ) -> None:
+        try:
+            if limit is None:
+                value = await self.branch_value(child, scope, version)
+            else:
+                async with limit:
+                    value = await self.branch_value(child, scope, version)
+        except _Failed as failure:
+            if fail_fast:
+                if not first:
+                    first.append(failure)
+                raise
+            results[index] = Err(failure.reason)
+        else:
+            results[index] = Ok(value)
+
+    async def branch_value(self, child: Node, scope: Scope, version: int) -> object:
+        """Run one branch on the block's snapshot; returns its value for `results`."""
+        if type(child) is StepNode:
+            outcome = await self.step(child, scope, version)
+            kind = type(outcome)
+            if kind is Ok:
+                return outcome.value  # type: ignore[attr-defined]
+            if kind is Goto:
+                raise _Failed(child.name, self.branch_goto(child, outcome))
+            return outcome
+        own = Scope(scope, version)
+        if type(child) is SequenceNode:
+            for node in child.children:
+                if type(node) is StepNode:
+                    route = self.apply(node, await self.step(node, own, own.version), own)
+                else:
+                    route = await self.parallel(node, own)  # type: ignore[arg-type]
+                if route is not None:
+                    raise _Failed(node.name, self.branch_goto(node, route))
+        else:
+            route = await self.parallel(child, own)  # type: ignore[arg-type]
+            if route is not None:
+                raise _Failed(child.name, self.branch_goto(child, route))
+        return own.added()
+
+    def branch_goto(self, node: Node, route: object) -> GotoError:
+        target = route.target if isinstance(route, Goto) else route
+        return GotoError(
+            f"workflow {self.plan.name!r}, {node.name!r} ({node.where}) returned "
+            f"goto({target!r}) inside a parallel branch; a branch can only succeed or fail. "
+            f"Route from the block's into= reducer or from a step after the block"
+        )
+
+    # -- compensation ----------------------------------------------------------------------
+
+    async def compensate(self) -> tuple[CompensationRecord, ...]:
+        """Undo completed steps in reverse completion order; failures are recorded, not raised."""
+        done: list[CompensationRecord] = []
+        emit = self.emit
+        for node, scope, version, outcome, visit in reversed(self.compensable):
+            own = Scope(scope, version)
+            self.apply(node, outcome, own)
+            ctx = Context(own, own.version, self.run_id, node.name, 1, visit)
+            started = _perf()
+            error: object = None
+            try:
+                result = node.compensate(ctx)  # type: ignore[misc]
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:  # noqa: BLE001 - a failing undo is recorded, the rest still run
+                error = exc
+            duration = _perf() - started
+            status = "failed" if error is not None else "succeeded"
+            done.append(CompensationRecord(node.name, status, duration, error))
+            if emit is not None:
+                emit(CompensationFinished(node.name, status, duration, error=error, run_id=self.run_id))
+        return tuple(done)
+
+    # -- the run as a whole ----------------------------------------------------------------
+
+    def finish(
+        self,
+        status: Any,
+        error: object = None,
+        failed_step: str | None = None,
+        compensations: tuple[CompensationRecord, ...] = (),
+    ) -> Run:
+        return Run(
+            run_id=self.run_id,
+            workflow=self.plan.name,
+            status=status,
+            output=MappingProxyType(self.root.snapshot().to_dict()),
+            error=error,
+            failed_step=failed_step,
+            steps=tuple(self.records),
+            compensations=compensations,
+            duration=_perf() - self.t0,
+            started=self.wall0,
+        )
+
+
+def _fan_out(listeners: tuple[Listener, ...]) -> Listener | None:
+    if not listeners:
+        return None
+    if len(listeners) == 1:
+        return listeners[0]
+
+    def emit(event: Event) -> None:
+        for listener in listeners:
+            listener(event)
+
+    return emit
+
+
+async def execute(
+    plan: Plan,
+    input: Mapping[str, Any] | None,
+    run_id: str,
+    *,
+    timeout: float | None = None,
+    listeners: tuple[Listener, ...] = (),
+    invokers: Mapping[str, Invoker] | None = None,
+    journal: Journal | None = None,
+    resumed: bool = False,
+    on_start: Callable[[], Awaitable[None]] | None = None,
+) -> Run:
+    """Run `plan` once with `input`; returns the finished `Run`.
+
+    A failing step fails the run (compensations then run); the run's own
+    timeout fails it with a `TimeoutError` reason. Cancellation from outside
+    is never turned into a failure: it propagates after the run is reported
+    as "cancelled" to listeners and the journal.
+    """
+    emit = _fan_out(listeners)
+    state = _Execution(plan, run_id, Scope(initial=input), emit, invokers or {}, journal)
+    if emit is not None:
+        emit(RunStarted(plan.name, run_id=run_id, resumed=resumed))
+    limit = timeout if timeout is not None else plan.timeout
+    error: object = None
+    failed_step: str | None = None
+    try:
+        if on_start is not None:
+            await on_start()
+        if limit is None:
+            await state.main()
+        else:
+            try:
+                async with asyncio.timeout(limit):
+                    await state.main()
+            except TimeoutError:
+                failed_step = state.current
+                error = TimeoutError(
+                    f"workflow {plan.name!r} did not finish within its {limit:g}s timeout "
+                    f"(running step {failed_step!r})"
+                )
+    except _Failed as failure:
+        error, failed_step = failure.reason, failure.step
+    except asyncio.CancelledError:
+        run = state.finish("cancelled")
+        await _report(run, emit, journal)
+        raise
+    if failed_step is None and error is None:
+        run = state.finish("completed")
+    else:
+        run = state.finish("failed", error, failed_step, await state.compensate())
+    await _report(run, emit, journal)
+    return run
+
+
+async def _report(run: Run, emit: Listener | None, journal: Journal | None) -> None:
+    if journal is not None:
+        await journal.finish(run)
+    if emit is not None:
+        emit(RunFinished(run))

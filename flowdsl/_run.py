@@ -1,0 +1,87 @@
+"""`Run` and its records: what a finished run tells its caller (frozen)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple, TypeAlias
+
+import attrs
+
+from .errors import WorkflowFailed
+from .result import Err, Ok
+
+__all__ = ["CompensationRecord", "Run", "RunStatus", "StepRecord"]
+
+RunStatus: TypeAlias = Literal["completed", "failed", "cancelled", "running"]
+
+
+class StepRecord(NamedTuple):
+    """One attempt of one step."""
+
+    name: str
+    attempt: int
+    status: str
+    """"succeeded" or "failed"."""
+    started: float
+    """Wall-clock start, seconds since the epoch."""
+    duration: float
+    """Seconds."""
+    error: Any = None
+
+
+class CompensationRecord(NamedTuple):
+    """One compensation run after a failure."""
+
+    step: str
+    status: str
+    """"succeeded" or "failed"."""
+    duration: float
+    error: Any = None
+
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@attrs.frozen
+class Run:
+    """A run of a workflow: its status, output and the record of every attempt."""
+
+    run_id: str
+    workflow: str
+    status: RunStatus
+    output: Mapping[str, Any] = _EMPTY
+    """The final context (input merged with every step's output), read-only."""
+    error: Any = None
+    """Why the run failed: the failing step's reason (often an exception)."""
+    failed_step: str | None = None
+    steps: tuple[StepRecord, ...] = ()
+    compensations: tuple[CompensationRecord, ...] = ()
+    duration: float = 0.0
+    started: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when the run completed."""
+        return self.status == "completed"
+
+    @property
+    def result(self) -> Ok[Mapping[str, Any]] | Err[Any]:
+        """``Ok(output)`` when completed, else ``Err(error)``."""
+        if self.status == "completed":
+            return Ok(self.output)
+        return Err(self.error)
+
+    def unwrap(self) -> Mapping[str, Any]:
+        """The output of a completed run; raises `WorkflowFailed` otherwise."""
+        if self.status == "completed":
+            return self.output
+        if self.status == "failed":
+            where = f" at step {self.failed_step!r}" if self.failed_step else ""
+            msg = f"workflow {self.workflow!r} run {self.run_id!r} failed{where}: {self.error!r}"
+        else:
+            msg = f"workflow {self.workflow!r} run {self.run_id!r} is {self.status}, not completed"
+        exc = WorkflowFailed(msg, self)
+        if isinstance(self.error, BaseException):
+            raise exc from self.error
+        raise exc

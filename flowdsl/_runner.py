@@ -1,0 +1,182 @@
+"""Running workflows: `run_workflow`, `arun_workflow`, `run_many`, `stream_workflow`.
+
+This module turns what a user passes (a name or a `Workflow`, an input, run
+options) into one call of `_executor.execute`, adding the listeners that want
+the run's events and, for durable runs, the store's journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+from . import _registry
+from ._events import LISTENERS, Event, Listener, RunFinished, StepChunk, StepFinished, StepStarted
+from ._executor import Invoker, execute
+from ._logging import structlog_listener
+from ._run import Run
+from ._workflow import Workflow
+from .errors import UsageError
+
+__all__ = [
+    "arun_many",
+    "arun_workflow",
+    "resolve",
+    "run_many",
+    "run_workflow",
+    "stream_workflow",
+]
+
+_STREAMED = (StepStarted, StepChunk, StepFinished, RunFinished)
+
+
+def resolve(target: str | Workflow) -> Workflow:
+    """The workflow named `target` (or `target` itself)."""
+    if isinstance(target, Workflow):
+        return target
+    if isinstance(target, str):
+        return _registry.get_workflow(target)
+    msg = f"expected a workflow name or a @workflow object, got {target!r}"
+    raise UsageError(msg)
+
+
+def _check_input(wf: Workflow, input: object) -> Mapping[str, Any] | None:
+    if input is None or isinstance(input, Mapping):
+        return input
+    msg = (
+        f"the input of workflow {wf.name!r} must be a mapping (a dict of names to values), "
+        f"got {type(input).__name__}; wrap it: {{'value': ...}}"
+    )
+    raise UsageError(msg)
+
+
+async def arun_workflow(
+    workflow: str | Workflow,
+    input: Mapping[str, Any] | None = None,
+    *,
+    run_id: str | None = None,
+    store: object = None,
+    timeout: float | None = None,
+    executors: Mapping[str, Invoker] | None = None,
+    listeners: Iterable[Listener] = (),
+) -> Run:
+    """Run a workflow to the end on the running event loop and return its `Run`.
+
+    ``run_id`` names the run (a fresh one by default); ``timeout`` bounds the
+    whole run (default: the workflow's own); ``executors`` names where steps
+    with ``@step(executor=NAME)`` run; ``listeners`` receive every event.
+    """
+    wf = resolve(workflow)
+    data = _check_input(wf, input)
+    rid = run_id if run_id is not None else uuid.uuid4().hex
+    plan = wf.plan
+    found = (*LISTENERS.get(), *listeners)
+    log = structlog_listener(plan.name, rid)
+    if log is not None:
+        found = (log, *found)
+    if store is not None:
+        from ._durable import arun_durable
+
+        return await arun_durable(
+            plan, data, rid, store, timeout=timeout, listeners=found, invokers=executors
+        )
+    return await execute(plan, data, rid, timeout=timeout, listeners=found, invokers=executors)
+
+
+def _no_running_loop(name: str, instead: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    msg = f"{name}() cannot be called from a running event loop; use 'await {instead}(...)'"
+    raise UsageError(msg)
+
+
+def run_workflow(
+    workflow: str | Workflow,
+    input: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> Run:
+    """Run a workflow to the end and return its `Run` (takes `arun_workflow`'s options)."""
+    _no_running_loop("run_workflow", "arun_workflow")
+    return asyncio.run(arun_workflow(workflow, input, **options))
+
+
+async def arun_many(
+    workflow: str | Workflow,
+    inputs: Iterable[Mapping[str, Any] | None],
+    *,
+    concurrency: int = 10,
+    **options: Any,
+) -> list[Run]:
+    """Run one workflow once per input, at most `concurrency` at a time; runs in input order."""
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        msg = f"concurrency must be an int >= 1, got {concurrency!r}"
+        raise UsageError(msg)
+    if "run_id" in options:
+        msg = "run_many() gives each run its own run_id; do not pass run_id="
+        raise UsageError(msg)
+    wf = resolve(workflow)
+    items = list(inputs)
+    for item in items:
+        _check_input(wf, item)
+    runs: list[Run | None] = [None] * len(items)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(index: int, item: Mapping[str, Any] | None) -> None:
+        async with gate:
+            runs[index] = await arun_workflow(wf, item, **options)
+
+    async with asyncio.TaskGroup() as group:
+        for index, item in enumerate(items):
+            group.create_task(one(index, item))
+    return [run for run in runs if run is not None]
+
+
+def run_many(
+    workflow: str | Workflow,
+    inputs: Iterable[Mapping[str, Any] | None],
+    *,
+    concurrency: int = 10,
+    **options: Any,
+) -> list[Run]:
+    """Run one workflow once per input, at most `concurrency` at a time; runs in input order."""
+    _no_running_loop("run_many", "arun_many")
+    return asyncio.run(arun_many(workflow, inputs, concurrency=concurrency, **options))
+
+
+async def stream_workflow(
+    workflow: str | Workflow,
+    input: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> AsyncIterator[Event]:
+    """Run a workflow and yield its events as they happen; `RunFinished` comes last.
+
+    Events are buffered without bound, so a slow consumer loses nothing and
+    never blocks the run. Closing the iterator early (``break``, or leaving an
+    ``aclosing()`` block) cancels the run and waits for it to stop.
+    """
+    queue: asyncio.Queue[Event | None] = asyncio.Queue()
+
+    def listen(event: Event) -> None:
+        if isinstance(event, _STREAMED):
+            queue.put_nowait(event)
+
+    extra = (*options.pop("listeners", ()), listen)
+    task = asyncio.ensure_future(arun_workflow(workflow, input, listeners=extra, **options))
+    task.add_done_callback(lambda _: queue.put_nowait(None))
+    try:
+        while True:
+            event = await queue.get()
+            if event is None:
+                break
+            yield event
+            if isinstance(event, RunFinished):
+                break
+        await task
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

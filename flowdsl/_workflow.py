@@ -1,0 +1,56 @@
+"""`Workflow`: what `@workflow` returns, registered by name and runnable."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._plan import Plan
+from ._spec import Where, WorkflowSpec
+
+if TYPE_CHECKING:
+    from ._run import Run
+
+__all__ = ["Workflow"]
+
+
+class Workflow:
+    """A compiled workflow. Run it with ``wf.run(input)`` or ``await wf.arun(input)``."""
+
+    __slots__ = ("__weakref__", "plan", "spec")
+
+    def __init__(self, spec: WorkflowSpec, plan: Plan) -> None:
+        self.spec = spec
+        self.plan = plan
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    @property
+    def where(self) -> Where:
+        return self.plan.where
+
+    @property
+    def qualname(self) -> str:
+        return self.plan.qualname
+
+    @property
+    def identity(self) -> tuple[str, Where, str]:
+        """What makes two registrations the same definition (a module imported twice)."""
+        return (self.qualname, self.where, self.plan.fingerprint)
+
+    def run(self, input: Mapping[str, Any] | None = None, **options: Any) -> Run:
+        """Run to the end and return the `Run` (see `run_workflow` for options)."""
+        from ._runner import run_workflow
+
+        return run_workflow(self, input, **options)
+
+    async def arun(self, input: Mapping[str, Any] | None = None, **options: Any) -> Run:
+        """Run to the end on the running event loop (see `arun_workflow`)."""
+        from ._runner import arun_workflow
+
+        return await arun_workflow(self, input, **options)
+
+    def __repr__(self) -> str:
+        return f"<Workflow {self.name!r} ({len(self.plan.steps)} steps) at {self.where}>"

@@ -1,0 +1,102 @@
+"""The flowdsl exception tree.
+
+Every exception the library raises on purpose derives from `FlowError`, with a
+builtin mixin where one makes ``except`` clauses read naturally::
+
+    FlowError
+     ├── DefinitionError (TypeError)       a workflow definition is invalid (import time)
+     ├── WorkflowNotFound (LookupError)    no workflow registered under a name
+     ├── UsageError (TypeError)            a run function called wrongly (bad input, running loop)
+     ├── UnwrapError (ValueError)          Err.unwrap() / Result.unwrap() on an Err
+     ├── WorkflowFailed                    Run.unwrap() on a run that did not complete
+     ├── RunError                          a run broke a rule while executing
+     │    ├── GotoError                    a goto to an unknown step, or inside a branch
+     │    └── TransitionLimitExceeded      more than max_transitions step transitions
+     ├── SerializationError (TypeError)    an output that the journal cannot encode
+     ├── StoreError                        a durable store problem
+     │    └── IncompatibleDefinition       resuming a run with a changed workflow
+     └── ExecutorError                     a step could not be run where it was sent
+          └── WorkerLost                   the worker running a step died
+
+Messages say what is wrong and how to fix it. The message is built first and
+then raised, so it can be read and tested on its own.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DefinitionError",
+    "ExecutorError",
+    "FlowError",
+    "GotoError",
+    "IncompatibleDefinition",
+    "RunError",
+    "SerializationError",
+    "StoreError",
+    "TransitionLimitExceeded",
+    "UnwrapError",
+    "UsageError",
+    "WorkerLost",
+    "WorkflowFailed",
+    "WorkflowNotFound",
+]
+
+
+class FlowError(Exception):
+    """The root of every exception flowdsl raises on purpose."""
+
+
+class DefinitionError(FlowError, TypeError):
+    """A workflow definition is invalid; raised at import time by ``@workflow``."""
+
+
+class WorkflowNotFound(FlowError, LookupError):
+    """No workflow is registered under the requested name."""
+
+
+class UnwrapError(FlowError, ValueError):
+    """``unwrap()`` was called on an ``Err``; the error is chained when it is an exception."""
+
+
+class WorkflowFailed(FlowError):
+    """``Run.unwrap()`` on a run that did not complete; chained to the failure reason."""
+
+    def __init__(self, message: str, run: object = None) -> None:
+        super().__init__(message)
+        self.run = run
+
+
+class RunError(FlowError):
+    """A run broke one of the executor's rules (a bad goto, too many transitions)."""
+
+
+class GotoError(RunError):
+    """A step returned a goto the workflow cannot follow."""
+
+
+class TransitionLimitExceeded(RunError):
+    """A run made more step transitions than its workflow's ``max_transitions``."""
+
+
+class SerializationError(FlowError, TypeError):
+    """A step output cannot be encoded as JSON for the journal."""
+
+
+class StoreError(FlowError):
+    """A durable store could not do what was asked."""
+
+
+class IncompatibleDefinition(StoreError):
+    """A journaled run cannot resume because its workflow definition changed."""
+
+
+class ExecutorError(FlowError):
+    """A step attempt could not be run on the executor it was sent to."""
+
+
+class WorkerLost(ExecutorError):
+    """The worker process running a step died before reporting an outcome."""
+
+
+class UsageError(FlowError, TypeError):
+    """A run function was called the wrong way (bad input, or from a running event loop)."""
