@@ -16,7 +16,18 @@ from typing import Any
 
 import attrs
 
-from ._plan import AGEN, ASYNC, REMOTE, SYNC, THREAD, Node, ParallelNode, Plan, SequenceNode, StepNode
+from ._plan import (
+    AGEN,
+    ASYNC,
+    REMOTE,
+    SYNC,
+    THREAD,
+    Node,
+    ParallelNode,
+    Plan,
+    SequenceNode,
+    StepNode,
+)
 from ._spec import (
     End,
     NodeSpec,
@@ -110,10 +121,14 @@ class _PlanBuilder:
         )
 
     def lower_sequence(
-        self, children: tuple[NodeSpec, ...], path: str, top: bool
+        self,
+        children: tuple[NodeSpec, ...],
+        path: str,
+        top: bool,
+        out: list[Node] | None = None,
     ) -> tuple[Node, ...]:
         """Lower the children of a sequence; nested sequences are flattened into it."""
-        out: list[Node] = []
+        out = [] if out is None else out
         for child in children:
             if isinstance(child, SequenceSpec):
                 self.check_block_name(child.name, "sequence", child.where)
@@ -123,7 +138,7 @@ class _PlanBuilder:
                         child.where,
                         "the block is empty; put at least one @step inside it",
                     )
-                out.extend(self.lower_sequence(child.children, path, top))
+                self.lower_sequence(child.children, path, top, out)
             elif isinstance(child, StepSpec):
                 out.append(self.lower_step(child, path, len(out) if top else -1))
             else:
@@ -230,8 +245,8 @@ class _PlanBuilder:
             mode=mode,
             retry=retry,
             timeout=float(timeout) if timeout is not None else None,
-            compensate=spec.compensate,  # type: ignore[arg-type]
-            routes=tuple(str(r) for r in spec.routes),
+            compensate=spec.compensate,
+            routes=spec.routes,
             executor=spec.executor,
             where=spec.where,
             top_index=top_index,
@@ -255,14 +270,15 @@ class _PlanBuilder:
                 f"got {executor!r}",
             )
         if not isinstance(spec.blocking, bool):
-            raise self.fail(what, spec.where, f"blocking= must be True or False, got {spec.blocking!r}")
+            raise self.fail(
+                what, spec.where, f"blocking= must be True or False, got {spec.blocking!r}"
+            )
         if inspect.isasyncgenfunction(fn):
             if spec.blocking or executor is not None:
                 raise self.fail(
                     what,
                     spec.where,
-                    "an async generator step runs on the event loop; "
-                    "remove blocking=/executor=",
+                    "an async generator step runs on the event loop; remove blocking=/executor=",
                 )
             return AGEN
         is_async = is_async_callable(fn)
@@ -294,7 +310,9 @@ class _PlanBuilder:
         if spec.name is not None:
             if not isinstance(spec.name, str) or not spec.name:
                 raise self.fail(
-                    "parallel block", spec.where, f"name= must be a non-empty string, got {spec.name!r}"
+                    "parallel block",
+                    spec.where,
+                    f"name= must be a non-empty string, got {spec.name!r}",
                 )
             self.check_block_name(spec.name, "parallel", spec.where)
         if not spec.children:
@@ -314,7 +332,9 @@ class _PlanBuilder:
                 f"into= must be a function fn(ctx, results), got {spec.into!r}",
             )
         limit = spec.max_concurrency
-        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        if limit is not None and (
+            not isinstance(limit, int) or isinstance(limit, bool) or limit < 1
+        ):
             raise self.fail(
                 what, spec.where, f"max_concurrency= must be an int >= 1 or None, got {limit!r}"
             )
@@ -339,15 +359,17 @@ class _PlanBuilder:
             children=children,
             keys=keys,
             fail_fast=on_error == "fail_fast",
-            into=spec.into,  # type: ignore[arg-type]
-            max_concurrency=limit,  # type: ignore[arg-type]
+            into=spec.into,
+            max_concurrency=limit,
             where=spec.where,
             top_index=top_index,
         )
 
     def check_block_name(self, name: object, kind: str, where: Where) -> None:
         if not isinstance(name, str) or not name:
-            raise self.fail(f"{kind} block", where, f"the name must be a non-empty string, got {name!r}")
+            raise self.fail(
+                f"{kind} block", where, f"the name must be a non-empty string, got {name!r}"
+            )
         if name in self.blocks:
             raise self.fail(
                 f"{kind} {name!r}",
@@ -373,7 +395,9 @@ class _PlanBuilder:
                 f"top-level steps: {known}"
             )
         else:
-            problem = f"declared route {target!r} is not a step of this workflow; known steps: {known}"
+            problem = (
+                f"declared route {target!r} is not a step of this workflow; known steps: {known}"
+            )
         raise self.fail(f"step {spec.name!r}", spec.where, problem)
 
 

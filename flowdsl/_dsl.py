@@ -15,7 +15,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from . import _registry
 from ._compiler import compile_workflow
-from ._spec import ParallelSpec, Retry, SequenceSpec, StepSpec, Where, WorkflowSpec
+from ._spec import End, ParallelSpec, Retry, SequenceSpec, StepSpec, Where, WorkflowSpec
 from ._workflow import Workflow
 from .errors import DefinitionError
 
@@ -127,7 +127,7 @@ def step(
     retry: Retry | None = None,
     timeout: float | None = None,
     compensate: Callable[..., object] | None = None,
-    routes: Iterable[str] | str = (),
+    routes: Iterable[str | End] | str = (),
     blocking: bool = False,
     executor: str | None = None,
 ) -> Callable[P, R]: ...
@@ -141,7 +141,7 @@ def step(
     retry: Retry | None = None,
     timeout: float | None = None,
     compensate: Callable[..., object] | None = None,
-    routes: Iterable[str] | str = (),
+    routes: Iterable[str | End] | str = (),
     blocking: bool = False,
     executor: str | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
@@ -154,7 +154,7 @@ def step(
     retry: Retry | None = None,
     timeout: float | None = None,
     compensate: Callable[..., object] | None = None,
-    routes: Iterable[str] | str = (),
+    routes: Iterable[str | End] | str = (),
     blocking: bool = False,
     executor: str | None = None,
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
@@ -170,8 +170,7 @@ def step(
     def record(target: Callable[P, R]) -> Callable[P, R]:
         if not callable(target):
             msg = (
-                f"workflow {frame.workflow!r} ({where}): @step decorates a function, "
-                f"got {target!r}"
+                f"workflow {frame.workflow!r} ({where}): @step decorates a function, got {target!r}"
             )
             raise DefinitionError(msg)
         frame.children.append(

@@ -100,7 +100,7 @@ Listener: TypeAlias = Callable[[Event], None]
 LISTENERS: ContextVar[tuple[Listener, ...]] = ContextVar("flowdsl_listeners", default=())
 
 
-class listening:  # noqa: N801 - used like a function: `with listening(fn):`
+class listening:
     """Report the events of every run started inside the block to `listener`."""
 
     __slots__ = ("_listener", "_token")

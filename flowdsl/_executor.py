@@ -80,7 +80,7 @@ class Journal(Protocol):
         ...
 
 
-class _Failed(Exception):  # noqa: N818 - private control flow, not an error users see
+class _Failed(Exception):
     """A step (or reducer) failed for good: unwinds to the top-level loop."""
 
     def __init__(self, step: str, reason: object) -> None:
@@ -147,7 +147,7 @@ class _Execution:
         while index < count:
             node = nodes[index]
             if type(node) is StepNode:
-                route = self.apply(node, await self.step(node, root, root.version), root)
+                route = self.apply(node.key, await self.step(node, root, root.version), root)
             else:
                 route = await self.parallel(node, root)  # type: ignore[arg-type]
             if route is None:
@@ -155,10 +155,21 @@ class _Execution:
             elif route is END:
                 return
             else:
-                target = targets.get(route)  # type: ignore[arg-type]
+                target = targets.get(route)
                 if target is None:
                     raise _Failed(node.name, self.bad_goto(node, route))
+                self.transitions += 1
+                if self.transitions > plan.max_transitions:
+                    raise _Failed(node.name, self.too_many_transitions(node, route))
                 index = target
+
+    def too_many_transitions(self, node: Node, route: object) -> TransitionLimitExceeded:
+        return TransitionLimitExceeded(
+            f"workflow {self.plan.name!r} made more than {self.plan.max_transitions} goto "
+            f"transitions ({node.name!r} returned goto({route!r})); a goto loop does not end. "
+            f"Return goto(END) or go on to another step when it is done, or raise "
+            f"@workflow(max_transitions=...)"
+        )
 
     def bad_goto(self, node: Node, route: object) -> GotoError:
         known = ", ".join(repr(n) for n in self.plan.targets)
@@ -179,16 +190,6 @@ class _Execution:
         self.current = name
         visits = self.visits
         visit = visits[name] = visits.get(name, 0) + 1
-        self.transitions = transitions = self.transitions + 1
-        if transitions > self.plan.max_transitions:
-            raise _Failed(
-                name,
-                TransitionLimitExceeded(
-                    f"workflow {self.plan.name!r} made more than {self.plan.max_transitions} step "
-                    f"transitions (at step {name!r}); a goto loop does not end. Return goto(END) "
-                    f"or another step when it is done, or raise @workflow(max_transitions=...)"
-                ),
-            )
         attempt = 0
         journal = self.journal
         if journal is not None:
@@ -216,7 +217,7 @@ class _Execution:
                     except TimeoutError as exc:
                         raise _timeout_reason(node) from exc
                 failed = type(outcome) is Err
-            except Exception as exc:  # noqa: BLE001 - a raised exception is the step's failure
+            except Exception as exc:
                 outcome = Err(exc)
                 exception = exc
                 failed = True
@@ -227,7 +228,11 @@ class _Execution:
                 if node.compensate is not None:
                     self.remember(node, scope, version, outcome, visit)
                 if emit is not None:
-                    emit(StepFinished(name, "succeeded", _perf() - started, attempt=attempt, run_id=run_id))
+                    emit(
+                        StepFinished(
+                            name, "succeeded", _perf() - started, attempt=attempt, run_id=run_id
+                        )
+                    )
                 return outcome
             reason = outcome.error  # type: ignore[attr-defined]
             retrying = (
@@ -296,7 +301,13 @@ class _Execution:
         return outcome
 
     async def record(
-        self, node: StepNode, visit: int, attempt: int, started: float, outcome: object, failed: bool
+        self,
+        node: StepNode,
+        visit: int,
+        attempt: int,
+        started: float,
+        outcome: object,
+        failed: bool,
     ) -> tuple[object, bool]:
         """THE other seam: the one place an attempt's outcome is recorded."""
         duration = _perf() - started
@@ -317,15 +328,17 @@ class _Execution:
         )
         return outcome, failed
 
-    def remember(self, node: StepNode, scope: Scope, version: int, outcome: object, visit: int) -> None:
+    def remember(
+        self, node: StepNode, scope: Scope, version: int, outcome: object, visit: int
+    ) -> None:
         if node.compensate is not None:
             self.compensable.append((node, scope, version, outcome, visit))
 
     # -- applying an outcome ---------------------------------------------------------------
 
     @staticmethod
-    def apply(node: StepNode, outcome: object, scope: Scope) -> str | End | None:
-        """Merge a successful outcome into `scope`; returns the goto target, if any."""
+    def apply(key: str, outcome: object, scope: Scope) -> str | End | None:
+        """Merge a successful outcome into `scope` (a plain value under `key`); returns a goto target."""
         kind = type(outcome)
         if kind is Ok:
             value = outcome.value  # type: ignore[attr-defined]
@@ -334,7 +347,7 @@ class _Execution:
             if isinstance(value, Mapping):
                 scope.write(value)
             else:
-                scope.write({node.key: value})
+                scope.write({key: value})
             return None
         if outcome is None:
             return None
@@ -342,7 +355,7 @@ class _Execution:
             if outcome.update:  # type: ignore[attr-defined]
                 scope.write(outcome.update)  # type: ignore[attr-defined]
             return outcome.target  # type: ignore[attr-defined, no-any-return]
-        scope.write({node.key: outcome})
+        scope.write({key: outcome})
         return None
 
     # -- parallel blocks -------------------------------------------------------------------
@@ -364,12 +377,10 @@ class _Execution:
                         branch(child, scope, version, results, index, fail_fast, limit, first)
                     )
         except BaseExceptionGroup as group_error:
-            if first and group_error.subgroup(_Failed) is not None:
-                rest = group_error.subgroup(lambda e: not isinstance(e, _Failed))
-                if rest is not None:
-                    raise rest from None
-                raise first[0] from None
-            raise
+            failures, rest = group_error.split(_Failed)
+            if rest is not None or not first:
+                raise  # a bug or a base exception, not a step failure: never hidden
+            raise first[0] from None
         outcomes = dict(zip(node.keys, results, strict=True))
         into = node.into
         if into is None:
@@ -390,23 +401,11 @@ class _Execution:
             outcome = into(ctx, MappingProxyType(outcomes))
             if inspect.isawaitable(outcome):
                 outcome = await outcome
-        except Exception as exc:  # noqa: BLE001 - a raising reducer fails like a step
+        except Exception as exc:
             raise _Failed(node.name, exc) from None
-        kind = type(outcome)
-        if kind is Err:
-            raise _Failed(node.name, outcome.error)  # type: ignore[attr-defined]
-        if kind is Ok:
-            value = outcome.value  # type: ignore[attr-defined]
-            if value is not None:
-                scope.write(value if isinstance(value, Mapping) else {node.key: value})
-            return None
-        if kind is Goto:
-            if outcome.update:  # type: ignore[attr-defined]
-                scope.write(outcome.update)  # type: ignore[attr-defined]
-            return outcome.target  # type: ignore[attr-defined, no-any-return]
-        if outcome is not None:
-            scope.write({node.key: outcome})
-        return None
+        if type(outcome) is Err:
+            raise _Failed(node.name, outcome.error)
+        return self.apply(node.key, outcome, scope)
 
     async def branch(
         self,
@@ -448,7 +447,7 @@ class _Execution:
         if type(child) is SequenceNode:
             for node in child.children:
                 if type(node) is StepNode:
-                    route = self.apply(node, await self.step(node, own, own.version), own)
+                    route = self.apply(node.key, await self.step(node, own, own.version), own)
                 else:
                     route = await self.parallel(node, own)  # type: ignore[arg-type]
                 if route is not None:
@@ -475,7 +474,7 @@ class _Execution:
         emit = self.emit
         for node, scope, version, outcome, visit in reversed(self.compensable):
             own = Scope(scope, version)
-            self.apply(node, outcome, own)
+            self.apply(node.key, outcome, own)
             ctx = Context(own, own.version, self.run_id, node.name, 1, visit)
             started = _perf()
             error: object = None
@@ -483,13 +482,17 @@ class _Execution:
                 result = node.compensate(ctx)  # type: ignore[misc]
                 if inspect.isawaitable(result):
                     await result
-            except Exception as exc:  # noqa: BLE001 - a failing undo is recorded, the rest still run
+            except Exception as exc:
                 error = exc
             duration = _perf() - started
             status = "failed" if error is not None else "succeeded"
             done.append(CompensationRecord(node.name, status, duration, error))
             if emit is not None:
-                emit(CompensationFinished(node.name, status, duration, error=error, run_id=self.run_id))
+                emit(
+                    CompensationFinished(
+                        node.name, status, duration, error=error, run_id=self.run_id
+                    )
+                )
         return tuple(done)
 
     # -- the run as a whole ----------------------------------------------------------------

@@ -78,8 +78,7 @@ def goto(target: str | End, update: Mapping[str, Any] | None = None) -> Goto:
     """Jump to the top-level step `target` (or `END`), merging `update` into the context."""
     if not isinstance(target, str | End):
         msg = (
-            f"goto() takes a step name or END, got {target!r}; "
-            f"write goto('step_name') or goto(END)"
+            f"goto() takes a step name or END, got {target!r}; write goto('step_name') or goto(END)"
         )
         raise TypeError(msg)
     if update is not None and not isinstance(update, Mapping):
@@ -89,8 +88,6 @@ def goto(target: str | End, update: Mapping[str, Any] | None = None) -> Goto:
         )
         raise TypeError(msg)
     return Goto(target, update if update is not None else _EMPTY)
-
-
 
 
 def parallel_results(ctx: Mapping[str, Any]) -> Mapping[str, Ok[Any] | Err[Any]]:

@@ -13,7 +13,7 @@ from typing import Any, Final, TypeAlias
 
 import attrs
 
-from ._spec import Retry, Where
+from ._spec import End, Retry, Where
 
 __all__ = [
     "AGEN",
@@ -49,7 +49,7 @@ class StepNode:
     retry: Retry | None
     timeout: float | None
     compensate: Callable[..., Any] | None
-    routes: tuple[str, ...]
+    routes: tuple[str | End, ...]
     executor: str | None
     where: Where
     top_index: int

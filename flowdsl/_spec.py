@@ -70,7 +70,9 @@ def retry_problems(inst: Retry) -> list[str]:
     elif inst.max_attempts < 1:
         problems.append(f"max_attempts must be at least 1, got {inst.max_attempts}")
     if inst.backoff not in _BACKOFFS:
-        problems.append(f"backoff must be one of {', '.join(map(repr, _BACKOFFS))}, got {inst.backoff!r}")
+        problems.append(
+            f"backoff must be one of {', '.join(map(repr, _BACKOFFS))}, got {inst.backoff!r}"
+        )
     for field in ("base", "max_delay"):
         value = getattr(inst, field)
         if (
@@ -98,7 +100,7 @@ def _to_tuple(value: object) -> tuple[type[BaseException], ...]:
     if isinstance(value, type):
         return (value,)
     try:
-        return tuple(value)  # type: ignore[call-overload, no-any-return]
+        return tuple(value)  # type: ignore[arg-type]
     except TypeError:
         return (value,)  # type: ignore[return-value]  # reported by retry_problems
 
@@ -152,7 +154,7 @@ class StepSpec:
     retry: Retry | None
     timeout: float | None
     compensate: object
-    routes: tuple[str, ...]
+    routes: tuple[str | End, ...]
     blocking: bool
     executor: str | None
     where: Where

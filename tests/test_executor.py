@@ -1,0 +1,990 @@
+"""The executor: outcomes, parallel policies, goto, retries, timeouts, compensation, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from flowdsl import (
+    END,
+    Err,
+    Event,
+    Ok,
+    Retry,
+    Run,
+    RunFinished,
+    StepChunk,
+    StepFinished,
+    StepStarted,
+    UsageError,
+    WorkflowFailed,
+    _registry,
+    arun_workflow,
+    error,
+    goto,
+    ok,
+    parallel,
+    parallel_ok,
+    parallel_result,
+    parallel_results,
+    run_workflow,
+    sequence,
+    step,
+    workflow,
+)
+from flowdsl.errors import GotoError, TransitionLimitExceeded
+
+
+@pytest.fixture(autouse=True)
+def _own_registry() -> Iterator[None]:
+    with _registry.isolated():
+        yield
+
+
+def run(wf: Any, data: Mapping[str, Any] | None = None, **options: Any) -> Run:
+    return run_workflow(wf, data, **options)
+
+
+def in_loop(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run `main` in a fresh loop and check that no task outlives it."""
+
+    async def checked() -> Any:
+        value = await main()
+        await asyncio.sleep(0)
+        leftover = asyncio.all_tasks() - {asyncio.current_task()}
+        assert set() == leftover
+        return value
+
+    return asyncio.run(checked())
+
+
+# -- the outcomes table ----------------------------------------------------------------
+
+
+def test_ok_mapping_is_merged_into_the_context() -> None:
+    """ok(mapping) shallow-merges the mapping; later steps see it."""
+
+    @workflow
+    def merge() -> None:
+        @step
+        async def first(ctx: Any) -> Any:
+            return ok({"user": {"id": 1}, "n": 1})
+
+        @step
+        async def second(ctx: Any) -> Any:
+            return ok({"n": ctx["n"] + 1})
+
+    r = run(merge, {"name": "Ada"})
+    assert "completed" == r.status
+    assert {"name": "Ada", "user": {"id": 1}, "n": 2} == dict(r.output)
+
+
+def test_ok_value_and_plain_values_are_stored_under_the_key() -> None:
+    """ok(value), a plain value (even a dict) are stored under returns= or the step name."""
+
+    @workflow
+    def store() -> None:
+        @step
+        async def count(ctx: Any) -> Any:
+            return ok(3)
+
+        @step(returns="profile")
+        def fetch(ctx: Any) -> Any:
+            return {"name": "Ada"}
+
+        @step
+        async def total(ctx: Any) -> Any:
+            return ctx["count"] + 1
+
+    assert {"count": 3, "profile": {"name": "Ada"}, "total": 4} == dict(run(store).output)
+
+
+def test_ok_empty_and_none_leave_the_context_unchanged() -> None:
+    """ok() and None change nothing."""
+
+    @workflow
+    def nothing() -> None:
+        @step
+        async def a(ctx: Any) -> Any:
+            return ok()
+
+        @step
+        def b(ctx: Any) -> None:
+            return None
+
+    assert {"x": 1} == dict(run(nothing, {"x": 1}).output)
+
+
+def test_error_fails_the_run_with_the_reason() -> None:
+    """error(reason) fails the run: status, error and failed_step; later steps do not run."""
+    ran: list[str] = []
+
+    @workflow
+    def failing() -> None:
+        @step
+        async def check(ctx: Any) -> Any:
+            return error({"code": "card_declined"})
+
+        @step
+        async def after(ctx: Any) -> Any:
+            ran.append("after")
+
+    r = run(failing)
+    assert ("failed", {"code": "card_declined"}, "check") == (r.status, r.error, r.failed_step)
+    assert [] == ran
+    assert Err({"code": "card_declined"}) == r.result
+
+
+def test_raised_exception_is_the_reason_with_its_traceback() -> None:
+    """A raised exception fails the run; the exception is the reason, traceback kept."""
+
+    @workflow
+    def raising() -> None:
+        @step
+        async def boom(ctx: Any) -> Any:
+            raise ValueError("bad data")
+
+    r = run(raising)
+    assert isinstance(r.error, ValueError)
+    assert "bad data" == str(r.error)
+    assert r.error.__traceback__ is not None
+    with pytest.raises(WorkflowFailed, match="failed at step 'boom'") as info:
+        r.unwrap()
+    assert r.error is info.value.__cause__
+
+
+def test_goto_forward_skips_and_merges() -> None:
+    """goto(step, mapping) merges the mapping and continues at that step."""
+    ran: list[str] = []
+
+    @workflow
+    def jump() -> None:
+        @step
+        async def a(ctx: Any) -> Any:
+            ran.append("a")
+            return goto("c", {"jumped": True})
+
+        @step
+        async def b(ctx: Any) -> Any:
+            ran.append("b")
+
+        @step
+        async def c(ctx: Any) -> Any:
+            ran.append("c")
+
+    r = run(jump)
+    assert ["a", "c"] == ran
+    assert {"jumped": True} == dict(r.output)
+
+
+def test_goto_backward_loops_until_done() -> None:
+    """A backward goto repeats steps; each visit sees the context so far."""
+
+    @workflow
+    def loop() -> None:
+        @step
+        async def inc(ctx: Any) -> Any:
+            return ok({"i": ctx.get("i", 0) + 1})
+
+        @step
+        async def check(ctx: Any) -> Any:
+            if ctx["i"] < 5:
+                return goto("inc")
+            return ok()
+
+    r = run(loop)
+    assert 5 == r.output["i"]
+    assert ["inc", "check"] * 5 == [s.name for s in r.steps]
+
+
+def test_goto_end_finishes_successfully_now() -> None:
+    """goto(END, mapping) merges and completes; nothing after runs."""
+
+    @workflow
+    def early() -> None:
+        @step
+        async def a(ctx: Any) -> Any:
+            return goto(END, {"done": "early"})
+
+        @step
+        async def b(ctx: Any) -> Any:
+            raise AssertionError("must not run")
+
+    r = run(early)
+    assert ("completed", {"done": "early"}) == (r.status, dict(r.output))
+
+
+def test_goto_to_an_unknown_step_fails_with_known_steps() -> None:
+    """An undeclared goto target is checked when returned."""
+
+    @workflow
+    def lost() -> None:
+        @step
+        async def a(ctx: Any) -> Any:
+            return goto("nowhere")
+
+    r = run(lost)
+    assert isinstance(r.error, GotoError)
+    assert "goto('nowhere')" in str(r.error)
+    assert "known steps: 'a'" in str(r.error)
+
+
+def test_max_transitions_stops_an_endless_loop() -> None:
+    """A goto loop that never ends fails once it passes max_transitions."""
+
+    @workflow("spin", max_transitions=50)
+    def spin() -> None:
+        @step
+        async def again(ctx: Any) -> Any:
+            return goto("again")
+
+    r = run(spin)
+    assert isinstance(r.error, TransitionLimitExceeded)
+    assert "more than 50 goto transitions" in str(r.error)
+    assert 51 == len(r.steps)  # the first visit, then 50 jumps back
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
+def test_base_exceptions_are_never_turned_into_errors(exc: type[BaseException]) -> None:
+    """KeyboardInterrupt and SystemExit raised by a step propagate out of the run."""
+
+    @workflow
+    def interrupted() -> None:
+        @step
+        async def stop(ctx: Any) -> Any:
+            raise exc
+
+    with pytest.raises(exc):
+        run(interrupted)
+
+
+def test_step_raising_cancelled_error_cancels_the_run() -> None:
+    """CancelledError inside a step is not an error: the run is cancelled."""
+    finished: list[Event] = []
+
+    @workflow
+    def cancelled() -> None:
+        @step
+        async def stop(ctx: Any) -> Any:
+            raise asyncio.CancelledError
+
+    async def main() -> None:
+        with pytest.raises(asyncio.CancelledError):
+            await arun_workflow(cancelled, listeners=[finished.append])
+
+    in_loop(main)
+    last = finished[-1]
+    assert isinstance(last, RunFinished)
+    assert "cancelled" == last.run.status
+
+
+# -- step kinds and ctx ----------------------------------------------------------------
+
+
+def test_sync_steps_run_on_the_loop_thread_and_blocking_ones_in_a_worker() -> None:
+    """Sync steps are called directly; blocking=True runs in another thread."""
+    main_thread = threading.get_ident()
+
+    @workflow
+    def threads() -> None:
+        @step
+        def direct(ctx: Any) -> Any:
+            return threading.get_ident()
+
+        @step(blocking=True)
+        def worker(ctx: Any) -> Any:
+            return threading.get_ident()
+
+    out = run(threads).output
+    assert main_thread == out["direct"]
+    assert main_thread != out["worker"]
+
+
+def test_async_generator_steps_stream_chunks_and_end_with_their_last_outcome() -> None:
+    """Non-outcome items are chunks, in order; the last outcome yielded is the step's."""
+    events: list[Event] = []
+
+    @workflow
+    def streaming() -> None:
+        @step
+        async def tokens(ctx: Any) -> AsyncIterator[Any]:
+            for word in ("a", "b", "c"):
+                yield word
+            yield ok({"text": "abc"})
+
+        @step
+        async def silent(ctx: Any) -> AsyncIterator[Any]:
+            yield "only a chunk"
+
+    r = run(streaming, listeners=[events.append])
+    assert {"text": "abc"} == dict(r.output)
+    chunks = [(e.step, e.data) for e in events if isinstance(e, StepChunk)]
+    assert [("tokens", "a"), ("tokens", "b"), ("tokens", "c"), ("silent", "only a chunk")] == chunks
+
+
+def test_ctx_carries_run_id_step_attempt_and_a_stable_idempotency_key() -> None:
+    """ctx.idempotency_key is the same on every attempt of one step."""
+    seen: list[tuple[str, str, int, str]] = []
+
+    @workflow
+    def ids() -> None:
+        @step(retry=Retry(max_attempts=3, base=0))
+        async def charge(ctx: Any) -> Any:
+            seen.append((ctx.run_id, ctx.step, ctx.attempt, ctx.idempotency_key))
+            if ctx.attempt < 3:
+                return error("flaky")
+            return ok()
+
+    r = run(ids, run_id="run-7")
+    assert "run-7" == r.run_id
+    assert [("run-7", "charge", n, "run-7:charge") for n in (1, 2, 3)] == seen
+
+
+def test_context_is_immutable_for_steps() -> None:
+    """A step that tries to write into ctx fails; nothing leaks into the context."""
+
+    @workflow
+    def mutate() -> None:
+        @step
+        async def sneaky(ctx: Any) -> Any:
+            ctx["x"] = 1
+
+    r = run(mutate)
+    assert isinstance(r.error, TypeError)
+
+
+def test_run_output_is_read_only() -> None:
+    """run.output cannot be changed."""
+
+    @workflow
+    def simple() -> None:
+        step(lambda ctx: 1, name="one")
+
+    output = run(simple).output
+    with pytest.raises(TypeError):
+        output["one"] = 2  # type: ignore[index]
+
+
+# -- parallel blocks -------------------------------------------------------------------
+
+
+def test_parallel_without_into_adds_results_in_declaration_order() -> None:
+    """__results__ maps each branch key to Ok(value), in declaration order, whatever finishes first."""
+
+    @workflow
+    def fan() -> None:
+        with parallel():
+
+            @step
+            async def slow(ctx: Any) -> Any:
+                for _ in range(5):
+                    await asyncio.sleep(0)
+                return ok({"s": 1})
+
+            @step(returns="quick")
+            async def fast(ctx: Any) -> Any:
+                return 2
+
+            with sequence("billing"):
+
+                @step
+                async def customer(ctx: Any) -> Any:
+                    return ok({"customer": "c1"})
+
+                @step
+                async def plan(ctx: Any) -> Any:
+                    return ok({"plan": ctx["customer"] + "-pro"})
+
+        @step
+        async def after(ctx: Any) -> Any:
+            assert parallel_ok(ctx, "slow")
+            return ok({"keys": list(parallel_results(ctx))})
+
+    r = run(fan)
+    results = r.output["__results__"]
+    assert ["slow", "quick", "billing"] == list(results)
+    assert Ok({"s": 1}) == results["slow"]
+    assert Ok(2) == results["quick"]
+    assert Ok({"customer": "c1", "plan": "c1-pro"}) == results["billing"]
+    assert ["slow", "quick", "billing"] == r.output["keys"]
+    assert "slow" not in r.output  # branch outputs are not merged into the context
+
+
+def test_branches_see_the_same_snapshot_not_each_other() -> None:
+    """Every branch reads the context as it was when the block started."""
+
+    @workflow
+    def snap() -> None:
+        step(lambda ctx: ok({"v": 1}), name="before")
+        with parallel():
+            with sequence("left"):
+                step(lambda ctx: ok({"v": 10, "left": True}), name="l1")
+                step(lambda ctx: ok({"seen_v": ctx["v"], "seen_right": "right" in ctx}), name="l2")
+            with sequence("right"):
+                step(lambda ctx: ok({"right": True}), name="r1")
+                step(lambda ctx: ok({"seen_v": ctx["v"], "seen_left": "left" in ctx}), name="r2")
+
+    results = run(snap).output["__results__"]
+    assert {"v": 10, "left": True, "seen_v": 10, "seen_right": False} == results["left"].value
+    assert {"right": True, "seen_v": 1, "seen_left": False} == results["right"].value
+
+
+def test_fail_fast_cancels_running_siblings_and_awaits_them() -> None:
+    """The first failure cancels the siblings still running; none outlives the block."""
+    state: dict[str, Any] = {}
+    started = asyncio.Event()
+
+    @workflow
+    def fast_fail() -> None:
+        with parallel():
+
+            @step
+            async def waits(ctx: Any) -> Any:
+                started.set()
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    state["cancelled"] = True
+                    raise
+
+            @step
+            async def fails(ctx: Any) -> Any:
+                await started.wait()
+                raise RuntimeError("down")
+
+        @step
+        async def never(ctx: Any) -> Any:
+            raise AssertionError("must not run")
+
+    r = in_loop(lambda: arun_workflow(fast_fail))
+    assert ("failed", "fails") == (r.status, r.failed_step)
+    assert isinstance(r.error, RuntimeError)
+    assert state["cancelled"] is True
+
+
+def test_complete_all_keeps_failures_as_values() -> None:
+    """complete_all runs every branch and records failures as Err; the run continues."""
+
+    @workflow
+    def everyone() -> None:
+        with parallel(on_error="complete_all"):
+            step(lambda ctx: error("no stock"), name="inventory")
+            step(lambda ctx: ok({"paid": True}), name="payment")
+
+        @step
+        async def check(ctx: Any) -> Any:
+            return ok({"inventory_ok": parallel_ok(ctx, "inventory")})
+
+    r = run(everyone)
+    assert "completed" == r.status
+    assert Err("no stock") == parallel_result(r.output, "inventory")
+    assert r.output["inventory_ok"] is False
+
+
+def test_into_defaults_to_complete_all_and_gets_results_in_declaration_order() -> None:
+    """With into=, failures reach the reducer; __results__ is not added."""
+    seen: list[Any] = []
+
+    def reduce(ctx: Any, results: Mapping[str, Any]) -> Any:
+        seen.append(list(results.items()))
+        return ok({"total": sum(r.value for r in results.values() if isinstance(r, Ok))})
+
+    @workflow
+    def summed() -> None:
+        with parallel(into=reduce):
+
+            @step
+            async def a(ctx: Any) -> Any:
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+                return 1
+
+            @step
+            async def b(ctx: Any) -> Any:
+                raise ValueError("b broke")
+
+            step(lambda ctx: 3, name="c")
+
+    r = run(summed)
+    assert {"total": 4} == dict(r.output)
+    [items] = seen
+    assert ["a", "b", "c"] == [key for key, _ in items]
+    assert isinstance(items[1][1].error, ValueError)
+
+
+def test_into_can_route_with_goto_and_fail_with_error() -> None:
+    """A reducer's goto routes the run; its error fails it, naming the block."""
+
+    def route(ctx: Any, results: Mapping[str, Any]) -> Any:
+        if isinstance(results["stock"], Err):
+            return goto("backorder", {"reason": results["stock"].error})
+        if isinstance(results["pay"], Err):
+            return error("payment issue")
+        return ok({"ready": True})
+
+    def build(stock_ok: bool, pay_ok: bool) -> Any:
+        @workflow(f"orders_{stock_ok}_{pay_ok}")
+        def orders() -> None:
+            with parallel(into=route, name="checks"):
+                step(lambda ctx: 5 if stock_ok else error("out of stock"), name="stock")
+                step(lambda ctx: True if pay_ok else error("declined"), name="pay")
+            step(lambda ctx: goto(END, {"shipped": True}), name="ship")
+            step(lambda ctx: ok({"backordered": True}), name="backorder")
+
+        return orders
+
+    assert {"ready": True, "shipped": True} == dict(run(build(True, True)).output)
+    assert {"reason": "out of stock", "backordered": True} == dict(run(build(False, True)).output)
+    failed = run(build(True, False))
+    assert ("failed", "payment issue", "checks") == (
+        failed.status,
+        failed.error,
+        failed.failed_step,
+    )
+
+
+async def async_reducer(ctx: Any, results: Mapping[str, Any]) -> Any:
+    await asyncio.sleep(0)
+    return ok({"n": len(results)})
+
+
+def test_async_reducer_and_raising_reducer() -> None:
+    """An async reducer is awaited; a raising reducer fails the run with its exception."""
+
+    @workflow
+    def asynced() -> None:
+        with parallel(into=async_reducer):
+            step(lambda ctx: 1, name="a")
+
+    def broken(ctx: Any, results: Any) -> Any:
+        raise KeyError("missing")
+
+    @workflow
+    def raising() -> None:
+        with parallel(into=broken, name="fan"):
+            step(lambda ctx: 1, name="b")
+
+    assert {"n": 1} == dict(run(asynced).output)
+    r = run(raising)
+    assert ("fan", KeyError) == (r.failed_step, type(r.error))
+
+
+def test_goto_inside_a_branch_is_an_error() -> None:
+    """A branch can only succeed or fail: goto inside it fails the branch."""
+
+    @workflow
+    def bad_branch() -> None:
+        with parallel(on_error="complete_all"):
+            step(lambda ctx: goto("end"), name="jumper")
+        step(lambda ctx: None, name="end")
+
+    r = run(bad_branch)
+    reason = r.output["__results__"]["jumper"].error
+    assert isinstance(reason, GotoError)
+    assert "inside a parallel branch" in str(reason)
+
+
+def test_nested_parallel_inside_a_sequence_branch() -> None:
+    """Blocks nest freely: a parallel inside a sequence inside a parallel."""
+
+    @workflow
+    def nested() -> None:
+        with parallel(name="outer"):
+            with sequence("pipeline"):
+                step(lambda ctx: ok({"raw": 2}), name="load")
+                with parallel(
+                    name="inner",
+                    into=lambda ctx, rs: ok({"sum": sum(r.value for r in rs.values())}),
+                ):
+                    step(lambda ctx: ctx["raw"] * 10, name="x")
+                    step(lambda ctx: ctx["raw"] * 100, name="y")
+            with parallel(name="side"):
+                step(lambda ctx: 7, name="z")
+
+    results = run(nested).output["__results__"]
+    assert Ok({"raw": 2, "sum": 220}) == results["pipeline"]
+    assert {"z": Ok(7)} == dict(results["side"].value["__results__"])
+
+
+def test_max_concurrency_bounds_running_branches() -> None:
+    """No more than max_concurrency branches run at once, and the bound is reached."""
+    running = 0
+    peak = 0
+
+    async def branch(ctx: Any) -> Any:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        running -= 1
+
+    @workflow
+    def limited() -> None:
+        with parallel(max_concurrency=3):
+            for i in range(10):
+                step(branch, name=f"b{i}")
+
+    r = run(limited)
+    assert "completed" == r.status
+    assert 3 == peak
+
+
+# -- retries and timeouts ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attempts", [1, 2, 5])
+def test_retry_makes_exactly_max_attempts(attempts: int) -> None:
+    """A step that always fails is attempted exactly max_attempts times."""
+    calls = 0
+
+    @workflow
+    def flaky() -> None:
+        @step(retry=Retry(max_attempts=attempts, base=0))
+        async def call(ctx: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            raise ConnectionError("down")
+
+    r = run(flaky)
+    assert attempts == calls
+    assert [(n, "failed") for n in range(1, attempts + 1)] == [
+        (s.attempt, s.status) for s in r.steps
+    ]
+
+
+def test_retry_recovers_and_error_results_count_as_failed_attempts() -> None:
+    """error() is a failed attempt too; a later success completes the step."""
+
+    @workflow
+    def recovering() -> None:
+        @step(retry=Retry(max_attempts=4, base=0))
+        async def call(ctx: Any) -> Any:
+            return error("busy") if ctx.attempt < 3 else ok({"attempts": ctx.attempt})
+
+    r = run(recovering)
+    assert {"attempts": 3} == dict(r.output)
+    assert ["failed", "failed", "succeeded"] == [s.status for s in r.steps]
+
+
+def test_retry_on_limits_which_exceptions_are_retried() -> None:
+    """An exception outside retry_on fails the step at once."""
+    calls = 0
+
+    @workflow
+    def picky() -> None:
+        @step(retry=Retry(max_attempts=5, base=0, retry_on=ConnectionError))
+        async def call(ctx: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            raise ValueError("not transient")
+
+    r = run(picky)
+    assert (1, ValueError) == (calls, type(r.error))
+
+
+def test_retry_waits_the_backoff_between_attempts() -> None:
+    """The executor sleeps Retry.delay(n) after the n-th failure."""
+    events: list[Event] = []
+
+    @workflow
+    def backing_off() -> None:
+        @step(retry=Retry(max_attempts=3, backoff="linear", base=0.001))
+        async def call(ctx: Any) -> Any:
+            return error("again")
+
+    run(backing_off, listeners=[events.append])
+    delays = [e.retry_in for e in events if isinstance(e, StepFinished)]
+    assert [0.001, 0.002, None] == delays
+
+
+@pytest.mark.parametrize(
+    ("backoff", "expected"),
+    [
+        ("exponential", [0.5, 1.0, 2.0, 3.0]),
+        ("linear", [0.5, 1.0, 1.5, 2.0]),
+        ("constant", [0.5, 0.5, 0.5, 0.5]),
+    ],
+)
+def test_retry_delay_by_backoff_capped_at_max_delay(backoff: Any, expected: list[float]) -> None:
+    """Exponential doubles, linear grows by base, constant stays; all capped at max_delay."""
+    policy = Retry(max_attempts=5, backoff=backoff, base=0.5, max_delay=3.0)
+    assert expected == [policy.delay(n) for n in range(1, 5)]
+
+
+def test_retry_jitter_stays_within_its_fraction() -> None:
+    """With jitter j the delay lies in [d * (1 - j), d]."""
+    import random
+
+    rng = random.Random(7)
+    policy = Retry(base=1.0, jitter=0.25, backoff="constant")
+    draws = [policy.delay(1, rng) for _ in range(200)]
+    assert all(0.75 <= d <= 1.0 for d in draws)
+    assert len(set(draws)) > 100
+
+
+def test_step_timeout_is_a_failed_attempt_and_retried() -> None:
+    """A timed-out attempt fails with TimeoutError and is retried."""
+
+    @workflow
+    def slow() -> None:
+        @step(timeout=0.01, retry=Retry(max_attempts=2, base=0))
+        async def hang(ctx: Any) -> Any:
+            if ctx.attempt == 1:
+                await asyncio.Event().wait()
+            return ok({"second": True})
+
+    r = in_loop(lambda: arun_workflow(slow))
+    assert {"second": True} == dict(r.output)
+    first = r.steps[0]
+    assert ("failed", TimeoutError) == (first.status, type(first.error))
+    assert "timed out after 0.01s" in str(first.error)
+
+
+def test_run_timeout_fails_the_run_with_timeout_error() -> None:
+    """A run past its timeout is cancelled inside and fails with a TimeoutError reason."""
+    cancelled: list[bool] = []
+
+    @workflow("bounded", timeout=0.01)
+    def bounded() -> None:
+        @step
+        async def forever(ctx: Any) -> Any:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.append(True)
+                raise
+
+    r = in_loop(lambda: arun_workflow(bounded))
+    assert ("failed", "forever", TimeoutError) == (r.status, r.failed_step, type(r.error))
+    assert "did not finish within its 0.01s timeout" in str(r.error)
+    assert [True] == cancelled
+
+
+def test_run_call_timeout_overrides_inside_a_parallel_block() -> None:
+    """timeout= on the run call bounds the run, cancelling parallel branches."""
+
+    @workflow
+    def wide() -> None:
+        with parallel():
+            for i in range(3):
+                step(lambda ctx: asyncio.Event().wait(), name=f"w{i}")
+
+    r = in_loop(lambda: arun_workflow(wide, timeout=0.01))
+    assert ("failed", TimeoutError) == (r.status, type(r.error))
+
+
+# -- compensation -----------------------------------------------------------------------
+
+
+def test_compensation_runs_in_reverse_completion_order_including_branches() -> None:
+    """When a run fails, every completed step's undo runs, last completed first."""
+    undone: list[tuple[str, Any]] = []
+
+    def undo(ctx: Any) -> None:
+        undone.append((ctx.step, ctx.get(ctx.step)))
+
+    @workflow
+    def trip() -> None:
+        step(lambda ctx: "F1", name="flight", compensate=undo)
+        with parallel():
+
+            @step(compensate=undo)
+            async def hotel(ctx: Any) -> Any:
+                return "H1"
+
+            @step(compensate=undo)
+            async def car(ctx: Any) -> Any:
+                await asyncio.sleep(0)
+                return "C1"
+
+        @step
+        async def pay(ctx: Any) -> Any:
+            raise RuntimeError("card declined")
+
+    r = run(trip)
+    assert [("car", "C1"), ("hotel", "H1"), ("flight", "F1")] == undone
+    assert ["car", "hotel", "flight"] == [c.step for c in r.compensations]
+    assert all("succeeded" == c.status for c in r.compensations)
+
+
+def test_failing_compensation_is_recorded_and_the_rest_still_run() -> None:
+    """A compensation that raises is recorded; the others still run."""
+    undone: list[str] = []
+
+    async def undo_a(ctx: Any) -> None:
+        undone.append("a")
+
+    def undo_b(ctx: Any) -> None:
+        raise OSError("cannot undo b")
+
+    @workflow
+    def saga() -> None:
+        step(lambda ctx: 1, name="a", compensate=undo_a)
+        step(lambda ctx: 2, name="b", compensate=undo_b)
+        step(lambda ctx: error("stop"), name="c")
+
+    r = run(saga)
+    assert ["a"] == undone
+    assert [("b", "failed"), ("a", "succeeded")] == [(c.step, c.status) for c in r.compensations]
+    assert isinstance(r.compensations[0].error, OSError)
+
+
+def test_no_compensation_on_success_or_for_failed_steps() -> None:
+    """A completed run undoes nothing; the failing step itself is not compensated."""
+    undone: list[str] = []
+
+    @workflow
+    def fine() -> None:
+        step(lambda ctx: 1, name="a", compensate=lambda ctx: undone.append("a"))
+
+    @workflow
+    def broken() -> None:
+        step(lambda ctx: error("x"), name="b", compensate=lambda ctx: undone.append("b"))
+
+    assert [] == list(run(fine).compensations)
+    run(broken)
+    assert [] == undone
+
+
+# -- cancellation and concurrency ----------------------------------------------------------
+
+
+def test_cancelling_the_caller_cancels_the_run_and_leaves_no_task() -> None:
+    """Cancellation from outside propagates, reaches the step, and is reported as cancelled."""
+    events: list[Event] = []
+    reached = asyncio.Event
+    state: dict[str, Any] = {}
+
+    @workflow
+    def long() -> None:
+        with parallel():
+
+            @step
+            async def a(ctx: Any) -> Any:
+                state["started"].set()
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    state["a_cancelled"] = True
+                    raise
+
+            step(lambda ctx: asyncio.Event().wait(), name="b")
+
+    async def main() -> None:
+        state["started"] = reached()
+        task = asyncio.create_task(arun_workflow(long, listeners=[events.append]))
+        await state["started"].wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    in_loop(main)
+    assert state["a_cancelled"] is True
+    finished = events[-1]
+    assert isinstance(finished, RunFinished)
+    assert "cancelled" == finished.run.status
+
+
+def test_two_hundred_concurrent_runs_of_one_workflow() -> None:
+    """One compiled workflow runs 200 times at once in one loop, each run isolated."""
+
+    @workflow
+    def shared() -> None:
+        @step
+        async def double(ctx: Any) -> Any:
+            await asyncio.sleep(0)
+            return ok({"out": ctx["n"] * 2})
+
+        with parallel():
+            step(lambda ctx: ctx["out"] + 1, name="plus")
+
+    async def main() -> list[Run]:
+        return await asyncio.gather(*(arun_workflow(shared, {"n": n}) for n in range(200)))
+
+    runs = in_loop(main)
+    assert [n * 2 for n in range(200)] == [r.output["out"] for r in runs]
+    assert [Ok(n * 2 + 1) for n in range(200)] == [r.output["__results__"]["plus"] for r in runs]
+    assert 200 == len({r.run_id for r in runs})
+
+
+def test_long_chain_runs_without_recursion() -> None:
+    """A 20,000-step chain, each adding a key, completes (no recursion, no quadratic copy)."""
+
+    @workflow
+    def chain() -> None:
+        for i in range(20_000):
+            step(lambda ctx, i=i: ok({f"k{i}": i}), name=f"s{i}")
+
+    r = run(chain)
+    assert 20_000 == len(r.output)
+    assert 19_999 == r.output["k19999"]
+
+
+# -- running -----------------------------------------------------------------------------
+
+
+def test_run_workflow_inside_a_loop_names_arun_workflow() -> None:
+    """The sync call from a running loop raises and says what to use instead."""
+
+    @workflow
+    def w() -> None:
+        step(lambda ctx: None, name="a")
+
+    async def main() -> None:
+        with pytest.raises(UsageError, match=r"use 'await arun_workflow\(...\)'"):
+            run_workflow(w)
+
+    asyncio.run(main())
+
+
+def test_runs_by_name_and_by_object_and_methods() -> None:
+    """run_workflow takes a name or the workflow; wf.run and wf.arun work too."""
+
+    @workflow("by-name")
+    def named() -> None:
+        step(lambda ctx: ctx["x"] + 1, name="inc")
+
+    assert 2 == run_workflow("by-name", {"x": 1}).output["inc"]
+    assert 3 == named.run({"x": 2}).output["inc"]
+    assert 4 == asyncio.run(named.arun({"x": 3})).output["inc"]
+
+
+def test_input_must_be_a_mapping() -> None:
+    """A non-mapping input fails before running, with a fix."""
+
+    @workflow
+    def w() -> None:
+        step(lambda ctx: None, name="a")
+
+    with pytest.raises(UsageError, match="must be a mapping"):
+        run_workflow(w, [1, 2])  # type: ignore[arg-type]
+
+
+def test_events_in_order_for_a_retried_step() -> None:
+    """Listeners see started/finished per attempt and RunFinished last."""
+    events: list[Event] = []
+
+    @workflow
+    def once_flaky() -> None:
+        @step(retry=Retry(max_attempts=2, base=0))
+        async def call(ctx: Any) -> Any:
+            return error("x") if ctx.attempt == 1 else ok()
+
+    run(once_flaky, listeners=[events.append])
+    kinds = [
+        (type(e).__name__, getattr(e, "attempt", None))
+        for e in events
+        if isinstance(e, StepStarted | StepFinished | RunFinished)
+    ]
+    assert [
+        ("StepStarted", 1),
+        ("StepFinished", 1),
+        ("StepStarted", 2),
+        ("StepFinished", 2),
+        ("RunFinished", None),
+    ] == kinds
