@@ -154,7 +154,16 @@ class Context(Mapping[str, Any]):
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict copy of the mapping (for sending to another process)."""
-        return {key: self[key] for key in self}
+        scope = self._scope
+        if self._version != scope.version:
+            return {key: self[key] for key in self}
+        # The snapshot is the scope as it is now: every entry is visible.
+        own = {key: entry[1] for key, entry in scope.latest.items()}
+        if scope.parent is None:
+            return own
+        merged = Context(scope.parent, scope.parent_version).to_dict()
+        merged.update(own)
+        return merged
 
     def __repr__(self) -> str:
         return f"Context({self.to_dict()!r}, step={self.step!r}, attempt={self.attempt})"

@@ -4,10 +4,10 @@ The top-level sequence is a loop over an index that goto moves; a parallel
 block is a nursery (`asyncio.TaskGroup`): no branch outlives it. Three seams
 keep what comes later out of the routing code:
 
-* `_invoke` is the one place a step attempt is called (threads, processes and
+* `_Execution.invoke` is the one place a step attempt is called (threads, processes and
   remote executors plug in here);
-* `_record` is the one place an attempt's outcome is recorded (run records,
-  events and the durable journal);
+* `_Execution.step` records each attempt's outcome at one place: the durable
+  journal first (the commit point), then the run's records and the events;
 * events are data (`_events`), sent to listeners only when there are any.
 """
 
@@ -41,6 +41,7 @@ from .result import Err, Ok
 __all__ = ["Invoker", "Journal", "execute"]
 
 _perf = time.perf_counter
+_new_record = tuple.__new__
 _OK_NONE: Final = Ok(None)
 _RESULTS: Final = "__results__"
 
@@ -217,22 +218,21 @@ class _Execution:
                     except TimeoutError as exc:
                         raise _timeout_reason(node) from exc
                 failed = type(outcome) is Err
-            except Exception as exc:
+            except Exception as exc:  # a raised exception is the step's failure
                 outcome = Err(exc)
                 exception = exc
                 failed = True
-            recorded, failed = await self.record(node, visit, attempt, started, outcome, failed)
-            if recorded is not outcome:  # the journal refused it: fail now, retrying cannot help
-                outcome, exception = recorded, _UNRETRYABLE
+            duration = _perf() - started
+            if journal is not None:
+                journaled = await journal.record(name, visit, attempt, outcome, failed, duration)
+                if journaled is not outcome:  # the journal refused it: retrying cannot help
+                    outcome, failed, exception = journaled, True, _UNRETRYABLE
+            self.note(name, attempt, started, duration, outcome, failed)
             if not failed:
                 if node.compensate is not None:
                     self.remember(node, scope, version, outcome, visit)
                 if emit is not None:
-                    emit(
-                        StepFinished(
-                            name, "succeeded", _perf() - started, attempt=attempt, run_id=run_id
-                        )
-                    )
+                    emit(StepFinished(name, "succeeded", duration, attempt=attempt, run_id=run_id))
                 return outcome
             reason = outcome.error  # type: ignore[attr-defined]
             retrying = (
@@ -247,7 +247,7 @@ class _Execution:
                     StepFinished(
                         name,
                         "failed",
-                        _perf() - started,
+                        duration,
                         attempt=attempt,
                         error=reason,
                         retry_in=delay,
@@ -259,30 +259,41 @@ class _Execution:
             if delay > 0:
                 await asyncio.sleep(delay)
 
-    async def invoke(self, node: StepNode, ctx: Context) -> object:
-        """THE seam: the one place where an attempt of a step's body is called."""
+    def invoke(self, node: StepNode, ctx: Context) -> Awaitable[object]:
+        """THE seam: the one place where an attempt of a step's body is called.
+
+        Returns what the caller awaits; an ``async def`` step's own coroutine is
+        returned as it is, so the common case costs no extra frame.
+        """
         mode = node.mode
         if mode is ASYNC:
-            return await node.fn(ctx)
+            return node.fn(ctx)  # type: ignore[no-any-return]
         if mode is SYNC:
-            outcome = node.fn(ctx)
-            if inspect.isawaitable(outcome):
-                return await outcome
-            return outcome
+            return self.call_sync(node, ctx)
         if mode is THREAD:
-            return await asyncio.to_thread(node.fn, ctx)
+            return asyncio.to_thread(node.fn, ctx)
         if mode is AGEN:
-            return await self.drain(node, ctx)
+            return self.drain(node, ctx)
         invoker = self.invokers.get(node.executor)  # type: ignore[arg-type]
         if invoker is None:
-            known = ", ".join(repr(n) for n in ("thread", *self.invokers)) or "none"
-            msg = (
-                f"workflow {self.plan.name!r}, step {node.name!r} ({node.where}) asks for "
-                f"executor {node.executor!r}, which this run does not have; pass "
-                f"executors={{{node.executor!r}: ...}} to the run call. Known: {known}"
-            )
-            raise ExecutorError(msg)
-        return await invoker(node, ctx)
+            return self.no_executor(node)
+        return invoker(node, ctx)
+
+    @staticmethod
+    async def call_sync(node: StepNode, ctx: Context) -> object:
+        outcome = node.fn(ctx)
+        if inspect.isawaitable(outcome):
+            return await outcome
+        return outcome
+
+    async def no_executor(self, node: StepNode) -> object:
+        known = ", ".join(repr(n) for n in ("thread", *self.invokers))
+        msg = (
+            f"workflow {self.plan.name!r}, step {node.name!r} ({node.where}) asks for "
+            f"executor {node.executor!r}, which this run does not have; pass "
+            f"executors={{{node.executor!r}: ...}} to the run call. Known: {known}"
+        )
+        raise ExecutorError(msg)
 
     async def drain(self, node: StepNode, ctx: Context) -> object:
         """Run an async-generator step: outcomes are kept, other items are chunks."""
@@ -300,33 +311,29 @@ class _Execution:
             await agen.aclose()
         return outcome
 
-    async def record(
+    def note(
         self,
-        node: StepNode,
-        visit: int,
+        name: str,
         attempt: int,
         started: float,
+        duration: float,
         outcome: object,
         failed: bool,
-    ) -> tuple[object, bool]:
-        """THE other seam: the one place an attempt's outcome is recorded."""
-        duration = _perf() - started
-        journal = self.journal
-        if journal is not None:
-            journaled = await journal.record(node.name, visit, attempt, outcome, failed, duration)
-            if journaled is not outcome:
-                outcome, failed = journaled, True
+    ) -> None:
+        """THE other seam: the one place an attempt's outcome is recorded in the run."""
         self.records.append(
-            StepRecord(
-                node.name,
-                attempt,
-                "failed" if failed else "succeeded",
-                self.wall0 + (started - self.t0),
-                duration,
-                outcome.error if failed else None,  # type: ignore[attr-defined]
+            _new_record(
+                StepRecord,
+                (
+                    name,
+                    attempt,
+                    "failed" if failed else "succeeded",
+                    self.wall0 + (started - self.t0),
+                    duration,
+                    outcome.error if failed else None,  # type: ignore[attr-defined]
+                ),
             )
         )
-        return outcome, failed
 
     def remember(
         self, node: StepNode, scope: Scope, version: int, outcome: object, visit: int
@@ -377,7 +384,7 @@ class _Execution:
                         branch(child, scope, version, results, index, fail_fast, limit, first)
                     )
         except BaseExceptionGroup as group_error:
-            failures, rest = group_error.split(_Failed)
+            _, rest = group_error.split(_Failed)
             if rest is not None or not first:
                 raise  # a bug or a base exception, not a step failure: never hidden
             raise first[0] from None
@@ -418,45 +425,47 @@ class _Execution:
         limit: asyncio.Semaphore | None,
         first: list[_Failed],
     ) -> None:
+        """One branch's task: stores Ok(value) or, under complete_all, Err(reason)."""
+        result: Ok[Any] | Err[Any]
         try:
-            if limit is None:
-                value = await self.branch_value(child, scope, version)
-            else:
+            if limit is not None:
                 async with limit:
-                    value = await self.branch_value(child, scope, version)
+                    result = await self.branch_result(child, scope, version)
+            elif type(child) is StepNode:
+                result = self.step_result(child, await self.step(child, scope, version))
+            else:
+                result = await self.branch_result(child, scope, version)
         except _Failed as failure:
             if fail_fast:
                 if not first:
                     first.append(failure)
                 raise
-            results[index] = Err(failure.reason)
-        else:
-            results[index] = Ok(value)
+            result = Err(failure.reason)
+        results[index] = result
 
-    async def branch_value(self, child: Node, scope: Scope, version: int) -> object:
-        """Run one branch on the block's snapshot; returns its value for `results`."""
+    async def branch_result(self, child: Node, scope: Scope, version: int) -> Ok[Any]:
+        """Run one branch on the block's snapshot; its value for `results`, or raise _Failed."""
         if type(child) is StepNode:
-            outcome = await self.step(child, scope, version)
-            kind = type(outcome)
-            if kind is Ok:
-                return outcome.value  # type: ignore[attr-defined]
-            if kind is Goto:
-                raise _Failed(child.name, self.branch_goto(child, outcome))
-            return outcome
+            return self.step_result(child, await self.step(child, scope, version))
         own = Scope(scope, version)
-        if type(child) is SequenceNode:
-            for node in child.children:
-                if type(node) is StepNode:
-                    route = self.apply(node.key, await self.step(node, own, own.version), own)
-                else:
-                    route = await self.parallel(node, own)  # type: ignore[arg-type]
-                if route is not None:
-                    raise _Failed(node.name, self.branch_goto(node, route))
-        else:
-            route = await self.parallel(child, own)  # type: ignore[arg-type]
+        nodes = child.children if type(child) is SequenceNode else (child,)
+        for node in nodes:
+            if type(node) is StepNode:
+                route = self.apply(node.key, await self.step(node, own, own.version), own)
+            else:
+                route = await self.parallel(node, own)  # type: ignore[arg-type]
             if route is not None:
-                raise _Failed(child.name, self.branch_goto(child, route))
-        return own.added()
+                raise _Failed(node.name, self.branch_goto(node, route))
+        return Ok(own.added())
+
+    def step_result(self, child: StepNode, outcome: object) -> Ok[Any]:
+        """A branch step's outcome as its entry in `results` (the step's own Ok is reused)."""
+        kind = type(outcome)
+        if kind is Ok:
+            return outcome  # type: ignore[return-value]
+        if kind is Goto:
+            raise _Failed(child.name, self.branch_goto(child, outcome))
+        return _OK_NONE if outcome is None else Ok(outcome)
 
     def branch_goto(self, node: Node, route: object) -> GotoError:
         target = route.target if isinstance(route, Goto) else route

@@ -43,7 +43,7 @@ class CompensationRecord(NamedTuple):
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class Run:
     """A run of a workflow: its status, output and the record of every attempt."""
 
@@ -59,6 +59,17 @@ class Run:
     compensations: tuple[CompensationRecord, ...] = ()
     duration: float = 0.0
     started: float = 0.0
+
+    def __repr__(self) -> str:
+        # Short on purpose: asyncio reprs a task's result in places (3.11's Runner.run
+        # does on every call), and a run can hold thousands of step records.
+        failed = (
+            f", failed_step={self.failed_step!r}, error={self.error!r}" if self.failed_step else ""
+        )
+        return (
+            f"Run(run_id={self.run_id!r}, workflow={self.workflow!r}, status={self.status!r}"
+            f"{failed}, steps=<{len(self.steps)} attempts>, duration={self.duration:.6f})"
+        )
 
     @property
     def ok(self) -> bool:
