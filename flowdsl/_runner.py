@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
+from contextvars import ContextVar
+from types import MappingProxyType
 from typing import Any
 
 from . import _registry
 from ._events import LISTENERS, Event, Listener, RunFinished, StepChunk, StepFinished, StepStarted
 from ._executor import Invoker, execute
 from ._logging import structlog_listener
+from ._plan import Plan
 from ._run import Run
 from ._workflow import Workflow
 from .errors import UsageError
@@ -30,6 +33,12 @@ __all__ = [
 ]
 
 _STREAMED = (StepStarted, StepChunk, StepFinished, RunFinished)
+
+# Plans to run instead of others for runs started in this context (original plan ->
+# plan with fake steps). Set only by flowdsl.testing.override_steps; read once per run.
+PLAN_OVERRIDES: ContextVar[Mapping[Plan, Plan]] = ContextVar(
+    "flowdsl_plan_overrides", default=MappingProxyType({})
+)
 
 
 def resolve(target: str | Workflow) -> Workflow:
@@ -66,12 +75,18 @@ async def arun_workflow(
 
     ``run_id`` names the run (a fresh one by default); ``timeout`` bounds the
     whole run (default: the workflow's own); ``executors`` names where steps
-    with ``@step(executor=NAME)`` run; ``listeners`` receive every event.
+    with ``@step(executor=NAME)`` run (they stay the caller's: never closed
+    here); ``listeners`` receive every event.
     """
     wf = resolve(workflow)
     data = _check_input(wf, input)
+    if executors:
+        _check_executors(executors)
     rid = run_id if run_id is not None else uuid.uuid4().hex
     plan = wf.plan
+    overrides = PLAN_OVERRIDES.get()
+    if overrides:
+        plan = overrides.get(plan, plan)
     found = (*LISTENERS.get(), *listeners)
     log = structlog_listener(plan.name, rid)
     if log is not None:
@@ -83,6 +98,22 @@ async def arun_workflow(
             plan, data, rid, store, timeout=timeout, listeners=found, invokers=executors
         )
     return await execute(plan, data, rid, timeout=timeout, listeners=found, invokers=executors)
+
+
+def _check_executors(executors: Mapping[str, Invoker]) -> None:
+    for name, invoker in executors.items():
+        if not isinstance(name, str) or not name or name == "thread":
+            msg = (
+                f"executors= maps names to executors, got the name {name!r}; 'thread' is built "
+                f"in, give a ThreadExecutor another name: executors={{'io': ThreadExecutor(4)}}"
+            )
+            raise UsageError(msg)
+        if not callable(invoker):
+            msg = (
+                f"executors={{{name!r}: {invoker!r}}}: an executor must be callable as "
+                f"'await executor(node, ctx)', e.g. flowdsl.executors.DaskExecutor(address)"
+            )
+            raise UsageError(msg)
 
 
 def _no_running_loop(name: str, instead: str) -> None:
@@ -129,9 +160,16 @@ async def arun_many(
         async with gate:
             runs[index] = await arun_workflow(wf, item, **options)
 
-    async with asyncio.TaskGroup() as group:
-        for index, item in enumerate(items):
-            group.create_task(one(index, item))
+    try:
+        async with asyncio.TaskGroup() as group:
+            for index, item in enumerate(items):
+                group.create_task(one(index, item))
+    except BaseExceptionGroup as group_error:
+        # A run that raises (a store error, not a failed step) cancels the others; raise
+        # its own exception, as arun_workflow would, rather than a group of one.
+        if len(group_error.exceptions) == 1:
+            raise group_error.exceptions[0] from None
+        raise
     return [run for run in runs if run is not None]
 
 
@@ -151,7 +189,7 @@ async def stream_workflow(
     workflow: str | Workflow,
     input: Mapping[str, Any] | None = None,
     **options: Any,
-) -> AsyncIterator[Event]:
+) -> AsyncGenerator[Event, None]:
     """Run a workflow and yield its events as they happen; `RunFinished` comes last.
 
     Events are buffered without bound, so a slow consumer loses nothing and
@@ -179,4 +217,6 @@ async def stream_workflow(
     finally:
         if not task.done():
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        # Wait for the run to stop; an error it raised was either re-raised above or is
+        # not wanted by a consumer that stopped early (gather marks it retrieved).
+        await asyncio.gather(task, return_exceptions=True)

@@ -203,6 +203,22 @@ class Fail(Exception):
         self.step, self.reason = step, reason
 
 
+class Written(dict[str, Any]):
+    """A dict that remembers which keys were written into it, in first-write order."""
+
+    def __init__(self, initial: Mapping[str, Any]) -> None:
+        super().__init__(initial)
+        self.written: dict[str, None] = {}
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.written[key] = None
+        super().__setitem__(key, value)
+
+    def update(self, other: Mapping[str, Any]) -> None:  # type: ignore[override]
+        for key, value in other.items():
+            self[key] = value
+
+
 class Reference:
     """Sequential, copying, obviously-correct semantics of DESIGN.md section 3."""
 
@@ -293,16 +309,13 @@ class Reference:
             if out is None:
                 return None
             raise Fail(child.name, GotoError())
-        own = dict(snapshot)
-        added: dict[str, Any] = {}
+        own = Written(snapshot)
         nodes = child.children if isinstance(child, Seq) else [child]
         for node in nodes:
-            before = dict(own)
             route = self.step_in(node, own) if isinstance(node, Step) else self.block(node, own)
-            added.update({k: v for k, v in own.items() if k not in before or before[k] is not v})
             if route is not None:
                 raise Fail(node.name, GotoError())
-        return added
+        return {key: own[key] for key in own.written}
 
 
 # -- building the same program with flowdsl ---------------------------------------------------

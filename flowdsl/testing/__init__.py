@@ -1,0 +1,20 @@
+"""Helpers for testing workflows built with flowdsl (see docs/testing.md).
+
+* `override_steps` -- run a workflow with some steps swapped for fakes
+  (functions, or plain outcomes wrapped in a recording `Fake`).
+* `capture_events` -- the events of every run inside a block, as an `Events` list.
+* `check_reducer` -- property-test a parallel block's ``into=`` reducer (needs hypothesis).
+* `flowdsl.testing.strategies` -- hypothesis strategies: results, outcomes,
+  branch results and whole random workflows (needs hypothesis).
+* The pytest plugin (loaded automatically) adds the fixtures ``flowdsl_events``
+  and ``flowdsl_registry``.
+
+This package imports without hypothesis; only `check_reducer` and
+`flowdsl.testing.strategies` need it.
+"""
+
+from ._capture import Events, capture_events
+from ._fakes import Fake, override_steps
+from ._reducer import check_reducer
+
+__all__ = ["Events", "Fake", "capture_events", "check_reducer", "override_steps"]

@@ -1,0 +1,537 @@
+"""Generated workflows: their shape, how to build them, and the run each must produce.
+
+`flowdsl.testing.strategies.workflows()` draws a `WorkflowShape`. This module
+records it as a real `Workflow` (through the public DSL), and computes the
+expected run with a small reference interpreter written from DESIGN.md
+section 3 (outcomes, snapshots for parallel branches, ``__results__``,
+``into`` reducers, fail-fast vs complete-all, forward goto, retries).
+
+Where the result depends on timing (which failing branch of a fail-fast block
+is reported first), the expectation is a `OneOf` the check accepts any of.
+This module imports no hypothesis.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Literal, TypeAlias
+
+import attrs
+
+from .. import _registry
+from .._dsl import parallel, sequence, step, workflow
+from .._outcome import Goto, goto
+from .._run import Run
+from .._spec import END, End, Retry
+from .._workflow import Workflow
+from ..result import Err, Ok
+
+__all__ = [
+    "FLAKY",
+    "Expected",
+    "OneOf",
+    "ParallelShape",
+    "ReducerShape",
+    "SequenceShape",
+    "StepShape",
+    "WorkflowCase",
+    "WorkflowShape",
+    "make_case",
+    "matches",
+]
+
+FLAKY: Final = "flaky attempt"
+"""The error of the attempts a generated step fails before its outcome."""
+
+_RESULTS: Final = "__results__"
+_NAMES = itertools.count(1)
+
+StepMode: TypeAlias = Literal["sync", "async", "agen", "thread"]
+StepKind: TypeAlias = Literal[
+    "ok_merge", "ok_value", "ok_empty", "none", "plain", "echo", "error", "raise", "goto"
+]
+ReducerKind: TypeAlias = Literal["summary", "all_or_error", "values", "route"]
+OnError: TypeAlias = Literal["fail_fast", "complete_all"]
+
+
+@attrs.frozen
+class OneOf:
+    """Any one of `options`: a result that depends on which failure came first."""
+
+    options: tuple[object, ...]
+
+    def __repr__(self) -> str:
+        return "one of (" + ", ".join(map(repr, self.options)) + ")"
+
+
+def _one_of(items: list[object]) -> object:
+    flat: list[object] = []
+    for item in items:
+        for option in item.options if isinstance(item, OneOf) else (item,):
+            if not any(matches(seen, option) for seen in flat):
+                flat.append(option)
+    return flat[0] if len(flat) == 1 else OneOf(tuple(flat))
+
+
+# -- shapes ----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class StepShape:
+    """A generated step: what it returns (or raises), how it is called, its retries."""
+
+    name: str
+    kind: StepKind
+    outcome: object
+    """The value returned (an Ok, Err, Goto or plain value) or, for "raise", the exception."""
+    mode: StepMode = "sync"
+    returns: str | None = None
+    attempts: int = 1
+    """``Retry(max_attempts=)``; 1 means no retry policy."""
+    fails_first: int = 0
+    """How many first attempts return ``error(FLAKY)`` before the outcome."""
+
+    @property
+    def key(self) -> str:
+        return self.returns if self.returns is not None else self.name
+
+
+@attrs.frozen
+class ReducerShape:
+    """A generated ``into=`` reducer, one of a few deterministic kinds.
+
+    * ``summary``: ``ok({"<block>_summary": ((key, succeeded), ...)})`` (declaration order)
+    * ``all_or_error``: the first ``Err`` as it is, else ``ok({"<block>_count": n})``
+    * ``values``: ``ok((keys that succeeded...))``, stored under the block's key
+    * ``route``: ``goto(target, {"<block>_routed": True})`` if a branch failed, else ``ok()``
+    """
+
+    kind: ReducerKind
+    block: str
+    target: str | End | None = None
+    is_async: bool = False
+
+    def reduce(self, results: Mapping[str, Ok[Any] | Err[Any]]) -> object:
+        if self.kind == "summary":
+            summary = tuple((key, type(result) is Ok) for key, result in results.items())
+            return Ok({f"{self.block}_summary": summary})
+        failed = [result for result in results.values() if type(result) is Err]
+        if self.kind == "all_or_error":
+            return failed[0] if failed else Ok({f"{self.block}_count": len(results)})
+        if self.kind == "values":
+            return Ok(tuple(key for key, result in results.items() if type(result) is Ok))
+        if failed and self.target is not None:
+            return goto(self.target, {f"{self.block}_routed": True})
+        return Ok(None)
+
+    def function(self) -> Callable[..., object]:
+        """The reducer as the workflow calls it, sync or async."""
+        if self.is_async:
+
+            async def reduce_async(ctx: Mapping[str, Any], results: Mapping[str, Any]) -> object:
+                return self.reduce(results)
+
+            return reduce_async
+
+        def reduce(ctx: Mapping[str, Any], results: Mapping[str, Any]) -> object:
+            return self.reduce(results)
+
+        return reduce
+
+    def __str__(self) -> str:
+        target = f" -> {self.target!r}" if self.kind == "route" else ""
+        return f"{'async ' if self.is_async else ''}{self.kind}{target}"
+
+
+@attrs.frozen
+class SequenceShape:
+    """A generated ``with sequence(name):`` branch."""
+
+    name: str
+    children: tuple[StepShape | ParallelShape, ...]
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+@attrs.frozen
+class ParallelShape:
+    """A generated ``with parallel(name=...):`` block."""
+
+    name: str
+    branches: tuple[StepShape | SequenceShape | ParallelShape, ...]
+    on_error: OnError | None = None
+    into: ReducerShape | None = None
+    max_concurrency: int | None = None
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+    @property
+    def fail_fast(self) -> bool:
+        if self.on_error is None:
+            return self.into is None
+        return self.on_error == "fail_fast"
+
+
+NodeShape: TypeAlias = StepShape | ParallelShape
+
+
+@attrs.frozen
+class WorkflowShape:
+    """A generated workflow: its top-level sequence and the input it is run with."""
+
+    nodes: tuple[NodeShape, ...]
+    input: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+# -- building the real workflow -----------------------------------------------------------
+
+
+def _step_function(shape: StepShape) -> Callable[..., Any]:
+    def outcome(ctx: Mapping[str, Any]) -> object:
+        if ctx.attempt <= shape.fails_first:  # type: ignore[attr-defined]
+            return Err(FLAKY)
+        if shape.kind == "raise":
+            if isinstance(shape.outcome, BaseException):
+                raise shape.outcome
+        elif shape.kind == "echo":
+            return tuple(sorted(ctx))
+        return shape.outcome
+
+    fn: Callable[..., Any]
+    if shape.mode == "async":
+
+        async def fn(ctx: Mapping[str, Any]) -> object:
+            return outcome(ctx)
+
+    elif shape.mode == "agen":
+
+        async def fn(ctx: Mapping[str, Any]) -> Any:
+            yield f"{shape.name} working"
+            result = outcome(ctx)
+            if type(result) in (Ok, Err, Goto):
+                yield result
+            elif result is not None:
+                yield Ok(result)
+
+    else:
+
+        def fn(ctx: Mapping[str, Any]) -> object:
+            return outcome(ctx)
+
+    fn.__name__ = fn.__qualname__ = shape.name
+    return fn
+
+
+def _record(nodes: tuple[StepShape | SequenceShape | ParallelShape, ...]) -> None:
+    for node in nodes:
+        if isinstance(node, StepShape):
+            step(
+                _step_function(node),
+                name=node.name,
+                returns=node.returns,
+                retry=(
+                    Retry(max_attempts=node.attempts, backoff="constant", base=0.0)
+                    if node.attempts > 1
+                    else None
+                ),
+                blocking=node.mode == "thread",
+            )
+        elif isinstance(node, SequenceShape):
+            with sequence(node.name):
+                _record(node.children)
+        else:
+            with parallel(
+                name=node.name,
+                on_error=node.on_error,
+                into=node.into.function() if node.into is not None else None,
+                max_concurrency=node.max_concurrency,
+            ):
+                _record(node.branches)
+
+
+def _build(name: str, shape: WorkflowShape) -> Workflow:
+    def body() -> None:
+        _record(shape.nodes)
+
+    wf = workflow(name)(body)
+    _registry.unregister(name)  # runnable through the object; never clashes by name
+    return wf
+
+
+# -- the reference interpreter -------------------------------------------------------------
+
+
+class _Failure(Exception):
+    def __init__(self, step: object, reason: object) -> None:
+        super().__init__(step, reason)
+        self.step = step
+        self.reason = reason
+
+
+class _Scope:
+    """A parent snapshot plus this scope's own writes (like the engine's `Scope`)."""
+
+    def __init__(self, parent: Mapping[str, Any], own: dict[str, Any] | None = None) -> None:
+        self.parent = parent
+        self.own: dict[str, Any] = own if own is not None else {}
+
+    def view(self) -> dict[str, Any]:
+        return {**self.parent, **self.own}
+
+    def apply(self, key: str, outcome: object) -> str | End | None:
+        kind = type(outcome)
+        if kind is Ok:
+            value = outcome.value  # type: ignore[attr-defined]
+            if isinstance(value, Mapping):
+                self.own.update(value)
+            elif value is not None:
+                self.own[key] = value
+            return None
+        if kind is Goto:
+            self.own.update(outcome.update)  # type: ignore[attr-defined]
+            return outcome.target  # type: ignore[attr-defined, no-any-return]
+        if outcome is not None:
+            self.own[key] = outcome
+        return None
+
+
+def _final(shape: StepShape, ctx: Mapping[str, Any]) -> object:
+    """A step's final successful outcome after its retries, or `_Failure`."""
+    if shape.fails_first >= shape.attempts:
+        raise _Failure(shape.name, FLAKY)
+    if shape.kind == "raise":
+        raise _Failure(shape.name, shape.outcome)
+    if shape.kind == "error":
+        raise _Failure(shape.name, shape.outcome.error)  # type: ignore[attr-defined]
+    if shape.kind == "echo":
+        return tuple(sorted(ctx))
+    return shape.outcome
+
+
+def _branch(
+    shape: StepShape | SequenceShape | ParallelShape, snapshot: Mapping[str, Any]
+) -> object:
+    if isinstance(shape, StepShape):
+        outcome = _final(shape, snapshot)
+        return outcome.value if type(outcome) is Ok else outcome
+    own = _Scope(snapshot)
+    if isinstance(shape, SequenceShape):
+        for child in shape.children:
+            if isinstance(child, StepShape):
+                own.apply(child.key, _final(child, own.view()))
+            else:
+                _parallel(child, own)
+    else:
+        _parallel(shape, own)
+    return own.own
+
+
+def _parallel(shape: ParallelShape, scope: _Scope) -> str | End | None:
+    snapshot = scope.view()
+    results: dict[str, Ok[Any] | Err[Any]] = {}
+    failures: list[_Failure] = []
+    for branch in shape.branches:
+        try:
+            value = _branch(branch, snapshot)
+        except _Failure as failure:
+            failures.append(failure)
+            results[branch.key] = Err(failure.reason)
+        else:
+            results[branch.key] = Ok(value)
+    if failures and shape.fail_fast:
+        raise _Failure(_one_of([f.step for f in failures]), _one_of([f.reason for f in failures]))
+    if shape.into is None:
+        scope.apply(shape.key, Ok({_RESULTS: results}))
+        return None
+    outcome = shape.into.reduce(results)
+    if type(outcome) is Err:
+        raise _Failure(shape.name, outcome.error)
+    return scope.apply(shape.key, outcome)
+
+
+@attrs.frozen
+class Expected:
+    """The run a generated workflow must produce.
+
+    ``failed_step`` and ``error`` are None for a completed run; any of them may
+    be a `OneOf` when a fail-fast block has several failing branches.
+    """
+
+    status: Literal["completed", "failed"]
+    output: Mapping[str, Any]
+    failed_step: object = None
+    error: object = None
+
+
+def _expect(shape: WorkflowShape) -> Expected:
+    scope = _Scope({}, dict(shape.input))
+    nodes = shape.nodes
+    targets = {node.name: i for i, node in enumerate(nodes) if isinstance(node, StepShape)}
+    index = 0
+    try:
+        while index < len(nodes):
+            node = nodes[index]
+            if isinstance(node, StepShape):
+                route = scope.apply(node.key, _final(node, scope.own))
+            else:
+                route = _parallel(node, scope)
+            if route is None:
+                index += 1
+            elif route is END:
+                break
+            else:
+                index = targets[route]
+    except _Failure as failure:
+        return Expected("failed", scope.own, failure.step, failure.reason)
+    return Expected("completed", scope.own)
+
+
+# -- comparing -------------------------------------------------------------------------------
+
+
+def matches(expected: object, actual: object, *, ordered: bool = False) -> bool:
+    """True when `actual` is what `expected` describes (a `OneOf` accepts any option).
+
+    Mappings compare without regard to order, except ``__results__`` (declaration
+    order is part of the contract). Exceptions compare by identity.
+    """
+    if isinstance(expected, OneOf):
+        return any(matches(option, actual, ordered=ordered) for option in expected.options)
+    if isinstance(expected, Mapping):
+        if not isinstance(actual, Mapping) or set(expected) != set(actual):
+            return False
+        if ordered and list(expected) != list(actual):
+            return False
+        return all(
+            matches(value, actual[key], ordered=key == _RESULTS) for key, value in expected.items()
+        )
+    if type(expected) is Ok:
+        return type(actual) is Ok and matches(expected.value, actual.value)
+    if type(expected) is Err:
+        return type(actual) is Err and matches(expected.error, actual.error)
+    if type(expected) is tuple:
+        return (
+            type(actual) is tuple
+            and len(expected) == len(actual)
+            and all(matches(e, a) for e, a in zip(expected, actual, strict=True))
+        )
+    if isinstance(expected, BaseException):
+        return actual is expected
+    return type(expected) is type(actual) and bool(expected == actual)
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+# -- describing -----------------------------------------------------------------------------
+
+
+def _describe_step(shape: StepShape) -> str:
+    notes: list[str] = [shape.mode]
+    if shape.returns is not None:
+        notes.append(f"returns={shape.returns!r}")
+    if shape.attempts > 1:
+        notes.append(f"retry {shape.attempts}")
+    if shape.fails_first:
+        notes.append(f"first {shape.fails_first} attempt(s) fail")
+    if shape.kind == "raise":
+        what = f"raise {shape.outcome!r}"
+    elif shape.kind == "echo":
+        what = "the sorted keys of ctx"
+    else:
+        what = repr(shape.outcome)
+    return f"step {shape.name} [{', '.join(notes)}]: {what}"
+
+
+def _describe(
+    nodes: tuple[StepShape | SequenceShape | ParallelShape, ...], depth: int
+) -> list[str]:
+    pad = "    " * depth
+    lines: list[str] = []
+    for node in nodes:
+        if isinstance(node, StepShape):
+            lines.append(pad + _describe_step(node))
+        elif isinstance(node, SequenceShape):
+            lines.append(f"{pad}sequence {node.name}:")
+            lines.extend(_describe(node.children, depth + 1))
+        else:
+            options = ["fail_fast" if node.fail_fast else "complete_all"]
+            if node.into is not None:
+                options.append(f"into={node.into}")
+            if node.max_concurrency is not None:
+                options.append(f"max_concurrency={node.max_concurrency}")
+            lines.append(f"{pad}parallel {node.name} ({', '.join(options)}):")
+            lines.extend(_describe(node.branches, depth + 1))
+    return lines
+
+
+# -- the case handed to users -------------------------------------------------------------------
+
+
+@attrs.frozen(eq=False, repr=False)
+class WorkflowCase:
+    """A generated workflow, ready to run, with the run it must produce.
+
+    ``case.run()`` / ``await case.arun()`` run it with its input (any run
+    option passes through); ``case.check(run)`` raises `AssertionError` with
+    the workflow drawn as text when the run is not what ``case.expected`` says.
+    The workflow is not left in the registry: run it through the case or
+    ``case.workflow``.
+    """
+
+    workflow: Workflow
+    shape: WorkflowShape
+    expected: Expected
+
+    @property
+    def input(self) -> Mapping[str, Any]:
+        return self.shape.input
+
+    def run(self, **options: Any) -> Run:
+        """Run the workflow with its input (see `run_workflow` for options)."""
+        return self.workflow.run(dict(self.shape.input), **options)
+
+    async def arun(self, **options: Any) -> Run:
+        """Run the workflow with its input on the running loop (see `arun_workflow`)."""
+        return await self.workflow.arun(dict(self.shape.input), **options)
+
+    def check(self, run: Run) -> None:
+        """Raise `AssertionError` unless `run` is the run this workflow must produce."""
+        expected = self.expected
+        problems: list[str] = []
+        if run.status != expected.status:
+            got = repr(run.status)
+            if run.status == "failed":
+                got += f" (step {run.failed_step!r} failed: {run.error!r})"
+            problems.append(f"status: expected {expected.status!r}, got {got}")
+        else:
+            if not matches(expected.failed_step, run.failed_step):
+                problems.append(
+                    f"failed_step: expected {expected.failed_step!r}, got {run.failed_step!r}"
+                )
+            if not matches(expected.error, run.error):
+                problems.append(f"error: expected {expected.error!r}, got {run.error!r}")
+            if not matches(expected.output, run.output):
+                problems.append(
+                    f"output: expected {dict(expected.output)!r}, got {_plain(run.output)!r}"
+                )
+        if problems:
+            raise AssertionError(f"{self!r}\n" + "\n".join(problems))
+
+    def __repr__(self) -> str:
+        head = f"workflow {self.workflow.name!r}, input {dict(self.shape.input)!r}:"
+        return "\n".join([head, *_describe(self.shape.nodes, 1)])
+
+
+def make_case(shape: WorkflowShape) -> WorkflowCase:
+    """Build the workflow drawn as `shape` under a fresh name, with its expected run."""
+    name = f"flowdsl_generated_{next(_NAMES)}"
+    return WorkflowCase(_build(name, shape), shape, _expect(shape))
