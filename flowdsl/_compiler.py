@@ -97,6 +97,12 @@ class _PlanBuilder:
                 f"got {limit!r}"
             )
             raise DefinitionError(msg)
+        if spec.executor is not None and (not isinstance(spec.executor, str) or not spec.executor):
+            msg = (
+                f"workflow {spec.name!r} ({spec.where}): executor= takes 'inline', 'thread', "
+                f"'process' or a name given in executors=, got {spec.executor!r}"
+            )
+            raise DefinitionError(msg)
         if not spec.children:
             msg = (
                 f"workflow {spec.name!r} ({spec.where}) is empty; define at least one "
@@ -203,7 +209,7 @@ class _PlanBuilder:
                 f"duplicate result key {key!r}: step {other!r} already stores its value there; "
                 f"give one of them another returns=",
             )
-        mode = self.step_mode(spec, what)
+        mode, executor = self.step_mode(spec, what)
         retry = spec.retry
         if retry is not None:
             if not isinstance(retry, Retry):
@@ -247,7 +253,7 @@ class _PlanBuilder:
             timeout=float(timeout) if timeout is not None else None,
             compensate=spec.compensate,
             routes=spec.routes,
-            executor=spec.executor,
+            executor=executor,
             where=spec.where,
             top_index=top_index,
         )
@@ -259,14 +265,15 @@ class _PlanBuilder:
         self.shape.append(f"step {path}{name} -> {key}")
         return node
 
-    def step_mode(self, spec: StepSpec, what: str) -> int:
+    def step_mode(self, spec: StepSpec, what: str) -> tuple[int, str | None]:
+        """How the step is called, and the executor it runs on (the workflow's by default)."""
         fn = spec.fn
         executor = spec.executor
         if executor is not None and (not isinstance(executor, str) or not executor):
             raise self.fail(
                 what,
                 spec.where,
-                f"executor= takes 'thread', 'process' or a name given in executors=, "
+                f"executor= takes 'inline', 'thread', 'process' or a name given in executors=, "
                 f"got {executor!r}",
             )
         if not isinstance(spec.blocking, bool):
@@ -280,7 +287,7 @@ class _PlanBuilder:
                     spec.where,
                     "an async generator step runs on the event loop; remove blocking=/executor=",
                 )
-            return AGEN
+            return AGEN, None
         is_async = is_async_callable(fn)
         if spec.blocking:
             if is_async:
@@ -297,12 +304,14 @@ class _PlanBuilder:
                     f"blocking=True runs the step in a thread; it cannot also use "
                     f"executor={executor!r}",
                 )
-            return THREAD
+            return THREAD, executor
+        if executor is None:
+            executor = self.spec.executor  # type: ignore[assignment]  # checked in build()
         if executor == "thread":
-            return THREAD
-        if executor is not None:
-            return REMOTE
-        return ASYNC if is_async else SYNC
+            return THREAD, executor
+        if executor is not None and executor != "inline":
+            return REMOTE, executor
+        return (ASYNC if is_async else SYNC), None
 
     def lower_parallel(self, spec: ParallelSpec, path: str, top_index: int) -> ParallelNode:
         key = spec.key

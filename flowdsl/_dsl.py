@@ -52,6 +52,7 @@ def workflow(
     *,
     timeout: float | None = None,
     max_transitions: int = DEFAULT_MAX_TRANSITIONS,
+    executor: str | None = None,
 ) -> Callable[[Callable[[], object]], Workflow]: ...
 def workflow(
     fn_or_name: Callable[[], object] | str | None = None,
@@ -60,29 +61,36 @@ def workflow(
     timeout: float | None = None,
     max_transitions: int = DEFAULT_MAX_TRANSITIONS,
     name: str | None = None,
+    executor: str | None = None,
 ) -> Workflow | Callable[[Callable[[], object]], Workflow]:
     """Declare a workflow: the body is run once, now, to record its steps.
 
     ``@workflow`` names it after the function; ``@workflow("name", timeout=30,
-    max_transitions=10_000)`` sets the name and options. The returned
+    max_transitions=10_000, executor="process")`` sets the name and options
+    (``executor`` is where steps without an ``executor=`` of their own run;
+    ``@step(executor="inline")`` keeps one on the event loop). The returned
     `Workflow` is registered under its name and can be run with
     ``run_workflow(name, input)`` or ``wf.run(input)``.
     """
     if callable(fn_or_name):
-        return _define(fn_or_name, name, timeout, max_transitions)
+        return _define(fn_or_name, name, timeout, max_transitions, executor)
     if fn_or_name is not None and not isinstance(fn_or_name, str):
         msg = f"@workflow takes a name string, got {fn_or_name!r}; write @workflow('my_flow')"
         raise DefinitionError(msg)
     chosen = fn_or_name if fn_or_name is not None else name
 
     def decorate(body: Callable[[], object]) -> Workflow:
-        return _define(body, chosen, timeout, max_transitions)
+        return _define(body, chosen, timeout, max_transitions, executor)
 
     return decorate
 
 
 def _define(
-    body: Callable[[], object], name: str | None, timeout: object, max_transitions: object
+    body: Callable[[], object],
+    name: str | None,
+    timeout: object,
+    max_transitions: object,
+    executor: object = None,
 ) -> Workflow:
     code = getattr(body, "__code__", None)
     where = (
@@ -103,6 +111,7 @@ def _define(
         children=tuple(frame.children),
         timeout=timeout,
         max_transitions=max_transitions,
+        executor=executor,
         qualname=f"{getattr(body, '__module__', '?')}.{getattr(body, '__qualname__', wf_name)}",
         where=where,
     )

@@ -35,6 +35,7 @@ from ._outcome import Goto
 from ._plan import AGEN, ASYNC, SYNC, THREAD, Node, ParallelNode, Plan, SequenceNode, StepNode
 from ._run import CompensationRecord, Run, StepRecord
 from ._spec import END, End
+from ._trampoline import call_blocking
 from .errors import ExecutorError, GotoError, TransitionLimitExceeded
 from .result import Err, Ok
 
@@ -63,22 +64,55 @@ class Journal(Protocol):
     """Where a durable run records attempts, and finds them again on resume."""
 
     def replayed(self, step: str, visit: int) -> tuple[int, object | None]:
-        """Failed attempts already spent on this visit, and its recorded outcome if it finished."""
+        """Failed attempts already spent on this visit, and its recorded outcome if it finished.
+
+        The outcome is an `Err` when the step failed for good (it is not run again).
+        """
         ...
 
     async def record(
-        self, step: str, visit: int, attempt: int, outcome: object, failed: bool, duration: float
+        self,
+        step: str,
+        visit: int,
+        attempt: int,
+        outcome: object,
+        failed: bool,
+        started: float,
+        duration: float,
+        retrying: bool,
     ) -> object:
         """Commit one attempt before anything that depends on it starts.
 
-        Returns the outcome to use: the same one, or an `Err` when the outcome
-        cannot be journaled (then the step fails with that error, not retried).
+        ``started`` is wall-clock seconds since the epoch.
+        ``retrying``: the attempt failed and will be tried again (else its
+        outcome is the step's). Returns the outcome to use: the same one, or
+        an `Err` when the outcome cannot be journaled (then the step fails
+        with that error, not retried).
         """
         ...
 
     async def finish(self, run: Run) -> None:
         """Record the run's final status."""
         ...
+
+
+def _builtin_invoker(name: str | None) -> Invoker | None:
+    """The library-owned executors a run has without being given them: ``"process"``."""
+    if name == "process":
+        from .executors._process import shared_process_executor
+
+        return shared_process_executor()
+    return None
+
+
+def _retries(node: StepNode, attempt: int, exception: BaseException | None) -> bool:
+    """Whether a failed attempt is tried again (an `error()` result is, while attempts remain)."""
+    retry = node.retry
+    return (
+        retry is not None
+        and attempt < retry.max_attempts
+        and (exception is None or isinstance(exception, retry.retry_on))
+    )
 
 
 class _Failed(Exception):
@@ -92,6 +126,13 @@ class _Failed(Exception):
 
 def _timeout_reason(node: StepNode) -> TimeoutError:
     return TimeoutError(f"step {node.name!r} timed out after {node.timeout:g}s")
+
+
+def _check_overrun(node: StepNode, started: float) -> None:
+    """A plain function on the loop cannot be interrupted; an attempt that overran its
+    timeout still fails, when it returns (docs/decisions.md)."""
+    if _perf() - started > node.timeout:  # type: ignore[operator]
+        raise _timeout_reason(node)
 
 
 class _Execution:
@@ -196,6 +237,8 @@ class _Execution:
         if journal is not None:
             attempt, done = journal.replayed(name, visit)
             if done is not None:
+                if type(done) is Err:  # it failed for good before the crash: fail the same way
+                    raise _Failed(name, done.error)
                 self.remember(node, scope, version, done, visit)
                 return done
         retry = node.retry
@@ -217,6 +260,8 @@ class _Execution:
                             outcome = await self.invoke(node, ctx)
                     except TimeoutError as exc:
                         raise _timeout_reason(node) from exc
+                    if node.mode is SYNC:
+                        _check_overrun(node, started)
                 failed = type(outcome) is Err
             except Exception as exc:  # a raised exception is the step's failure
                 outcome = Err(exc)
@@ -224,7 +269,10 @@ class _Execution:
                 failed = True
             duration = _perf() - started
             if journal is not None:
-                journaled = await journal.record(name, visit, attempt, outcome, failed, duration)
+                retrying = failed and _retries(node, attempt, exception)
+                journaled = await journal.record(
+                    name, visit, attempt, outcome, failed, self.wall(started), duration, retrying
+                )
                 if journaled is not outcome:  # the journal refused it: retrying cannot help
                     outcome, failed, exception = journaled, True, _UNRETRYABLE
             self.note(name, attempt, started, duration, outcome, failed)
@@ -235,12 +283,7 @@ class _Execution:
                     emit(StepFinished(name, "succeeded", duration, attempt=attempt, run_id=run_id))
                 return outcome
             reason = outcome.error  # type: ignore[attr-defined]
-            retrying = (
-                retry is not None
-                and attempt < retry.max_attempts
-                and exception is not _UNRETRYABLE
-                and (exception is None or isinstance(exception, retry.retry_on))
-            )
+            retrying = exception is not _UNRETRYABLE and _retries(node, attempt, exception)
             delay = retry.delay(attempt) if retrying and retry is not None else None
             if emit is not None:
                 emit(
@@ -271,12 +314,14 @@ class _Execution:
         if mode is SYNC:
             return self.call_sync(node, ctx)
         if mode is THREAD:
-            return asyncio.to_thread(node.fn, ctx)
+            return asyncio.to_thread(call_blocking, node.fn, ctx)
         if mode is AGEN:
             return self.drain(node, ctx)
         invoker = self.invokers.get(node.executor)  # type: ignore[arg-type]
         if invoker is None:
-            return self.no_executor(node)
+            invoker = _builtin_invoker(node.executor)
+            if invoker is None:
+                return self.no_executor(node)
         return invoker(node, ctx)
 
     @staticmethod
@@ -287,7 +332,7 @@ class _Execution:
         return outcome
 
     async def no_executor(self, node: StepNode) -> object:
-        known = ", ".join(repr(n) for n in ("thread", *self.invokers))
+        known = ", ".join(repr(n) for n in ("thread", "process", *self.invokers))
         msg = (
             f"workflow {self.plan.name!r}, step {node.name!r} ({node.where}) asks for "
             f"executor {node.executor!r}, which this run does not have; pass "
@@ -328,12 +373,16 @@ class _Execution:
                     name,
                     attempt,
                     "failed" if failed else "succeeded",
-                    self.wall0 + (started - self.t0),
+                    self.wall(started),
                     duration,
                     outcome.error if failed else None,  # type: ignore[attr-defined]
                 ),
             )
         )
+
+    def wall(self, started: float) -> float:
+        """Wall-clock seconds since the epoch for a `perf_counter` reading of this run."""
+        return self.wall0 + (started - self.t0)
 
     def remember(
         self, node: StepNode, scope: Scope, version: int, outcome: object, visit: int

@@ -68,6 +68,10 @@ class Goto:
     def __hash__(self) -> int:
         return hash((Goto, self.target))
 
+    def __reduce__(self) -> tuple[type[Goto], tuple[str | End, Mapping[str, Any]]]:
+        # Slots with a raising __setattr__ need this to pickle (process and Dask executors).
+        return (Goto, (self.target, dict(self.update)))
+
     def __repr__(self) -> str:
         if self.update:
             return f"goto({self.target!r}, {dict(self.update)!r})"
@@ -103,16 +107,23 @@ def parallel_results(ctx: Mapping[str, Any]) -> Mapping[str, Ok[Any] | Err[Any]]
 
 
 def parallel_result(ctx: Mapping[str, Any], key: str) -> Ok[Any] | Err[Any]:
-    """One branch's result, ``Ok(value)`` or ``Err(reason)``, from the last parallel block."""
+    """One branch's result, ``Ok(value)`` or ``Err(reason)``, from the context's ``__results__``.
+
+    That is the last parallel block *without* ``into=`` before this step: a
+    block with a reducer adds what the reducer returns instead.
+    """
     results = parallel_results(ctx)
     try:
         return results[key]
     except KeyError:
         known = ", ".join(repr(k) for k in results)
-        msg = f"the last parallel block has no branch {key!r}; its branches: {known}"
+        msg = (
+            f"the parallel results in this context have no branch {key!r}; its branches: "
+            f"{known} (a block with into= adds no results)"
+        )
         raise KeyError(msg) from None
 
 
 def parallel_ok(ctx: Mapping[str, Any], key: str) -> bool:
-    """True when the branch `key` of the last parallel block succeeded."""
+    """True when branch `key` succeeded, in the last block without ``into=`` (see `parallel_result`)."""
     return type(parallel_result(ctx, key)) is Ok

@@ -115,9 +115,11 @@ class Retry:
     ``jitter`` (a fraction in [0, 1]) it is drawn from
     ``[delay * (1 - jitter), delay]``.
 
-    An ``error()`` outcome, a timed-out attempt, or a raised exception that is
-    an instance of one of ``retry_on`` is a failed attempt. Any other exception
-    fails the step at once.
+    An ``error()`` outcome is a failed attempt, retried while attempts remain.
+    A raised exception is retried when it is an instance of one of
+    ``retry_on``; any other exception fails the step at once. A timed-out
+    attempt raises `TimeoutError`, so it is retried under the default
+    ``retry_on=(Exception,)`` and not under, say, ``retry_on=(ConnectionError,)``.
     """
 
     max_attempts: int = 3
@@ -208,3 +210,5 @@ class WorkflowSpec:
     max_transitions: object
     qualname: str
     where: Where
+    executor: object = None
+    """Where steps without an ``executor=`` of their own run (``@workflow(executor=...)``)."""

@@ -11,7 +11,7 @@ builtin mixin where one makes ``except`` clauses read naturally::
      ├── WorkflowFailed                    Run.unwrap() on a run that did not complete
      ├── RunError                          a run broke a rule while executing
      │    ├── GotoError                    a goto to an unknown step, or inside a branch
-     │    └── TransitionLimitExceeded      more than max_transitions step transitions
+     │    └── TransitionLimitExceeded      more than max_transitions goto jumps (a loop)
      ├── SerializationError (TypeError)    an output that the journal cannot encode
      ├── StoreError                        a durable store problem
      │    └── IncompatibleDefinition       resuming a run with a changed workflow
@@ -75,7 +75,7 @@ class GotoError(RunError):
 
 
 class TransitionLimitExceeded(RunError):
-    """A run made more step transitions than its workflow's ``max_transitions``."""
+    """A run made more goto jumps than its workflow's ``max_transitions``."""
 
 
 class SerializationError(FlowError, TypeError):

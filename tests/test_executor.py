@@ -988,3 +988,28 @@ def test_events_in_order_for_a_retried_step() -> None:
         ("StepFinished", 2),
         ("RunFinished", None),
     ] == kinds
+
+
+def test_sync_step_that_overruns_its_timeout_fails_when_it_returns() -> None:
+    """A plain function cannot be interrupted, but an attempt past its timeout still fails."""
+    import time
+
+    @workflow
+    def blocking_sync() -> None:
+        @step(timeout=0.001)
+        def slow(ctx: Any) -> Any:
+            time.sleep(0.01)
+            return ok({"late": True})
+
+    r = run(blocking_sync)
+    assert ("failed", "slow", TimeoutError) == (r.status, r.failed_step, type(r.error))
+    assert "late" not in r.output
+
+
+def test_goto_pickles_and_compares_by_value() -> None:
+    """A Goto survives pickling (it crosses process boundaries) and is equal by value."""
+    import pickle
+
+    jump = goto("retry", {"n": 1})
+    assert jump == pickle.loads(pickle.dumps(jump))
+    assert goto(END) == pickle.loads(pickle.dumps(goto(END)))

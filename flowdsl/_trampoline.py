@@ -1,0 +1,146 @@
+"""The worker side of remote executors: the one function every remote attempt runs.
+
+A remote attempt travels as two cloudpickle blobs built by `flowdsl.executors`:
+the step's body and its context. `run_step` loads them in the worker process,
+rebuilds a read-only context (`RemoteContext`), calls the body (an ``async
+def`` body, or an awaitable a plain function returns, runs to completion with
+``asyncio.run``), and returns one blob saying what happened. It never raises
+for anything the step does: an exception comes back as data with its traceback
+as text, so a failure is always reported, never a hung or undecodable task.
+
+`call_blocking` is the same call without pickling, for worker threads.
+cloudpickle is imported only when a blob is made or read: importing this
+module costs nothing on the default (inline) path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import reprlib
+import traceback
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Final
+
+__all__ = ["RemoteContext", "call_blocking", "run_step"]
+
+# The first item of a reply says what happened; the rest depends on it:
+#   (VALUE, outcome)              the step returned ok(...), error(...), goto(...) or a value
+#   (RAISED, blob, text, type, message)  it raised; blob is the pickled exception or None
+#   (UNLOADABLE, what, error)     its body or context could not be unpickled here
+#   (UNPICKLABLE, what, error)    its outcome cannot be pickled to send back
+VALUE: Final = "value"
+RAISED: Final = "raised"
+UNLOADABLE: Final = "unloadable"
+UNPICKLABLE: Final = "unpicklable"
+
+_short = reprlib.Repr()
+_short.maxstring = 60
+_short.maxother = 60
+
+
+def short_repr(obj: object) -> str:
+    """A one-line repr of at most about 60 characters, for error messages."""
+    return _short.repr(obj)
+
+
+class RemoteContext(Mapping[str, Any]):
+    """The read-only context a step receives on a worker.
+
+    The same mapping the step would see inline, with the same attributes:
+    ``run_id``, ``step``, ``attempt`` and ``idempotency_key``.
+    """
+
+    __slots__ = ("_data", "attempt", "idempotency_key", "run_id", "step")
+
+    def __init__(
+        self, data: dict[str, Any], run_id: str, step: str, attempt: int, idempotency_key: str
+    ) -> None:
+        self._data = data
+        self.run_id = run_id
+        self.step = step
+        self.attempt = attempt
+        self.idempotency_key = idempotency_key
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict copy of the mapping."""
+        return dict(self._data)
+
+    def __repr__(self) -> str:
+        return f"RemoteContext({self._data!r}, step={self.step!r}, attempt={self.attempt})"
+
+
+async def _wait(awaitable: Awaitable[object]) -> object:
+    return await awaitable
+
+
+def call_blocking(fn: Callable[[Any], object], ctx: Mapping[str, Any]) -> object:
+    """Call a step body in a thread that has no event loop running (a worker thread or process).
+
+    An ``async def`` body, or a plain function returning an awaitable, is run to
+    completion on a fresh event loop of its own.
+    """
+    outcome = fn(ctx)
+    if inspect.isawaitable(outcome):
+        return asyncio.run(_wait(outcome))
+    return outcome
+
+
+def run_step(fn_blob: bytes, ctx_blob: bytes) -> bytes:
+    """Run one attempt of a step in this (worker) process; returns the reply blob."""
+    import cloudpickle  # type: ignore[import-untyped]
+
+    dumps: Callable[[object], bytes] = cloudpickle.dumps
+    loads: Callable[[bytes], Any] = cloudpickle.loads
+    try:
+        fn = loads(fn_blob)
+    except BaseException as exc:  # the body's own module or a class it needs is missing here
+        return dumps((UNLOADABLE, "its body", _one_line(exc)))
+    try:
+        data, meta = loads(ctx_blob)
+    except BaseException as exc:
+        return dumps((UNLOADABLE, "its context", _one_line(exc)))
+    try:
+        outcome = call_blocking(fn, RemoteContext(data, *meta))
+    except BaseException as exc:  # every failure goes back as data; the parent re-raises it
+        return dumps(_raised(dumps, loads, exc))
+    try:
+        return dumps((VALUE, outcome))
+    except Exception as exc:
+        what = short_repr(outcome)
+        return dumps((UNPICKLABLE, what, _one_line(exc)))
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _user_frames(tb: TracebackType | None) -> TracebackType | None:
+    """Skip this module's own frames at the top of a traceback."""
+    while tb is not None and tb.tb_frame.f_globals.get("__name__") == __name__:
+        tb = tb.tb_next
+    return tb
+
+
+def _raised(
+    dumps: Callable[[object], bytes], loads: Callable[[bytes], Any], exc: BaseException
+) -> tuple[object, ...]:
+    text = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
+    blob: bytes | None
+    try:
+        blob = dumps(exc)
+        loads(blob)  # an exception whose __init__ takes other arguments cannot be rebuilt
+    except Exception:
+        blob = None
+    kind = type(exc)
+    return (RAISED, blob, text, f"{kind.__module__}.{kind.__qualname__}", str(exc))

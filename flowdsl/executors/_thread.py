@@ -1,0 +1,70 @@
+"""`ThreadExecutor`: a thread pool of its own, for steps that block (I/O, C extensions)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from .._context import Context
+from .._plan import StepNode
+from .._trampoline import call_blocking
+from ..errors import ExecutorError
+from ._base import Executor
+
+__all__ = ["ThreadExecutor"]
+
+
+class ThreadExecutor(Executor):
+    """Runs steps in a pool of at most `max_workers` threads (started lazily).
+
+    The built-in ``executor="thread"`` uses the event loop's default thread
+    pool; register a ``ThreadExecutor`` under a name of your own to bound how
+    many steps of a kind run at once::
+
+        run_workflow("etl", data, executors={"db": ThreadExecutor(max_workers=4)})
+
+    The step receives the context itself (nothing is pickled). An ``async def``
+    step runs on an event loop of its own in the worker thread. A timed-out or
+    cancelled attempt cannot stop a thread: it is abandoned, its result ignored.
+    """
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        if max_workers is not None and (
+            not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1
+        ):
+            msg = f"ThreadExecutor(max_workers=...) takes an int >= 1 or None, got {max_workers!r}"
+            raise ValueError(msg)
+        self.max_workers = max_workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._get_pool()
+
+    def _get_pool(self) -> ThreadPoolExecutor:
+        pool = self._pool
+        if pool is not None:
+            return pool
+        with self._lock:
+            if self._closed:
+                msg = "this ThreadExecutor is closed; create a new one"
+                raise ExecutorError(msg)
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="flowdsl-step")
+            return self._pool
+
+    async def __call__(self, node: StepNode, ctx: Context) -> object:
+        pool = self._get_pool()
+        return await asyncio.get_running_loop().run_in_executor(pool, call_blocking, node.fn, ctx)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def __repr__(self) -> str:
+        return f"ThreadExecutor(max_workers={self.max_workers!r})"

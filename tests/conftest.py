@@ -1,0 +1,41 @@
+"""Session-wide fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[Any]:
+    """A real Dask cluster: 2 worker processes, no dashboard, started once per session.
+
+    Started lazily by the first test that asks for it. Its workers are spawned
+    processes that re-import the main module: a script doing this needs the
+    ``if __name__ == "__main__":`` guard (pytest's own entry point has one).
+    ``allowed_failures=0`` makes a worker death fail the task at once, as
+    docs/executors.md recommends, so flowdsl's retry policy decides what
+    happens next. The scheduler's HTTP endpoint takes a free localhost port,
+    not 8787, which another cluster on the machine may hold.
+    """
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=2,
+        processes=True,
+        dashboard_address=None,
+        scheduler_kwargs={"allowed_failures": 0, "dashboard_address": "127.0.0.1:0"},
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def dask_client(dask_cluster: Any) -> Iterator[Any]:
+    """A synchronous client of `dask_cluster` (never the default client)."""
+    from distributed import Client
+
+    with Client(dask_cluster, set_as_default=False) as client:
+        yield client
