@@ -1,17 +1,282 @@
-"""Durable runs: placeholder until the SQLite store lands."""
+"""Durable runs: a run call with ``store=`` journals every step, and resumes.
+
+`arun_durable` opens the run in the store (create it, return it when it is
+finished, or claim it to resume it), then executes the plan with a
+`_RunJournal`: the executor asks it for recorded outcomes before running a
+step (`replayed`) and hands it every attempt (`record`), which is committed
+before the executor continues. `resume_runs` finds the unfinished runs no
+live process owns and resumes each.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import asyncio
+import difflib
+import os
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
 
-from ._events import Listener
-from ._executor import Invoker
+import attrs
+
+from . import _registry
+from ._codec import (
+    Unencodable,
+    decode,
+    describe_path,
+    dumps,
+    encode,
+    encode_lenient,
+    encode_reason,
+    type_name,
+)
+from ._events import LISTENERS, Listener, RunFinished
+from ._executor import Invoker, execute
+from ._logging import structlog_listener
+from ._outcome import Goto
 from ._plan import Plan
-from ._run import Run
-from .errors import UsageError
+from ._run import Run, StepRecord
+from ._sqlite import SQLiteStore
+from ._store import Attempt, Ending, Opened, RunHeader, Store, step_record
+from .errors import (
+    IncompatibleDefinition,
+    SerializationError,
+    StoreError,
+    UsageError,
+    WorkflowNotFound,
+)
+from .result import Err, Ok
 
-__all__ = ["arun_durable"]
+__all__ = ["aresume_runs", "arun_durable", "open_store", "resume_runs"]
+
+_JSON_TYPES: Final = "str, int, float, bool, None, list, tuple and dict"
+
+
+def open_store(store: object) -> tuple[Store, bool]:
+    """The store `store` names, and whether the caller opened it (and must close it)."""
+    if isinstance(store, str):
+        if store.startswith("sqlite://"):
+            path = store[len("sqlite://") :]
+            path = path[1:] if path.startswith("/") else path
+            if path:
+                return SQLiteStore(path), True
+        elif "://" not in store and store:
+            return SQLiteStore(store), True
+        msg = (
+            f"unknown store {store!r}; use 'sqlite:///relative/path.db', "
+            f"'sqlite:////absolute/path.db', a file path, or a store object such as "
+            f"SQLiteStore(path)"
+        )
+        raise UsageError(msg)
+    if isinstance(store, os.PathLike):
+        return SQLiteStore(os.fspath(store)), True
+    if isinstance(store, Store):
+        return store, False
+    msg = (
+        f"store= takes a store object such as SQLiteStore(path) or a URL such as "
+        f"'sqlite:///runs.db', got {store!r}"
+    )
+    raise UsageError(msg)
+
+
+class _RunJournal:
+    """The executor's `Journal` for one durable run."""
+
+    __slots__ = ("finished", "history", "keys", "plan", "replay", "run_id", "store")
+
+    def __init__(self, store: Store, plan: Plan, run_id: str, attempts: Iterable[Attempt]) -> None:
+        self.store = store
+        self.plan = plan
+        self.run_id = run_id
+        self.finished = False
+        self.history: list[StepRecord] = []
+        replay: dict[tuple[str, int], list[Any]] = {}
+        for attempt in attempts:
+            entry = replay.get((attempt.step, attempt.visit))
+            if entry is None:
+                entry = replay[(attempt.step, attempt.visit)] = [0, None]
+            if attempt.final:  # a success, or a failure that was not retried: the outcome
+                entry[1] = decode(attempt.outcome)
+            if not attempt.succeeded:  # the attempts spent: numbering goes on from here
+                entry[0] = max(entry[0], attempt.attempt)
+            self.history.append(step_record(attempt))
+        self.replay = replay
+
+    def replayed(self, step: str, visit: int) -> tuple[int, object | None]:
+        entry = self.replay.get((step, visit))
+        if entry is None:
+            return 0, None
+        return entry[0], entry[1]
+
+    async def record(
+        self,
+        step: str,
+        visit: int,
+        attempt: int,
+        outcome: object,
+        failed: bool,
+        started: float,
+        duration: float,
+        retrying: bool,
+    ) -> object:
+        if failed:
+            text = dumps(encode(outcome))  # an Err: its reason always encodes
+        else:
+            try:
+                text = dumps(encode(outcome))
+            except Unencodable as exc:
+                outcome = Err(SerializationError(self.unencodable(step, outcome, exc)))
+                text = dumps(encode(outcome))
+                failed, retrying = True, False
+        await self.store.append(
+            self.run_id,
+            Attempt(
+                step,
+                visit,
+                attempt,
+                not failed,
+                not retrying,
+                text,
+                started,
+                duration,
+            ),
+        )
+        return outcome
+
+    def unencodable(self, step: str, outcome: object, exc: Unencodable) -> str:
+        path = exc.path  # innermost first: the key in the context is last
+        kind = type(outcome)
+        if kind is Goto or (kind is Ok and isinstance(outcome.value, Mapping)):  # type: ignore[attr-defined]
+            key = path.pop()
+        else:  # the whole value is stored under the step's key
+            key = self.plan.steps[step].key
+        where = f" (at {key!r}{describe_path(path)})" if path else ""
+        why = f": {exc.why}" if exc.why else ""
+        return (
+            f"workflow {self.plan.name!r}, step {step!r} returned a value the journal cannot "
+            f"store: key {key!r} holds a {type_name(exc.value)}{where}{why}. Durable runs keep "
+            f"JSON ({_JSON_TYPES}); convert it before returning it (e.g. str(value), "
+            f"value.isoformat(), a dict of its fields)"
+        )
+
+    async def finish(self, run: Run) -> None:
+        self.finished = True
+        comps = [
+            [c.step, c.status, c.duration, None if c.error is None else encode_reason(c.error)]
+            for c in run.compensations
+        ]
+        await self.store.finish_run(
+            self.run_id,
+            Ending(
+                status=run.status,
+                output=dumps(encode_lenient(run.output)),
+                error=None if run.error is None else dumps(encode_reason(run.error)),
+                failed_step=run.failed_step,
+                compensations=dumps(comps),
+                duration=run.duration,
+            ),
+        )
+
+
+def _shape_diff(old: tuple[str, ...], new: tuple[str, ...]) -> str:
+    lines = [
+        line
+        for line in difflib.unified_diff(list(old), list(new), "recorded", "now", n=0, lineterm="")
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+    return "\n".join(f"  {line[0]} {line[1:]}" for line in lines)
+
+
+def _incompatible(run_id: str, workflow: str, old: tuple[str, ...], new: tuple[str, ...]) -> str:
+    return (
+        f"run {run_id!r} of workflow {workflow!r} was journaled by a different definition; "
+        f"resuming it could replay recorded outcomes into the wrong steps. What changed "
+        f"(- recorded, + now):\n{_shape_diff(old, new)}\n"
+        f"Finish the run with the definition it started with, or start a new run_id"
+    )
+
+
+def _refuse(opened: Opened, plan: Plan, run_id: str) -> StoreError:
+    if opened.workflow != plan.name:
+        return StoreError(
+            f"run {run_id!r} in the store belongs to workflow {opened.workflow!r}, "
+            f"not {plan.name!r}; use another run_id"
+        )
+    if opened.fingerprint != plan.fingerprint:
+        return IncompatibleDefinition(_incompatible(run_id, plan.name, opened.shape, plan.shape))
+    owner = opened.owner or "another task"
+    host, _, rest = owner.partition("|")
+    who = f"process {rest.partition('|')[0]} on {host}" if rest else owner
+    return StoreError(
+        f"run {run_id!r} of workflow {plan.name!r} is being executed by {who}; "
+        f"wait for it to finish (or for that process to exit) and ask again"
+    )
+
+
+async def _run(
+    plan: Plan,
+    data: Mapping[str, Any] | None,
+    run_id: str,
+    store: Store,
+    *,
+    timeout: float | None,
+    listeners: tuple[Listener, ...],
+    invokers: Mapping[str, Invoker] | None,
+    resuming: bool,
+) -> Run | None:
+    """Start, return or resume one run; None when `resuming` and another process has it."""
+    try:
+        text = dumps(encode(data))
+    except Unencodable as exc:
+        key = exc.path.pop() if exc.path else "?"
+        msg = (
+            f"the input of durable run {run_id!r} of workflow {plan.name!r} cannot be "
+            f"journaled: key {key!r} holds a {type_name(exc.value)}"
+            f"{f' (at {key!r}{describe_path(exc.path)})' if exc.path else ''}. Durable runs "
+            f"keep JSON ({_JSON_TYPES}); convert it first"
+        )
+        raise SerializationError(msg) from None
+    opened = await store.open_run(
+        RunHeader(run_id, plan.name, plan.fingerprint, plan.shape, text, time.time())
+    )
+    if opened.finished is not None and opened.workflow == plan.name:
+        # Nothing executes, whatever the definition is now; listeners (a stream) still
+        # hear how the run ended, so RunFinished is always the last event of a call.
+        for listener in listeners:
+            listener(RunFinished(opened.finished))
+        return opened.finished
+    if not opened.claimed:
+        if resuming and opened.workflow == plan.name and opened.fingerprint == plan.fingerprint:
+            return None
+        raise _refuse(opened, plan, run_id)
+    journal = _RunJournal(store, plan, run_id, opened.attempts)
+    if not opened.new:
+        data = decode(opened.input)
+    try:
+        run = await execute(
+            plan,
+            data,
+            run_id,
+            timeout=timeout,
+            listeners=listeners,
+            invokers=invokers,
+            journal=journal,
+            resumed=not opened.new,
+        )
+    except BaseExceptionGroup as group:
+        if not journal.finished:
+            store.release(run_id)
+        stores, rest = group.split(StoreError)
+        if stores is not None and rest is None:
+            raise stores.exceptions[0] from group
+        raise
+    except BaseException:
+        if not journal.finished:
+            store.release(run_id)
+        raise
+    if journal.history:
+        run = attrs.evolve(run, steps=(*journal.history, *run.steps), started=opened.started)
+    return run
 
 
 async def arun_durable(
@@ -24,5 +289,107 @@ async def arun_durable(
     listeners: tuple[Listener, ...],
     invokers: Mapping[str, Invoker] | None,
 ) -> Run:
-    msg = f"durable runs are not available yet (store={store!r})"
-    raise UsageError(msg)
+    """`arun_workflow` with ``store=``: start the run, return it if finished, or resume it."""
+    opened, owned = open_store(store)
+    try:
+        run = await _run(
+            plan,
+            data,
+            run_id,
+            opened,
+            timeout=timeout,
+            listeners=listeners,
+            invokers=invokers,
+            resuming=False,
+        )
+    finally:
+        if owned:
+            opened.close()
+    assert run is not None
+    return run
+
+
+async def aresume_runs(
+    store: object,
+    *,
+    concurrency: int = 10,
+    timeout: float | None = None,
+    executors: Mapping[str, Invoker] | None = None,
+    listeners: Iterable[Listener] = (),
+    include_cancelled: bool = False,
+) -> list[Run]:
+    """Resume every unfinished run in `store` that no live process owns; their `Run`s.
+
+    Runs are resumed at most `concurrency` at a time, oldest first, each with
+    the workflow registered under its name (import the modules that define
+    them first). Every run is checked before any is resumed: a workflow that
+    is not registered, or whose definition changed, raises and nothing runs.
+    ``include_cancelled=True`` resumes runs cancelled from outside too.
+    """
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        msg = f"concurrency must be an int >= 1, got {concurrency!r}"
+        raise UsageError(msg)
+    opened, owned = open_store(store)
+    try:
+        pending = opened.resumable(include_cancelled=include_cancelled)
+        plans: list[Plan] = []
+        missing: list[str] = []
+        changed: list[str] = []
+        for run in pending:
+            try:
+                plan = _registry.get_workflow(run.workflow).plan
+            except WorkflowNotFound:
+                missing.append(f"run {run.run_id!r} (workflow {run.workflow!r})")
+                continue
+            if plan.fingerprint != run.fingerprint:
+                changed.append(_incompatible(run.run_id, run.workflow, run.shape, plan.shape))
+            plans.append(plan)
+        if missing:
+            msg = (
+                f"cannot resume {', '.join(missing)}: no workflow is registered under that "
+                f"name in this process; import the module that defines it before resuming"
+            )
+            raise WorkflowNotFound(msg)
+        if changed:
+            raise IncompatibleDefinition("\n".join(changed))
+        extra = tuple(listeners)
+        gate = asyncio.Semaphore(concurrency)
+        runs: list[Run | None] = [None] * len(pending)
+
+        async def one(index: int, plan: Plan, run_id: str) -> None:
+            found = (*LISTENERS.get(), *extra)
+            log = structlog_listener(plan.name, run_id)
+            if log is not None:
+                found = (log, *found)
+            async with gate:
+                runs[index] = await _run(
+                    plan,
+                    None,
+                    run_id,
+                    opened,
+                    timeout=timeout,
+                    listeners=found,
+                    invokers=executors,
+                    resuming=True,
+                )
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index, (plan, run) in enumerate(zip(plans, pending, strict=True)):
+                    group.create_task(one(index, plan, run.run_id))
+        except BaseExceptionGroup as problems:
+            if len(problems.exceptions) == 1:  # one run's store error, say: raise it as it is
+                raise problems.exceptions[0] from problems
+            raise
+    finally:
+        if owned:
+            opened.close()
+    return [run for run in runs if run is not None]
+
+
+def resume_runs(store: object, **options: Any) -> list[Run]:
+    """Resume every unfinished run in `store` (see `aresume_runs` for the options)."""
+    from ._runner import _no_running_loop
+
+    _no_running_loop("resume_runs", "aresume_runs")
+    return asyncio.run(aresume_runs(store, **options))

@@ -1,0 +1,211 @@
+"""The child process of tests/test_crash.py and tests/test_durable.py.
+
+It runs the journaled ``crash_checkout`` workflow (a sequence, a parallel
+block with a retried step and a sub-sequence, a goto loop) and dies by
+SIGKILL on cue. Every step body appends ``start``/``end`` lines to a side
+log (``O_APPEND`` + fsync), separate from the journal, so the test can
+compare what ran with what the journal says::
+
+    start|end KEY ATTEMPT PID        KEY is ctx.idempotency_key
+
+Each step body has three kill points: after its ``start`` line, after it
+yielded to the event loop, and after its ``end`` line (the work is done but
+its outcome is not journaled yet). A kill is either ``N`` (die at the N-th
+kill point this process reaches), ``STEP:ATTEMPT:POINT`` (die at that point
+of that attempt), ``tMICROSECONDS`` (die that long after starting, wherever
+the process is), or ``0`` (never).
+
+Modes::
+
+    python crash_child.py run DB LOG RUN_ID KILL   resume what is unfinished, then run RUN_ID
+    python crash_child.py serve DB LOG             fork server: per stdin line "RUN_ID KILL",
+                                                   fork a child that does `run`; answer
+                                                   "PID killed|exit CODE" on stdout
+    python crash_child.py many DB COUNT TAG        wait for "go" on stdin, then COUNT
+                                                   concurrent runs; print how many completed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from flowdsl import (
+    Retry,
+    SQLiteStore,
+    arun_workflow,
+    goto,
+    ok,
+    parallel,
+    resume_runs,
+    run_workflow,
+    sequence,
+    step,
+    workflow,
+)
+
+PRICES = {"book": 12, "pen": 3, "lamp": 40}
+INPUT: dict[str, Any] = {"items": ["book", "pen", "lamp"], "customer": "ada"}
+
+_log_fd = -1
+_kill: tuple[str, int, int] | int = 0
+_points = 0
+
+
+def _line(event: str, ctx: Any) -> None:
+    if _log_fd >= 0:
+        os.write(_log_fd, f"{event} {ctx.idempotency_key} {ctx.attempt} {os.getpid()}\n".encode())
+        os.fsync(_log_fd)
+
+
+def _point(ctx: Any, where: int) -> None:
+    global _points
+    _points += 1
+    if _points == _kill or _kill == (ctx.step, ctx.attempt, where):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _enter(ctx: Any) -> None:
+    _line("start", ctx)
+    _point(ctx, 1)
+
+
+def _leave(ctx: Any) -> None:
+    _line("end", ctx)
+    _point(ctx, 3)
+
+
+async def _body(ctx: Any) -> None:
+    _enter(ctx)
+    await asyncio.sleep(0)  # let the other branches of a parallel block interleave
+    _point(ctx, 2)
+    _leave(ctx)
+
+
+@workflow("crash_checkout")
+def crash_checkout() -> None:
+    @step
+    async def reserve(ctx: Any) -> Any:
+        await _body(ctx)
+        return ok({"reserved": list(ctx["items"])})
+
+    with parallel():
+
+        @step(retry=Retry(max_attempts=3, backoff="constant", base=0))
+        async def charge(ctx: Any) -> Any:
+            await _body(ctx)
+            if ctx.attempt < 3:
+                raise ConnectionError(f"payment gateway timed out (attempt {ctx.attempt})")
+            return ok({"charged": sum(PRICES[item] for item in ctx["reserved"])})
+
+        with sequence("shipping"):
+
+            @step
+            def pack(ctx: Any) -> Any:
+                _enter(ctx)
+                _point(ctx, 2)
+                _leave(ctx)
+                return ok({"parcel": {"items": len(ctx["reserved"]), "sizes": ("S", "M")}})
+
+            @step
+            async def label(ctx: Any) -> Any:
+                await _body(ctx)
+                return ok({"label": f"{ctx['customer']}/{ctx['parcel']['items']}"})
+
+        @step
+        async def email(ctx: Any) -> Any:
+            await _body(ctx)
+            return f"mailed {ctx['customer']}"
+
+    @step
+    async def audit(ctx: Any) -> Any:
+        await _body(ctx)
+        done = ctx.get("audits", 0) + 1
+        if done < 3:
+            return goto("audit", {"audits": done})
+        return ok({"audits": done})
+
+    @step
+    async def confirm(ctx: Any) -> Any:
+        await _body(ctx)
+        return ok({"confirmation": ctx.idempotency_key})
+
+
+def _parse_kill(text: str) -> tuple[str, int, int] | int:
+    if ":" in text:
+        name, attempt, where = text.split(":")
+        return (name, int(attempt), int(where))
+    return int(text)
+
+
+def _run(db: str, log: str, run_id: str, kill: str) -> None:
+    global _log_fd, _kill
+    if kill.startswith("t"):  # at a random instant, wherever the process is
+        timer = threading.Timer(int(kill[1:]) / 1e6, os.kill, (os.getpid(), signal.SIGKILL))
+        timer.daemon = True
+        timer.start()
+    else:
+        _kill = _parse_kill(kill)
+    _log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    with SQLiteStore(db) as store:
+        resume_runs(store)
+        run_workflow("crash_checkout", INPUT, run_id=run_id, store=store)
+
+
+def _serve(db: str, log: str) -> None:
+    for request in sys.stdin:
+        run_id, kill = request.split()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                _run(db, log, run_id, kill)
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+                code = 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+            answer = "killed"
+        else:
+            answer = f"exit {os.waitstatus_to_exitcode(status)}"
+        sys.stdout.write(f"{pid} {answer}\n")
+        sys.stdout.flush()
+
+
+async def _many(db: str, count: int, tag: str) -> int:
+    with SQLiteStore(db) as store:
+        runs = await asyncio.gather(
+            *(
+                arun_workflow("crash_checkout", INPUT, run_id=f"{tag}-{i}", store=store)
+                for i in range(count)
+            )
+        )
+    return sum(run.status == "completed" for run in runs)
+
+
+def main(argv: list[str]) -> None:
+    mode = argv[0]
+    if mode == "run":
+        _run(*argv[1:5])
+    elif mode == "serve":
+        _serve(argv[1], argv[2])
+    elif mode == "many":
+        sys.stdout.write("ready\n")
+        sys.stdout.flush()
+        if sys.stdin.readline().strip() == "go":
+            done = asyncio.run(_many(argv[1], int(argv[2]), argv[3]))
+            sys.stdout.write(f"{done}\n")
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,276 @@
+"""Crash tests: a journaled run SIGKILLed inside a step resumes in another process.
+
+The child (tests/crash_child.py) logs every step body's start and end to a
+side file, apart from the journal. After the kills, every run must have
+completed with the right output, the journal must agree with the side log,
+no step whose success was committed may start again, and retry budgets must
+be kept across crashes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import NamedTuple
+
+import pytest
+
+from flowdsl import SQLiteStore, _registry, run_workflow
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "fork") or not hasattr(signal, "SIGKILL"), reason="needs fork and SIGKILL"
+)
+
+CHILD = Path(__file__).resolve().with_name("crash_child.py")
+SRC = str(Path(__file__).resolve().parent.parent)
+RANDOM_KILLS = int(os.environ.get("FLOWDSL_CRASH_KILLS", "60"))
+SEED = int(os.environ.get("FLOWDSL_CRASH_SEED", "20261122"))
+POINTS_PER_RUN = 33  # 11 step bodies (charge runs 3 times, audit visits 3 times) x 3 points
+
+
+class Line(NamedTuple):
+    at: int
+    event: str
+    key: str
+    attempt: int
+    pid: int
+
+
+class Row(NamedTuple):
+    key: str
+    attempt: int
+    succeeded: bool
+    pid: int
+
+
+@pytest.fixture(scope="module")
+def flow() -> Iterator[ModuleType]:
+    """The child's module, imported here (with its own registry) to compute expected outputs."""
+    with _registry.isolated():
+        spec = importlib.util.spec_from_file_location("crash_child_flow", CHILD)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, env.get("PYTHONPATH")]))
+    return env
+
+
+def run_child(*args: str) -> int:
+    done = subprocess.run(
+        [sys.executable, str(CHILD), *args],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode in (0, -signal.SIGKILL), done.stderr
+    return done.returncode
+
+
+def read_log(path: Path) -> list[Line]:
+    lines = []
+    for index, text in enumerate(path.read_text().splitlines()):
+        event, key, attempt, pid = text.split()
+        lines.append(Line(index, event, key, int(attempt), int(pid)))
+    return lines
+
+
+def read_journal(db: Path) -> dict[str, list[Row]]:
+    conn = sqlite3.connect(db)
+    try:
+        found = conn.execute(
+            "SELECT run_id, step, visit, attempt, status, worker FROM flowdsl_attempts ORDER BY seq"
+        ).fetchall()
+    finally:
+        conn.close()
+    rows: dict[str, list[Row]] = {}
+    for run_id, name, visit, attempt, status, worker in found:
+        key = f"{run_id}:{name}" if visit == 1 else f"{run_id}:{name}#{visit}"
+        pid = int(worker.split("|")[1])
+        rows.setdefault(run_id, []).append(Row(key, attempt, status == "succeeded", pid))
+    return rows
+
+
+def started(db: Path, run_id: str) -> bool:
+    """Whether the store has a row for `run_id` (a child may die before starting it)."""
+    conn = sqlite3.connect(db)
+    try:
+        found = (
+            conn.execute("SELECT name FROM sqlite_master WHERE name = 'flowdsl_runs'").fetchone()
+            and conn.execute("SELECT 1 FROM flowdsl_runs WHERE run_id = ?", (run_id,)).fetchone()
+        )
+    finally:
+        conn.close()
+    return bool(found)
+
+
+def check(db: Path, log: Path, run_ids: list[str], killed: set[int], flow: ModuleType) -> None:
+    """Every run completed right; the journal agrees with the side log; nothing ran twice."""
+    with SQLiteStore(db) as store:
+        for run_id in run_ids:
+            run = store.get_run(run_id)
+            assert run is not None, run_id
+            expected = run_workflow(flow.crash_checkout, flow.INPUT, run_id=run_id)
+            assert ("completed", dict(expected.output)) == (run.status, dict(run.output))
+        assert [] == store.list_runs("running")
+    lines = read_log(log)
+    journal = read_journal(db)
+    assert set(run_ids) == set(journal)
+    ends = Counter((line.key, line.attempt, line.pid) for line in lines if line.event == "end")
+    journaled = set()
+    for run_id in run_ids:
+        rows = journal[run_id]
+        for row in rows:
+            # The journal agrees with what ran: each row is an attempt that ran to its end there.
+            assert 1 == ends[(row.key, row.attempt, row.pid)], row
+            journaled.add((row.key, row.attempt, row.pid))
+        succeeded = [row for row in rows if row.succeeded]
+        assert len({row.key for row in rows}) == len(succeeded) == len({r.key for r in succeeded})
+        for row in succeeded:
+            # A step whose success was committed never starts again.
+            end = next(
+                line.at
+                for line in lines
+                if line.event == "end" and (line.key, line.attempt, line.pid) == row[:2] + row[3:]
+            )
+            again = [
+                line for line in lines[end + 1 :] if line.event == "start" and line.key == row.key
+            ]
+            assert [] == again, row
+        # The retry budget survives crashes: attempts 1 and 2 failed, 3 succeeded, once each.
+        charge = sorted((row.attempt, row.succeeded) for row in rows if row.key.endswith(":charge"))
+        assert [(1, False), (2, False), (3, True)] == charge
+    # Work that ran to its end but was never journaled was cut short by a kill: it ran again.
+    for key, attempt, pid in ends.keys() - journaled:
+        assert pid in killed, (key, attempt, pid)
+
+
+@pytest.mark.parametrize(
+    ("kill", "reruns"),
+    [
+        ("reserve:1:1", set()),  # the first step, before its work
+        ("charge:2:2", set()),  # the second attempt of a retried step, in a parallel block
+        ("label:1:3", {"label"}),  # after label's work, before its outcome was committed
+        ("audit:1:3", {"audit"}),  # inside a goto loop, work done but not committed
+    ],
+)
+def test_a_run_killed_at_a_chosen_point_resumes_in_another_process(
+    tmp_path: Path, flow: ModuleType, kill: str, reruns: set[str]
+) -> None:
+    """Killed at a chosen point, the run resumes elsewhere; only the cut-short step reruns."""
+    db, log = tmp_path / "runs.db", tmp_path / "steps.log"
+    assert -signal.SIGKILL == run_child("run", str(db), str(log), "r1", kill)
+    assert 0 == run_child("run", str(db), str(log), "r2", "0")
+    lines = read_log(log)
+    killed = {lines[0].pid}
+    check(db, log, ["r1", "r2"], killed, flow)
+    ends = Counter(
+        (line.key, line.attempt) for line in lines if line.event == "end" and line.key[:3] == "r1:"
+    )
+    ended_twice = {key[3:].split("#")[0] for (key, _), count in ends.items() if count > 1}
+    # A step killed after its work reran; others may have too, if their commit was in flight
+    # when the kill came (check() proved each rerun was cut short by the kill).
+    assert reruns <= ended_twice
+    if kill.startswith("charge"):
+        rows = [row for row in read_journal(db)["r1"] if row.key == "r1:charge"]
+        first, second = {lines[0].pid}, {line.pid for line in lines} - {lines[0].pid}
+        assert [(1, first), (2, second), (3, second)] == [(r.attempt, {r.pid}) for r in rows]
+
+
+class ForkServer:
+    """tests/crash_child.py in serve mode: forks one child per request (cheap kills)."""
+
+    def __init__(self, db: Path, log: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(CHILD), "serve", str(db), str(log)],
+            env=child_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, run_id: str, kill: str) -> tuple[int, str]:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write(f"{run_id} {kill}\n")
+        self.process.stdin.flush()
+        pid, answer = self.process.stdout.readline().split(maxsplit=1)
+        return int(pid), answer.strip()
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+        self.process.stdout.close()
+
+
+def test_randomized_kills_lose_nothing_and_rerun_nothing_committed(
+    tmp_path: Path, flow: ModuleType
+) -> None:
+    """Many runs killed at random points, each resumed by the next process: all complete."""
+    db, log = tmp_path / "runs.db", tmp_path / "steps.log"
+    rng = random.Random(SEED)
+    server = ForkServer(db, log)
+    killed: set[int] = set()
+    run_ids: list[str] = []
+    try:
+        while len(killed) < RANDOM_KILLS:
+            if not run_ids or started(db, run_ids[-1]):
+                run_ids.append(f"r{len(run_ids)}")
+            # else: killed while resuming the runs before it: ask for the same run again
+            pid, answer = server.run(run_ids[-1], str(rng.randint(1, POINTS_PER_RUN)))
+            if answer == "killed":
+                killed.add(pid)
+            else:
+                assert "exit 0" == answer
+        if not started(db, run_ids[-1]):
+            run_ids.pop()  # its child died before starting it
+        pid, answer = server.run("last", "0")  # resumes whatever is left
+        assert "exit 0" == answer
+        run_ids.append("last")
+    finally:
+        server.close()
+    assert len(killed) >= min(50, RANDOM_KILLS)
+    check(db, log, run_ids, killed, flow)
+
+
+def test_kills_at_random_times_also_hit_commits(tmp_path: Path, flow: ModuleType) -> None:
+    """Killed at any instant (inside the writer's transaction too), the journal stays whole."""
+    db, log = tmp_path / "runs.db", tmp_path / "steps.log"
+    rng = random.Random(SEED + 1)
+    server = ForkServer(db, log)
+    killed: set[int] = set()
+    run_ids: list[str] = []
+    try:
+        for _ in range(15):
+            if not run_ids or started(db, run_ids[-1]):
+                run_ids.append(f"t{len(run_ids)}")
+            pid, answer = server.run(run_ids[-1], f"t{rng.randint(0, 8000)}")
+            if answer == "killed":
+                killed.add(pid)
+        if not started(db, run_ids[-1]):
+            run_ids.pop()  # its child died before starting it
+        pid, answer = server.run("last", "0")
+        assert "exit 0" == answer
+        run_ids.append("last")
+    finally:
+        server.close()
+    assert killed
+    check(db, log, run_ids, killed, flow)

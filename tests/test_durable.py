@@ -1,0 +1,929 @@
+"""Durable runs: the SQLite store, run_id semantics, resume, the JSON journal."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowdsl import (
+    END,
+    Err,
+    Goto,
+    Ok,
+    RecordedError,
+    Retry,
+    Run,
+    RunFinished,
+    SQLiteStore,
+    Store,
+    _registry,
+    aresume_runs,
+    arun_workflow,
+    error,
+    goto,
+    ok,
+    parallel,
+    resume_runs,
+    run_workflow,
+    sequence,
+    step,
+    stream_workflow,
+    workflow,
+)
+from flowdsl._codec import Unencodable, decode, dumps, encode, encode_reason
+from flowdsl._store import owner_alive, owner_token
+from flowdsl.errors import (
+    IncompatibleDefinition,
+    SerializationError,
+    StoreError,
+    UsageError,
+    WorkflowNotFound,
+)
+from flowdsl.result import ErrorGroup
+
+CHILD = Path(__file__).resolve().with_name("crash_child.py")
+SRC = str(Path(__file__).resolve().parent.parent)
+
+
+@pytest.fixture(autouse=True)
+def _own_registry() -> Iterator[None]:
+    with _registry.isolated():
+        yield
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    with SQLiteStore(tmp_path / "runs.db") as opened:
+        yield opened
+
+
+def in_loop(main: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    return asyncio.run(main())
+
+
+class Gate:
+    """Holds a step until the test lets it go; tells the test when the step got there."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def wait(self) -> None:
+        self.reached.set()
+        await self.release.wait()
+
+
+async def cancel_at(gate: Gate, coro: Coroutine[Any, Any, Run]) -> None:
+    """Run `coro` until it reaches `gate`, then cancel it (a run stopped midway)."""
+    task = asyncio.ensure_future(coro)
+    await gate.reached.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+# -- run_id semantics ------------------------------------------------------------------------
+
+
+def test_a_completed_run_asked_for_again_runs_nothing(store: SQLiteStore) -> None:
+    """The same run_id returns the recorded Run; no step runs again."""
+    calls: list[str] = []
+
+    @workflow
+    def once() -> None:
+        @step
+        def first(ctx: Any) -> Any:
+            calls.append("first")
+            return ok({"n": 1})
+
+        @step
+        async def second(ctx: Any) -> Any:
+            calls.append("second")
+            return ok({"n": ctx["n"] + 1, "when": (2024, 1)})
+
+    first = run_workflow(once, {"x": 1}, run_id="r1", store=store)
+    again = run_workflow(once, {"x": 1}, run_id="r1", store=store)
+    assert ["first", "second"] == calls
+    assert ("completed", {"x": 1, "n": 2, "when": (2024, 1)}) == (again.status, dict(again.output))
+    assert dict(first.output) == dict(again.output)
+    assert [("first", 1, "succeeded"), ("second", 1, "succeeded")] == [
+        (s.name, s.attempt, s.status) for s in again.steps
+    ]
+
+
+def test_streaming_a_completed_run_yields_only_run_finished(store: SQLiteStore) -> None:
+    """Asking a stream for a recorded run runs nothing and still ends with RunFinished."""
+
+    @workflow
+    def streamed() -> None:
+        step(lambda ctx: ok({"n": 1}), name="only")
+
+    first = run_workflow(streamed, run_id="s1", store=store)
+
+    async def main() -> list[Any]:
+        return [event async for event in stream_workflow(streamed, run_id="s1", store=store)]
+
+    events = in_loop(main)
+    assert [RunFinished] == [type(event) for event in events]
+    assert dict(first.output) == dict(events[0].run.output)
+
+
+def test_a_failed_run_asked_for_again_returns_the_recorded_failure(store: SQLiteStore) -> None:
+    """A failed run is finished: asked again, nothing runs; the exception comes back recorded."""
+    calls: list[int] = []
+
+    @workflow
+    def breaks() -> None:
+        @step
+        def boom(ctx: Any) -> Any:
+            calls.append(1)
+            raise ValueError("card 4242 declined")
+
+    live = run_workflow(breaks, run_id="r1", store=store)
+    again = run_workflow(breaks, run_id="r1", store=store)
+    assert 1 == len(calls)
+    assert ("failed", "boom") == (again.status, again.failed_step)
+    assert isinstance(live.error, ValueError)
+    reason = again.error
+    assert isinstance(reason, RecordedError)
+    assert ("ValueError", "card 4242 declined") == (reason.type, reason.message)
+    assert reason.traceback is not None
+    assert "card 4242 declined" in reason.traceback
+    assert "ValueError: card 4242 declined" == str(reason)
+    assert reason == again.steps[0].error
+
+
+def test_a_cancelled_run_resumes_when_asked_again(store: SQLiteStore) -> None:
+    """Cancelled midway, the run is "cancelled"; the same run_id resumes it, skipping done steps."""
+    calls: list[str] = []
+    gate = Gate()
+
+    @workflow
+    def paused() -> None:
+        @step
+        async def one(ctx: Any) -> Any:
+            calls.append("one")
+            return ok({"a": 1})
+
+        @step
+        async def two(ctx: Any) -> Any:
+            calls.append("two")
+            if not gate.release.is_set():
+                await gate.wait()
+            return ok({"b": ctx["a"] + 1})
+
+    async def main() -> Run:
+        await cancel_at(gate, arun_workflow(paused, {"in": 0}, run_id="r1", store=store))
+        cancelled = store.get_run("r1")
+        assert cancelled is not None
+        assert ("cancelled", ["one"]) == (cancelled.status, [s.name for s in cancelled.steps])
+        gate.release.set()
+        return await arun_workflow(paused, run_id="r1", store=store)
+
+    run = in_loop(main)
+    assert ("completed", {"in": 0, "a": 1, "b": 2}) == (run.status, dict(run.output))
+    assert ["one", "two", "two"] == calls  # "two" was cut short: it runs again, "one" does not
+    assert ["one", "two"] == [s.name for s in run.steps]
+
+
+def test_the_recorded_input_is_used_on_resume(store: SQLiteStore) -> None:
+    """A resumed run continues with the input it started with, whatever the caller passes."""
+    gate = Gate()
+
+    @workflow
+    def echo() -> None:
+        @step
+        async def hold(ctx: Any) -> Any:
+            if not gate.release.is_set():
+                await gate.wait()
+            return ok({"seen": ctx["name"]})
+
+    async def main() -> Run:
+        await cancel_at(gate, arun_workflow(echo, {"name": "ada"}, run_id="r1", store=store))
+        gate.release.set()
+        return await arun_workflow(echo, {"name": "bob"}, run_id="r1", store=store)
+
+    assert {"name": "ada", "seen": "ada"} == dict(in_loop(main).output)
+
+
+def test_retry_budget_and_idempotency_key_survive_a_resume(store: SQLiteStore) -> None:
+    """Failed attempts stay spent; the attempt cut short runs again; the key is stable."""
+    seen: list[tuple[int, str]] = []
+    gate = Gate()
+
+    @workflow
+    def flaky() -> None:
+        @step(retry=Retry(max_attempts=3, backoff="constant", base=0))
+        async def pay(ctx: Any) -> Any:
+            seen.append((ctx.attempt, ctx.idempotency_key))
+            if ctx.attempt == 1:
+                return error("gateway timeout")
+            if ctx.attempt == 2 and not gate.release.is_set():
+                await gate.wait()
+            return error("still down")
+
+    async def main() -> Run:
+        await cancel_at(gate, arun_workflow(flaky, run_id="r1", store=store))
+        gate.release.set()
+        return await arun_workflow(flaky, run_id="r1", store=store)
+
+    run = in_loop(main)
+    # attempt 1 failed (spent), attempt 2 was cut short (runs again), 3 is the last
+    assert [(1, "r1:pay"), (2, "r1:pay"), (2, "r1:pay"), (3, "r1:pay")] == seen
+    assert ("failed", "still down") == (run.status, run.error)
+    assert [(1, "failed"), (2, "failed"), (3, "failed")] == [
+        (s.attempt, s.status) for s in run.steps
+    ]
+
+
+def test_a_step_that_failed_for_good_is_not_retried_on_resume(store: SQLiteStore) -> None:
+    """In a complete_all block, a branch that used its retries fails the same way after a resume."""
+    calls: list[str] = []
+    gate = Gate()
+    spent = asyncio.Event()
+
+    @workflow
+    def branches() -> None:
+        with parallel(on_error="complete_all"):
+
+            @step(retry=Retry(max_attempts=2, backoff="constant", base=0))
+            def bad(ctx: Any) -> Any:
+                calls.append("bad")
+                if ctx.attempt == 2:
+                    spent.set()
+                raise KeyError("sku-1")
+
+            @step
+            async def slow(ctx: Any) -> Any:
+                calls.append("slow")
+                await spent.wait()  # bad's last failure is handed to the journal by now
+                if not gate.release.is_set():
+                    await gate.wait()
+                return 1
+
+        @step
+        def report(ctx: Any) -> Any:
+            return ok({"report": [k for k, v in ctx["__results__"].items() if type(v) is Ok]})
+
+    async def main() -> Run:
+        await cancel_at(gate, arun_workflow(branches, run_id="r1", store=store))
+        gate.release.set()
+        return await arun_workflow(branches, run_id="r1", store=store)
+
+    run = in_loop(main)
+    assert ["bad", "bad", "slow", "slow"] == sorted(calls)
+    assert ("completed", ["slow"]) == (run.status, run.output["report"])
+    failure = run.output["__results__"]["bad"]
+    assert Err(RecordedError("KeyError", "'sku-1'", failure.error.traceback)) == failure
+
+
+def test_one_run_id_cannot_run_twice_at_once(store: SQLiteStore) -> None:
+    """A second call for a run that is executing in this process is refused, naming it."""
+    gate = Gate()
+
+    @workflow
+    def single() -> None:
+        @step
+        async def hold(ctx: Any) -> Any:
+            await gate.wait()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(arun_workflow(single, run_id="r1", store=store))
+        await gate.reached.wait()
+        with pytest.raises(StoreError, match="'r1' of workflow 'single' is being executed by"):
+            await arun_workflow(single, run_id="r1", store=store)
+        gate.release.set()
+        assert "completed" == (await task).status
+
+    in_loop(main)
+
+
+def test_a_run_id_of_another_workflow_is_refused(store: SQLiteStore) -> None:
+    """run_id names one run of one workflow."""
+
+    @workflow
+    def first() -> None:
+        @step
+        async def a(ctx: Any) -> Any:
+            return ok()
+
+    @workflow
+    def second() -> None:
+        @step
+        async def a(ctx: Any) -> Any:
+            return ok()
+
+    gate = Gate()
+
+    @workflow
+    def held() -> None:
+        @step
+        async def hold(ctx: Any) -> Any:
+            if not gate.release.is_set():
+                await gate.wait()
+
+    async def main() -> None:
+        await cancel_at(gate, arun_workflow(held, run_id="h", store=store))
+        with pytest.raises(StoreError, match="belongs to workflow 'held', not 'first'"):
+            await arun_workflow(first, run_id="h", store=store)
+
+    in_loop(main)
+    run_workflow(first, run_id="r1", store=store)
+    with pytest.raises(StoreError, match="run 'r1' in the store belongs to workflow 'first'"):
+        run_workflow(second, run_id="r1", store=store)
+
+
+# -- JSON only -------------------------------------------------------------------------------
+
+
+def test_an_unencodable_output_fails_its_own_step_naming_key_and_type(store: SQLiteStore) -> None:
+    """The step fails (not retried) with a SerializationError; earlier outputs are kept."""
+    calls: list[int] = []
+
+    @workflow
+    def dated() -> None:
+        @step
+        async def fine(ctx: Any) -> Any:
+            return ok({"order": 7})
+
+        @step(retry=Retry(max_attempts=3, backoff="constant", base=0))
+        async def stamp(ctx: Any) -> Any:
+            calls.append(1)
+            return ok({"receipt": {"lines": [1, datetime.date(2024, 5, 1)]}})
+
+    run = run_workflow(dated, run_id="r1", store=store)
+    assert ("failed", "stamp", 1) == (run.status, run.failed_step, len(calls))
+    assert isinstance(run.error, SerializationError)
+    message = str(run.error)
+    assert "key 'receipt' holds a datetime.date (at 'receipt'['lines'][1])" in message
+    recorded = store.get_run("r1")
+    assert recorded is not None
+    assert ("failed", {"order": 7}) == (recorded.status, dict(recorded.output))
+    assert "flowdsl.errors.SerializationError" == recorded.error.type
+    assert message == recorded.error.message
+
+
+@pytest.mark.parametrize(
+    ("outcome", "problem"),
+    [
+        ({1, 2}, "key 'keep' holds a set"),
+        (ok(b"raw"), "key 'keep' holds a bytes"),
+        (goto(END, {"at": object()}), "key 'at' holds a object"),
+        (ok({"deep": [{"x": {0.5j}}]}), "key 'deep' holds a set (at 'deep'[0]['x'])"),
+    ],
+)
+def test_the_serialization_error_names_where_the_value_is(
+    store: SQLiteStore, outcome: object, problem: str
+) -> None:
+    """Plain values are named by the step's key, mappings and goto updates by their own key."""
+
+    @workflow
+    def bad() -> None:
+        @step
+        async def keep(ctx: Any) -> Any:
+            return outcome
+
+    run = run_workflow(bad, store=store)
+    assert problem in str(run.error)
+
+
+def test_an_unencodable_input_is_refused_before_anything_runs(store: SQLiteStore) -> None:
+    """The input is journaled first: it must be JSON too."""
+
+    @workflow
+    def takes() -> None:
+        @step
+        async def a(ctx: Any) -> Any:
+            raise AssertionError("never runs")
+
+    with pytest.raises(SerializationError, match=r"key 'when' holds a datetime\.datetime"):
+        run_workflow(takes, {"when": datetime.datetime(2024, 1, 1)}, store=store)
+    assert [] == store.list_runs()
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no")
+
+
+def test_recording_an_error_never_fails(store: SQLiteStore) -> None:
+    """Any reason is recordable: unprintable exceptions, values JSON cannot hold, groups."""
+    reasons: list[object] = [
+        Unprintable(),
+        {"at": object()},
+        ErrorGroup([ValueError("a"), "b"]),
+        error("x"),
+    ]
+
+    @workflow
+    def odd() -> None:
+        @step
+        async def fail(ctx: Any) -> Any:
+            return error(reasons[ctx["i"]])
+
+    for index in range(len(reasons)):
+        run = run_workflow(odd, {"i": index}, run_id=f"r{index}", store=store)
+        assert "failed" == run.status
+        recorded = store.get_run(f"r{index}")
+        assert recorded is not None
+        assert "failed" == recorded.status
+    assert "Unprintable()" in repr(store.get_run("r0").error)  # type: ignore[union-attr]
+    assert {"at": RecordedError("object", repr(reasons[1]["at"]))} == store.get_run("r1").error  # type: ignore[index, union-attr]
+    group = store.get_run("r2").error  # type: ignore[union-attr]
+    assert ErrorGroup([RecordedError("ValueError", "a"), "b"]) == group
+    assert Err("x") == store.get_run("r3").error  # type: ignore[union-attr]
+
+
+@st.composite
+def journal_values(draw: st.DrawFn) -> object:
+    scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+    keys = st.text() | st.integers() | st.just("$")
+    return draw(
+        st.recursive(
+            scalars,
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.lists(inner, max_size=3).map(tuple)
+                | st.dictionaries(keys, inner, max_size=3)
+                | inner.map(Ok)
+                | st.builds(
+                    Goto,
+                    st.text(min_size=1) | st.just(END),
+                    st.dictionaries(st.text(), inner, max_size=2),
+                )
+            ),
+            max_leaves=12,
+        )
+    )
+
+
+@given(journal_values())
+def test_journal_values_come_back_equal_and_of_the_same_type(value: object) -> None:
+    """decode(encode(v)) == v, with tuples, non-str keys, "$" keys and outcomes kept."""
+    back = decode(dumps(encode(value)))
+    assert value == back
+    assert repr(value) == repr(back)
+
+
+def test_encode_reports_the_path_to_what_it_cannot_hold() -> None:
+    """The path runs from the top-level key to the offending value."""
+    with pytest.raises(Unencodable) as caught:
+        encode({"a": [1, {"b": (2, frozenset())}]})
+    assert ["a", 1, "b", 1] == list(reversed(caught.value.path))
+    assert {"$": "exc", "type": "frozenset", "message": "frozenset()", "traceback": None} == (
+        encode_reason(frozenset())
+    )
+
+
+# -- the definition fingerprint --------------------------------------------------------------
+
+
+def define_shop(extra: bool, gate: Gate) -> Any:
+    @workflow("shop")
+    def shop() -> None:
+        @step
+        async def pick(ctx: Any) -> Any:
+            if not gate.release.is_set():
+                await gate.wait()
+            return ok({"picked": True})
+
+        if extra:
+
+            @step
+            async def wrap(ctx: Any) -> Any:
+                return ok()
+
+        @step
+        async def ship(ctx: Any) -> Any:
+            return ok()
+
+    return shop
+
+
+def test_resuming_with_a_changed_definition_names_the_difference(tmp_path: Path) -> None:
+    """IncompatibleDefinition shows the shape lines removed and added; nothing runs."""
+    db = tmp_path / "runs.db"
+    gate = Gate()
+
+    async def main() -> None:
+        with SQLiteStore(db) as store:
+            shop = define_shop(extra=False, gate=gate)
+            await cancel_at(gate, arun_workflow(shop, run_id="r1", store=store))
+
+    in_loop(main)
+    with _registry.isolated():
+        _registry.unregister("shop")  # the same name, a new definition: as after a deploy
+        changed = define_shop(extra=True, gate=gate)
+        with pytest.raises(IncompatibleDefinition) as caught:
+            run_workflow(changed, run_id="r1", store=f"sqlite:///{db}")
+    message = str(caught.value)
+    assert "run 'r1' of workflow 'shop' was journaled by a different definition" in message
+    assert "(- recorded, + now):\n  + step wrap -> wrap\n" in message
+    assert "start a new run_id" in message
+    with SQLiteStore(db) as store:
+        assert "cancelled" == store.get_run("r1").status  # type: ignore[union-attr]
+
+
+# -- the store ---------------------------------------------------------------------------------
+
+
+def test_list_runs_and_get_run(store: SQLiteStore) -> None:
+    """Runs are listed oldest first, filtered by status; unknown ids give None."""
+
+    @workflow
+    def judge() -> None:
+        @step
+        async def decide(ctx: Any) -> Any:
+            return ok({"verdict": "yes"}) if ctx["good"] else error("no")
+
+    for index, good in enumerate([True, False, True]):
+        run_workflow(judge, {"good": good}, run_id=f"r{index}", store=store)
+    assert ["r0", "r1", "r2"] == [run.run_id for run in store.list_runs()]
+    assert ["r0", "r2"] == [run.run_id for run in store.list_runs("completed")]
+    assert ["r1"] == [run.run_id for run in store.list_runs(status="failed")]
+    assert [] == store.list_runs("running")
+    got = store.get_run("r0")
+    assert got is not None
+    assert ("judge", "completed", {"good": True, "verdict": "yes"}) == (
+        got.workflow,
+        got.status,
+        dict(got.output),
+    )
+    assert got.started > 0
+    assert got.duration > 0
+    assert store.get_run("nope") is None
+    with pytest.raises(UsageError, match="status must be"):
+        store.list_runs("done")  # type: ignore[arg-type]
+
+
+def test_a_running_run_shows_its_progress(store: SQLiteStore) -> None:
+    """While a run executes, get_run reports it "running" with the attempts committed so far."""
+    gate = Gate()
+
+    @workflow
+    def progress() -> None:
+        @step
+        async def one(ctx: Any) -> Any:
+            return ok({"one": 1})
+
+        @step
+        async def two(ctx: Any) -> Any:
+            await gate.wait()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(arun_workflow(progress, {"x": 0}, run_id="r1", store=store))
+        await gate.reached.wait()
+        running = store.get_run("r1")
+        assert running is not None
+        assert ("running", ["one"], {"x": 0}) == (
+            running.status,
+            [s.name for s in running.steps],
+            dict(running.output),
+        )
+        gate.release.set()
+        await task
+
+    in_loop(main)
+
+
+def test_compensations_are_recorded(store: SQLiteStore) -> None:
+    """A failed run's compensations are in the stored Run."""
+
+    def undo(ctx: Any) -> None:
+        raise RuntimeError("undo failed")
+
+    @workflow
+    def saga() -> None:
+        @step(compensate=undo)
+        async def book(ctx: Any) -> Any:
+            return ok({"booked": 1})
+
+        @step
+        async def pay(ctx: Any) -> Any:
+            return error("declined")
+
+    run_workflow(saga, run_id="r1", store=store)
+    recorded = store.get_run("r1")
+    assert recorded is not None
+    assert [("book", "failed", "RuntimeError: undo failed")] == [
+        (c.step, c.status, str(c.error)) for c in recorded.compensations
+    ]
+
+
+def test_store_urls_and_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """store= takes a store, 'sqlite:///relative', 'sqlite:////absolute' or a path."""
+
+    @workflow
+    def tiny() -> None:
+        @step
+        async def a(ctx: Any) -> Any:
+            return 1
+
+    monkeypatch.chdir(tmp_path)
+    assert "completed" == run_workflow(tiny, run_id="a", store="sqlite:///rel.db").status
+    assert (
+        "completed" == run_workflow(tiny, run_id="b", store=f"sqlite:///{tmp_path}/abs.db").status
+    )
+    assert "completed" == run_workflow(tiny, run_id="c", store=tmp_path / "path.db").status
+    for name in ("rel.db", "abs.db", "path.db"):
+        assert (tmp_path / name).exists()
+    with pytest.raises(UsageError, match="unknown store 'postgres://x'"):
+        run_workflow(tiny, store="postgres://x")
+    with pytest.raises(UsageError, match="store= takes a store object"):
+        run_workflow(tiny, store=42)
+    with pytest.raises(UsageError, match="needs the path of a database file"):
+        SQLiteStore(":memory:")
+    with SQLiteStore(tmp_path / "x.db") as store:
+        assert isinstance(store, Store)
+
+
+def test_the_schema_is_versioned(tmp_path: Path) -> None:
+    """A new file records the schema version; one from a newer release is refused."""
+    db = tmp_path / "runs.db"
+    SQLiteStore(db).close()
+    conn = sqlite3.connect(db)
+    try:
+        assert [(1,)] == conn.execute("SELECT version FROM flowdsl_schema").fetchall()
+        assert "wal" == conn.execute("PRAGMA journal_mode").fetchone()[0]
+        with conn:
+            conn.execute("UPDATE flowdsl_schema SET version = 99")
+    finally:
+        conn.close()
+    with pytest.raises(StoreError, match="written by a newer flowdsl \\(journal schema 99"):
+        SQLiteStore(db)
+
+
+def test_a_closed_store_refuses_writes(tmp_path: Path) -> None:
+    """Closing stops the writer; a run call after that fails clearly."""
+
+    @workflow
+    def tiny() -> None:
+        @step
+        async def a(ctx: Any) -> Any:
+            return 1
+
+    store = SQLiteStore(tmp_path / "runs.db")
+    run_workflow(tiny, store=store)
+    store.close()
+    store.close()
+    with pytest.raises(StoreError, match="is closed"):
+        run_workflow(tiny, store=store)
+
+
+def test_owners_are_told_apart() -> None:
+    """This process is alive, a dead pid is not, another host's process is unknown."""
+    assert owner_alive(owner_token()) is True
+    host = owner_token().split("|")[0]
+    assert owner_alive(f"{host}|999999999|1") is False
+    assert owner_alive("elsewhere|1|1") is None
+
+
+# -- resume_runs -------------------------------------------------------------------------------
+
+
+def test_resume_runs_resumes_cancelled_runs_when_asked(store: SQLiteStore) -> None:
+    """resume_runs picks up "running" runs; include_cancelled=True takes cancelled ones too."""
+    gate = Gate()
+
+    @workflow
+    def later() -> None:
+        @step
+        async def wait(ctx: Any) -> Any:
+            if not gate.release.is_set():
+                await gate.wait()
+            return ok({"done": ctx["n"]})
+
+    async def main() -> None:
+        await cancel_at(gate, arun_workflow(later, {"n": 5}, run_id="r1", store=store))
+        assert [] == await aresume_runs(store)
+        gate.release.set()
+        resumed = await aresume_runs(store, include_cancelled=True)
+        assert [("r1", "completed", 5)] == [(r.run_id, r.status, r.output["done"]) for r in resumed]
+
+    in_loop(main)
+    assert [] == resume_runs(store, include_cancelled=True)
+    with pytest.raises(UsageError, match="concurrency must be an int >= 1"):
+        resume_runs(store, concurrency=0)
+
+
+def test_resume_runs_after_a_crash_in_another_process(tmp_path: Path) -> None:
+    """A run killed in a child process is resumed here by resume_runs."""
+    import importlib.util
+
+    db, log = tmp_path / "runs.db", tmp_path / "steps.log"
+    env = dict(os.environ, PYTHONPATH=SRC)
+    done = subprocess.run(
+        [sys.executable, str(CHILD), "run", str(db), str(log), "r1", "label:1:2"],
+        env=env,
+        check=False,
+        timeout=60,
+    )
+    assert -9 == done.returncode
+    with SQLiteStore(db) as store:
+        assert ["r1"] == [run.run_id for run in store.list_runs("running")]
+        with pytest.raises(
+            WorkflowNotFound, match="cannot resume run 'r1' \\(workflow 'crash_checkout'\\)"
+        ):
+            resume_runs(store)
+        spec = importlib.util.spec_from_file_location("crash_child_for_resume", CHILD)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        [run] = resume_runs(store)
+        assert ("r1", "completed", "r1:confirm") == (
+            run.run_id,
+            run.status,
+            run.output["confirmation"],
+        )
+        assert [] == resume_runs(store)
+
+
+def test_resume_runs_checks_every_definition_first(store: SQLiteStore) -> None:
+    """A changed workflow stops resume_runs before any run executes."""
+    gate = Gate()
+
+    @workflow("gone")
+    def original() -> None:
+        @step
+        async def a(ctx: Any) -> Any:
+            await gate.wait()
+
+    in_loop(lambda: cancel_at(gate, arun_workflow(original, run_id="r1", store=store)))
+    with _registry.isolated():
+        _registry.unregister("gone")
+
+        @workflow("gone")
+        def renamed() -> None:
+            @step
+            async def b(ctx: Any) -> Any:
+                return ok()
+
+        with pytest.raises(IncompatibleDefinition, match="- step a -> a\n  \\+ step b -> b"):
+            resume_runs(store, include_cancelled=True)
+    assert "cancelled" == store.get_run("r1").status  # type: ignore[union-attr]
+
+
+# -- concurrency -------------------------------------------------------------------------------
+
+
+def test_a_thousand_concurrent_runs_in_one_process(store: SQLiteStore) -> None:
+    """1,000 runs at once on one store: all complete, all recorded, commits are shared."""
+
+    @workflow
+    def order() -> None:
+        @step
+        async def reserve(ctx: Any) -> Any:
+            return ok({"reserved": ctx["i"]})
+
+        with parallel():
+
+            @step
+            async def charge(ctx: Any) -> Any:
+                return ok({"charged": ctx["i"] * 2})
+
+            with sequence("ship"):
+
+                @step
+                def pack(ctx: Any) -> Any:
+                    return ok({"packed": True})
+
+                @step
+                async def label(ctx: Any) -> Any:
+                    return ok({"label": f"L{ctx['i']}"})
+
+        @step
+        async def done(ctx: Any) -> Any:
+            return ctx["__results__"]["charge"].value["charged"] + ctx["reserved"]
+
+    async def main() -> list[Run]:
+        return await asyncio.gather(
+            *(arun_workflow(order, {"i": i}, run_id=f"o{i}", store=store) for i in range(1000))
+        )
+
+    started = time.perf_counter()
+    runs = in_loop(main)
+    took = time.perf_counter() - started
+    assert [3 * i for i in range(1000)] == [run.output["done"] for run in runs]
+    stored = store.list_runs("completed")
+    assert 1000 == len(stored)
+    assert {5} == {len(run.steps) for run in stored}
+    assert took < 30
+
+
+def test_two_processes_write_one_file(tmp_path: Path) -> None:
+    """Two processes, 150 concurrent runs each, one database: no "database is locked"."""
+    db = tmp_path / "runs.db"
+    SQLiteStore(db).close()
+    env = dict(os.environ, PYTHONPATH=SRC)
+    children = [
+        subprocess.Popen(
+            [sys.executable, str(CHILD), "many", str(db), "150", tag],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for tag in ("a", "b")
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None
+            assert "ready" == child.stdout.readline().strip()
+        for child in children:  # both start writing together
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        outputs = [child.communicate(timeout=120) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    for child, (out, err) in zip(children, outputs, strict=True):
+        assert (0, "150") == (child.returncode, out.strip()), err
+    with SQLiteStore(db) as store:
+        runs = store.list_runs()
+    assert 300 == len(runs)
+    assert {"completed"} == {run.status for run in runs}
+    assert {11} == {len(run.steps) for run in runs}
+
+
+def test_a_bad_path_is_a_store_error(tmp_path: Path) -> None:
+    """A file that cannot be opened fails when the store is made, naming it."""
+    with pytest.raises(StoreError, match=r"could not open the store at .*missing"):
+        SQLiteStore(tmp_path / "missing" / "runs.db")
+
+
+def set_owner(db: Path, run_id: str, owner: str, heartbeat: float) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            conn.execute(
+                "UPDATE flowdsl_runs SET status = 'running', owner = ?, heartbeat = ? "
+                "WHERE run_id = ?",
+                (owner, heartbeat, run_id),
+            )
+    finally:
+        conn.close()
+
+
+def test_a_run_owned_on_another_host_waits_for_its_lease(tmp_path: Path) -> None:
+    """Another host's run is left alone while its heartbeat is fresh, resumable after."""
+    db = tmp_path / "runs.db"
+    gate = Gate()
+
+    @workflow
+    def remote() -> None:
+        @step
+        async def work(ctx: Any) -> Any:
+            if not gate.release.is_set():
+                await gate.wait()
+            return ok({"done": True})
+
+    with SQLiteStore(db, lease=60) as store:
+        in_loop(lambda: cancel_at(gate, arun_workflow(remote, run_id="r1", store=store)))
+        gate.release.set()
+        set_owner(db, "r1", "elsewhere|7|1", time.time())
+        assert [] == store.resumable()
+        with pytest.raises(StoreError, match="being executed by process 7 on elsewhere"):
+            run_workflow(remote, run_id="r1", store=store)
+        set_owner(db, "r1", "elsewhere|7|1", time.time() - 61)
+        assert ["r1"] == [pending.run_id for pending in store.resumable()]
+        assert ["completed"] == [run.status for run in resume_runs(store)]
+
+
+def test_a_process_that_lost_its_run_cannot_write_to_it(tmp_path: Path) -> None:
+    """If another process took the run over, this one's next journal write fails."""
+    db = tmp_path / "runs.db"
+
+    @workflow
+    def taken() -> None:
+        @step
+        def first(ctx: Any) -> Any:
+            set_owner(db, ctx.run_id, "elsewhere|7|1", time.time())
+            return ok({"a": 1})
+
+        @step
+        def second(ctx: Any) -> Any:
+            raise AssertionError("never runs")
+
+    with SQLiteStore(db) as store:
+        with pytest.raises(StoreError, match="run 'r1' is no longer owned by this process"):
+            run_workflow(taken, run_id="r1", store=store)
+        recorded = store.get_run("r1")
+    assert recorded is not None
+    assert ("running", ()) == (recorded.status, recorded.steps)
