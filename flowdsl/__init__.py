@@ -13,8 +13,10 @@ with ``ok`` / ``error`` / ``goto`` routing::
     run_workflow("greet", {"name": "Ada"}).output["greeting"]
 """
 
+from ._codec import RecordedError
 from ._context import Context
 from ._dsl import parallel, sequence, step, workflow
+from ._durable import aresume_runs, resume_runs
 from ._events import (
     CompensationFinished,
     Event,
@@ -24,12 +26,15 @@ from ._events import (
     StepFinished,
     StepStarted,
 )
+from ._graph import Graph, GraphBlock, GraphEdge, GraphNode, to_dot, to_json, to_mermaid
 from ._outcome import Goto, error, goto, ok, parallel_ok, parallel_result, parallel_results
 from ._plan import Plan
 from ._registry import get_workflow, workflows
 from ._run import CompensationRecord, Run, StepRecord
 from ._runner import arun_many, arun_workflow, run_many, run_workflow, stream_workflow
 from ._spec import END, Retry
+from ._sqlite import SQLiteStore
+from ._store import Store
 from ._workflow import Workflow
 from .errors import (
     DefinitionError,
@@ -54,22 +59,30 @@ __all__ = [
     "Event",
     "FlowError",
     "Goto",
+    "Graph",
+    "GraphBlock",
+    "GraphEdge",
+    "GraphNode",
     "Ok",
     "Plan",
+    "RecordedError",
     "Result",
     "Retry",
     "Run",
     "RunFinished",
     "RunStarted",
+    "SQLiteStore",
     "StepChunk",
     "StepFinished",
     "StepRecord",
     "StepStarted",
+    "Store",
     "UnwrapError",
     "UsageError",
     "Workflow",
     "WorkflowFailed",
     "WorkflowNotFound",
+    "aresume_runs",
     "arun_many",
     "arun_workflow",
     "error",
@@ -80,11 +93,15 @@ __all__ = [
     "parallel_ok",
     "parallel_result",
     "parallel_results",
+    "resume_runs",
     "run_many",
     "run_workflow",
     "sequence",
     "step",
     "stream_workflow",
+    "to_dot",
+    "to_json",
+    "to_mermaid",
     "workflow",
     "workflows",
 ]

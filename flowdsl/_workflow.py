@@ -9,6 +9,7 @@ from ._plan import Plan
 from ._spec import Where, WorkflowSpec
 
 if TYPE_CHECKING:
+    from ._graph import Graph
     from ._run import Run
 
 __all__ = ["Workflow"]
@@ -51,6 +52,12 @@ class Workflow:
         from ._runner import arun_workflow
 
         return await arun_workflow(self, input, **options)
+
+    def graph(self) -> Graph:
+        """The static graph of this workflow (nothing runs): ``wf.graph().to_mermaid()``."""
+        from ._graph import Graph
+
+        return Graph.from_plan(self.plan)
 
     def __repr__(self) -> str:
         return f"<Workflow {self.name!r} ({len(self.plan.steps)} steps) at {self.where}>"

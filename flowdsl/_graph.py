@@ -1,0 +1,579 @@
+"""The static graph of a compiled workflow, and its Mermaid, Graphviz DOT and JSON forms.
+
+`Graph.from_plan` walks a `Plan` once and builds a frozen, read-only view:
+nodes (start, steps, the fork and join of every parallel block, `into`
+reducers, compensations, end), edges (the sequence, branches, declared goto
+routes, compensations) and blocks (parallel blocks and sequence branches, for
+clusters). Nothing is run. The renderers only read that view, so all three
+formats always agree::
+
+    print(onboard_user.graph().to_mermaid())
+    flowdsl.to_dot("onboard_user")
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias
+
+import attrs
+
+from ._plan import MODE_NAMES, ParallelNode, Plan, SequenceNode, StepNode
+from ._spec import END, Retry
+
+if TYPE_CHECKING:
+    from ._plan import Node
+    from ._workflow import Workflow
+
+__all__ = [
+    "Graph",
+    "GraphBlock",
+    "GraphEdge",
+    "GraphNode",
+    "to_dot",
+    "to_json",
+    "to_mermaid",
+]
+
+NodeKind: TypeAlias = Literal["start", "end", "step", "fork", "join", "reducer", "compensation"]
+EdgeKind: TypeAlias = Literal["next", "route", "compensate"]
+BlockKind: TypeAlias = Literal["parallel", "sequence"]
+
+_EMPTY: Final[Mapping[str, object]] = MappingProxyType({})
+FORMAT: Final = "flowdsl.graph/1"
+"""The ``format`` field of `Graph.to_dict()`; bumped if the JSON layout changes incompatibly."""
+
+
+@attrs.frozen
+class GraphNode:
+    """A node of the graph.
+
+    ``kind`` is one of "start", "end", "step", "fork", "join", "reducer"
+    (a block's ``into=``) or "compensation" (a step's ``compensate=``).
+    ``block`` is the id of the innermost block that holds it. ``info`` holds
+    the kind's details: for a step ``step``, ``key``, ``mode``, ``retry``,
+    ``timeout``, ``executor``, ``routes``; for a fork ``on_error`` and
+    ``max_concurrency``; for a reducer or a compensation ``function``.
+    """
+
+    id: str
+    kind: NodeKind
+    label: str
+    block: str | None = None
+    where: str | None = None
+    info: Mapping[str, object] = attrs.field(default=_EMPTY, hash=False)
+
+
+@attrs.frozen
+class GraphEdge:
+    """An edge: ``kind`` "next" (the order steps run in, forks and joins
+    included), "route" (a declared ``goto`` target) or "compensate" (a step to
+    the compensation that undoes it)."""
+
+    source: str
+    target: str
+    kind: EdgeKind = "next"
+    label: str | None = None
+
+
+@attrs.frozen
+class GraphBlock:
+    """A parallel block or a sequence branch: drawn as a cluster around its nodes."""
+
+    id: str
+    kind: BlockKind
+    name: str
+    label: str
+    parent: str | None = None
+    where: str | None = None
+    info: Mapping[str, object] = attrs.field(default=_EMPTY, hash=False)
+
+
+def _fn_name(fn: object) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if isinstance(name, str):
+        return name.replace(".<locals>.", ".")
+    return type(fn).__name__
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+class _Builder:
+    """Walks a plan once; every node and block gets a unique, readable id."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.nodes: list[GraphNode] = []
+        self.edges: list[GraphEdge] = []
+        self.blocks: list[GraphBlock] = []
+        self.ids: set[str] = set()
+        self.step_ids: dict[str, str] = {}
+
+    def unique(self, wanted: str) -> str:
+        found, n = wanted, 1
+        while found in self.ids:
+            n += 1
+            found = f"{wanted}#{n}"
+        self.ids.add(found)
+        return found
+
+    def add(
+        self,
+        kind: NodeKind,
+        wanted: str,
+        label: str,
+        block: str | None,
+        where: object = None,
+        info: Mapping[str, object] = _EMPTY,
+    ) -> str:
+        node_id = self.unique(wanted)
+        self.nodes.append(
+            GraphNode(
+                node_id,
+                kind,
+                label,
+                block,
+                None if where is None else str(where),
+                MappingProxyType(dict(info)),
+            )
+        )
+        return node_id
+
+    def link(
+        self, source: str, target: str, kind: EdgeKind = "next", label: str | None = None
+    ) -> None:
+        self.edges.append(GraphEdge(source, target, kind, label))
+
+    def build(self) -> Graph:
+        plan = self.plan
+        start = self.add("start", "start", "start", None, plan.where)
+        last = self.chain(plan.nodes, None, start)
+        end = self.add("end", "end", "end", None)
+        self.link(last, end)
+        for step in plan.steps.values():
+            for route in step.routes:
+                if isinstance(route, str) and route in plan.targets:
+                    target = self.step_ids[route]
+                elif route is END:
+                    target = end
+                else:  # pragma: no cover - the compiler rejects unknown routes
+                    continue
+                self.link(self.step_ids[step.name], target, "route", "goto")
+        return Graph(
+            workflow=plan.name,
+            qualname=plan.qualname,
+            where=str(plan.where),
+            nodes=tuple(self.nodes),
+            edges=tuple(self.edges),
+            blocks=tuple(self.blocks),
+        )
+
+    def chain(self, nodes: tuple[Node, ...], block: str | None, prev: str) -> str:
+        """Lay out nodes that run one after the other, after `prev`; returns the last exit."""
+        for node in nodes:
+            prev = self.lower(node, block, prev)
+        return prev
+
+    def lower(self, node: Node, block: str | None, prev: str) -> str:
+        """Add `node` after `prev` (linked to it); returns the id that what follows links from."""
+        if isinstance(node, StepNode):
+            node_id = self.step(node, block)
+            self.link(prev, node_id)
+            self.compensation(node, node_id, block)
+            return node_id
+        if isinstance(node, SequenceNode):
+            seq = self.unique(f"sequence:{node.key}")
+            self.blocks.append(
+                GraphBlock(
+                    seq, "sequence", node.name, f"sequence {node.name}", block, str(node.where)
+                )
+            )
+            return self.chain(node.children, seq, prev)
+        return self.parallel(node, block, prev)
+
+    def step(self, node: StepNode, block: str | None) -> str:
+        details: list[str] = []
+        if node.key != node.name:
+            details.append(f"returns {node.key}")
+        mode = node.executor if node.executor is not None else MODE_NAMES.get(node.mode, "")
+        if mode not in ("", "async", "sync"):
+            details.append(mode)
+        retry = node.retry
+        if retry is not None:
+            details.append(f"retry {retry.max_attempts}x {retry.backoff}")
+        if node.timeout is not None:
+            details.append(f"timeout {_seconds(node.timeout)}")
+        label = node.name if not details else f"{node.name}\n{', '.join(details)}"
+        info: dict[str, object] = {
+            "step": node.name,
+            "key": node.key,
+            "mode": mode,
+            "retry": None if retry is None else _retry_info(retry),
+            "timeout": node.timeout,
+            "executor": node.executor,
+            "routes": [r if isinstance(r, str) else "END" for r in node.routes],
+        }
+        node_id = self.add("step", f"step:{node.name}", label, block, node.where, info)
+        self.step_ids[node.name] = node_id
+        return node_id
+
+    def compensation(self, node: StepNode, node_id: str, block: str | None) -> None:
+        if node.compensate is None:
+            return
+        undo = _fn_name(node.compensate)
+        comp = self.add(
+            "compensation",
+            f"undo:{node.name}",
+            f"undo {node.name}\n{undo}",
+            block,
+            None,
+            {"step": node.name, "function": undo},
+        )
+        self.link(node_id, comp, "compensate", "on failure")
+
+    def parallel(self, node: ParallelNode, block: str | None, prev: str) -> str:
+        on_error = "fail_fast" if node.fail_fast else "complete_all"
+        details = [on_error]
+        if node.max_concurrency:
+            details.append(f"max {node.max_concurrency} at once")
+        named = not (node.name == node.key and node.key.startswith("parallel@"))
+        title = f"parallel {node.name}" if named else "parallel"
+        info: dict[str, object] = {
+            "name": node.name,
+            "on_error": on_error,
+            "max_concurrency": node.max_concurrency,
+            "into": None if node.into is None else _fn_name(node.into),
+            "branches": list(node.keys),
+        }
+        par = self.unique(f"parallel:{node.key}")
+        self.blocks.append(
+            GraphBlock(
+                par,
+                "parallel",
+                node.name,
+                f"{title} ({', '.join(details)})",
+                block,
+                str(node.where),
+                MappingProxyType(info),
+            )
+        )
+        fork = self.add("fork", f"fork:{node.key}", "fork", par, node.where, info)
+        self.link(prev, fork)
+        exits = [self.lower(child, par, fork) for child in node.children]
+        join = self.add("join", f"join:{node.key}", "join", par)
+        for exit_ in exits:
+            self.link(exit_, join)
+        if node.into is None:
+            return join
+        fn = _fn_name(node.into)
+        reducer = self.add("reducer", f"into:{node.key}", f"into {fn}", par, None, {"function": fn})
+        self.link(join, reducer)
+        return reducer
+
+
+def _retry_info(retry: Retry) -> dict[str, object]:
+    return {
+        "max_attempts": retry.max_attempts,
+        "backoff": retry.backoff,
+        "base": retry.base,
+        "max_delay": retry.max_delay,
+        "jitter": retry.jitter,
+        "retry_on": [getattr(t, "__name__", repr(t)) for t in retry.retry_on],
+    }
+
+
+@attrs.frozen
+class Graph:
+    """The static graph of one workflow (read-only); build it with `Graph.from_plan`
+    or ``wf.graph()``. Nodes, edges and blocks are in declaration order."""
+
+    workflow: str
+    qualname: str
+    where: str
+    nodes: tuple[GraphNode, ...]
+    edges: tuple[GraphEdge, ...]
+    blocks: tuple[GraphBlock, ...]
+
+    @classmethod
+    def from_plan(cls, plan: Plan) -> Graph:
+        """The graph of a compiled plan; runs nothing."""
+        return _Builder(plan).build()
+
+    def node(self, node_id: str) -> GraphNode:
+        """The node with id `node_id`."""
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        msg = f"no node {node_id!r} in the graph of workflow {self.workflow!r}"
+        raise KeyError(msg)
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain data (what `to_json` encodes): ``format``, ``workflow``, ``nodes``, ``edges``, ``blocks``."""
+        return {
+            "format": FORMAT,
+            "workflow": self.workflow,
+            "qualname": self.qualname,
+            "where": self.where,
+            "nodes": [
+                {
+                    "id": n.id,
+                    "kind": n.kind,
+                    "label": n.label,
+                    "block": n.block,
+                    "where": n.where,
+                    "info": dict(n.info),
+                }
+                for n in self.nodes
+            ],
+            "edges": [
+                {"source": e.source, "target": e.target, "kind": e.kind, "label": e.label}
+                for e in self.edges
+            ],
+            "blocks": [
+                {
+                    "id": b.id,
+                    "kind": b.kind,
+                    "name": b.name,
+                    "label": b.label,
+                    "parent": b.parent,
+                    "where": b.where,
+                    "info": dict(b.info),
+                }
+                for b in self.blocks
+            ],
+        }
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """The graph as a JSON document (see `to_dict`)."""
+        return json.dumps(self.to_dict(), indent=indent, default=repr)
+
+    def to_mermaid(self) -> str:
+        """A Mermaid ``flowchart`` (renders on GitHub inside a ```` ```mermaid ```` fence)."""
+        return _render(self, _MERMAID)
+
+    def to_dot(self) -> str:
+        """A Graphviz ``digraph``: ``flowdsl graph T --format dot | dot -Tsvg > graph.svg``."""
+        return _render(self, _DOT)
+
+
+# -- rendering -----------------------------------------------------------------------------
+#
+# Both text formats share one walk: blocks become clusters (Mermaid subgraphs,
+# DOT "cluster_" subgraphs) holding their nodes in declaration order; edges
+# come after every node. Ids in the output are short generated ones (n0, b0),
+# so no user name can clash with a keyword ("end") or need quoting as an id.
+
+
+@attrs.frozen
+class _Syntax:
+    header: Callable[[Graph], list[str]]
+    node: Callable[[GraphNode, str], str]
+    open_block: Callable[[GraphBlock, str], list[str]]
+    close_block: str
+    edge: Callable[[GraphEdge, str, str], str]
+    footer: Callable[[Graph, Mapping[str, str]], list[str]]
+
+
+def _render(graph: Graph, syntax: _Syntax) -> str:
+    ids = {node.id: f"n{i}" for i, node in enumerate(graph.nodes)}
+    block_ids = {block.id: f"b{i}" for i, block in enumerate(graph.blocks)}
+    blocks = {block.id: block for block in graph.blocks}
+    # container id (None: top level) -> its items in order: ("node"|"block", id)
+    contents: dict[str | None, list[tuple[str, str]]] = {None: []}
+    for node in graph.nodes:
+        path: list[str] = []
+        at = node.block
+        while at is not None:
+            path.append(at)
+            at = blocks[at].parent
+        parent: str | None = None
+        for block_id in reversed(path):
+            if block_id not in contents:
+                contents[block_id] = []
+                contents[parent].append(("block", block_id))
+            parent = block_id
+        contents[parent].append(("node", node.id))
+    nodes = {node.id: node for node in graph.nodes}
+    lines = syntax.header(graph)
+
+    def emit(container: str | None, depth: int) -> None:
+        pad = "    " * depth
+        for kind, item in contents[container]:
+            if kind == "node":
+                lines.append(pad + syntax.node(nodes[item], ids[item]))
+            else:
+                lines.extend(
+                    pad + line for line in syntax.open_block(blocks[item], block_ids[item])
+                )
+                emit(item, depth + 1)
+                lines.append(pad + syntax.close_block)
+
+    emit(None, 1)
+    lines.extend("    " + syntax.edge(e, ids[e.source], ids[e.target]) for e in graph.edges)
+    lines.extend(syntax.footer(graph, ids))
+    return "\n".join(lines) + "\n"
+
+
+# Mermaid ---------------------------------------------------------------------------------
+
+_MERMAID_ENTITIES: Final = (
+    ("#", "#35;"),  # first: the others insert '#'
+    ("&", "#amp;"),
+    ('"', "#quot;"),
+    ("<", "#lt;"),
+    (">", "#gt;"),
+    ("`", "#96;"),
+)
+_MERMAID_SHAPES: Final[Mapping[str, tuple[str, str]]] = {
+    "start": ('(["', '"])'),
+    "end": ('(["', '"])'),
+    "step": ('["', '"]'),
+    "fork": ('{{"', '"}}'),
+    "join": ('{{"', '"}}'),
+    "reducer": ('[/"', '"/]'),
+    "compensation": ('[["', '"]]'),
+}
+_MERMAID_CLASSES: Final = (
+    ("terminal", ("start", "end"), "fill:#f6f8fa,stroke:#57606a"),
+    ("block", ("fork", "join"), "fill:#57606a,stroke:#57606a,color:#ffffff"),
+    ("reducer", ("reducer",), "fill:#ddf4ff,stroke:#0969da"),
+    ("undo", ("compensation",), "fill:#fff8f5,stroke:#cf222e,stroke-dasharray:4 3"),
+)
+
+
+def _mermaid_text(text: str) -> str:
+    """Text for inside a quoted Mermaid label: entity codes for specials, <br/> for newlines."""
+    for raw, code in _MERMAID_ENTITIES:
+        text = text.replace(raw, code)
+    return "<br/>".join(text.splitlines()) if "\n" in text else text
+
+
+def _mermaid_edge(edge: GraphEdge, source: str, target: str) -> str:
+    arrow = "-->" if edge.kind == "next" else "-.->"
+    if edge.label is None:
+        return f"{source} {arrow} {target}"
+    return f'{source} {arrow}|"{_mermaid_text(edge.label)}"| {target}'
+
+
+def _mermaid_footer(graph: Graph, ids: Mapping[str, str]) -> list[str]:
+    lines: list[str] = []
+    for name, kinds, style in _MERMAID_CLASSES:
+        members = [ids[n.id] for n in graph.nodes if n.kind in kinds]
+        if members:
+            lines.append(f"    classDef {name} {style}")
+            lines.append(f"    class {','.join(members)} {name}")
+    return lines
+
+
+def _mermaid_node(node: GraphNode, node_id: str) -> str:
+    left, right = _MERMAID_SHAPES[node.kind]
+    return f"{node_id}{left}{_mermaid_text(node.label)}{right}"
+
+
+_MERMAID: Final = _Syntax(
+    header=lambda graph: [
+        f"%% flowdsl workflow {' '.join(graph.workflow.split())}",
+        "flowchart TD",
+    ],
+    node=_mermaid_node,
+    open_block=lambda block, block_id: [f'subgraph {block_id} ["{_mermaid_text(block.label)}"]'],
+    close_block="end",
+    edge=_mermaid_edge,
+    footer=_mermaid_footer,
+)
+
+
+# Graphviz DOT ---------------------------------------------------------------------------
+
+
+def _dot_str(text: str) -> str:
+    """A DOT double-quoted string; newlines become centred line breaks."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "\\n".join(escaped.splitlines()) + '"' if "\n" in text else '"' + escaped + '"'
+
+
+_DOT_NODE_ATTRS: Final[Mapping[str, str]] = {
+    "start": 'shape=oval, style=filled, fillcolor="#f6f8fa"',
+    "end": 'shape=oval, style=filled, fillcolor="#f6f8fa"',
+    "step": "shape=box, style=rounded",
+    "fork": 'shape=box, style=filled, fillcolor="#57606a", fontcolor="#ffffff", fontsize=9, height=0.2',
+    "join": 'shape=box, style=filled, fillcolor="#57606a", fontcolor="#ffffff", fontsize=9, height=0.2',
+    "reducer": 'shape=parallelogram, style=filled, fillcolor="#ddf4ff", color="#0969da"',
+    "compensation": 'shape=box, style="rounded,dashed", color="#cf222e", fontcolor="#cf222e"',
+}
+_DOT_EDGE_ATTRS: Final[Mapping[str, str]] = {
+    "next": "",
+    "route": 'style=dashed, color="#0969da", fontcolor="#0969da", constraint=false',
+    "compensate": 'style=dotted, color="#cf222e", fontcolor="#cf222e", arrowhead=empty',
+}
+
+
+def _dot_edge(edge: GraphEdge, source: str, target: str) -> str:
+    attrs_ = [a for a in (_DOT_EDGE_ATTRS[edge.kind],) if a]
+    if edge.label is not None:
+        attrs_.append(f"label={_dot_str(edge.label)}")
+    return f"{source} -> {target}" + (f" [{', '.join(attrs_)}]" if attrs_ else "") + ";"
+
+
+def _dot_header(graph: Graph) -> list[str]:
+    return [
+        f"digraph {_dot_str(graph.workflow)} {{",
+        f'    graph [label={_dot_str("workflow " + graph.workflow)}, labelloc=t, fontname="Helvetica", fontsize=14, newrank=true];',
+        '    node [fontname="Helvetica", fontsize=11];',
+        '    edge [fontname="Helvetica", fontsize=9];',
+    ]
+
+
+_DOT: Final = _Syntax(
+    header=_dot_header,
+    node=lambda node, node_id: (
+        f"{node_id} [label={_dot_str(node.label)}, {_DOT_NODE_ATTRS[node.kind]}];"
+    ),
+    open_block=lambda block, block_id: [
+        f"subgraph cluster_{block_id} {{",
+        f"    label={_dot_str(block.label)};",
+        '    style="rounded,dashed"; color="#8c959f"; fontsize=10;'
+        if block.kind == "parallel"
+        else '    style="rounded"; color="#d0d7de"; fontsize=10;',
+    ],
+    close_block="}",
+    edge=_dot_edge,
+    footer=lambda graph, ids: ["}"],
+)
+
+
+# -- entry points ---------------------------------------------------------------------------
+
+GraphSource: TypeAlias = "Workflow | Plan | Graph | str"
+
+
+def graph_of(source: Workflow | Plan | Graph | str) -> Graph:
+    """The `Graph` of a workflow, its plan, or its registered name."""
+    if isinstance(source, Graph):
+        return source
+    if isinstance(source, Plan):
+        return Graph.from_plan(source)
+    if isinstance(source, str):
+        from ._registry import get_workflow
+
+        return Graph.from_plan(get_workflow(source).plan)
+    return Graph.from_plan(source.plan)
+
+
+def to_mermaid(source: Workflow | Plan | Graph | str) -> str:
+    """The workflow's graph as a Mermaid flowchart (see `Graph.to_mermaid`)."""
+    return graph_of(source).to_mermaid()
+
+
+def to_dot(source: Workflow | Plan | Graph | str) -> str:
+    """The workflow's graph as a Graphviz digraph (see `Graph.to_dot`)."""
+    return graph_of(source).to_dot()
+
+
+def to_json(source: Workflow | Plan | Graph | str, *, indent: int | None = 2) -> str:
+    """The workflow's graph as JSON (see `Graph.to_dict`)."""
+    return graph_of(source).to_json(indent=indent)

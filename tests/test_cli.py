@@ -1,0 +1,568 @@
+"""The flowdsl command line, driven as users drive it: the real console script in a subprocess.
+
+The workflows it runs live in tests/cli_fixtures/ (see the README there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "cli_fixtures"
+SCRIPT = Path(sys.executable).parent / ("flowdsl.exe" if os.name == "nt" else "flowdsl")
+# The environment of a user's shell, minus what would make rich treat a pipe as a terminal.
+ENV = {
+    k: v
+    for k, v in os.environ.items()
+    if k not in ("FORCE_COLOR", "TTY_INTERACTIVE", "TTY_COMPATIBLE", "COLUMNS", "PYTHONPATH")
+}
+
+
+def flowdsl(
+    *args: str, stdin: str | None = None, cwd: Path = FIXTURES, module: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run `flowdsl ARGS` (or `python -m flowdsl ARGS`) and capture what it prints."""
+    assert SCRIPT.exists(), f"the console script is not installed at {SCRIPT}: pip install -e ."
+    command = [sys.executable, "-m", "flowdsl"] if module else [str(SCRIPT)]
+    return subprocess.run(
+        [*command, *args],
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ENV,
+        check=False,
+    )
+
+
+def assert_clean_error(done: subprocess.CompletedProcess[str], code: int, *parts: str) -> None:
+    """Exit `code`, nothing on stdout, one message on stderr naming `parts`, no traceback."""
+    assert code == done.returncode, done.stderr
+    assert "" == done.stdout
+    assert "Traceback" not in done.stderr
+    for part in parts:
+        assert part in done.stderr
+
+
+# -- run ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", [False, True], ids=["flowdsl", "python -m flowdsl"])
+def test_run_prints_the_output_as_json_and_exits_0(module: bool) -> None:
+    """A completed run: its output as JSON on stdout, exit 0, from either entry point."""
+    done = flowdsl("run", "hello.py:greet", "--input", '{"name": "Ada"}', module=module)
+    assert 0 == done.returncode, done.stderr
+    assert {"name": "Ada", "greeting": "hello Ada"} == json.loads(done.stdout)
+
+
+def test_progress_is_plain_lines_on_stderr_when_not_a_terminal() -> None:
+    """Off a terminal each event is one plain line: start, steps, chunks, the end."""
+    done = flowdsl("run", "flows.py:chunks", "--input", '{"upto": 2}')
+    assert 0 == done.returncode, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith("run ")
+    assert lines[0].endswith(" started: workflow chunks")
+    assert [
+        "step count: started (attempt 1)",
+        'step count: chunk {"done": 1}',
+        'step count: chunk {"done": 2}',
+    ] == lines[1:4]
+    assert lines[4].startswith("step count: succeeded in ")
+    assert lines[5].startswith("run ")
+    assert " completed in " in lines[5]
+    assert 6 == len(lines)
+    assert "\x1b[" not in done.stderr  # no terminal control codes
+    assert {"upto": 2, "counted": 2} == json.loads(done.stdout)
+
+
+def test_retries_are_shown_with_their_delay() -> None:
+    """A failed attempt that will be retried says so; the run then completes."""
+    done = flowdsl("run", "flows.py:flaky")
+    assert 0 == done.returncode, done.stderr
+    assert "step call: failed in " in done.stderr
+    assert '(attempt 1): "busy (attempt 1)"; retrying in 0.0 ms' in done.stderr
+    assert "step call: succeeded in " in done.stderr
+    assert {"answer": 42} == json.loads(done.stdout)
+
+
+def test_module_target_from_the_current_directory() -> None:
+    """pkg.module:NAME imports from the current directory, as python -m does."""
+    done = flowdsl("run", "pkg.flows:pkg-greet", "--input", '{"name": "Bo"}')
+    assert 0 == done.returncode, done.stderr
+    assert "hi Bo" == json.loads(done.stdout)["greeting"]
+    by_attribute = flowdsl("run", "pkg.flows:greet", "--input", '{"name": "Bo"}')
+    assert done.stdout == by_attribute.stdout
+
+
+def test_target_may_leave_out_the_name_when_the_module_has_one_workflow() -> None:
+    """A file with a single workflow needs no :NAME; one with several must be told."""
+    done = flowdsl("run", str(FIXTURES / "hello.py"), cwd=FIXTURES.parent)
+    assert 0 == done.returncode, done.stderr
+    assert "hello world" == json.loads(done.stdout)["greeting"]
+    several = flowdsl("run", "flows.py")
+    assert_clean_error(several, 2, "defines several workflows", "pick one: flows.py:chunks")
+
+
+def test_input_from_a_file_and_from_standard_input(tmp_path: Path) -> None:
+    """--input @file.json reads a file; --input @- reads standard input."""
+    data = tmp_path / "input.json"
+    data.write_text('{"name": "Cy"}', encoding="utf-8")
+    from_file = flowdsl("run", "hello.py:greet", "--input", f"@{data}")
+    from_stdin = flowdsl("run", "hello.py:greet", "--input", "@-", stdin='{"name": "Cy"}')
+    for done in (from_file, from_stdin):
+        assert 0 == done.returncode, done.stderr
+        assert "hello Cy" == json.loads(done.stdout)["greeting"]
+
+
+def test_a_failed_run_exits_1_with_the_reason_on_stderr() -> None:
+    """Exit 1; stderr says which step failed and why (with its traceback) and what was undone."""
+    done = flowdsl("run", "failing.py:checkout", "--input", '{"name": "Ada"}')
+    assert 1 == done.returncode
+    assert "" == done.stdout  # no output: the run did not complete
+    assert "step charge: failed in " in done.stderr
+    assert "undo book: succeeded in " in done.stderr
+    assert "cancelled B-1" in done.stderr  # what steps print goes to stderr, not stdout
+    assert "failed at step 'charge': Declined: card of Ada declined" in done.stderr
+    assert 'failing.py", line ' in done.stderr  # the step's own traceback
+
+
+def test_output_run_prints_the_whole_run_record() -> None:
+    """--output run: the run record as JSON, failed or not, with --run-id as its id."""
+    done = flowdsl("run", "failing.py:checkout", "--output", "run", "--run-id", "r-42")
+    assert 1 == done.returncode
+    record = json.loads(done.stdout)
+    assert ("r-42", "checkout", "failed", "charge") == (
+        record["run_id"],
+        record["workflow"],
+        record["status"],
+        record["failed_step"],
+    )
+    assert {"type": "failing.Declined", "message": "card of nobody declined"} == record["error"]
+    assert [("book", "succeeded"), ("charge", "failed")] == [
+        (s["name"], s["status"]) for s in record["steps"]
+    ]
+    assert [{"step": "book", "status": "succeeded"}] == [
+        {"step": c["step"], "status": c["status"]} for c in record["compensations"]
+    ]
+
+
+def test_quiet_shows_no_progress() -> None:
+    """-q: nothing on stderr for a completed run; the output still on stdout."""
+    done = flowdsl("run", "hello.py:greet", "-q")
+    assert (0, "") == (done.returncode, done.stderr)
+    assert "hello world" == json.loads(done.stdout)["greeting"]
+
+
+def test_log_format_json_writes_one_json_event_per_line() -> None:
+    """--log-format json: stderr is JSON lines (flowdsl's lifecycle and the steps' own logs)."""
+    done = flowdsl("run", "flows.py:logs", "--input", '{"name": "Ada"}', "--log-format", "json")
+    assert 0 == done.returncode, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines()]
+    assert ["workflow.started", "step.started", "greeting.made", "step.succeeded"] == [
+        e["event"] for e in events[:4]
+    ]
+    assert "workflow.finished" == events[-1]["event"]
+    run_ids = {e["run_id"] for e in events if e["event"] != "greeting.made"}
+    assert 1 == len(run_ids)
+    assert {"step": "greet", "attempt": 1, "workflow": "logs"}.items() <= events[3].items()
+    assert "duration_ms" in events[3]
+    assert "Ada" == events[2]["name"]
+    assert {"name": "Ada", "greeting": "hello Ada"} == json.loads(done.stdout)
+
+
+def test_console_logs_show_the_steps_own_events_once() -> None:
+    """Default logs: the steps' structlog events as readable lines; lifecycle only as progress."""
+    done = flowdsl("run", "flows.py:logs", "--input", '{"name": "Ada"}')
+    assert 0 == done.returncode, done.stderr
+    greeting = [line for line in done.stderr.splitlines() if "greeting.made" in line]
+    assert 1 == len(greeting)
+    assert "name=Ada" in greeting[0]
+    assert "step.succeeded" not in done.stderr  # shown by the progress lines instead
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs a pseudo-terminal")
+def test_on_a_terminal_progress_is_a_live_table() -> None:
+    """With stderr on a terminal, rich draws a table of steps; stdout is still just the JSON."""
+    import pty
+
+    main, secondary = pty.openpty()
+    env = {**ENV, "TERM": "xterm-256color", "COLUMNS": "100"}
+    env.pop("NO_COLOR", None)
+    with subprocess.Popen(
+        [str(SCRIPT), "run", "failing.py:checkout", "--input", '{"name": "Ada"}'],
+        cwd=FIXTURES,
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        env=env,
+    ) as proc:
+        os.close(secondary)
+        screen = b""
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # the terminal closed: the command ended
+                break
+            if not chunk:
+                break
+            screen += chunk
+        stdout = proc.stdout.read() if proc.stdout else b""
+    os.close(main)
+    assert 1 == proc.returncode
+    assert b"" == stdout
+    text = screen.decode("utf-8", "replace")
+    assert "\x1b[" in text  # drawn with terminal control codes
+    for part in ("checkout", "book", "charge", "Declined: card of Ada declined", "undo book"):
+        assert part in text
+    assert "failed at step 'charge'" in text
+
+
+# -- bad input: a clear message, exit 2, never a traceback -----------------------------------
+
+
+def test_a_definition_error_exits_2_with_its_file_and_line() -> None:
+    """The DefinitionError's message, naming broken.py and the line, without a traceback."""
+    done = flowdsl("run", "broken.py:broken")
+    assert_clean_error(
+        done, 2, "definition error: workflow 'broken', step 'load'", "broken.py:12", "duplicate"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "parts"),
+    [
+        (["run", "nowhere.py:flow"], ["no such file: 'nowhere.py'"]),
+        (["run", "no_such_module:flow"], ["no module named 'no_such_module'"]),
+        (["run", "pkg.nothing:flow"], ["no module named 'pkg.nothing'"]),
+        (
+            ["run", "hello.py:nope"],
+            ["'hello.py' has no workflow 'nope'; workflows defined there: 'greet'"],
+        ),
+        (["run", ":greet"], ["names no module or file"]),
+        (["run", "hello.py", "--input", "{name: Ada}"], ["--input is not valid JSON"]),
+        (["run", "hello.py", "--input", "[1, 2]"], ["must be a JSON object", "got list"]),
+        (
+            ["run", "hello.py", "--input", "@missing.json"],
+            ["cannot read input file 'missing.json'"],
+        ),
+        (["run", "crashes.py"], ["importing 'crashes.py' failed: KeyError", "crashes.py:5"]),
+        (["graph", "hello.py:nope"], ["has no workflow 'nope'"]),
+        (["graph", "broken.py"], ["definition error", "broken.py:12"]),
+        (["run", "pkg"], ["'pkg' defines no workflow"]),
+        (["run", "hello.py", "--store", "/nonexistent/dir/runs.db"], ["could not open the store"]),
+    ],
+)
+def test_bad_input_gets_a_message_and_exit_2(args: list[str], parts: list[str]) -> None:
+    """Missing file, module or workflow, input that is not a JSON object, unreadable @file."""
+    assert_clean_error(flowdsl(*args), 2, *parts)
+
+
+def test_modules_that_fail_to_import_are_one_line_with_file_and_line(tmp_path: Path) -> None:
+    """A syntax error, or a dependency that is missing, in the user's module: exit 2, no traceback."""
+    (tmp_path / "typo.py").write_text("def broken(:\n    pass\n", encoding="utf-8")
+    (tmp_path / "needs.py").write_text("import not_installed_dep\n", encoding="utf-8")
+    assert_clean_error(
+        flowdsl("run", "typo.py", cwd=tmp_path),
+        2,
+        "importing 'typo.py' failed: SyntaxError",
+        "typo.py:1",
+    )
+    for target in ("needs.py:flow", "needs:flow"):  # as a file, and as a module
+        assert_clean_error(
+            flowdsl("run", target, cwd=tmp_path),
+            2,
+            "failed: ModuleNotFoundError: No module named 'not_installed_dep'",
+            "needs.py:1",
+        )
+
+
+def test_a_file_named_like_a_loaded_module_still_runs(tmp_path: Path) -> None:
+    """A workflow file called json.py does not clash with the json module already imported."""
+    (tmp_path / "json.py").write_text(
+        "from flowdsl import ok, step, workflow\n\n"
+        "@workflow\ndef clash():\n    @step\n    def one(ctx):\n        return ok({'ran': True})\n",
+        encoding="utf-8",
+    )
+    done = flowdsl("run", "json.py", cwd=tmp_path)
+    assert 0 == done.returncode, done.stderr
+    assert {"ran": True} == json.loads(done.stdout)
+
+
+def test_input_null_means_no_input() -> None:
+    """--input null is the same as no --input."""
+    done = flowdsl("run", "hello.py", "--input", "null")
+    assert 0 == done.returncode, done.stderr
+    assert {"greeting": "hello world"} == json.loads(done.stdout)
+
+
+def test_input_file_that_is_not_json(tmp_path: Path) -> None:
+    """An @file whose text is not JSON names the file."""
+    data = tmp_path / "input.json"
+    data.write_text("name=Ada", encoding="utf-8")
+    assert_clean_error(
+        flowdsl("run", "hello.py", "--input", f"@{data}"),
+        2,
+        f"input file '{data}' is not valid JSON",
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["frobnicate"],
+        ["run"],
+        ["run", "hello.py", "--log-format", "xml"],
+        ["graph", "hello.py", "--format", "png"],
+    ],
+)
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    """No command, an unknown one, a missing argument or a bad choice: click's usage, exit 2."""
+    done = flowdsl(*args)
+    assert 2 == done.returncode
+    assert "Usage:" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_help_and_version() -> None:
+    """--help lists the commands; --version prints the version; both exit 0."""
+    helped = flowdsl("--help")
+    assert 0 == helped.returncode
+    for command in ("run", "check", "graph", "runs"):
+        assert command in helped.stdout
+    version = flowdsl("--version", module=True)
+    assert 0 == version.returncode
+    assert version.stdout.startswith("flowdsl, version ")
+
+
+def test_without_click_or_rich_it_says_what_to_install() -> None:
+    """If the cli extra is missing, the message names flowdsl[cli] and the exit status is 2."""
+    hide = "import sys; sys.modules['click'] = None; from flowdsl.cli import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", hide, "run", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=ENV,
+        check=False,
+    )
+    assert 2 == done.returncode
+    assert "install flowdsl[cli]" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# -- check ---------------------------------------------------------------------------------
+
+
+def test_check_lists_the_workflows_of_each_module() -> None:
+    """check imports and compiles, then lists each module's workflows; exit 0."""
+    done = flowdsl("check", "hello.py", "pkg.flows", "flows.py")
+    assert 0 == done.returncode, done.stderr
+    lines = done.stdout.splitlines()
+    assert "hello.py: ok, 1 workflow" == lines[0]
+    assert lines[1].startswith("  greet  1 step  ")
+    assert lines[1].endswith("hello.py:6")
+    assert "pkg.flows: ok, 1 workflow" == lines[2]
+    assert "flows.py: ok, 4 workflows" == lines[4]
+    assert ["chunks", "flaky", "logs", "shapes"] == [line.split()[0] for line in lines[5:]]
+
+
+def test_check_exits_1_on_a_definition_error_and_checks_the_rest() -> None:
+    """A broken module: its message with file:line on stderr, exit 1; others still listed."""
+    done = flowdsl("check", "broken.py", "crashes.py", "hello.py")
+    assert 1 == done.returncode
+    assert "Traceback" not in done.stderr
+    assert "broken.py: definition error: workflow 'broken'" in done.stderr
+    assert "broken.py:12" in done.stderr
+    assert "crashes.py: importing 'crashes.py' failed: KeyError" in done.stderr
+    assert "hello.py: ok, 1 workflow" in done.stdout
+
+
+def test_check_exits_2_when_a_module_does_not_exist() -> None:
+    """A module or file that is not there is a usage error; the others are still checked."""
+    done = flowdsl("check", "gone.py", "no_such_module", "broken.py", "hello.py")
+    assert 2 == done.returncode
+    assert "Traceback" not in done.stderr
+    assert "gone.py: no such file: 'gone.py'" in done.stderr
+    assert "no_such_module: no module named 'no_such_module'" in done.stderr
+    assert "broken.py: definition error" in done.stderr
+    assert "hello.py: ok, 1 workflow" in done.stdout
+
+
+# -- graph ---------------------------------------------------------------------------------
+
+
+def test_graph_prints_mermaid_by_default() -> None:
+    """The default format is a Mermaid flowchart, made without running the workflow."""
+    done = flowdsl("graph", "flows.py:shapes")
+    assert 0 == done.returncode, done.stderr
+    assert done.stdout.startswith("%% flowdsl workflow shapes\nflowchart TD\n")
+    assert '[/"into pick_best"/]' in done.stdout
+    assert "" == done.stderr
+
+
+def test_graph_json_parses_and_shows_every_part() -> None:
+    """--format json: nodes for steps, fork/join, the reducer, the undo; goto edges."""
+    done = flowdsl("graph", "flows.py:shapes", "--format", "json", module=True)
+    assert 0 == done.returncode, done.stderr
+    graph = json.loads(done.stdout)
+    assert "shapes" == graph["workflow"]
+    kinds = {n["kind"] for n in graph["nodes"]}
+    assert {"start", "end", "step", "fork", "join", "reducer", "compensation"} == kinds
+    assert {"next", "route", "compensate"} == {e["kind"] for e in graph["edges"]}
+
+
+def test_graph_dot_renders_with_graphviz() -> None:
+    """--format dot is a digraph; where Graphviz is installed, `dot -Tsvg` accepts it."""
+    done = flowdsl("graph", "flows.py:shapes", "--format", "dot")
+    assert 0 == done.returncode, done.stderr
+    assert done.stdout.startswith('digraph "shapes" {')
+    assert done.stdout.rstrip().endswith("}")
+    dot = shutil.which("dot")
+    if dot is not None:
+        svg = subprocess.run(
+            [dot, "-Tsvg"], input=done.stdout, capture_output=True, text=True, check=False
+        )
+        assert ("", 0) == (svg.stderr, svg.returncode)
+        assert "<svg" in svg.stdout
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+def test_runs_list_and_show_read_the_store(tmp_path: Path) -> None:
+    """Durable runs made with --store are listed (JSON or a table) and shown by id."""
+    store = str(tmp_path / "runs.db")
+    assert 0 == flowdsl("run", "hello.py", "--store", store, "--run-id", "ok-1").returncode
+    assert 1 == flowdsl("run", "failing.py", "--store", store, "--run-id", "bad-1").returncode
+    listed = flowdsl("runs", "list", "--store", store)
+    assert 0 == listed.returncode, listed.stderr
+    assert [("ok-1", "greet", "completed"), ("bad-1", "checkout", "failed")] == [
+        (r["run_id"], r["workflow"], r["status"]) for r in json.loads(listed.stdout)
+    ]
+    failed = flowdsl("runs", "list", "--store", store, "--status", "failed")
+    assert ["bad-1"] == [r["run_id"] for r in json.loads(failed.stdout)]
+    table = flowdsl("runs", "list", "--store", f"sqlite:///{store}", "--format", "table")
+    assert 0 == table.returncode, table.stderr
+    assert "ok-1" in table.stdout
+    assert "bad-1" in table.stdout
+    shown = flowdsl("runs", "show", "bad-1", "--store", store, module=True)
+    assert 0 == shown.returncode, shown.stderr
+    record = json.loads(shown.stdout)
+    assert ("failed", "charge") == (record["status"], record["failed_step"])
+    assert "Declined" in record["error"]["type"]
+    assert {"booking": "B-1"} == record["output"]
+
+
+def test_run_with_a_known_run_id_returns_the_recorded_run(tmp_path: Path) -> None:
+    """Running again with the id of a completed durable run prints it without running again."""
+    store = str(tmp_path / "runs.db")
+    first = flowdsl("run", "flows.py:chunks", "--store", store, "--run-id", "c-1")
+    again = flowdsl("run", "flows.py:chunks", "--store", store, "--run-id", "c-1")
+    assert (0, 0) == (first.returncode, again.returncode)
+    assert first.stdout == again.stdout
+    assert "chunk" in first.stderr
+    assert "chunk" not in again.stderr  # nothing ran
+
+
+def test_runs_resume_finishes_a_run_whose_process_died(tmp_path: Path) -> None:
+    """A run killed mid-way is resumed by id: done steps are not run again; exit 0."""
+    store = str(tmp_path / "runs.db")
+    marker = tmp_path / "died"
+    data = json.dumps({"marker": str(marker)})
+    died = flowdsl("run", "crashy.py", "--input", data, "--store", store, "--run-id", "c-9")
+    assert 3 == died.returncode  # the step killed its process
+    running = flowdsl("runs", "list", "--store", store, "--status", "running")
+    assert ["c-9"] == [r["run_id"] for r in json.loads(running.stdout)]
+    resumed = flowdsl("runs", "resume", "c-9", "--store", store, "--module", "crashy.py")
+    assert 0 == resumed.returncode, resumed.stderr
+    assert "resumed" in resumed.stderr
+    assert "step first" not in resumed.stderr  # completed before the crash: not run again
+    assert {"marker": str(marker), "first": True, "second": 1} == json.loads(resumed.stdout)
+    shown = json.loads(flowdsl("runs", "show", "c-9", "--store", store).stdout)
+    assert "completed" == shown["status"]
+    assert ["first", "second"] == [s["name"] for s in shown["steps"]]
+
+
+def test_runs_errors_are_clear(tmp_path: Path) -> None:
+    """Unknown run id, unregistered workflow, missing --store: messages and exit 2."""
+    store = str(tmp_path / "runs.db")
+    flowdsl("run", "hello.py", "--store", store, "--run-id", "h-1")
+    assert_clean_error(
+        flowdsl("runs", "show", "nope", "--store", store), 2, "no run 'nope' in", "runs list"
+    )
+    assert_clean_error(
+        flowdsl("runs", "resume", "h-1", "--store", store),
+        2,
+        "workflow 'greet', which is not registered",
+        "--module",
+    )
+    assert_clean_error(
+        flowdsl("runs", "resume", "h-1", "--store", store, "--module", "broken.py"),
+        2,
+        "definition error",
+        "broken.py:12",
+    )
+    not_a_db = tmp_path / "notes.txt"
+    not_a_db.write_text("not a database\n" * 100, encoding="utf-8")
+    assert_clean_error(
+        flowdsl("runs", "list", "--store", str(not_a_db)), 2, "cannot open the store"
+    )
+    missing = flowdsl("runs", "list")
+    assert 2 == missing.returncode
+    assert "Missing option '--store'" in missing.stderr
+
+
+# -- the docs show what the command prints ----------------------------------------------------
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_docs_mermaid_example_is_the_command_s_output() -> None:
+    """The Mermaid block in docs/graphs.md is exactly what `flowdsl graph orders.py` prints."""
+    done = flowdsl("graph", "orders.py")
+    assert 0 == done.returncode, done.stderr
+    doc = (ROOT / "docs" / "graphs.md").read_text(encoding="utf-8")
+    assert f"```mermaid\n{done.stdout}```" in doc
+
+
+def test_docs_svg_shows_every_step_of_the_onboarding_example() -> None:
+    """docs/img/onboarding.svg (made by dot) draws the current examples/onboarding.py."""
+    done = flowdsl("graph", str(ROOT / "examples" / "onboarding.py"), "--format", "json")
+    assert 0 == done.returncode, done.stderr
+    svg = (ROOT / "docs" / "img" / "onboarding.svg").read_text(encoding="utf-8")
+    assert svg.lstrip().startswith("<?xml")
+    for node in json.loads(done.stdout)["nodes"]:
+        for line in node["label"].splitlines():
+            assert f">{line}</text>" in svg, line
+
+
+def test_json_output_encodes_what_json_has_no_type_for() -> None:
+    """Results, exceptions, read-only mappings, sets and other objects become readable JSON."""
+    from types import MappingProxyType
+
+    from flowdsl import Err, Ok, RecordedError
+    from flowdsl.cli import dumps
+
+    value = MappingProxyType(
+        {
+            "results": MappingProxyType({"a": Ok(1), "b": Err(ValueError("bad"))}),
+            "recorded": RecordedError("myapp.Declined", "no funds"),
+            "tags": {"y", "x"},
+            "keys": {1: "one", (2, 3): "pair"},
+            "other": range(2),
+        }
+    )
+    assert {
+        "results": {"a": {"ok": 1}, "b": {"error": {"type": "ValueError", "message": "bad"}}},
+        "recorded": {"type": "myapp.Declined", "message": "no funds"},
+        "tags": ["x", "y"],
+        "keys": {"1": "one", "[2, 3]": "pair"},
+        "other": "range(0, 2)",
+    } == json.loads(dumps(value))
