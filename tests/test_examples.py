@@ -1,0 +1,277 @@
+"""The examples run as scripts and behave as their docstrings say; the guides' code runs."""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from flowdsl import (
+    Err,
+    Ok,
+    Run,
+    SQLiteStore,
+    StepStarted,
+    _registry,
+    parallel_results,
+    run_workflow,
+)
+from flowdsl.testing import capture_events, override_steps
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+GUIDES = (
+    "index",
+    "steps-and-context",
+    "parallel",
+    "goto",
+    "retries-and-timeouts",
+    "compensation",
+    "errors",
+)
+SCRIPTS = {
+    "checkout": "failed at 'fetch_user'",
+    "demo": "same attempts, same durations: True",
+    "etl_fanout": "loaded: 6 rows",
+    "onboarding": "support_ticket",
+    "order_routing": "status: awaiting_payment",
+    "parallel_enrichment": "faster",
+    "retrying_call": "attempt 4",
+    "saga": "undo book_flight",
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _examples_importable() -> Iterator[None]:
+    """Import examples by module name, as scripts do (demo.py imports onboarding.py).
+
+    Their workflows live in a registry of this module's own, so their names
+    cannot clash with other tests' workflows.
+    """
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        with _registry.isolated():
+            yield
+    finally:
+        sys.path.remove(str(EXAMPLES))
+        for name in SCRIPTS:
+            sys.modules.pop(name, None)
+
+
+def load(name: str) -> ModuleType:
+    return importlib.import_module(name)
+
+
+def attempts(run: Run, step: str) -> list[str]:
+    """The status of each attempt of `step`, in attempt order."""
+    return [record.status for record in run.steps if record.name == step]
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_example_runs_as_a_script(name: str) -> None:
+    """`python examples/NAME.py` exits 0, prints its summary, and writes nothing to stderr."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{name}.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (0, "") == (done.returncode, done.stderr)
+    assert SCRIPTS[name] in done.stdout
+
+
+def test_parallel_enrichment_is_faster_than_sequential() -> None:
+    """Both workflows give the same summary; the parallel one takes about half the time."""
+    example = load("parallel_enrichment")
+    sequential, concurrent = example.compare({"user_id": "u-1", "session_id": "s-1"})
+    assert ("completed", "completed") == (sequential.status, concurrent.status)
+    assert "User: Alice | Topics: async programming, databases" == concurrent.output["summary"]
+    assert sequential.output["summary"] == concurrent.output["summary"]
+    assert sequential.duration / concurrent.duration > 1.3
+
+
+def test_parallel_enrichment_keeps_going_without_a_failed_lookup() -> None:
+    """The reducer drops a failed lookup; the summary is built from what is left."""
+    load("parallel_enrichment")
+    run = run_workflow("enrich_parallel", {"user_id": "u-1"})  # no session_id: memory fails
+    assert "completed" == run.status
+    assert "User: Alice" == run.output["summary"]
+    assert ["failed"] == attempts(run, "memory_enrich")
+
+
+def test_checkout_runs_three_stages() -> None:
+    """A known user goes through all three stages and gets a total."""
+    load("checkout")
+    run = run_workflow(
+        "checkout", {"sku": "sku-42", "quantity": 2, "card": "4242", "user_id": "u-1"}
+    )
+    assert "completed" == run.status
+    assert 106.0 == run.output["total"]
+    assert {
+        "fetch_user",
+        "check_inventory",
+        "validate_payment",
+        "detect_fraud",
+        "calculate_shipping",
+        "reserve_stock",
+        "calculate_tax",
+        "confirm",
+    } == {record.name for record in run.steps}
+
+
+def test_checkout_stage_1_failure_skips_later_stages() -> None:
+    """An unknown user fails stage 1 fast: its siblings are cancelled, stages 2 and 3 never run."""
+    load("checkout")
+    run = run_workflow(
+        "checkout", {"sku": "sku-42", "quantity": 2, "card": "4242", "user_id": "u-404"}
+    )
+    assert ("failed", "fetch_user") == (run.status, run.failed_step)
+    assert isinstance(run.error, LookupError)
+    assert [("fetch_user", "failed")] == [(record.name, record.status) for record in run.steps]
+    assert "total" not in run.output
+
+
+def test_etl_fanout_extracts_three_sources_then_loads() -> None:
+    """Every source's rows are gathered, transformed once, and loaded."""
+    example = load("etl_fanout")
+    run = run_workflow("etl")
+    assert "completed" == run.status
+    assert {"orders_db": 2, "crm_api": 2, "csv_export": 2} == run.output["extracted"]
+    assert 6 == run.output["loaded"]
+    assert [1, 2, 3, 4, 5, 6] == [row["id"] for row in run.output["rows"]]
+    assert {"FR", "DE", "IT", "ES"} == {row["country"] for row in example.WAREHOUSE.values()}
+    assert ["transform", "load"] == [record.name for record in run.steps[-2:]]
+
+
+def test_etl_fanout_fails_naming_the_source_that_failed() -> None:
+    """A failed source makes the extract reducer fail the run; nothing is transformed or loaded."""
+    load("etl_fanout")
+    with override_steps("etl", csv_export=OSError("export.csv: no such file")):
+        run = run_workflow("etl")
+    assert ("failed", "extract") == (run.status, run.failed_step)
+    assert run.error.startswith("extract failed for ['csv_export']")
+    assert {"transform", "load"}.isdisjoint(record.name for record in run.steps)
+
+
+def test_onboarding_retries_the_flaky_email() -> None:
+    """Two outages: the third attempt sends the email and support is not told."""
+    load("onboarding")
+    run = run_workflow("onboard_user", {"name": "Ada", "mail_outages": 2})
+    assert "completed" == run.status
+    assert ["failed", "failed", "succeeded"] == attempts(run, "send_welcome_email")
+    assert run.output["onboarded"] is True
+    assert "support_ticket" not in run.output
+    assert [] == attempts(run, "notify_support")
+
+
+def test_onboarding_notifies_support_when_the_email_branch_failed() -> None:
+    """complete_all keeps the other branches; the failed email routes to notify_support."""
+    load("onboarding")
+    run = run_workflow("onboard_user", {"name": "Grace", "mail_outages": 99})
+    assert "completed" == run.status
+    assert ["failed"] * 4 == attempts(run, "send_welcome_email")
+    results = parallel_results(run.output)
+    assert isinstance(results["send_welcome_email"], Err)
+    assert Ok({"id": 7, "owner": 42}) == results["workspace"]
+    assert Ok({"customer_id": "cus_1", "plan": "cus_1:free"}) == results["billing"]
+    assert ["succeeded"] == attempts(run, "notify_support")
+    assert run.output["support_ticket"].startswith("welcome email failed: 421")
+
+
+def test_order_routing_takes_each_path() -> None:
+    """The reducer ships, backorders or routes to payment_issue; runs come back in input order."""
+    example = load("order_routing")
+    runs = example.process_all()
+    assert ["o-1", "o-2", "o-3"] == [run.output["order_id"] for run in runs]
+    assert ["shipped", "backordered", "awaiting_payment"] == [run.output["status"] for run in runs]
+    assert ["completed"] * 3 == [run.status for run in runs]
+    last_steps = [run.steps[-1].name for run in runs]
+    assert ["ship", "backorder", "payment_issue"] == last_steps
+    assert "lamp" == runs[1].output["restock_request"]
+    assert "pay-o-2" == runs[1].output["payment"]
+
+
+def test_saga_undoes_bookings_in_reverse_order() -> None:
+    """The car fails: the hotel, then the flight, are cancelled, and nothing stays booked."""
+    example = load("saga")
+    run = run_workflow("book_trip", {"traveller": "Grace", "car_class": "convertible"})
+    assert ("failed", "book_car") == (run.status, run.failed_step)
+    assert [("book_hotel", "succeeded"), ("book_flight", "succeeded")] == [
+        (undo.step, undo.status) for undo in run.compensations
+    ]
+    live = example.AIRLINE.live | example.HOTELS.live | example.CARS.live
+    assert not {run.output["flight"], run.output["hotel"]} & live
+
+
+def test_saga_success_compensates_nothing() -> None:
+    """A completed trip keeps its bookings."""
+    example = load("saga")
+    run = run_workflow("book_trip", {"traveller": "Ada", "car_class": "compact"})
+    assert "completed" == run.status
+    assert () == run.compensations
+    assert run.output["car"] in example.CARS.live
+
+
+def test_retrying_call_backs_off_until_the_service_answers() -> None:
+    """Timeout, reset and 503 are failed attempts; the fourth succeeds after growing waits."""
+    load("retrying_call")
+    run = run_workflow("convert", {"currency": "EUR", "amount": 100})
+    assert "completed" == run.status
+    assert 108.0 == run.output["converted"]
+    tries = [record for record in run.steps if record.name == "fetch_rate"]
+    assert [1, 2, 3, 4] == [record.attempt for record in tries]
+    assert isinstance(tries[0].error, TimeoutError)
+    assert isinstance(tries[1].error, ConnectionResetError)
+    assert "HTTP 503: service unavailable" == tries[2].error
+    assert tries[3].error is None
+    waits = [b.started - (a.started + a.duration) for a, b in itertools.pairwise(tries)]
+    for wait, planned in zip(waits, (0.02, 0.04, 0.08), strict=True):
+        assert wait > planned * 0.8
+
+
+def test_retrying_call_does_not_retry_a_404() -> None:
+    """LookupError is not in retry_on: one attempt, and the run fails."""
+    load("retrying_call")
+    run = run_workflow("convert", {"currency": "XYZ", "amount": 100})
+    assert ("failed", "fetch_rate") == (run.status, run.failed_step)
+    assert isinstance(run.error, LookupError)
+    assert ["failed"] == attempts(run, "fetch_rate")
+
+
+def test_demo_runs_durably_and_returns_the_recorded_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The demo streams a journaled run live; the same run_id again runs nothing."""
+    demo = load("demo")
+    first, again = demo.demo(tmp_path / "demo.db")
+    out = capsys.readouterr().out
+    assert "send_welcome_email failed" in out
+    assert "< complete succeeded" in out
+    assert ("completed", "completed") == (first.status, again.status)
+    assert demo.attempts(first) == demo.attempts(again)
+    assert first.output == again.output
+    with SQLiteStore(tmp_path / "demo.db") as store, capture_events() as events:
+        third = run_workflow("onboard_user", demo.INPUT, run_id="onboard-ada", store=store)
+    assert [] == events.of_type(StepStarted)
+    assert demo.attempts(first) == demo.attempts(third)
+
+
+@pytest.mark.parametrize("page", GUIDES)
+@pytest.mark.usefixtures("flowdsl_registry")  # the guides' workflows vanish after each page
+def test_guide_code_runs(page: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every ```python block of a guide page runs, in order, in one namespace (their asserts hold)."""
+    path = ROOT / "docs" / f"{page}.md"
+    blocks = re.findall(r"^```python\n(.*?)^```", path.read_text(), flags=re.M | re.S)
+    assert blocks
+    namespace = {"__name__": f"docs_{page.replace('-', '_')}"}
+    for block in blocks:
+        exec(compile(block, str(path), "exec"), namespace)
+    capsys.readouterr()
