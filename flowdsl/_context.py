@@ -70,7 +70,7 @@ class Context(Mapping[str, Any]):
     run, across retries and resumes).
     """
 
-    __slots__ = ("_len", "_scope", "_version", "_visit", "attempt", "run_id", "step")
+    __slots__ = ("_scope", "_version", "_visit", "attempt", "run_id", "step")
 
     def __init__(
         self,
@@ -83,7 +83,6 @@ class Context(Mapping[str, Any]):
     ) -> None:
         self._scope = scope
         self._version = version
-        self._len = -1
         self._visit = visit
         self.run_id = run_id
         self.step = step
@@ -148,9 +147,7 @@ class Context(Mapping[str, Any]):
                     yield key
 
     def __len__(self) -> int:
-        if self._len < 0:
-            self._len = sum(1 for _ in self)
-        return self._len
+        return sum(1 for _ in self)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict copy of the mapping (for sending to another process)."""

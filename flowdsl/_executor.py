@@ -47,6 +47,20 @@ _OK_NONE: Final = Ok(None)
 _RESULTS: Final = "__results__"
 
 
+# How `_Execution.step` runs: in a sequence, or as a parallel branch under each policy.
+_IN_SEQUENCE: Final = 0
+_FAIL_FAST: Final = 1
+_COMPLETE_ALL: Final = 2
+
+
+def _as_result(outcome: object) -> Ok[Any] | Err[Any]:
+    """A branch's final outcome as its entry in `results` (Ok and Err are kept as they are)."""
+    kind = type(outcome)
+    if kind is Ok or kind is Err:
+        return outcome  # type: ignore[return-value]
+    return _OK_NONE if outcome is None else Ok(outcome)
+
+
 class _Unretryable(Exception):
     """Marks a failure that no retry policy applies to."""
 
@@ -226,8 +240,15 @@ class _Execution:
 
     # -- one step, all its attempts ----------------------------------------------------
 
-    async def step(self, node: StepNode, scope: Scope, version: int) -> object:
-        """Run a step to its final outcome; returns a successful outcome or raises _Failed."""
+    async def step(
+        self, node: StepNode, scope: Scope, version: int, branch: int = _IN_SEQUENCE
+    ) -> object:
+        """Run a step to its final outcome; returns a successful outcome or raises _Failed.
+
+        As a parallel branch (`branch` is _FAIL_FAST or _COMPLETE_ALL) a goto is a
+        failure, and under _COMPLETE_ALL a failure is returned as its `Err` instead of
+        raised, so the block's task needs no wrapper.
+        """
         name = node.name
         self.current = name
         visits = self.visits
@@ -238,6 +259,8 @@ class _Execution:
             attempt, done = journal.replayed(name, visit)
             if done is not None:
                 if type(done) is Err:  # it failed for good before the crash: fail the same way
+                    if branch is _COMPLETE_ALL:
+                        return done
                     raise _Failed(name, done.error)
                 self.remember(node, scope, version, done, visit)
                 return done
@@ -281,6 +304,11 @@ class _Execution:
                     self.remember(node, scope, version, outcome, visit)
                 if emit is not None:
                     emit(StepFinished(name, "succeeded", duration, attempt=attempt, run_id=run_id))
+                if branch and type(outcome) is Goto:
+                    reason = self.branch_goto(node, outcome)
+                    if branch is _COMPLETE_ALL:
+                        return Err(reason)
+                    raise _Failed(name, reason)
                 return outcome
             reason = outcome.error  # type: ignore[attr-defined]
             retrying = exception is not _UNRETRYABLE and _retries(node, attempt, exception)
@@ -298,6 +326,8 @@ class _Execution:
                     )
                 )
             if delay is None:
+                if branch is _COMPLETE_ALL:
+                    return outcome
                 raise _Failed(name, reason)
             if delay > 0:
                 await asyncio.sleep(delay)
@@ -373,7 +403,7 @@ class _Execution:
                     name,
                     attempt,
                     "failed" if failed else "succeeded",
-                    self.wall(started),
+                    self.wall0 + (started - self.t0),  # self.wall(started), inlined
                     duration,
                     outcome.error if failed else None,  # type: ignore[attr-defined]
                 ),
@@ -400,7 +430,7 @@ class _Execution:
             value = outcome.value  # type: ignore[attr-defined]
             if value is None:
                 return None
-            if isinstance(value, Mapping):
+            if type(value) is dict or isinstance(value, Mapping):  # dict first: ABCs are slow
                 scope.write(value)
             else:
                 scope.write({key: value})
@@ -420,24 +450,28 @@ class _Execution:
         """Run a block: every branch at once, joined; returns the reducer's goto, if any."""
         self.current = node.name
         version = scope.version
-        children = node.children
-        results: list[Ok[Any] | Err[Any] | None] = [None] * len(children)
-        fail_fast = node.fail_fast
+        mode = _FAIL_FAST if node.fail_fast else _COMPLETE_ALL
         limit = asyncio.Semaphore(node.max_concurrency) if node.max_concurrency else None
-        first: list[_Failed] = []
+        step = self.step
         branch = self.branch
+        tasks = []
         try:
             async with asyncio.TaskGroup() as group:
-                for index, child in enumerate(children):
-                    group.create_task(
-                        branch(child, scope, version, results, index, fail_fast, limit, first)
-                    )
+                spawn = group.create_task
+                for child in node.children:
+                    if limit is None and type(child) is StepNode:
+                        tasks.append(spawn(step(child, scope, version, mode)))
+                    else:
+                        tasks.append(spawn(branch(child, scope, version, mode, limit)))
         except BaseExceptionGroup as group_error:
-            _, rest = group_error.split(_Failed)
-            if rest is not None or not first:
+            failures, rest = group_error.split(_Failed)
+            if rest is not None or failures is None:
                 raise  # a bug or a base exception, not a step failure: never hidden
-            raise first[0] from None
-        outcomes = dict(zip(node.keys, results, strict=True))
+            # The group lists errors in the order the tasks ended: this is the first failure.
+            raise failures.exceptions[0] from None
+        outcomes = {
+            key: _as_result(task.result()) for key, task in zip(node.keys, tasks, strict=True)
+        }
         into = node.into
         if into is None:
             scope.write({_RESULTS: MappingProxyType(outcomes)})
@@ -464,38 +498,25 @@ class _Execution:
         return self.apply(node.key, outcome, scope)
 
     async def branch(
-        self,
-        child: Node,
-        scope: Scope,
-        version: int,
-        results: list[Ok[Any] | Err[Any] | None],
-        index: int,
-        fail_fast: bool,
-        limit: asyncio.Semaphore | None,
-        first: list[_Failed],
-    ) -> None:
-        """One branch's task: stores Ok(value) or, under complete_all, Err(reason)."""
-        result: Ok[Any] | Err[Any]
+        self, child: Node, scope: Scope, version: int, mode: int, limit: asyncio.Semaphore | None
+    ) -> Ok[Any] | Err[Any]:
+        """A branch that is a block, or any branch under max_concurrency: its Ok or Err."""
         try:
-            if limit is not None:
-                async with limit:
-                    result = await self.branch_result(child, scope, version)
-            elif type(child) is StepNode:
-                result = self.step_result(child, await self.step(child, scope, version))
-            else:
-                result = await self.branch_result(child, scope, version)
+            if limit is None:
+                return await self.branch_result(child, scope, version, mode)
+            async with limit:
+                return await self.branch_result(child, scope, version, mode)
         except _Failed as failure:
-            if fail_fast:
-                if not first:
-                    first.append(failure)
-                raise
-            result = Err(failure.reason)
-        results[index] = result
+            if mode is _COMPLETE_ALL:
+                return Err(failure.reason)
+            raise
 
-    async def branch_result(self, child: Node, scope: Scope, version: int) -> Ok[Any]:
+    async def branch_result(
+        self, child: Node, scope: Scope, version: int, mode: int
+    ) -> Ok[Any] | Err[Any]:
         """Run one branch on the block's snapshot; its value for `results`, or raise _Failed."""
         if type(child) is StepNode:
-            return self.step_result(child, await self.step(child, scope, version))
+            return _as_result(await self.step(child, scope, version, mode))
         own = Scope(scope, version)
         nodes = child.children if type(child) is SequenceNode else (child,)
         for node in nodes:
@@ -506,15 +527,6 @@ class _Execution:
             if route is not None:
                 raise _Failed(node.name, self.branch_goto(node, route))
         return Ok(own.added())
-
-    def step_result(self, child: StepNode, outcome: object) -> Ok[Any]:
-        """A branch step's outcome as its entry in `results` (the step's own Ok is reused)."""
-        kind = type(outcome)
-        if kind is Ok:
-            return outcome  # type: ignore[return-value]
-        if kind is Goto:
-            raise _Failed(child.name, self.branch_goto(child, outcome))
-        return _OK_NONE if outcome is None else Ok(outcome)
 
     def branch_goto(self, node: Node, route: object) -> GotoError:
         target = route.target if isinstance(route, Goto) else route
