@@ -113,12 +113,18 @@ class Context(Mapping[str, Any]):
         return _MISSING
 
     def __getitem__(self, key: str) -> Any:
+        entry = self._scope.latest.get(key)
+        if entry is not None and entry[0] <= self._version:  # the common case, inlined
+            return entry[1]
         value = self._lookup(key)
         if value is _MISSING:
             raise KeyError(key)
         return value
 
     def get(self, key: str, default: Any = None) -> Any:
+        entry = self._scope.latest.get(key)
+        if entry is not None and entry[0] <= self._version:
+            return entry[1]
         value = self._lookup(key)
         return default if value is _MISSING else value
 

@@ -116,7 +116,7 @@ def _define(
         where=where,
     )
     plan = compile_workflow(spec)
-    wf = Workflow(spec, plan)
+    wf = Workflow(plan)
     _registry.register(wf)
     return wf
 

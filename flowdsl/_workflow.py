@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._plan import Plan
-from ._spec import Where, WorkflowSpec
+from ._spec import Where
 
 if TYPE_CHECKING:
     from ._graph import Graph
@@ -18,10 +18,11 @@ __all__ = ["Workflow"]
 class Workflow:
     """A compiled workflow. Run it with ``wf.run(input)`` or ``await wf.arun(input)``."""
 
-    __slots__ = ("__weakref__", "plan", "spec")
+    __slots__ = ("__weakref__", "plan")
 
-    def __init__(self, spec: WorkflowSpec, plan: Plan) -> None:
-        self.spec = spec
+    def __init__(self, plan: Plan) -> None:
+        # Only the plan is kept: the spec tree it was compiled from would double the
+        # objects the garbage collector walks for a large workflow (docs/performance.md).
         self.plan = plan
 
     @property
