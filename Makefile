@@ -46,7 +46,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py --out docs/performance.md
+	$(BIN)/python benchmarks/run.py --out docs/benchmark-report.md
 
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/run.py --quick
