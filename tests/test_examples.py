@@ -7,6 +7,7 @@ import itertools
 import re
 import subprocess
 import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -35,6 +36,8 @@ GUIDES = (
     "retries-and-timeouts",
     "compensation",
     "errors",
+    "result",
+    "../README",
 )
 SCRIPTS = {
     "checkout": "failed at 'fetch_user'",
@@ -271,7 +274,14 @@ def test_guide_code_runs(page: str, capsys: pytest.CaptureFixture[str]) -> None:
     path = ROOT / "docs" / f"{page}.md"
     blocks = re.findall(r"^```python\n(.*?)^```", path.read_text(), flags=re.M | re.S)
     assert blocks
-    namespace = {"__name__": f"docs_{page.replace('-', '_')}"}
-    for block in blocks:
-        exec(compile(block, str(path), "exec"), namespace)
+    # A real (temporary) module, so dataclasses and pickling in the snippets work.
+    module = types.ModuleType(f"docs_{page.strip('./').replace('-', '_')}")
+    sys.modules[module.__name__] = module
+    try:
+        with _registry.isolated() as registry:
+            registry.clear()  # a page stands alone: no workflow of another test is visible
+            for block in blocks:
+                exec(compile(block, str(path), "exec"), module.__dict__)
+    finally:
+        del sys.modules[module.__name__]
     capsys.readouterr()
