@@ -39,7 +39,7 @@ from ._spec import (
     WorkflowSpec,
     retry_problems,
 )
-from .errors import DefinitionError
+from .errors import DefinitionError, UsageError
 
 __all__ = ["compile_workflow", "is_async_callable", "replace_steps"]
 
@@ -415,16 +415,21 @@ def compile_workflow(spec: WorkflowSpec) -> Plan:
     return _PlanBuilder(spec).build()
 
 
-def replace_steps(plan: Plan, replacements: Mapping[str, Callable[..., Any]]) -> Plan:
-    """A copy of `plan` whose named steps call other functions (for tests and fakes)."""
+def replace_steps(
+    plan: Plan, replacements: Mapping[str, Callable[..., Any]], caller: str = "with_steps()"
+) -> Plan:
+    """A copy of `plan` whose named steps call other functions (for tests and fakes).
+
+    A name the plan has no step for raises `UsageError`, prefixed with `caller`.
+    """
     unknown = [name for name in replacements if name not in plan.steps]
     if unknown:
         known = ", ".join(repr(n) for n in plan.steps)
         msg = (
-            f"workflow {plan.name!r} has no step named {', '.join(map(repr, unknown))}; "
-            f"known steps: {known}"
+            f"{caller}: workflow {plan.name!r} has no step named "
+            f"{', '.join(map(repr, unknown))}; known steps: {known}"
         )
-        raise DefinitionError(msg)
+        raise UsageError(msg)
 
     def swap(node: Node) -> Node:
         if isinstance(node, StepNode):

@@ -103,8 +103,10 @@ class Plan:
     """One line per node, in order (kind, path, key): what a journal's fingerprint covers."""
     fingerprint: str
 
-    def with_steps(self, replacements: Mapping[str, Callable[..., Any]]) -> Plan:
+    def with_steps(
+        self, replacements: Mapping[str, Callable[..., Any]], caller: str = "with_steps()"
+    ) -> Plan:
         """A copy of this plan with some steps' bodies swapped (names must exist)."""
         from ._compiler import replace_steps
 
-        return replace_steps(self, replacements)
+        return replace_steps(self, replacements, caller)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,11 +24,7 @@ from flowdsl import (
     workflow,
 )
 
-
-@pytest.fixture(autouse=True)
-def _own_registry() -> Iterator[None]:
-    with _registry.isolated():
-        yield
+pytestmark = pytest.mark.usefixtures("flowdsl_registry")  # each test defines its own workflows
 
 
 def doubler() -> Workflow:

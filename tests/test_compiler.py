@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -12,7 +11,6 @@ from flowdsl import (
     DefinitionError,
     FlowError,
     Retry,
-    _registry,
     get_workflow,
     ok,
     parallel,
@@ -26,10 +24,7 @@ from flowdsl._plan import AGEN, ASYNC, SYNC, THREAD
 HERE = "test_compiler.py"
 
 
-@pytest.fixture(autouse=True)
-def _own_registry() -> Iterator[None]:
-    with _registry.isolated():
-        yield
+pytestmark = pytest.mark.usefixtures("flowdsl_registry")  # each test defines its own workflows
 
 
 def line() -> int:

@@ -57,10 +57,7 @@ CHILD = Path(__file__).resolve().with_name("crash_child.py")
 SRC = str(Path(__file__).resolve().parent.parent)
 
 
-@pytest.fixture(autouse=True)
-def _own_registry() -> Iterator[None]:
-    with _registry.isolated():
-        yield
+pytestmark = pytest.mark.usefixtures("flowdsl_registry")  # each test defines its own workflows
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any
 
 import pytest
@@ -22,7 +22,6 @@ from flowdsl import (
     StepStarted,
     UsageError,
     WorkflowFailed,
-    _registry,
     arun_workflow,
     error,
     goto,
@@ -38,11 +37,7 @@ from flowdsl import (
 )
 from flowdsl.errors import GotoError, TransitionLimitExceeded
 
-
-@pytest.fixture(autouse=True)
-def _own_registry() -> Iterator[None]:
-    with _registry.isolated():
-        yield
+pytestmark = pytest.mark.usefixtures("flowdsl_registry")  # each test defines its own workflows
 
 
 def run(wf: Any, data: Mapping[str, Any] | None = None, **options: Any) -> Run:

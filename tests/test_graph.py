@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -20,7 +19,6 @@ from flowdsl import (
     GraphEdge,
     Retry,
     Workflow,
-    _registry,
     goto,
     ok,
     parallel,
@@ -33,11 +31,7 @@ from flowdsl import (
 )
 from flowdsl.testing import strategies as fst
 
-
-@pytest.fixture(autouse=True)
-def _own_registry() -> Iterator[None]:
-    with _registry.isolated():
-        yield
+pytestmark = pytest.mark.usefixtures("flowdsl_registry")  # each test defines its own workflows
 
 
 def undo_charge(ctx: Any) -> None:

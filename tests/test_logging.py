@@ -12,13 +12,14 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from flowdsl import Retry, _registry, error, ok, run_workflow, step, workflow
+from flowdsl import Retry, error, ok, run_workflow, step, workflow
+
+pytestmark = pytest.mark.usefixtures("flowdsl_registry")  # each test defines its own workflows
 
 
 @pytest.fixture(autouse=True)
-def _own_registry() -> Iterator[None]:
-    with _registry.isolated():
-        yield
+def _unconfigure_structlog() -> Iterator[None]:
+    yield
     structlog.reset_defaults()
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -30,7 +30,6 @@ from flowdsl import (
     END,
     Err,
     Ok,
-    _registry,
     arun_workflow,
     error,
     goto,
@@ -45,10 +44,7 @@ from flowdsl.errors import GotoError, TransitionLimitExceeded
 MAX_TRANSITIONS = 12
 
 
-@pytest.fixture(autouse=True)
-def _own_registry() -> Iterator[None]:
-    with _registry.isolated():
-        yield
+pytestmark = pytest.mark.usefixtures("flowdsl_registry")  # each test defines its own workflows
 
 
 # -- the generated program ----------------------------------------------------------------

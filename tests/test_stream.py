@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, TypeVar
 
 import pytest
@@ -20,7 +20,6 @@ from flowdsl import (
     StepStarted,
     Workflow,
     WorkflowNotFound,
-    _registry,
     error,
     ok,
     step,
@@ -32,10 +31,7 @@ from flowdsl.testing import strategies as fst
 T = TypeVar("T")
 
 
-@pytest.fixture(autouse=True)
-def _own_registry() -> Iterator[None]:
-    with _registry.isolated():
-        yield
+pytestmark = pytest.mark.usefixtures("flowdsl_registry")  # each test defines its own workflows
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

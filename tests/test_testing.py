@@ -310,9 +310,9 @@ def test_the_fake_plan_is_built_once_per_block(monkeypatch: pytest.MonkeyPatch) 
     calls: list[Mapping[str, object]] = []
     swap = Plan.with_steps
 
-    def counting(self: Plan, replacements: Mapping[str, Any]) -> Plan:
+    def counting(self: Plan, replacements: Mapping[str, Any], caller: str) -> Plan:
         calls.append(replacements)
-        return swap(self, replacements)
+        return swap(self, replacements, caller)
 
     monkeypatch.setattr(Plan, "with_steps", counting)
     with override_steps(signup, send_email=ok()):
