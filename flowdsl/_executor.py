@@ -61,11 +61,6 @@ def _as_result(outcome: object) -> Ok[Any] | Err[Any]:
     return _OK_NONE if outcome is None else Ok(outcome)
 
 
-class _Unretryable(Exception):
-    """Marks a failure that no retry policy applies to."""
-
-
-_UNRETRYABLE: Final = _Unretryable()
 
 
 class Invoker(Protocol):
@@ -263,7 +258,7 @@ class _Execution:
                         return done
                     raise _Failed(name, done.error)
                 self.remember(node, scope, version, done, visit)
-                return done
+                return self.as_branch(node, done, branch) if branch else done
         retry = node.retry
         emit = self.emit
         run_id = self.run_id
@@ -291,27 +286,21 @@ class _Execution:
                 exception = exc
                 failed = True
             duration = _perf() - started
+            retrying = failed and _retries(node, attempt, exception)
             if journal is not None:
-                retrying = failed and _retries(node, attempt, exception)
                 journaled = await journal.record(
                     name, visit, attempt, outcome, failed, self.wall(started), duration, retrying
                 )
                 if journaled is not outcome:  # the journal refused it: retrying cannot help
-                    outcome, failed, exception = journaled, True, _UNRETRYABLE
+                    outcome, failed, retrying = journaled, True, False
             self.note(name, attempt, started, duration, outcome, failed)
             if not failed:
                 if node.compensate is not None:
                     self.remember(node, scope, version, outcome, visit)
                 if emit is not None:
                     emit(StepFinished(name, "succeeded", duration, attempt=attempt, run_id=run_id))
-                if branch and type(outcome) is Goto:
-                    reason = self.branch_goto(node, outcome)
-                    if branch is _COMPLETE_ALL:
-                        return Err(reason)
-                    raise _Failed(name, reason)
-                return outcome
+                return self.as_branch(node, outcome, branch) if branch else outcome
             reason = outcome.error  # type: ignore[attr-defined]
-            retrying = exception is not _UNRETRYABLE and _retries(node, attempt, exception)
             delay = retry.delay(attempt) if retrying and retry is not None else None
             if emit is not None:
                 emit(
@@ -331,6 +320,15 @@ class _Execution:
                 raise _Failed(name, reason)
             if delay > 0:
                 await asyncio.sleep(delay)
+
+    def as_branch(self, node: StepNode, outcome: object, branch: int) -> object:
+        """A branch step's successful outcome; a goto there is the branch's failure."""
+        if type(outcome) is not Goto:
+            return outcome
+        reason = self.branch_goto(node, outcome)
+        if branch is _COMPLETE_ALL:
+            return Err(reason)
+        raise _Failed(node.name, reason)
 
     def invoke(self, node: StepNode, ctx: Context) -> Awaitable[object]:
         """THE seam: the one place where an attempt of a step's body is called.

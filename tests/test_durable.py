@@ -45,6 +45,7 @@ from flowdsl import (
 from flowdsl._codec import Unencodable, decode, dumps, encode, encode_reason
 from flowdsl._store import owner_alive, owner_token
 from flowdsl.errors import (
+    GotoError,
     IncompatibleDefinition,
     SerializationError,
     StoreError,
@@ -193,6 +194,47 @@ def test_a_cancelled_run_resumes_when_asked_again(store: SQLiteStore) -> None:
     assert ("completed", {"in": 0, "a": 1, "b": 2}) == (run.status, dict(run.output))
     assert ["one", "two", "two"] == calls  # "two" was cut short: it runs again, "one" does not
     assert ["one", "two"] == [s.name for s in run.steps]
+
+
+@pytest.mark.parametrize("policy", ["complete_all", "fail_fast"])
+def test_a_replayed_goto_in_a_branch_fails_the_branch_as_it_did_live(
+    store: SQLiteStore, policy: str
+) -> None:
+    """A branch step's recorded goto is replayed as the same GotoError failure, not as a value."""
+    gate = Gate()
+
+    @workflow(f"branch_goto_{policy}")
+    def branch_goto() -> None:
+        with parallel(on_error=policy):  # type: ignore[arg-type]
+
+            @step
+            async def jumper(ctx: Any) -> Any:
+                return goto("after")
+
+            @step
+            async def slow(ctx: Any) -> Any:
+                if not gate.release.is_set():
+                    await gate.wait()
+                return ok({"slow": True})
+
+        step(lambda ctx: None, name="after")
+
+    async def main() -> tuple[Run, Run]:
+        if policy == "complete_all":
+            await cancel_at(gate, arun_workflow(branch_goto, run_id="g1", store=store))
+        gate.release.set()
+        live = await arun_workflow(branch_goto, run_id="g2")  # no store: the live semantics
+        resumed = await arun_workflow(branch_goto, run_id="g1", store=store)
+        return live, resumed
+
+    live, resumed = in_loop(main)
+    assert (live.status, live.failed_step) == (resumed.status, resumed.failed_step)
+    if policy == "complete_all":
+        reason = resumed.output["__results__"]["jumper"].error
+        assert isinstance(reason, GotoError)
+        assert isinstance(live.output["__results__"]["jumper"].error, GotoError)
+    else:
+        assert isinstance(resumed.error, GotoError)
 
 
 def test_the_recorded_input_is_used_on_resume(store: SQLiteStore) -> None:
