@@ -1008,3 +1008,23 @@ def test_goto_pickles_and_compares_by_value() -> None:
     jump = goto("retry", {"n": 1})
     assert jump == pickle.loads(pickle.dumps(jump))
     assert goto(END) == pickle.loads(pickle.dumps(goto(END)))
+
+
+def test_goto_rejects_a_bad_target_or_update_with_the_fix() -> None:
+    """goto() takes a step name or END, and a mapping to merge."""
+    with pytest.raises(TypeError, match=r"write goto\('step_name'\) or goto\(END\)"):
+        goto(3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"takes a mapping to merge into the context, got list"):
+        goto("next", [1])  # type: ignore[arg-type]
+    assert "goto('next', {'a': 1})" == repr(goto("next", {"a": 1}))
+    assert "goto(END)" == repr(goto(END))
+
+
+def test_results_helpers_say_what_is_missing() -> None:
+    """Without __results__, or for an unknown branch, the helpers name the problem."""
+    with pytest.raises(KeyError, match="no parallel results in this context"):
+        parallel_results({})
+    results = {"__results__": {"a": Ok(1), "b": Err("x")}}
+    with pytest.raises(KeyError, match="no branch 'c'; its branches: 'a', 'b'"):
+        parallel_result(results, "c")
+    assert (True, False) == (parallel_ok(results, "a"), parallel_ok(results, "b"))
