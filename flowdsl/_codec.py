@@ -53,7 +53,9 @@ __all__ = [
 
 Json: TypeAlias = Any
 _TAG: Final = "$"
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
+# ensure_ascii: a lone surrogate (a file name decoded with surrogateescape, say) is
+# written as an escape and read back the same, instead of failing sqlite's UTF-8.
+_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), check_circular=False).encode
 
 
 class RecordedError(FlowError):
@@ -191,7 +193,17 @@ def _as_repr(value: object) -> Json:
 
 
 def encode_lenient(value: object) -> Json:
-    """Like `encode`, but a value JSON cannot hold is kept as its type and ``repr``."""
+    """Like `encode`, but a value JSON cannot hold is kept as its type and ``repr``.
+
+    A mapping (a run's output) stays a mapping: only a value under one of its
+    keys that contains itself, or is nested too deeply, is replaced.
+    """
+    if isinstance(value, Mapping) and all(type(k) is str and k != _TAG for k in value):
+        return {key: _lenient_one(item) for key, item in value.items()}
+    return _lenient_one(value)
+
+
+def _lenient_one(value: object) -> Json:
     try:
         return _encode(value, _as_repr)
     except RecursionError:

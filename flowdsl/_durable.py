@@ -47,6 +47,8 @@ from .errors import (
 )
 from .result import Err, Ok
 
+_OK_NONE: Final = Ok(None)
+
 __all__ = ["aresume_runs", "arun_durable", "open_store", "resume_runs"]
 
 _JSON_TYPES: Final = "str, int, float, bool, None, list, tuple and dict"
@@ -96,7 +98,9 @@ class _RunJournal:
             if entry is None:
                 entry = replay[(attempt.step, attempt.visit)] = [0, None]
             if attempt.final:  # a success, or a failure that was not retried: the outcome
-                entry[1] = decode(attempt.outcome)
+                outcome = decode(attempt.outcome)
+                # A step that returned None finished too: replayed() must not say "not done".
+                entry[1] = _OK_NONE if outcome is None else outcome
             if not attempt.succeeded:  # the attempts spent: numbering goes on from here
                 entry[0] = max(entry[0], attempt.attempt)
             self.history.append(step_record(attempt))
@@ -146,9 +150,10 @@ class _RunJournal:
     def unencodable(self, step: str, outcome: object, exc: Unencodable) -> str:
         path = exc.path  # innermost first: the key in the context is last
         kind = type(outcome)
-        if kind is Goto or (kind is Ok and isinstance(outcome.value, Mapping)):  # type: ignore[attr-defined]
+        merged = kind is Goto or (kind is Ok and isinstance(outcome.value, Mapping))  # type: ignore[attr-defined]
+        if merged and path:
             key = path.pop()
-        else:  # the whole value is stored under the step's key
+        else:  # the whole value is stored under the step's key (or it contains itself)
             key = self.plan.steps[step].key
         where = f" (at {key!r}{describe_path(path)})" if path else ""
         why = f": {exc.why}" if exc.why else ""
@@ -362,25 +367,29 @@ async def aresume_runs(
             if log is not None:
                 found = (log, *found)
             async with gate:
-                runs[index] = await _run(
-                    plan,
-                    None,
-                    run_id,
-                    opened,
-                    timeout=timeout,
-                    listeners=found,
-                    invokers=executors,
-                    resuming=True,
-                )
+                try:
+                    runs[index] = await _run(
+                        plan,
+                        None,
+                        run_id,
+                        opened,
+                        timeout=timeout,
+                        listeners=found,
+                        invokers=executors,
+                        resuming=True,
+                    )
+                except Exception as exc:  # kept for later: it must not cancel the other runs
+                    errors.append(exc)
 
-        try:
-            async with asyncio.TaskGroup() as group:
-                for index, (plan, run) in enumerate(zip(plans, pending, strict=True)):
-                    group.create_task(one(index, plan, run.run_id))
-        except BaseExceptionGroup as problems:
-            if len(problems.exceptions) == 1:  # one run's store error, say: raise it as it is
-                raise problems.exceptions[0] from problems
-            raise
+        errors: list[Exception] = []
+        async with asyncio.TaskGroup() as group:
+            for index, (plan, run) in enumerate(zip(plans, pending, strict=True)):
+                group.create_task(one(index, plan, run.run_id))
+        if len(errors) == 1:  # one run's store error, say: raise it as it is
+            raise errors[0]
+        if errors:
+            msg = f"{len(errors)} runs could not be resumed (the others were)"
+            raise ExceptionGroup(msg, errors)
     finally:
         if owned:
             opened.close()

@@ -75,7 +75,8 @@ class Journal(Protocol):
     def replayed(self, step: str, visit: int) -> tuple[int, object | None]:
         """Failed attempts already spent on this visit, and its recorded outcome if it finished.
 
-        The outcome is an `Err` when the step failed for good (it is not run again).
+        The outcome is an `Err` when the step failed for good (it is not run again), and
+        never None for a finished step: a step that returned None is replayed as `Ok(None)`.
         """
         ...
 

@@ -966,3 +966,117 @@ def test_a_process_that_lost_its_run_cannot_write_to_it(tmp_path: Path) -> None:
         recorded = store.get_run("r1")
     assert recorded is not None
     assert ("running", ()) == (recorded.status, recorded.steps)
+
+
+# -- found in review: each of these once lost work or broke the store ------------------------
+
+
+def test_a_step_that_returned_none_is_not_run_again_on_resume(store: SQLiteStore) -> None:
+    """None is a finished step's outcome too: the resumed run replays it, it does not rerun it."""
+    calls: list[str] = []
+    gate = Gate()
+
+    @workflow
+    def side_effect() -> None:
+        @step
+        def charge(ctx: Any) -> None:
+            calls.append("charge")
+
+        @step
+        async def after(ctx: Any) -> Any:
+            if not gate.release.is_set():
+                await gate.wait()
+            return ok({"done": True})
+
+    async def main() -> Run:
+        await cancel_at(gate, arun_workflow(side_effect, run_id="n1", store=store))
+        gate.release.set()
+        return await arun_workflow(side_effect, run_id="n1", store=store)
+
+    run = in_loop(main)
+    assert ("completed", ["charge"]) == (run.status, calls)
+
+
+def test_a_reason_with_a_lone_surrogate_is_recorded(store: SQLiteStore) -> None:
+    """A message holding a surrogate-escaped byte is stored and read back unchanged."""
+    name = b"caf\xe9.txt".decode("utf-8", "surrogateescape")
+
+    @workflow
+    def odd_name() -> None:
+        @step
+        def read(ctx: Any) -> Any:
+            raise FileNotFoundError(f"no such file: {name}")
+
+    run = run_workflow(odd_name, run_id="u1", store=store)
+    stored = store.get_run("u1")
+    assert stored is not None
+    assert ("failed", "failed") == (run.status, stored.status)
+    assert f"no such file: {name}" == stored.error.message
+
+
+def test_an_output_that_contains_itself_fails_its_step_with_a_serialization_error(
+    store: SQLiteStore,
+) -> None:
+    """A self-containing value is refused like any unencodable one, naming the step's key."""
+    node: dict[str, Any] = {}
+    node["self"] = node
+
+    @workflow
+    def cyclic() -> None:
+        step(lambda ctx: ok({"tree": node}), name="build")
+
+    run = run_workflow(cyclic, run_id="c1", store=store)
+    assert ("failed", "build", SerializationError) == (run.status, run.failed_step, type(run.error))
+    assert "contains itself" in str(run.error)
+    assert store.get_run("c1") is not None
+
+
+def test_a_self_containing_reducer_output_spoils_only_its_own_key(store: SQLiteStore) -> None:
+    """The stored output keeps every other key; the store stays readable."""
+
+    def merge(ctx: Any, results: Any) -> Any:
+        tree: dict[str, Any] = {"name": "root"}
+        tree["self"] = tree
+        return ok({"tree": tree, "count": len(results)})
+
+    @workflow
+    def reduced() -> None:
+        with parallel(into=merge):
+            step(lambda ctx: 1, name="a")
+
+    run_workflow(reduced, {"order": 7}, run_id="t1", store=store)
+    stored = store.get_run("t1")
+    assert stored is not None
+    assert (7, 1) == (stored.output["order"], stored.output["count"])
+    assert isinstance(stored.output["tree"], RecordedError)
+    assert ["t1"] == [r.run_id for r in store.list_runs()]
+
+
+def test_one_run_failing_to_resume_does_not_cancel_the_others(store: SQLiteStore) -> None:
+    """resume_runs gives every run its chance, then raises the one error."""
+    gates = {"good": Gate(), "bad": Gate()}
+
+    @workflow
+    def resumable() -> None:
+        @step
+        async def wait(ctx: Any) -> Any:
+            gate = gates[ctx.run_id]
+            if not gate.release.is_set():
+                await gate.wait()
+            return ok({"done": ctx.run_id})
+
+    def explode(event: Any) -> None:
+        if getattr(event, "run_id", None) == "bad" and type(event).__name__ == "RunStarted":
+            raise RuntimeError("listener broke")
+
+    async def main() -> None:
+        for run_id, gate in gates.items():
+            await cancel_at(gate, arun_workflow(resumable, run_id=run_id, store=store))
+            gate.release.set()
+        with pytest.raises(RuntimeError, match="listener broke"):
+            await aresume_runs(store, include_cancelled=True, listeners=[explode])
+
+    in_loop(main)
+    good = store.get_run("good")
+    assert good is not None
+    assert ("completed", {"done": "good"}) == (good.status, dict(good.output))
