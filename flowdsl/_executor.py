@@ -61,8 +61,6 @@ def _as_result(outcome: object) -> Ok[Any] | Err[Any]:
     return _OK_NONE if outcome is None else Ok(outcome)
 
 
-
-
 class Invoker(Protocol):
     """Runs one attempt of a step somewhere else (a thread pool, a process, a cluster)."""
 
@@ -274,11 +272,14 @@ class _Execution:
                 if node.timeout is None:
                     outcome = await self.invoke(node, ctx)
                 else:
+                    limit = asyncio.timeout(node.timeout)
                     try:
-                        async with asyncio.timeout(node.timeout):
+                        async with limit:
                             outcome = await self.invoke(node, ctx)
                     except TimeoutError as exc:
-                        raise _timeout_reason(node) from exc
+                        if limit.expired():  # ours; a step's own TimeoutError stays its own
+                            raise _timeout_reason(node) from exc
+                        raise
                     if node.mode is SYNC:
                         _check_overrun(node, started)
                 failed = type(outcome) is Err

@@ -160,6 +160,7 @@ async def arun_many(
         async with gate:
             runs[index] = await arun_workflow(wf, item, **options)
 
+    only: BaseException | None = None
     try:
         async with asyncio.TaskGroup() as group:
             for index, item in enumerate(items):
@@ -167,9 +168,11 @@ async def arun_many(
     except BaseExceptionGroup as group_error:
         # A run that raises (a store error, not a failed step) cancels the others; raise
         # its own exception, as arun_workflow would, rather than a group of one.
-        if len(group_error.exceptions) == 1:
-            raise group_error.exceptions[0] from None
-        raise
+        if len(group_error.exceptions) != 1:
+            raise
+        only = group_error.exceptions[0]
+    if only is not None:
+        raise only  # outside the except block: its own __cause__ and __context__ are kept
     return [run for run in runs if run is not None]
 
 

@@ -234,6 +234,12 @@ def read_input(value: str | None) -> dict[str, Any] | None:
             except OSError as exc:
                 msg = f"cannot read {source}: {exc.strerror or exc}"
                 raise CliError(msg) from None
+            except UnicodeDecodeError as exc:
+                msg = (
+                    f"cannot read {source}: it is not UTF-8 text ({exc.reason} at byte "
+                    f"{exc.start}); save it as UTF-8 JSON"
+                )
+                raise CliError(msg) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -241,6 +247,9 @@ def read_input(value: str | None) -> dict[str, Any] | None:
             f"{source} is not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno}); "
             f"""pass an object like --input '{{"name": "Ada"}}' or --input @input.json"""
         )
+        raise CliError(msg) from None
+    except RecursionError:
+        msg = f"{source} is nested too deeply to read; flatten it"
         raise CliError(msg) from None
     if data is None:
         return None
@@ -609,6 +618,29 @@ def opened_store(path: str | None) -> Iterator[Any]:
             close()
 
 
+@contextmanager
+def steps_print_to_stderr() -> Iterator[None]:
+    """Send what steps print to stderr: ``sys.stdout`` and file descriptor 1 alike.
+
+    Worker processes (``executor="process"``) inherit descriptor 1, not ``sys.stdout``,
+    so both are pointed at stderr until the run is over.
+    """
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no descriptor 1 to save (stdout closed): only sys.stdout can move
+        with redirect_stdout(sys.stderr):
+            yield
+        return
+    try:
+        os.dup2(2, 1)
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def execute_run(
     workflow: Workflow | str,
     data: Mapping[str, Any] | None,
@@ -626,7 +658,7 @@ def execute_run(
         options["store"] = store
     try:
         # stdout is for the result only: what steps print goes to stderr with the progress
-        with redirect_stdout(sys.stderr):
+        with steps_print_to_stderr():
             if progress is None:
                 return asyncio.run(arun_workflow(workflow, data, **options))
             with progress:

@@ -218,3 +218,21 @@ def test_order_and_bound_hold_for_any_batch(delays: list[int], concurrency: int)
     assert list(range(len(delays))) == [r.output["out"] for r in runs]
     assert most <= concurrency
     _registry.unregister("any_batch")
+
+
+def test_a_run_that_raises_keeps_its_own_cause() -> None:
+    """run_many raises a run's exception as run_workflow would, its __cause__ intact."""
+
+    @workflow
+    def quiet() -> None:
+        step(lambda ctx: ok(), name="a")
+
+    def listener(event: object) -> None:
+        try:
+            {}["missing"]
+        except KeyError as exc:
+            raise RuntimeError("listener broke") from exc
+
+    with pytest.raises(RuntimeError, match="listener broke") as caught:
+        run_many(quiet, [{}], listeners=[listener])
+    assert isinstance(caught.value.__cause__, KeyError)

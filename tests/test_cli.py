@@ -301,6 +301,19 @@ def test_input_null_means_no_input() -> None:
     assert {"greeting": "hello world"} == json.loads(done.stdout)
 
 
+def test_what_steps_print_never_reaches_stdout_even_from_worker_processes() -> None:
+    """stdout holds only the output JSON; prints (also a process step's, fd 1) go to stderr."""
+    done = flowdsl("run", "chatty.py:chatty")
+    assert 0 == done.returncode, done.stderr
+    assert {"loop": True, "process": True} == json.loads(done.stdout)
+    for line in (
+        "loud on the loop",
+        "loud in a worker process",
+        "written straight to descriptor 1",
+    ):
+        assert line in done.stderr
+
+
 def test_input_file_that_is_not_json(tmp_path: Path) -> None:
     """An @file whose text is not JSON names the file."""
     data = tmp_path / "input.json"
@@ -310,6 +323,22 @@ def test_input_file_that_is_not_json(tmp_path: Path) -> None:
         2,
         f"input file '{data}' is not valid JSON",
     )
+
+
+@pytest.mark.parametrize(
+    ("content", "part"),
+    [
+        (b"\xff\xfe{}", "is not UTF-8 text"),
+        (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "is nested too deeply to read"),
+    ],
+)
+def test_input_file_that_cannot_be_read_as_json_text(
+    tmp_path: Path, content: bytes, part: str
+) -> None:
+    """A UTF-16 file (as PowerShell writes) or absurdly nested JSON is a message and exit 2."""
+    data = tmp_path / "input.json"
+    data.write_bytes(content)
+    assert_clean_error(flowdsl("run", "hello.py", "--input", f"@{data}"), 2, part)
 
 
 @pytest.mark.parametrize(

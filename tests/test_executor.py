@@ -1028,3 +1028,19 @@ def test_results_helpers_say_what_is_missing() -> None:
     with pytest.raises(KeyError, match="no branch 'c'; its branches: 'a', 'b'"):
         parallel_result(results, "c")
     assert (True, False) == (parallel_ok(results, "a"), parallel_ok(results, "b"))
+
+
+def test_a_steps_own_timeout_error_is_not_mistaken_for_its_step_timeout() -> None:
+    """A TimeoutError the step raises itself (a client's timeout) is kept as it is."""
+
+    class ClientTimeout(TimeoutError):
+        pass
+
+    @workflow
+    def calls_api() -> None:
+        @step(timeout=30)
+        async def call_api(ctx: Any) -> Any:
+            raise ClientTimeout("read timed out")
+
+    r = run(calls_api)
+    assert (ClientTimeout, "read timed out") == (type(r.error), str(r.error))

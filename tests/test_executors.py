@@ -919,3 +919,56 @@ def test_executors_work_as_async_context_managers() -> None:
         "ThreadExecutor(max_workers=2)",
     ) == asyncio.run(main())
     assert "DaskExecutor('tcp://h:1')" == repr(DaskExecutor("tcp://h:1"))
+
+
+def test_closing_a_thread_executor_fails_queued_attempts_not_the_run() -> None:
+    """close() cancels queued attempts: each fails with ExecutorError; the run is not cancelled."""
+    from flowdsl.executors import ThreadExecutor
+
+    started = threading.Event()
+    release = threading.Event()
+
+    def first(ctx: Any) -> Any:
+        started.set()
+        release.wait(5)
+        return ok()
+
+    @workflow
+    def queued() -> None:
+        with parallel(on_error="complete_all"):
+            step(first, name="first", executor="pool")
+            step(lambda ctx: ok(), name="second", executor="pool")
+
+    async def main() -> Run:
+        pool = ThreadExecutor(max_workers=1)
+        task = asyncio.create_task(arun_workflow(queued, executors={"pool": pool}))
+        await asyncio.to_thread(started.wait, 5)
+        pool.close()  # "second" is still queued behind "first"
+        release.set()
+        return await task
+
+    run = asyncio.run(main())
+    assert "completed" == run.status
+    reason = parallel_result(run.output, "second").error
+    assert isinstance(reason, ExecutorError)
+    assert "was closed while the attempt waited to run" in str(reason)
+
+
+def test_thread_executor_steps_see_the_callers_contextvars() -> None:
+    """A ThreadExecutor runs the step in a copy of the caller's context, like 'thread'."""
+    import contextvars
+
+    from flowdsl.executors import ThreadExecutor
+
+    tenant: contextvars.ContextVar[str] = contextvars.ContextVar("tenant", default="none")
+
+    @workflow
+    def tenanted() -> None:
+        step(lambda ctx: tenant.get(), name="who", executor="pool")
+
+    async def main() -> Run:
+        tenant.set("acme")
+        with ThreadExecutor(max_workers=1) as pool:
+            return await arun_workflow(tenanted, executors={"pool": pool})
+
+    assert "acme" == asyncio.run(main()).output["who"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import concurrent.futures
 import functools
 import os
 import site
@@ -76,6 +77,25 @@ class Executor(abc.ABC):
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def closed_under(future: concurrent.futures.Future[Any]) -> bool:
+    """Whether an attempt's pool future was cancelled by the executor's ``close()``.
+
+    That cancels queued work; the awaiting task then sees CancelledError although
+    nobody cancelled it (its ``cancelling()`` is 0). It must fail the attempt, not
+    pass for a cancellation of the run.
+    """
+    task = asyncio.current_task()
+    return future.cancelled() and (task is None or task.cancelling() == 0)
+
+
+def closed_error(node: StepNode, ctx: Context, executor: object) -> ExecutorError:
+    return ExecutorError(
+        f"step {node.name!r} ({node.where}), attempt {ctx.attempt}: executor {executor!r} "
+        f"was closed while the attempt waited to run; close an executor only after the "
+        f"runs that use it"
+    )
 
 
 class RemoteTraceback(Exception):

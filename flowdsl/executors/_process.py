@@ -25,7 +25,7 @@ from .._context import Context
 from .._plan import StepNode
 from .._trampoline import run_step
 from ..errors import ExecutorError, WorkerLost
-from ._base import Executor, pack, unpack
+from ._base import Executor, closed_error, closed_under, pack, unpack
 
 __all__ = ["ProcessExecutor", "shared_process_executor"]
 
@@ -118,6 +118,8 @@ class ProcessExecutor(Executor):
             )
             raise WorkerLost(msg) from None
         except asyncio.CancelledError:
+            if closed_under(future):
+                raise closed_error(node, ctx, self) from None
             if not future.cancel():  # already running: abandoned, its result is ignored
                 self._abandoned.add(future)
                 future.add_done_callback(self._abandoned.discard)

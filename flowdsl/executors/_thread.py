@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,7 +11,7 @@ from .._context import Context
 from .._plan import StepNode
 from .._trampoline import call_blocking
 from ..errors import ExecutorError
-from ._base import Executor
+from ._base import Executor, closed_error, closed_under
 
 __all__ = ["ThreadExecutor"]
 
@@ -57,7 +58,14 @@ class ThreadExecutor(Executor):
 
     async def __call__(self, node: StepNode, ctx: Context) -> object:
         pool = self._get_pool()
-        return await asyncio.get_running_loop().run_in_executor(pool, call_blocking, node.fn, ctx)
+        # The caller's contextvars go along, as with the built-in "thread" executor.
+        future = pool.submit(contextvars.copy_context().run, call_blocking, node.fn, ctx)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if closed_under(future):
+                raise closed_error(node, ctx, self) from None
+            raise
 
     def close(self) -> None:
         with self._lock:
