@@ -121,10 +121,16 @@ class ProcessExecutor(Executor):
             if closed_under(future):
                 raise closed_error(node, ctx, self) from None
             if not future.cancel():  # already running: abandoned, its result is ignored
-                self._abandoned.add(future)
-                future.add_done_callback(self._abandoned.discard)
+                with self._lock:
+                    self._abandoned.add(future)
+                future.add_done_callback(self._forget)
             raise
         return unpack(node, blob)
+
+    def _forget(self, future: concurrent.futures.Future[bytes]) -> None:
+        # Called from the pool's thread: the set is shared with close(), so under the lock.
+        with self._lock:
+            self._abandoned.discard(future)
 
     def close(self) -> None:
         """Cancel queued attempts, stop workers running abandoned ones, wait for the rest."""
