@@ -280,6 +280,13 @@ class _PlanBuilder:
             raise self.fail(
                 what, spec.where, f"blocking= must be True or False, got {spec.blocking!r}"
             )
+        if inspect.isgeneratorfunction(fn):
+            raise self.fail(
+                what,
+                spec.where,
+                "a plain generator function cannot be a step; to stream progress, make it "
+                "an async generator (async def with yield), yielding the outcome last",
+            )
         if inspect.isasyncgenfunction(fn):
             if spec.blocking or executor is not None:
                 raise self.fail(

@@ -174,7 +174,17 @@ def step(
     """
     where = _where(1)
     frame = _open_frame("'@step'", where)
-    route_names = (routes,) if isinstance(routes, str) else tuple(routes)
+    if isinstance(routes, str | End):
+        route_names: tuple[str | End, ...] = (routes,)
+    else:
+        try:
+            route_names = tuple(routes)
+        except TypeError:
+            msg = (
+                f"workflow {frame.workflow!r} ({where}): routes= takes a step name, END, or a "
+                f"tuple of them, got {routes!r}; write routes=('retry', END)"
+            )
+            raise DefinitionError(msg) from None
 
     def record(target: Callable[P, R]) -> Callable[P, R]:
         if not callable(target):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final, Protocol
 
@@ -47,10 +47,35 @@ _OK_NONE: Final = Ok(None)
 _RESULTS: Final = "__results__"
 
 
-# How `_Execution.step` runs: in a sequence, or as a parallel branch under each policy.
+# How `_Execution.step` runs: in a sequence, or as a parallel branch. A branch of a
+# complete_all block gets _COMPLETE_ALL; a branch of a fail_fast block gets its block's
+# _FailFast.
 _IN_SEQUENCE: Final = 0
-_FAIL_FAST: Final = 1
 _COMPLETE_ALL: Final = 2
+
+
+class _FailFast:
+    """A fail_fast block in progress: its first failure, and the sibling tasks to cancel.
+
+    The branches abort the block themselves rather than raising into the TaskGroup:
+    CPython 3.11's TaskGroup then cancels the parent task and swallows a cancellation
+    that comes from outside while it waits for the siblings. Here the group only ever
+    sees cancelled or finished tasks, so a caller's cancel always propagates.
+    """
+
+    __slots__ = ("failure", "tasks")
+
+    def __init__(self) -> None:
+        self.failure: _Failed | None = None
+        self.tasks: list[asyncio.Task[object]] = []
+
+    def fail(self, failure: _Failed) -> None:
+        if self.failure is None:
+            self.failure = failure
+            current = asyncio.current_task()
+            for task in self.tasks:
+                if task is not current:
+                    task.cancel()
 
 
 def _as_result(outcome: object) -> Ok[Any] | Err[Any]:
@@ -235,13 +260,12 @@ class _Execution:
     # -- one step, all its attempts ----------------------------------------------------
 
     async def step(
-        self, node: StepNode, scope: Scope, version: int, branch: int = _IN_SEQUENCE
+        self, node: StepNode, scope: Scope, version: int, branch: int | _FailFast = _IN_SEQUENCE
     ) -> object:
         """Run a step to its final outcome; returns a successful outcome or raises _Failed.
 
-        As a parallel branch (`branch` is _FAIL_FAST or _COMPLETE_ALL) a goto is a
-        failure, and under _COMPLETE_ALL a failure is returned as its `Err` instead of
-        raised, so the block's task needs no wrapper.
+        As a parallel branch a goto is a failure, and a failure is settled here (see
+        `settle`) instead of raised, so the block's task needs no wrapper.
         """
         name = node.name
         self.current = name
@@ -253,9 +277,7 @@ class _Execution:
             attempt, done = journal.replayed(name, visit)
             if done is not None:
                 if type(done) is Err:  # it failed for good before the crash: fail the same way
-                    if branch is _COMPLETE_ALL:
-                        return done
-                    raise _Failed(name, done.error)
+                    return self.settle(branch, _Failed(name, done.error))
                 self.remember(node, scope, version, done, visit)
                 return self.as_branch(node, done, branch) if branch else done
         retry = node.retry
@@ -317,20 +339,26 @@ class _Execution:
                     )
                 )
             if delay is None:
-                if branch is _COMPLETE_ALL:
-                    return outcome
-                raise _Failed(name, reason)
+                return self.settle(branch, _Failed(name, reason))
             if delay > 0:
                 await asyncio.sleep(delay)
 
-    def as_branch(self, node: StepNode, outcome: object, branch: int) -> object:
+    def as_branch(self, node: StepNode, outcome: object, branch: int | _FailFast) -> object:
         """A branch step's successful outcome; a goto there is the branch's failure."""
         if type(outcome) is not Goto:
             return outcome
-        reason = self.branch_goto(node, outcome)
+        return self.settle(branch, _Failed(node.name, self.branch_goto(node, outcome)))
+
+    @staticmethod
+    def settle(branch: int | _FailFast, failure: _Failed) -> object:
+        """A step's final failure: raised in a sequence; a complete_all branch's Err; or,
+        in a fail_fast block, the block's first failure (the siblings are cancelled)."""
         if branch is _COMPLETE_ALL:
-            return Err(reason)
-        raise _Failed(node.name, reason)
+            return Err(failure.reason)
+        if branch:
+            branch.fail(failure)  # type: ignore[union-attr]
+            return None
+        raise failure
 
     def invoke(self, node: StepNode, ctx: Context) -> Awaitable[object]:
         """THE seam: the one place where an attempt of a step's body is called.
@@ -346,7 +374,7 @@ class _Execution:
         if mode is THREAD:
             return asyncio.to_thread(call_blocking, node.fn, ctx)
         if mode is AGEN:
-            return self.drain(node, ctx)
+            return self.drain(node, node.fn(ctx))
         invoker = self.invokers.get(node.executor)  # type: ignore[arg-type]
         if invoker is None:
             invoker = _builtin_invoker(node.executor)
@@ -354,11 +382,12 @@ class _Execution:
                 return self.no_executor(node)
         return invoker(node, ctx)
 
-    @staticmethod
-    async def call_sync(node: StepNode, ctx: Context) -> object:
+    async def call_sync(self, node: StepNode, ctx: Context) -> object:
         outcome = node.fn(ctx)
         if inspect.isawaitable(outcome):
             return await outcome
+        if inspect.isasyncgen(outcome):  # a wrapper around an async generator step
+            return await self.drain(node, outcome)
         return outcome
 
     async def no_executor(self, node: StepNode) -> object:
@@ -370,11 +399,10 @@ class _Execution:
         )
         raise ExecutorError(msg)
 
-    async def drain(self, node: StepNode, ctx: Context) -> object:
+    async def drain(self, node: StepNode, agen: AsyncGenerator[object, Any]) -> object:
         """Run an async-generator step: outcomes are kept, other items are chunks."""
         outcome: object = _OK_NONE
         emit = self.emit
-        agen = node.fn(ctx)
         try:
             async for item in agen:
                 kind = type(item)
@@ -450,25 +478,20 @@ class _Execution:
         """Run a block: every branch at once, joined; returns the reducer's goto, if any."""
         self.current = node.name
         version = scope.version
-        mode = _FAIL_FAST if node.fail_fast else _COMPLETE_ALL
+        mode: int | _FailFast = _FailFast() if node.fail_fast else _COMPLETE_ALL
+        tasks: list[asyncio.Task[object]] = mode.tasks if type(mode) is _FailFast else []
         limit = asyncio.Semaphore(node.max_concurrency) if node.max_concurrency else None
         step = self.step
         branch = self.branch
-        tasks = []
-        try:
-            async with asyncio.TaskGroup() as group:
-                spawn = group.create_task
-                for child in node.children:
-                    if limit is None and type(child) is StepNode:
-                        tasks.append(spawn(step(child, scope, version, mode)))
-                    else:
-                        tasks.append(spawn(branch(child, scope, version, mode, limit)))
-        except BaseExceptionGroup as group_error:
-            failures, rest = group_error.split(_Failed)
-            if rest is not None or failures is None:
-                raise  # a bug or a base exception, not a step failure: never hidden
-            # The group lists errors in the order the tasks ended: this is the first failure.
-            raise failures.exceptions[0] from None
+        async with asyncio.TaskGroup() as group:
+            spawn = group.create_task
+            for child in node.children:
+                if limit is None and type(child) is StepNode:
+                    tasks.append(spawn(step(child, scope, version, mode)))
+                else:
+                    tasks.append(spawn(branch(child, scope, version, mode, limit)))
+        if type(mode) is _FailFast and mode.failure is not None:
+            raise mode.failure  # the first failure: the siblings were cancelled and awaited
         raw = [task.result() for task in tasks]
         # Free the finished tasks (and their coroutines) before wrapping the results, so
         # that a collection triggered by the wrapping has less to walk (docs/performance.md).
@@ -500,8 +523,13 @@ class _Execution:
         return self.apply(node.key, outcome, scope)
 
     async def branch(
-        self, child: Node, scope: Scope, version: int, mode: int, limit: asyncio.Semaphore | None
-    ) -> Ok[Any] | Err[Any]:
+        self,
+        child: Node,
+        scope: Scope,
+        version: int,
+        mode: int | _FailFast,
+        limit: asyncio.Semaphore | None,
+    ) -> object:
         """A branch that is a block, or any branch under max_concurrency: its Ok or Err."""
         try:
             if limit is None:
@@ -509,12 +537,10 @@ class _Execution:
             async with limit:
                 return await self.branch_result(child, scope, version, mode)
         except _Failed as failure:
-            if mode is _COMPLETE_ALL:
-                return Err(failure.reason)
-            raise
+            return self.settle(mode, failure)
 
     async def branch_result(
-        self, child: Node, scope: Scope, version: int, mode: int
+        self, child: Node, scope: Scope, version: int, mode: int | _FailFast
     ) -> Ok[Any] | Err[Any]:
         """Run one branch on the block's snapshot; its value for `results`, or raise _Failed."""
         if type(child) is StepNode:
@@ -653,7 +679,12 @@ async def execute(
     if failed_step is None and error is None:
         run = state.finish("completed")
     else:
-        run = state.finish("failed", error, failed_step, await state.compensate())
+        try:
+            compensations = await state.compensate()
+        except asyncio.CancelledError:  # cancelled while undoing: still reported, then raised
+            await _report(state.finish("cancelled", error, failed_step), emit, journal)
+            raise
+        run = state.finish("failed", error, failed_step, compensations)
     await _report(run, emit, journal)
     return run
 

@@ -80,6 +80,11 @@ async def arun_workflow(
     """
     wf = resolve(workflow)
     data = _check_input(wf, input)
+    if timeout is not None and (
+        not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0
+    ):
+        msg = f"timeout= must be a number of seconds > 0 or None, got {timeout!r}"
+        raise UsageError(msg)
     if executors:
         _check_executors(executors)
     rid = run_id if run_id is not None else uuid.uuid4().hex

@@ -134,7 +134,8 @@ class Retry:
     def delay(self, failures: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after ``failures`` failed attempts (``failures >= 1``)."""
         if self.backoff == "exponential":
-            raw = self.base * 2.0 ** (failures - 1)
+            # 2.0 ** 1024 overflows; past 2 ** 1000 the cap has long applied anyway.
+            raw = self.base * 2.0 ** min(failures - 1, 1000)
         elif self.backoff == "linear":
             raw = self.base * failures
         else:

@@ -404,3 +404,31 @@ def test_fingerprint_changes_with_the_shape() -> None:
 
     assert build("f1", "b") == build("f2", "b")
     assert build("f3", "b") != build("f4", "c")
+
+
+def test_routes_takes_a_single_end_and_rejects_a_non_iterable() -> None:
+    """routes=END is one route; routes=None is a definition error with the fix."""
+
+    @workflow
+    def single() -> None:
+        step(noop, name="a", routes=END)
+
+    assert (END,) == single.plan.steps["a"].routes
+    with pytest.raises(DefinitionError, match=r"routes= takes a step name, END, or a tuple"):
+
+        @workflow
+        def bad_routes() -> None:
+            step(noop, name="a", routes=None)  # type: ignore[arg-type]
+
+
+def test_a_plain_generator_function_is_not_a_step() -> None:
+    """A sync generator would be stored as a value; it is refused with the async fix."""
+
+    def numbers(ctx: object):  # type: ignore[no-untyped-def]
+        yield 1
+
+    with pytest.raises(DefinitionError, match=r"make it an async generator"):
+
+        @workflow
+        def gen() -> None:
+            step(numbers, name="numbers")

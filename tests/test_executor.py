@@ -1044,3 +1044,111 @@ def test_a_steps_own_timeout_error_is_not_mistaken_for_its_step_timeout() -> Non
 
     r = run(calls_api)
     assert (ClientTimeout, "read timed out") == (type(r.error), str(r.error))
+
+
+def test_a_cancel_during_a_fail_fast_abort_is_not_swallowed() -> None:
+    """A cancel arriving while a failed block waits for a sibling's cleanup still cancels."""
+    in_cleanup = asyncio.Event
+    state: dict[str, Any] = {}
+
+    @workflow
+    def aborting() -> None:
+        with parallel():
+
+            @step
+            async def boom(ctx: Any) -> Any:
+                await state["slow_started"].wait()
+                raise RuntimeError("boom")
+
+            @step
+            async def slow(ctx: Any) -> Any:
+                state["slow_started"].set()
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    state["cleaning"].set()
+                    await state["cleaned"].wait()  # async cleanup while being cancelled
+
+    async def main() -> None:
+        state.update(slow_started=in_cleanup(), cleaning=in_cleanup(), cleaned=in_cleanup())
+        task = asyncio.create_task(arun_workflow(aborting))
+        await state["cleaning"].wait()  # boom failed; slow is cancelled and cleaning up
+        task.cancel()
+        await asyncio.sleep(0)
+        state["cleaned"].set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    in_loop(main)
+
+
+def test_a_cancel_during_compensation_is_reported_then_raised() -> None:
+    """Listeners still get RunFinished (cancelled) when compensation is cancelled."""
+    events: list[Event] = []
+    state: dict[str, Any] = {}
+
+    async def undo(ctx: Any) -> None:
+        state["undoing"].set()
+        await asyncio.Event().wait()
+
+    @workflow
+    def undone() -> None:
+        step(lambda ctx: 1, name="a", compensate=undo)
+        step(lambda ctx: error("stop"), name="b")
+
+    async def main() -> None:
+        state["undoing"] = asyncio.Event()
+        task = asyncio.create_task(arun_workflow(undone, listeners=[events.append]))
+        await state["undoing"].wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    in_loop(main)
+    last = events[-1]
+    assert isinstance(last, RunFinished)
+    assert ("cancelled", "b") == (last.run.status, last.run.failed_step)
+
+
+def test_exponential_backoff_never_overflows() -> None:
+    """Thousands of attempts keep a finite delay, capped at max_delay."""
+    assert 5.0 == Retry(max_attempts=2000, base=0.1, max_delay=5.0).delay(1500)
+    assert 0.0 == Retry(max_attempts=2000, base=0, max_delay=0).delay(1025)
+
+
+def test_run_call_timeout_must_be_a_positive_number() -> None:
+    """timeout= on a run call is checked before the run starts."""
+
+    @workflow
+    def w() -> None:
+        step(lambda ctx: None, name="a")
+
+    for bad in (0, -1, "5", True):
+        with pytest.raises(UsageError, match="timeout= must be a number of seconds > 0"):
+            run_workflow(w, timeout=bad)
+
+
+def test_a_wrapped_async_generator_step_still_streams() -> None:
+    """A decorator around an async generator step (functools.wraps) is drained like one."""
+    import functools
+
+    def logged(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(ctx: Any) -> Any:
+            return fn(ctx)
+
+        return wrapper
+
+    events: list[Event] = []
+
+    @workflow
+    def wrapped() -> None:
+        @step
+        @logged
+        async def tokens(ctx: Any) -> AsyncIterator[Any]:
+            yield "a"
+            yield ok({"text": "a"})
+
+    r = run(wrapped, listeners=[events.append])
+    assert {"text": "a"} == dict(r.output)
+    assert ["a"] == [e.data for e in events if isinstance(e, StepChunk)]

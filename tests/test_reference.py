@@ -9,9 +9,9 @@ same steps (each at most once per visit), compensate the same steps, and
 leave no task behind.
 
 One rule keeps the comparison exact: the branches of a ``fail_fast`` block are
-steps or sequences of steps, which never suspend, so every branch has started
-before the first failure is seen and "the first failure" is the first in
-declaration order. ``complete_all`` blocks may hold anything.
+steps or sequences of steps, which never suspend, so branches run one after
+another in declaration order; the first to fail cancels the others, and those
+not started yet never run. ``complete_all`` blocks may hold anything.
 """
 
 from __future__ import annotations
@@ -279,16 +279,13 @@ class Reference:
     def block(self, par: Par, ctx: dict[str, Any]) -> Any:
         snapshot = dict(ctx)
         results: dict[str, Any] = {}
-        first: Fail | None = None
         for child in par.children:
             try:
                 results[child.name] = Ok(self.branch(child, snapshot))
             except Fail as failure:
                 if par.fail_fast:
-                    first = first or failure
+                    raise  # the siblings not started yet are cancelled: they never run
                 results[child.name] = Err(failure.reason)
-        if first is not None:
-            raise first
         if par.into is None:
             ctx["__results__"] = results
             return None
