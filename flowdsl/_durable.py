@@ -36,6 +36,7 @@ from ._logging import structlog_listener
 from ._outcome import Goto
 from ._plan import Plan
 from ._run import Run, StepRecord
+from ._runner import PLAN_OVERRIDES
 from ._sqlite import SQLiteStore
 from ._store import Attempt, Ending, Opened, RunHeader, Store, step_record
 from .errors import (
@@ -337,6 +338,7 @@ async def aresume_runs(
     opened, owned = open_store(store)
     try:
         pending = opened.resumable(include_cancelled=include_cancelled)
+        overrides = PLAN_OVERRIDES.get()
         plans: list[Plan] = []
         missing: list[str] = []
         changed: list[str] = []
@@ -348,7 +350,7 @@ async def aresume_runs(
                 continue
             if plan.fingerprint != run.fingerprint:
                 changed.append(_incompatible(run.run_id, run.workflow, run.shape, plan.shape))
-            plans.append(plan)
+            plans.append(overrides.get(plan, plan))  # fakes apply here as in arun_workflow
         if missing:
             msg = (
                 f"cannot resume {', '.join(missing)}: no workflow is registered under that "

@@ -141,7 +141,8 @@ class Ok(Generic[T_co]):
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is Ok:
-            return bool(self.value == other.value)
+            # Identity first, as tuples compare items: Ok(nan) equals itself, so the laws hold.
+            return self.value is other.value or bool(self.value == other.value)
         return NotImplemented
 
     def __hash__(self) -> int:
@@ -312,7 +313,7 @@ class Err(Generic[E_co]):
 
     def __eq__(self, other: object) -> bool:
         if other.__class__ is Err:
-            return bool(self.error == other.error)
+            return self.error is other.error or bool(self.error == other.error)
         return NotImplemented
 
     def __hash__(self) -> int:
@@ -615,7 +616,9 @@ async def gather(
     """
     count = len(awaitables)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        _discard(awaitables)
+        cancelled = _discard(awaitables)
+        if cancelled:
+            await asyncio.wait(cancelled)
         raise ValueError(f"gather() limit must be a positive int or None, got {limit!r}")
     workers = count if limit is None else min(limit, count)
     slots: list[Result[_T, _E] | None] = [None] * count
@@ -641,7 +644,9 @@ async def gather(
             raise
         failure = exc_group.exceptions[0]
     finally:
-        _discard(awaitables[started:])
+        cancelled = _discard(awaitables[started:])
+        if cancelled:  # no task outlives gather(): wait for their cancellation to finish
+            await asyncio.wait(cancelled)
     if failure is not None:
         try:
             raise failure
@@ -656,13 +661,19 @@ async def gather(
     return combine(*results)
 
 
-def _discard(awaitables: Iterable[object]) -> None:
-    """Close coroutines and cancel futures that gather() will never await."""
+def _discard(awaitables: Iterable[object]) -> list[asyncio.Future[Any]]:
+    """Close coroutines and cancel futures that gather() will never await.
+
+    Returns the futures cancelled, for the caller to wait on.
+    """
+    cancelled: list[asyncio.Future[Any]] = []
     for awaitable in awaitables:
         if inspect.iscoroutine(awaitable):
             awaitable.close()
         elif isinstance(awaitable, asyncio.Future):
             awaitable.cancel()
+            cancelled.append(awaitable)
+    return cancelled
 
 
 def try_(fn: Callable[P, _T], /, *args: P.args, **kwargs: P.kwargs) -> Result[_T, Exception]:

@@ -813,3 +813,39 @@ def test_try_never_catches_base_exceptions(exc: BaseException) -> None:
         try_(fail)
     with pytest.raises(type(exc)):
         run(try_async(fail_async))
+
+
+def test_ok_and_err_holding_nan_equal_themselves() -> None:
+    """The same NaN is equal to itself inside Ok/Err, as inside a tuple, so the laws hold."""
+    nan = float("nan")
+    r: Ok[float] = Ok(nan)
+    assert r == r.map(lambda x: x)
+    assert r == r.bind(Ok)
+    assert Err(nan) == Err(nan).map_error(lambda e: e)
+
+
+def test_gather_with_a_limit_awaits_the_tasks_it_cancels() -> None:
+    """When one awaitable raises, a task passed in is cancelled and awaited before gather raises."""
+    log: list[str] = []
+
+    async def boom() -> Ok[int]:
+        raise RuntimeError("boom")
+
+    async def slow() -> Ok[int]:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            log.append("cleanup started")
+            await asyncio.sleep(0)
+            log.append("cleanup finished")
+        return Ok(1)  # pragma: no cover - cancelled before
+
+    async def main() -> bool:
+        task = asyncio.ensure_future(slow())
+        await asyncio.sleep(0)
+        with pytest.raises(RuntimeError, match="boom"):
+            await gather(boom(), task, limit=1)
+        return task.done()
+
+    assert asyncio.run(main())
+    assert ["cleanup started", "cleanup finished"] == log

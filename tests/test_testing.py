@@ -812,3 +812,35 @@ def test_events_and_fakes_are_exported() -> None:
         flowdsl.testing.__all__
     )
     assert issubclass(Events, list)
+
+
+def test_fakes_apply_to_runs_resumed_by_resume_runs(tmp_path: Any) -> None:
+    """A crash-recovery test must not reach the real service: resumed runs use the fakes."""
+    from flowdsl import SQLiteStore, aresume_runs
+
+    real: list[str] = []
+    reached = asyncio.Event()
+
+    @workflow("toolkit_resumable")
+    def resumable() -> None:
+        @step
+        async def charge(ctx: Any) -> Any:
+            real.append("charge")
+            if len(real) > 1:  # reached on resume: the fake was not applied
+                return ok({"charged": "real"})
+            reached.set()
+            await asyncio.Event().wait()
+
+    async def main(store: SQLiteStore) -> list[Any]:
+        task = asyncio.ensure_future(resumable.arun(run_id="p1", store=store))
+        await reached.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        with override_steps(resumable, charge=ok({"charged": "fake"})):
+            return await aresume_runs(store, include_cancelled=True)
+
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        [run] = asyncio.run(main(store))
+    assert ("completed", {"charged": "fake"}) == (run.status, dict(run.output))
+    assert ["charge"] == real  # only the first, cancelled attempt reached the real step
