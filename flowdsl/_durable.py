@@ -30,13 +30,12 @@ from ._codec import (
     encode_reason,
     type_name,
 )
-from ._events import LISTENERS, Listener, RunFinished
+from ._events import Listener, RunFinished
 from ._executor import Invoker, execute
-from ._logging import structlog_listener
 from ._outcome import Goto
 from ._plan import Plan
 from ._run import Run, StepRecord
-from ._runner import PLAN_OVERRIDES
+from ._runner import PLAN_OVERRIDES, run_listeners
 from ._sqlite import SQLiteStore
 from ._store import Attempt, Ending, Opened, RunHeader, Store, step_record
 from .errors import (
@@ -364,10 +363,7 @@ async def aresume_runs(
         runs: list[Run | None] = [None] * len(pending)
 
         async def one(index: int, plan: Plan, run_id: str) -> None:
-            found = (*LISTENERS.get(), *extra)
-            log = structlog_listener(plan.name, run_id)
-            if log is not None:
-                found = (log, *found)
+            found = run_listeners(plan.name, run_id, extra)
             async with gate:
                 try:
                     runs[index] = await _run(

@@ -278,7 +278,8 @@ class _Execution:
             if done is not None:
                 if type(done) is Err:  # it failed for good before the crash: fail the same way
                     return self.settle(branch, _Failed(name, done.error))
-                self.remember(node, scope, version, done, visit)
+                if node.compensate is not None:
+                    self.remember(node, scope, version, done, visit)
                 return self.as_branch(node, done, branch) if branch else done
         retry = node.retry
         emit = self.emit
@@ -445,8 +446,8 @@ class _Execution:
     def remember(
         self, node: StepNode, scope: Scope, version: int, outcome: object, visit: int
     ) -> None:
-        if node.compensate is not None:
-            self.compensable.append((node, scope, version, outcome, visit))
+        """Keep what a step with a compensation needs to be undone later."""
+        self.compensable.append((node, scope, version, outcome, visit))
 
     # -- applying an outcome ---------------------------------------------------------------
 
@@ -639,7 +640,6 @@ async def execute(
     invokers: Mapping[str, Invoker] | None = None,
     journal: Journal | None = None,
     resumed: bool = False,
-    on_start: Callable[[], Awaitable[None]] | None = None,
 ) -> Run:
     """Run `plan` once with `input`; returns the finished `Run`.
 
@@ -656,15 +656,16 @@ async def execute(
     error: object = None
     failed_step: str | None = None
     try:
-        if on_start is not None:
-            await on_start()
         if limit is None:
             await state.main()
         else:
+            deadline = asyncio.timeout(limit)
             try:
-                async with asyncio.timeout(limit):
+                async with deadline:
                     await state.main()
             except TimeoutError:
+                if not deadline.expired():  # not ours: never disguised as the run timeout
+                    raise
                 failed_step = state.current
                 error = TimeoutError(
                     f"workflow {plan.name!r} did not finish within its {limit:g}s timeout "

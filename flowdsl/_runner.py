@@ -51,6 +51,13 @@ def resolve(target: str | Workflow) -> Workflow:
     raise UsageError(msg)
 
 
+def run_listeners(workflow: str, run_id: str, extra: Iterable[Listener]) -> tuple[Listener, ...]:
+    """Who hears a run's events: structlog (when configured), the context's, then `extra`."""
+    found = (*LISTENERS.get(), *extra)
+    log = structlog_listener(workflow, run_id)
+    return found if log is None else (log, *found)
+
+
 def _check_input(wf: Workflow, input: object) -> Mapping[str, Any] | None:
     if input is None or isinstance(input, Mapping):
         return input
@@ -92,10 +99,7 @@ async def arun_workflow(
     overrides = PLAN_OVERRIDES.get()
     if overrides:
         plan = overrides.get(plan, plan)
-    found = (*LISTENERS.get(), *listeners)
-    log = structlog_listener(plan.name, rid)
-    if log is not None:
-        found = (log, *found)
+    found = run_listeners(plan.name, rid, listeners)
     if store is not None:
         from ._durable import arun_durable
 

@@ -315,35 +315,6 @@ def dumps(value: object, *, indent: int | None = 2) -> str:
     return json.dumps(jsonable(value), indent=indent, ensure_ascii=False)
 
 
-def run_record(run: Run) -> dict[str, object]:
-    """A `Run` as plain data, for ``--output run`` and ``runs show``."""
-    return {
-        "run_id": run.run_id,
-        "workflow": run.workflow,
-        "status": run.status,
-        "output": run.output,
-        "error": run.error,
-        "failed_step": run.failed_step,
-        "started": run.started,
-        "duration": run.duration,
-        "steps": [
-            {
-                "name": s.name,
-                "attempt": s.attempt,
-                "status": s.status,
-                "started": s.started,
-                "duration": s.duration,
-                "error": s.error,
-            }
-            for s in run.steps
-        ],
-        "compensations": [
-            {"step": c.step, "status": c.status, "duration": c.duration, "error": c.error}
-            for c in run.compensations
-        ],
-    }
-
-
 def run_summary(run: Run) -> dict[str, object]:
     """One line of ``runs list``."""
     return {
@@ -353,6 +324,17 @@ def run_summary(run: Run) -> dict[str, object]:
         "failed_step": run.failed_step,
         "started": run.started,
         "duration": run.duration,
+    }
+
+
+def run_record(run: Run) -> dict[str, object]:
+    """A `Run` as plain data, for ``--output run`` and ``runs show``."""
+    return {
+        **run_summary(run),
+        "output": run.output,
+        "error": run.error,
+        "steps": [record._asdict() for record in run.steps],
+        "compensations": [record._asdict() for record in run.compensations],
     }
 
 
