@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import math
 from collections.abc import Callable, Mapping
+from types import FunctionType
 from typing import Any
 
 import attrs
@@ -52,6 +53,35 @@ def is_async_callable(fn: object) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - a callable object's async __call__
     )
+
+
+def _plain_arity_fits(fn: FunctionType, args: int) -> bool:
+    """Whether a plain function takes `args` positional arguments (read off its code)."""
+    code = fn.__code__
+    positional = code.co_argcount
+    required = positional - len(fn.__defaults__ or ())
+    kw_required = code.co_kwonlyargcount - len(fn.__kwdefaults__ or {})
+    takes_more = bool(code.co_flags & inspect.CO_VARARGS)
+    return kw_required == 0 and required <= args and (args <= positional or takes_more)
+
+
+def arity_problem(fn: object, args: int, call: str) -> str | None:
+    """Why `fn` cannot be called with `args` positional arguments, or None when it can.
+
+    A callable whose signature Python cannot read (some builtins) is given the
+    benefit of the doubt.
+    """
+    if type(fn) is FunctionType and _plain_arity_fits(fn, args):
+        return None  # the common case, without building a Signature (10,000-step workflows)
+    try:
+        signature = inspect.signature(fn)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(*range(args))
+    except TypeError as exc:
+        return f"it cannot be called as {call}: its signature is {signature} ({exc})"
+    return None
 
 
 def _is_number(value: object) -> bool:
@@ -210,6 +240,13 @@ class _PlanBuilder:
                 f"give one of them another returns=",
             )
         mode, executor = self.step_mode(spec, what)
+        problem = arity_problem(spec.fn, 1, f"{name}(ctx)")
+        if problem is not None:
+            raise self.fail(
+                what,
+                spec.where,
+                f"{problem}; a step takes one argument, the context: def {name}(ctx): ...",
+            )
         retry = spec.retry
         if retry is not None:
             if not isinstance(retry, Retry):
@@ -229,12 +266,16 @@ class _PlanBuilder:
                 spec.where,
                 f"timeout= must be a number of seconds > 0 or None, got {timeout!r}",
             )
-        if spec.compensate is not None and not callable(spec.compensate):
-            raise self.fail(
-                what,
-                spec.where,
-                f"compensate= must be a function undo(ctx), got {spec.compensate!r}",
+        if spec.compensate is not None:
+            problem = (
+                f"got {spec.compensate!r}"
+                if not callable(spec.compensate)
+                else arity_problem(spec.compensate, 1, "undo(ctx)")
             )
+            if problem is not None:
+                raise self.fail(
+                    what, spec.where, f"compensate= must be a function undo(ctx); {problem}"
+                )
         for target in spec.routes:
             if not isinstance(target, str | End):
                 raise self.fail(
@@ -341,12 +382,16 @@ class _PlanBuilder:
                 spec.where,
                 f"unknown on_error={spec.on_error!r}; use 'fail_fast' or 'complete_all'",
             )
-        if spec.into is not None and not callable(spec.into):
-            raise self.fail(
-                what,
-                spec.where,
-                f"into= must be a function fn(ctx, results), got {spec.into!r}",
+        if spec.into is not None:
+            problem = (
+                f"got {spec.into!r}"
+                if not callable(spec.into)
+                else arity_problem(spec.into, 2, "into(ctx, results)")
             )
+            if problem is not None:
+                raise self.fail(
+                    what, spec.where, f"into= must be a function fn(ctx, results); {problem}"
+                )
         limit = spec.max_concurrency
         if limit is not None and (
             not isinstance(limit, int) or isinstance(limit, bool) or limit < 1

@@ -8,13 +8,14 @@ When the body returns, the spec tree is compiled (all validation happens in
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
 from . import _registry
-from ._compiler import compile_workflow
+from ._compiler import arity_problem, compile_workflow
 from ._spec import End, ParallelSpec, Retry, SequenceSpec, StepSpec, Where, WorkflowSpec
 from ._workflow import Workflow
 from .errors import DefinitionError
@@ -103,6 +104,10 @@ def _define(
             f"workflow body; define it at module level"
         )
         raise DefinitionError(msg)
+    problem = _body_problem(body)
+    if problem is not None:
+        msg = f"workflow {wf_name!r} ({where}): {problem}"
+        raise DefinitionError(msg)
     frame = _registry.Frame("workflow", wf_name)
     with _registry.recording(frame):
         body()
@@ -119,6 +124,22 @@ def _define(
     wf = Workflow(plan)
     _registry.register(wf)
     return wf
+
+
+def _body_problem(body: Callable[[], object]) -> str | None:
+    """Why `body` cannot be a workflow body (run once, with no arguments, to record steps)."""
+    if inspect.iscoroutinefunction(body) or inspect.isasyncgenfunction(body):
+        return (
+            "the workflow body is an async def; it runs once, at import, to record the steps, "
+            "so write it as a plain def (the steps inside it can be async def)"
+        )
+    problem = arity_problem(body, 0, "body()")
+    if problem is not None:
+        return (
+            f"{problem}; a workflow body takes no parameters: the run's input reaches each "
+            f"step as its ctx argument (ctx['name'])"
+        )
+    return None
 
 
 # -- @step ---------------------------------------------------------------------------

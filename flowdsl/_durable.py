@@ -396,7 +396,12 @@ async def aresume_runs(
 
 def resume_runs(store: object, **options: Any) -> list[Run]:
     """Resume every unfinished run in `store` (see `aresume_runs` for the options)."""
-    from ._runner import _no_running_loop
+    from ._runner import check_options, no_running_loop
 
-    _no_running_loop("resume_runs", "aresume_runs")
+    no_running_loop("resume_runs", "aresume_runs")
+    check_options(
+        "resume_runs",
+        options,
+        ("concurrency", "timeout", "executors", "listeners", "include_cancelled"),
+    )
     return asyncio.run(aresume_runs(store, **options))

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 from . import _registry
 from ._events import LISTENERS, Event, Listener, RunFinished, StepChunk, StepFinished, StepStarted
@@ -21,7 +21,7 @@ from ._logging import structlog_listener
 from ._plan import Plan
 from ._run import Run
 from ._workflow import Workflow
-from .errors import UsageError
+from .errors import RunningLoopError, UsageError
 
 __all__ = [
     "arun_many",
@@ -56,6 +56,36 @@ def run_listeners(workflow: str, run_id: str, extra: Iterable[Listener]) -> tupl
     found = (*LISTENERS.get(), *extra)
     log = structlog_listener(workflow, run_id)
     return found if log is None else (log, *found)
+
+
+RUN_OPTIONS: Final = ("run_id", "store", "timeout", "executors", "listeners")
+"""The keyword options of `arun_workflow` (and of every call that passes them on)."""
+
+
+def check_options(caller: str, options: Mapping[str, object], known: Iterable[str]) -> None:
+    """Refuse option names `caller` does not take, naming them and listing the known ones."""
+    allowed = tuple(known)
+    unknown = [name for name in options if name not in allowed]
+    if unknown:
+        listed = ", ".join(f"{name}=" for name in allowed)
+        plural = "s" if len(unknown) > 1 else ""
+        msg = (
+            f"{caller}() got unknown option{plural} {', '.join(map(repr, unknown))}; "
+            f"it takes {listed}"
+        )
+        raise UsageError(msg)
+
+
+def check_run_id(run_id: object) -> str | None:
+    """`run_id` when it is None or a non-empty str; anything else is a `UsageError`."""
+    if run_id is None:
+        return None
+    if isinstance(run_id, str) and run_id:
+        return str(run_id)  # a str subclass is stored as the plain str it reads as
+    got = "''" if isinstance(run_id, str) else f"{type(run_id).__name__} {run_id!r}"
+    hint = "" if isinstance(run_id, str) else f"; write run_id={str(run_id)!r}"
+    msg = f"run_id= must be a non-empty string (or None for a fresh id), got {got}{hint}"
+    raise UsageError(msg)
 
 
 def _check_input(wf: Workflow, input: object) -> Mapping[str, Any] | None:
@@ -94,7 +124,7 @@ async def arun_workflow(
         raise UsageError(msg)
     if executors:
         _check_executors(executors)
-    rid = run_id if run_id is not None else uuid.uuid4().hex
+    rid = check_run_id(run_id) or uuid.uuid4().hex
     plan = wf.plan
     overrides = PLAN_OVERRIDES.get()
     if overrides:
@@ -125,13 +155,14 @@ def _check_executors(executors: Mapping[str, Invoker]) -> None:
             raise UsageError(msg)
 
 
-def _no_running_loop(name: str, instead: str) -> None:
+def no_running_loop(name: str, instead: str) -> None:
+    """Refuse a sync run function inside a running event loop (it would block the loop)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return
     msg = f"{name}() cannot be called from a running event loop; use 'await {instead}(...)'"
-    raise UsageError(msg)
+    raise RunningLoopError(msg)
 
 
 def run_workflow(
@@ -140,7 +171,8 @@ def run_workflow(
     **options: Any,
 ) -> Run:
     """Run a workflow to the end and return its `Run` (takes `arun_workflow`'s options)."""
-    _no_running_loop("run_workflow", "arun_workflow")
+    no_running_loop("run_workflow", "arun_workflow")
+    check_options("run_workflow", options, RUN_OPTIONS)
     return asyncio.run(arun_workflow(workflow, input, **options))
 
 
@@ -158,6 +190,7 @@ async def arun_many(
     if "run_id" in options:
         msg = "run_many() gives each run its own run_id; do not pass run_id="
         raise UsageError(msg)
+    check_options("run_many", options, ("concurrency", *RUN_OPTIONS[1:]))
     wf = resolve(workflow)
     items = list(inputs)
     for item in items:
@@ -193,7 +226,8 @@ def run_many(
     **options: Any,
 ) -> list[Run]:
     """Run one workflow once per input, at most `concurrency` at a time; runs in input order."""
-    _no_running_loop("run_many", "arun_many")
+    no_running_loop("run_many", "arun_many")
+    check_options("run_many", options, ("concurrency", *RUN_OPTIONS[1:]))
     return asyncio.run(arun_many(workflow, inputs, concurrency=concurrency, **options))
 
 
@@ -208,6 +242,7 @@ async def stream_workflow(
     never blocks the run. Closing the iterator early (``break``, or leaving an
     ``aclosing()`` block) cancels the run and waits for it to stop.
     """
+    check_options("stream_workflow", options, RUN_OPTIONS)
     queue: asyncio.Queue[Event | None] = asyncio.Queue()
 
     def listen(event: Event) -> None:

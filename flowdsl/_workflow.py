@@ -50,7 +50,9 @@ class Workflow:
 
     async def arun(self, input: Mapping[str, Any] | None = None, **options: Any) -> Run:
         """Run to the end on the running event loop (see `arun_workflow`)."""
-        from ._runner import arun_workflow
+        from ._runner import RUN_OPTIONS, arun_workflow, check_options
+
+        check_options("Workflow.arun", options, RUN_OPTIONS)
 
         return await arun_workflow(self, input, **options)
 

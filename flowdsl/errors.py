@@ -6,7 +6,8 @@ builtin mixin where one makes ``except`` clauses read naturally::
     FlowError
      ├── DefinitionError (TypeError)       a workflow definition is invalid (import time)
      ├── WorkflowNotFound (LookupError)    no workflow registered under a name
-     ├── UsageError (TypeError)            a run function called wrongly (bad input, running loop)
+     ├── UsageError (TypeError)            a run function called wrongly (bad input, unknown option)
+     ├── RunningLoopError (RuntimeError)   a sync run function called from a running event loop
      ├── UnwrapError (ValueError)          Err.unwrap() / Result.unwrap() on an Err
      ├── WorkflowFailed                    Run.unwrap() on a run that did not complete
      ├── RunError                          a run broke a rule while executing
@@ -31,6 +32,7 @@ __all__ = [
     "GotoError",
     "IncompatibleDefinition",
     "RunError",
+    "RunningLoopError",
     "SerializationError",
     "StoreError",
     "TransitionLimitExceeded",
@@ -99,4 +101,11 @@ class WorkerLost(ExecutorError):
 
 
 class UsageError(FlowError, TypeError):
-    """A run function was called the wrong way (bad input, or from a running event loop)."""
+    """A run function was called the wrong way (bad input, an unknown option)."""
+
+
+class RunningLoopError(FlowError, RuntimeError):
+    """A sync run function (``run_workflow``, ...) was called from a running event loop.
+
+    The message names the ``async`` function to await instead.
+    """

@@ -23,6 +23,7 @@ from flowdsl import (
     step,
     workflow,
 )
+from flowdsl.errors import RunningLoopError
 
 pytestmark = pytest.mark.usefixtures("flowdsl_registry")  # each test defines its own workflows
 
@@ -162,7 +163,7 @@ def test_run_many_refuses_a_running_loop() -> None:
     async def main() -> None:
         run_many(doubler(), [{"n": 1}], concurrency=1)
 
-    with pytest.raises(UsageError, match=r"use 'await arun_many\(...\)'"):
+    with pytest.raises(RunningLoopError, match=r"use 'await arun_many\(...\)'"):
         asyncio.run(main())
 
 

@@ -432,3 +432,93 @@ def test_a_plain_generator_function_is_not_a_step() -> None:
         @workflow
         def gen() -> None:
             step(numbers, name="numbers")
+
+
+def test_a_workflow_body_with_parameters_names_the_users_line() -> None:
+    """A body that takes parameters is refused before it is called, at the user's line."""
+    first = line() + 3
+    with pytest.raises(DefinitionError) as info:
+
+        @workflow
+        def takes_input(data: object) -> None:
+            step(noop, name="a")
+
+    message = str(info.value)
+    assert f"workflow 'takes_input' ({__file__}:{first})" in message
+    assert "a workflow body takes no parameters" in message
+    assert "ctx" in message
+
+
+def test_an_async_workflow_body_is_refused_without_a_coroutine_warning() -> None:
+    """An async def body is a DefinitionError; it is never called, so nothing is left unawaited."""
+    first = line() + 3
+    with pytest.raises(DefinitionError) as info:
+
+        @workflow
+        async def later() -> None:
+            step(noop, name="a")
+
+    message = str(info.value)
+    assert f"({__file__}:{first})" in message
+    assert "write it as a plain def" in message
+
+
+@pytest.mark.parametrize(
+    ("fn", "why"),
+    [
+        (lambda: None, "too many positional arguments"),
+        (lambda ctx, extra: None, "missing a required argument: 'extra'"),
+        (lambda ctx, *, flag: None, "missing a required argument: 'flag'"),
+    ],
+)
+def test_a_step_that_cannot_take_the_context_is_a_definition_error(fn: object, why: str) -> None:
+    """A step must be callable with one argument: checked at import, not at run time."""
+    at = line() + 5
+    with pytest.raises(DefinitionError) as info:
+
+        @workflow
+        def wrong_arity() -> None:
+            step(fn, name="bad")  # type: ignore[call-overload]
+
+    message = str(info.value)
+    assert f"workflow 'wrong_arity', step 'bad' ({__file__}:{at})" in message
+    assert why in message
+    assert "def bad(ctx)" in message
+
+
+def test_steps_with_defaults_varargs_partials_and_callables_compile() -> None:
+    """Signatures that accept one argument are fine, whatever their shape."""
+    import functools
+
+    class Callable_:
+        def __call__(self, ctx: object) -> None:
+            return None
+
+    def two(ctx: object, scale: int) -> None:
+        return None
+
+    @workflow
+    def shapes() -> None:
+        step(lambda ctx, scale=2: None, name="defaults")
+        step(lambda *args: None, name="varargs")
+        step(functools.partial(two, scale=3), name="partial")
+        step(Callable_(), name="instance")
+        step(len, name="builtin")
+
+    assert 5 == len(shapes.plan.steps)
+
+
+def test_compensate_and_into_are_checked_for_their_arguments() -> None:
+    """undo(ctx) takes one argument and into(ctx, results) two; others fail at import."""
+    with pytest.raises(DefinitionError, match=r"compensate= must be a function undo\(ctx\)"):
+
+        @workflow
+        def bad_undo() -> None:
+            step(noop, name="a", compensate=lambda: None)
+
+    with pytest.raises(DefinitionError, match=r"into= must be a function fn\(ctx, results\)"):
+
+        @workflow
+        def bad_into() -> None:
+            with parallel(into=lambda ctx: None):
+                step(noop, name="b")

@@ -30,12 +30,14 @@ from flowdsl import (
     parallel_ok,
     parallel_result,
     parallel_results,
+    run_many,
     run_workflow,
     sequence,
     step,
+    stream_workflow,
     workflow,
 )
-from flowdsl.errors import GotoError, TransitionLimitExceeded
+from flowdsl.errors import GotoError, RunningLoopError, TransitionLimitExceeded
 
 pytestmark = pytest.mark.usefixtures("flowdsl_registry")  # each test defines its own workflows
 
@@ -931,8 +933,10 @@ def test_run_workflow_inside_a_loop_names_arun_workflow() -> None:
         step(lambda ctx: None, name="a")
 
     async def main() -> None:
-        with pytest.raises(UsageError, match=r"use 'await arun_workflow\(...\)'"):
+        with pytest.raises(RunningLoopError, match=r"use 'await arun_workflow\(...\)'") as caught:
             run_workflow(w)
+        assert isinstance(caught.value, RuntimeError)
+        assert not isinstance(caught.value, TypeError)
 
     asyncio.run(main())
 
@@ -1152,3 +1156,40 @@ def test_a_wrapped_async_generator_step_still_streams() -> None:
     r = run(wrapped, listeners=[events.append])
     assert {"text": "a"} == dict(r.output)
     assert ["a"] == [e.data for e in events if isinstance(e, StepChunk)]
+
+
+def test_unknown_run_options_are_a_usage_error_listing_the_known_ones() -> None:
+    """A misspelt option names itself and the options the call takes, for every run call."""
+
+    @workflow
+    def opts() -> None:
+        step(lambda ctx: None, name="a")
+
+    with pytest.raises(UsageError) as info:
+        run_workflow(opts, timout=3)
+    message = str(info.value)
+    assert "run_workflow() got unknown option 'timout'" in message
+    assert "run_id=, store=, timeout=, executors=, listeners=" in message
+    with pytest.raises(UsageError, match=r"Workflow\.arun\(\) got unknown option 'retries'"):
+        asyncio.run(opts.arun(retries=2))
+    with pytest.raises(UsageError, match=r"run_many\(\) got unknown option 'stor'"):
+        run_many(opts, [{}], stor="x.db")
+
+    async def stream() -> None:
+        async for _ in stream_workflow(opts, executor="thread"):
+            pass
+
+    with pytest.raises(UsageError, match=r"stream_workflow\(\) got unknown option 'executor'"):
+        asyncio.run(stream())
+
+
+@pytest.mark.parametrize("bad", [42, "", b"id", 1.5])
+def test_run_id_must_be_a_non_empty_string(bad: object) -> None:
+    """run_id=42 and run_id='' are refused: a run id is stored and compared as a str."""
+
+    @workflow
+    def named_run() -> None:
+        step(lambda ctx: None, name="a")
+
+    with pytest.raises(UsageError, match="run_id= must be a non-empty string"):
+        run_workflow(named_run, run_id=bad)
