@@ -292,7 +292,7 @@ class _PlanBuilder:
             mode=mode,
             retry=retry,
             timeout=float(timeout) if timeout is not None else None,
-            compensate=spec.compensate,
+            compensate=spec.compensate,  # type: ignore[arg-type]  # checked callable above
             routes=spec.routes,
             executor=executor,
             where=spec.where,
@@ -420,7 +420,7 @@ class _PlanBuilder:
             children=children,
             keys=keys,
             fail_fast=on_error == "fail_fast",
-            into=spec.into,
+            into=spec.into,  # type: ignore[arg-type]  # checked callable above
             max_concurrency=limit,
             where=spec.where,
             top_index=top_index,

@@ -30,7 +30,7 @@ from ._codec import (
     encode_reason,
     type_name,
 )
-from ._events import Listener, RunFinished
+from ._events import Listener, RunFinished, check_listeners, fan_out
 from ._executor import Invoker, execute
 from ._outcome import Goto
 from ._plan import Plan
@@ -247,8 +247,9 @@ async def _run(
     if opened.finished is not None and opened.workflow == plan.name:
         # Nothing executes, whatever the definition is now; listeners (a stream) still
         # hear how the run ended, so RunFinished is always the last event of a call.
-        for listener in listeners:
-            listener(RunFinished(opened.finished))
+        emit = fan_out(listeners)
+        if emit is not None:
+            emit(RunFinished(opened.finished))
         return opened.finished
     if not opened.claimed:
         if resuming and opened.workflow == plan.name and opened.fingerprint == plan.fingerprint:
@@ -358,7 +359,7 @@ async def aresume_runs(
             raise WorkflowNotFound(msg)
         if changed:
             raise IncompatibleDefinition("\n".join(changed))
-        extra = tuple(listeners)
+        extra = check_listeners(listeners)
         gate = asyncio.Semaphore(concurrency)
         runs: list[Run | None] = [None] * len(pending)
 

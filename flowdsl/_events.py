@@ -7,11 +7,15 @@ take an event; a run with no listener builds no event at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+import logging
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
+
+from .errors import UsageError
 
 if TYPE_CHECKING:
     from ._run import Run
@@ -25,8 +29,12 @@ __all__ = [
     "StepChunk",
     "StepFinished",
     "StepStarted",
+    "check_listeners",
+    "fan_out",
     "listening",
 ]
+
+_log = logging.getLogger("flowdsl")
 
 
 @attrs.frozen
@@ -113,3 +121,75 @@ class listening:
 
     def __exit__(self, *exc: object) -> None:
         LISTENERS.reset(self._token)
+
+
+def check_listeners(listeners: Iterable[object]) -> tuple[Listener, ...]:
+    """The listeners a run call was given, refused when one cannot be called synchronously."""
+    try:
+        found = tuple(listeners)
+    except TypeError:
+        msg = f"listeners= takes a list of functions fn(event), got {listeners!r}"
+        raise UsageError(msg) from None
+    for listener in found:
+        if not callable(listener):
+            msg = f"listeners= takes functions fn(event), got {listener!r}"
+            raise UsageError(msg)
+        if inspect.iscoroutinefunction(listener) or inspect.iscoroutinefunction(
+            getattr(listener, "__call__", None)  # noqa: B004 - a callable object's async __call__
+        ):
+            msg = (
+                f"listener {listener!r} is an async def; listeners are called synchronously, "
+                f"in order, as events happen. Use a plain function (to do async work, hand the "
+                f"event to a queue: listeners=[queue.put_nowait])"
+            )
+            raise UsageError(msg)
+    return found  # type: ignore[return-value]
+
+
+def _guard(listener: Listener) -> Listener:
+    """`listener`, made harmless: what it raises is logged (once per run) and the run goes on."""
+    failed = False
+
+    def call(event: Event) -> None:
+        nonlocal failed
+        try:
+            result: object = listener(event)  # type: ignore[func-returns-value]
+        except Exception:
+            if not failed:
+                failed = True
+                _log.exception(
+                    "listener %r raised on %s; the run goes on (later errors of this "
+                    "listener in this run are not logged)",
+                    listener,
+                    type(event).__name__,
+                )
+            return
+        if inspect.iscoroutine(result):  # an async callable that slipped past check_listeners
+            result.close()
+            if not failed:
+                failed = True
+                _log.error(
+                    "listener %r returned a coroutine, which is never awaited: listeners are "
+                    "called synchronously; use a plain function",
+                    listener,
+                )
+
+    return call
+
+
+def fan_out(listeners: tuple[Listener, ...]) -> Listener | None:
+    """One callable that hands an event to every listener in order, or None when there are none.
+
+    A listener that raises never changes the run (see `_guard`).
+    """
+    if not listeners:
+        return None
+    guarded = tuple(_guard(listener) for listener in listeners)
+    if len(guarded) == 1:
+        return guarded[0]
+
+    def emit(event: Event) -> None:
+        for listener in guarded:
+            listener(event)
+
+    return emit

@@ -23,13 +23,13 @@ from typing import Any, Final, Protocol
 from ._context import Context, Scope
 from ._events import (
     CompensationFinished,
-    Event,
     Listener,
     RunFinished,
     RunStarted,
     StepChunk,
     StepFinished,
     StepStarted,
+    fan_out,
 )
 from ._outcome import Goto
 from ._plan import AGEN, ASYNC, SYNC, THREAD, Node, ParallelNode, Plan, SequenceNode, StepNode
@@ -617,19 +617,6 @@ class _Execution:
         )
 
 
-def _fan_out(listeners: tuple[Listener, ...]) -> Listener | None:
-    if not listeners:
-        return None
-    if len(listeners) == 1:
-        return listeners[0]
-
-    def emit(event: Event) -> None:
-        for listener in listeners:
-            listener(event)
-
-    return emit
-
-
 async def execute(
     plan: Plan,
     input: Mapping[str, Any] | None,
@@ -648,7 +635,7 @@ async def execute(
     is never turned into a failure: it propagates after the run is reported
     as "cancelled" to listeners and the journal.
     """
-    emit = _fan_out(listeners)
+    emit = fan_out(listeners)
     state = _Execution(plan, run_id, Scope(initial=input), emit, invokers or {}, journal)
     if emit is not None:
         emit(RunStarted(plan.name, run_id=run_id, resumed=resumed))

@@ -7,6 +7,8 @@ builds no logger and pays nothing.
 
 from __future__ import annotations
 
+import logging
+
 import structlog
 
 from ._events import (
@@ -21,6 +23,9 @@ from ._events import (
 )
 
 __all__ = ["structlog_listener"]
+
+# A library logs through "flowdsl" and leaves the handlers to the application.
+logging.getLogger("flowdsl").addHandler(logging.NullHandler())
 
 
 def structlog_listener(workflow: str, run_id: str) -> Listener | None:

@@ -15,7 +15,16 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from . import _registry
-from ._events import LISTENERS, Event, Listener, RunFinished, StepChunk, StepFinished, StepStarted
+from ._events import (
+    LISTENERS,
+    Event,
+    Listener,
+    RunFinished,
+    StepChunk,
+    StepFinished,
+    StepStarted,
+    check_listeners,
+)
 from ._executor import Invoker, execute
 from ._logging import structlog_listener
 from ._plan import Plan
@@ -129,7 +138,7 @@ async def arun_workflow(
     overrides = PLAN_OVERRIDES.get()
     if overrides:
         plan = overrides.get(plan, plan)
-    found = run_listeners(plan.name, rid, listeners)
+    found = run_listeners(plan.name, rid, check_listeners(listeners))
     if store is not None:
         from ._durable import arun_durable
 
@@ -192,6 +201,8 @@ async def arun_many(
         raise UsageError(msg)
     check_options("run_many", options, ("concurrency", *RUN_OPTIONS[1:]))
     wf = resolve(workflow)
+    if "listeners" in options:
+        options["listeners"] = check_listeners(options["listeners"])
     items = list(inputs)
     for item in items:
         _check_input(wf, item)
@@ -227,7 +238,6 @@ def run_many(
 ) -> list[Run]:
     """Run one workflow once per input, at most `concurrency` at a time; runs in input order."""
     no_running_loop("run_many", "arun_many")
-    check_options("run_many", options, ("concurrency", *RUN_OPTIONS[1:]))
     return asyncio.run(arun_many(workflow, inputs, concurrency=concurrency, **options))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from flowdsl import (
     Event,
     RunFinished,
     RunStarted,
+    SQLiteStore,
     UsageError,
     Workflow,
     _registry,
@@ -167,30 +169,52 @@ def test_run_many_refuses_a_running_loop() -> None:
         asyncio.run(main())
 
 
-def test_an_exception_from_one_run_is_raised_as_itself() -> None:
-    """A run that raises (here: its listener) cancels the others and raises its own exception."""
-    started = 0
-    cancelled: list[int] = []
+class _BreakingStore(SQLiteStore):
+    """A real store whose `nth` open_run raises `error` (a store problem, not a failed step)."""
 
-    def listen(event: Event) -> None:
-        nonlocal started
-        if isinstance(event, RunStarted):
-            started += 1
-            if started == 3:
-                raise LookupError("listener broke")
+    def __init__(self, path: Path, nth: int, error: BaseException) -> None:
+        super().__init__(path)
+        self.opened = 0
+        self.nth = nth
+        self.error = error
+        self.others_busy: asyncio.Event | None = None  # set: raise only once it is
+
+    async def open_run(self, header: Any) -> Any:
+        self.opened += 1
+        if self.opened == self.nth:
+            if self.others_busy is not None:
+                await self.others_busy.wait()
+            raise self.error
+        return await super().open_run(header)
+
+
+def test_an_exception_from_one_run_is_raised_as_itself(tmp_path: Path) -> None:
+    """A run that raises (here: its store) cancels the others and raises its own exception."""
+    cancelled: list[int] = []
+    waiting = 0
+    store = _BreakingStore(tmp_path / "runs.db", 3, LookupError("store broke"))
 
     @workflow
     def waits() -> None:
         @step
         async def wait(ctx: Any) -> Any:
+            nonlocal waiting
+            waiting += 1
+            if waiting == 2:
+                assert store.others_busy is not None
+                store.others_busy.set()
             try:
                 await asyncio.Event().wait()
             except asyncio.CancelledError:
                 cancelled.append(ctx["n"])
                 raise
 
-    with pytest.raises(LookupError, match="listener broke"):
-        run_many(waits, [{"n": n} for n in range(3)], concurrency=3, listeners=[listen])
+    async def main() -> None:
+        store.others_busy = asyncio.Event()
+        await arun_many(waits, [{"n": n} for n in range(3)], concurrency=3, store=store)
+
+    with store, pytest.raises(LookupError, match="store broke"):
+        asyncio.run(main())
     assert [0, 1] == sorted(cancelled)
 
 
@@ -221,19 +245,19 @@ def test_order_and_bound_hold_for_any_batch(delays: list[int], concurrency: int)
     _registry.unregister("any_batch")
 
 
-def test_a_run_that_raises_keeps_its_own_cause() -> None:
+def test_a_run_that_raises_keeps_its_own_cause(tmp_path: Path) -> None:
     """run_many raises a run's exception as run_workflow would, its __cause__ intact."""
 
     @workflow
     def quiet() -> None:
         step(lambda ctx: ok(), name="a")
 
-    def listener(event: object) -> None:
-        try:
-            {}["missing"]
-        except KeyError as exc:
-            raise RuntimeError("listener broke") from exc
-
-    with pytest.raises(RuntimeError, match="listener broke") as caught:
-        run_many(quiet, [{}], listeners=[listener])
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        broke = RuntimeError("store broke")
+        broke.__cause__ = exc
+    store = _BreakingStore(tmp_path / "runs.db", 1, broke)
+    with store, pytest.raises(RuntimeError, match="store broke") as caught:
+        run_many(quiet, [{}], store=store)
     assert isinstance(caught.value.__cause__, KeyError)

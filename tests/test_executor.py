@@ -1193,3 +1193,56 @@ def test_run_id_must_be_a_non_empty_string(bad: object) -> None:
 
     with pytest.raises(UsageError, match="run_id= must be a non-empty string"):
         run_workflow(named_run, run_id=bad)
+
+
+# -- listeners -----------------------------------------------------------------------------
+
+
+def test_a_listener_that_raises_never_changes_the_run(caplog: pytest.LogCaptureFixture) -> None:
+    """Later steps run, compensation and RunFinished happen; the error is logged once."""
+    ran: list[str] = []
+    heard: list[object] = []
+
+    def broken(event: object) -> None:
+        raise ValueError("listener bug")
+
+    @workflow
+    def heard_anyway() -> None:
+        @step(compensate=lambda ctx: ran.append("undo"))
+        def first(ctx: Any) -> None:
+            ran.append("first")
+
+        @step
+        def second(ctx: Any) -> object:
+            ran.append("second")
+            return error("no")
+
+    with caplog.at_level("ERROR", logger="flowdsl"):
+        r = run(heard_anyway, listeners=[broken, heard.append])
+    assert "failed" == r.status
+    assert "second" == r.failed_step
+    assert ["first", "second", "undo"] == ran
+    assert isinstance(heard[-1], RunFinished)
+    errors = [rec for rec in caplog.records if rec.name == "flowdsl"]
+    assert 1 == len(errors)
+    assert "listener" in errors[0].getMessage()
+    assert errors[0].exc_info is not None
+    assert isinstance(errors[0].exc_info[1], ValueError)
+
+
+def test_an_async_listener_is_refused_at_the_call() -> None:
+    """An async def listener would never be awaited: the run call refuses it before running."""
+    ran: list[str] = []
+
+    async def listener(event: object) -> None:
+        return None
+
+    @workflow
+    def never_runs() -> None:
+        step(lambda ctx: ran.append("a"), name="a")
+
+    with pytest.raises(UsageError, match="is an async def; listeners are called synchronously"):
+        run(never_runs, listeners=[listener])
+    with pytest.raises(UsageError, match="is an async def"):
+        run_many(never_runs, [{}], listeners=[listener])
+    assert [] == ran
