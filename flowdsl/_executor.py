@@ -18,8 +18,9 @@ import inspect
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Final, Protocol
+from typing import Any, Final, NoReturn, Protocol
 
+from ._blocking import run_in_thread
 from ._context import Context, Scope
 from ._events import (
     CompensationFinished,
@@ -168,20 +169,37 @@ def _check_overrun(node: StepNode, started: float) -> None:
         raise _timeout_reason(node)
 
 
+async def _call(fn: Callable[..., Any], ctx: Context) -> object:
+    """``fn(ctx)``, awaited when it returns an awaitable (compensations may be sync or async)."""
+    result = fn(ctx)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
 class _Execution:
     """The mutable state of one run. One instance per run; never shared."""
 
     __slots__ = (
+        "cancelled_task",
+        "clock",
         "compensable",
         "current",
+        "due",
         "emit",
+        "expired",
+        "interrupted",
         "invokers",
         "journal",
+        "limit",
         "plan",
         "records",
         "root",
         "run_id",
         "t0",
+        "task",
+        "task_cancels",
+        "timer",
         "transitions",
         "visits",
         "wall0",
@@ -209,6 +227,85 @@ class _Execution:
         self.current: str | None = None
         self.t0 = _perf()
         self.wall0 = time.time()
+        # The run's deadline (see `start_clock`), and what stopped the run from inside.
+        self.limit: float | None = None
+        self.due: float | None = None
+        self.clock: Callable[[], float] = _perf
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.expired = False
+        self.cancelled_task = False
+        self.task_cancels = 0  # interrupt()'s cancels of the run's task, taken back in execute
+        self.interrupted: BaseException | None = None
+
+    # -- the run's deadline and interruptions ---------------------------------------------
+
+    def start_clock(self, limit: float | None) -> None:
+        """Arm the run's timeout: `expire` runs at the deadline, in this (the run's) task."""
+        self.task = asyncio.current_task()
+        if limit is None:
+            return
+        loop = asyncio.get_running_loop()
+        self.limit = limit
+        self.clock = loop.time
+        self.due = loop.time() + limit
+        self.timer = loop.call_at(self.due, self.expire, True)
+
+    def forget_cancels(self) -> None:
+        """Take back the run task's cancellations `interrupt` asked for (they were delivered)."""
+        task = self.task
+        if task is not None:
+            for _ in range(self.task_cancels):
+                task.uncancel()
+        self.task_cancels = 0
+
+    def timed_out(self) -> bool:
+        """After a CancelledError in the run's task: whether it was the run's own deadline.
+
+        A cancellation of the caller's that came too is never taken for a timeout.
+        """
+        if not self.expired or self.interrupted is not None:
+            return False
+        task = self.task
+        if task is None:
+            return True
+        if self.cancelled_task:  # the deadline cancelled the task: was the caller's there too?
+            return task.uncancel() == 0
+        return task.cancelling() == 0  # `overdue` raised in the task itself
+
+    def expire(self, cancel_run: bool) -> None:
+        """The run's deadline passed: cancel its task (unless it is the caller, see `overdue`)."""
+        if self.expired:
+            return
+        self.expired = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if cancel_run and self.task is not None:
+            self.cancelled_task = True
+            self.task.cancel()
+
+    def overdue(self) -> None:
+        """Called before an attempt starts past the deadline: nothing may start after it.
+
+        A plain sync step blocks the loop, so the deadline's timer may not have
+        fired yet. The run's own task unwinds with a CancelledError it raises
+        itself; a branch's task cancels the run's task, which cancels the block.
+        """
+        self.expire(asyncio.current_task() is not self.task)
+        raise asyncio.CancelledError
+
+    def interrupt(self, exc: BaseException) -> NoReturn:
+        """A step raised KeyboardInterrupt or SystemExit: stop the run, record it, re-raise.
+
+        The run's task records the run as cancelled and then raises `exc` (see
+        `execute`); from a branch's task the run's task is cancelled to get there.
+        """
+        if self.interrupted is None:
+            self.interrupted = exc
+            if self.task is not None and asyncio.current_task() is not self.task:
+                self.task.cancel()
+                self.task_cancels += 1
+        raise asyncio.CancelledError
 
     # -- the top-level sequence ------------------------------------------------------
 
@@ -286,6 +383,8 @@ class _Execution:
         run_id = self.run_id
         while True:
             attempt += 1
+            if self.due is not None and self.clock() >= self.due:
+                self.overdue()
             ctx = Context(scope, version, run_id, name, attempt, visit)
             if emit is not None:
                 emit(StepStarted(name, attempt, run_id=run_id))
@@ -310,6 +409,8 @@ class _Execution:
                 outcome = Err(exc)
                 exception = exc
                 failed = True
+            except (KeyboardInterrupt, SystemExit) as exc:
+                self.interrupt(exc)
             duration = _perf() - started
             retrying = failed and _retries(node, attempt, exception)
             if journal is not None:
@@ -373,7 +474,7 @@ class _Execution:
         if mode is SYNC:
             return self.call_sync(node, ctx)
         if mode is THREAD:
-            return asyncio.to_thread(call_blocking, node.fn, ctx)
+            return run_in_thread(call_blocking, node.fn, ctx)
         if mode is AGEN:
             return self.drain(node, node.fn(ctx))
         invoker = self.invokers.get(node.executor)  # type: ignore[arg-type]
@@ -519,6 +620,8 @@ class _Execution:
                 outcome = await outcome
         except Exception as exc:
             raise _Failed(node.name, exc) from None
+        except (KeyboardInterrupt, SystemExit) as exc:
+            self.interrupt(exc)
         if type(outcome) is Err:
             raise _Failed(node.name, outcome.error)
         return self.apply(node.key, outcome, scope)
@@ -539,6 +642,8 @@ class _Execution:
                 return await self.branch_result(child, scope, version, mode)
         except _Failed as failure:
             return self.settle(mode, failure)
+        except (KeyboardInterrupt, SystemExit) as exc:  # a reducer's, nested in this branch
+            self.interrupt(exc)
 
     async def branch_result(
         self, child: Node, scope: Scope, version: int, mode: int | _FailFast
@@ -568,21 +673,21 @@ class _Execution:
     # -- compensation ----------------------------------------------------------------------
 
     async def compensate(self) -> tuple[CompensationRecord, ...]:
-        """Undo completed steps in reverse completion order; failures are recorded, not raised."""
+        """Undo completed steps in reverse completion order; failures are recorded, not raised.
+
+        A compensation fails when it raises or returns ``error(reason)``. Each is
+        bounded by its step's ``timeout=``, or else by the run's (counted afresh:
+        a run that failed by timing out still gets to undo its steps).
+        """
         done: list[CompensationRecord] = []
         emit = self.emit
         for node, scope, version, outcome, visit in reversed(self.compensable):
             own = Scope(scope, version)
             self.apply(node.key, outcome, own)
             ctx = Context(own, own.version, self.run_id, node.name, 1, visit)
+            limit = node.timeout if node.timeout is not None else self.limit
             started = _perf()
-            error: object = None
-            try:
-                result = node.compensate(ctx)  # type: ignore[misc]
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as exc:
-                error = exc
+            error = await self.undo(node, ctx, limit)
             duration = _perf() - started
             status = "failed" if error is not None else "succeeded"
             done.append(CompensationRecord(node.name, status, duration, error))
@@ -593,6 +698,37 @@ class _Execution:
                     )
                 )
         return tuple(done)
+
+    async def undo(self, node: StepNode, ctx: Context, limit: float | None) -> object:
+        """Run one compensation; its failure reason, or None when it succeeded."""
+        undo: Callable[..., Any] = node.compensate  # type: ignore[assignment]
+        window = None if limit is None else asyncio.timeout(limit)
+        started = _perf()
+        try:
+            if window is None:
+                result = await _call(undo, ctx)
+            else:
+                async with window:
+                    result = await _call(undo, ctx)
+        except TimeoutError as exc:
+            if window is not None and window.expired():
+                return self.undo_timed_out(node, limit)
+            return exc
+        except Exception as exc:
+            return exc
+        except (KeyboardInterrupt, SystemExit) as exc:
+            self.interrupt(exc)
+        if limit is not None and _perf() - started > limit:  # a plain function is not cut off
+            return self.undo_timed_out(node, limit)
+        if type(result) is Err:
+            return result.error
+        return None
+
+    @staticmethod
+    def undo_timed_out(node: StepNode, limit: float | None) -> TimeoutError:
+        return TimeoutError(
+            f"the compensation of step {node.name!r} did not finish within {limit:g}s"
+        )
 
     # -- the run as a whole ----------------------------------------------------------------
 
@@ -639,38 +775,42 @@ async def execute(
     state = _Execution(plan, run_id, Scope(initial=input), emit, invokers or {}, journal)
     if emit is not None:
         emit(RunStarted(plan.name, run_id=run_id, resumed=resumed))
-    limit = timeout if timeout is not None else plan.timeout
+    state.start_clock(timeout if timeout is not None else plan.timeout)
     error: object = None
     failed_step: str | None = None
     try:
-        if limit is None:
-            await state.main()
-        else:
-            deadline = asyncio.timeout(limit)
-            try:
-                async with deadline:
-                    await state.main()
-            except TimeoutError:
-                if not deadline.expired():  # not ours: never disguised as the run timeout
-                    raise
-                failed_step = state.current
-                error = TimeoutError(
-                    f"workflow {plan.name!r} did not finish within its {limit:g}s timeout "
-                    f"(running step {failed_step!r})"
-                )
+        await state.main()
     except _Failed as failure:
         error, failed_step = failure.reason, failure.step
     except asyncio.CancelledError:
-        run = state.finish("cancelled")
-        await _report(run, emit, journal)
-        raise
+        if not state.timed_out():
+            interrupted = state.interrupted
+            if interrupted is not None:
+                state.forget_cancels()
+            await _report(state.finish("cancelled"), emit, journal)
+            if interrupted is not None:
+                raise interrupted from None
+            raise
+        failed_step = state.current
+        error = TimeoutError(
+            f"workflow {plan.name!r} did not finish within its {state.limit:g}s timeout "
+            f"(running step {failed_step!r})"
+        )
+    finally:
+        if state.timer is not None:
+            state.timer.cancel()
     if failed_step is None and error is None:
         run = state.finish("completed")
     else:
         try:
             compensations = await state.compensate()
         except asyncio.CancelledError:  # cancelled while undoing: still reported, then raised
+            interrupted = state.interrupted
+            if interrupted is not None:
+                state.forget_cancels()
             await _report(state.finish("cancelled", error, failed_step), emit, journal)
+            if interrupted is not None:
+                raise interrupted from None
             raise
         run = state.finish("failed", error, failed_step, compensations)
     await _report(run, emit, journal)

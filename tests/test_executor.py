@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any
 
@@ -1246,3 +1247,257 @@ def test_an_async_listener_is_refused_at_the_call() -> None:
     with pytest.raises(UsageError, match="is an async def"):
         run_many(never_runs, [{}], listeners=[listener])
     assert [] == ran
+
+
+# -- the run's deadline, interruptions, compensations (issue: contract gaps) ---------------
+
+
+def _block_the_loop_past(seconds: float) -> None:
+    """A plain sync step's body: keep the event loop busy until `seconds` have passed."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        time.sleep(seconds / 10)
+
+
+def test_no_step_starts_after_the_run_deadline_a_sync_step_carried_it_past() -> None:
+    """A sync step that overruns the run's timeout: the next step never starts."""
+    started: list[str] = []
+
+    @workflow(timeout=0.02)
+    def carried_past() -> None:
+        @step
+        def slow(ctx: Any) -> None:
+            started.append("slow")
+            _block_the_loop_past(0.05)
+
+        @step
+        async def after(ctx: Any) -> None:
+            started.append("after")
+
+    r = run(carried_past)
+    assert ["slow"] == started
+    assert ("failed", TimeoutError) == (r.status, type(r.error))
+    assert "did not finish within its 0.02s timeout" in str(r.error)
+    assert ["slow"] == [rec.name for rec in r.steps]
+
+
+def test_no_branch_starts_after_the_run_deadline() -> None:
+    """In a parallel block, a sync branch that blocks past the deadline stops its siblings
+    from starting, whatever the policy."""
+    started: list[str] = []
+
+    @workflow(timeout=0.02)
+    def wide_past() -> None:
+        with parallel(on_error="complete_all"):
+
+            @step
+            def blocker(ctx: Any) -> None:
+                started.append("blocker")
+                _block_the_loop_past(0.05)
+
+            @step
+            async def sibling(ctx: Any) -> None:
+                started.append("sibling")
+
+        step(lambda ctx: started.append("later"), name="later")
+
+    r = in_loop(lambda: arun_workflow(wide_past))
+    assert ["blocker"] == started
+    assert ("failed", TimeoutError) == (r.status, type(r.error))
+
+
+def test_no_retry_starts_after_the_run_deadline() -> None:
+    """A retried sync step with no backoff is not tried again past the deadline."""
+    attempts: list[int] = []
+
+    @workflow(timeout=0.02)
+    def retried_past() -> None:
+        @step(retry=Retry(max_attempts=5, base=0))
+        def flaky(ctx: Any) -> Any:
+            attempts.append(ctx.attempt)
+            _block_the_loop_past(0.03)
+            return error("again")
+
+    r = run(retried_past)
+    assert [1] == attempts
+    assert TimeoutError is type(r.error)
+
+
+def test_a_caller_cancel_at_the_deadline_is_still_a_cancellation() -> None:
+    """Cancelled from outside as the deadline also passes: the caller's cancel wins."""
+    events: list[Event] = []
+    waiting = asyncio.Event
+
+    @workflow(timeout=0.01)
+    def racing() -> None:
+        @step
+        async def waits(ctx: Any) -> None:
+            gate["inside"].set()
+            await asyncio.Event().wait()
+
+    gate: dict[str, asyncio.Event] = {}
+
+    async def main() -> None:
+        gate["inside"] = waiting()
+        task = asyncio.create_task(arun_workflow(racing, listeners=[events.append]))
+        await gate["inside"].wait()
+        _block_the_loop_past(0.02)  # the deadline's timer and our cancel are both due now
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    in_loop(main)
+    last = events[-1]
+    assert isinstance(last, RunFinished)
+    assert "cancelled" == last.run.status
+
+
+@pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit])
+def test_keyboard_interrupt_or_system_exit_in_a_step_records_a_cancelled_run(
+    kind: type[BaseException],
+) -> None:
+    """The run is reported cancelled (RunFinished), then the exception propagates as itself."""
+    events: list[Event] = []
+    ran: list[str] = []
+
+    @workflow
+    def interrupted() -> None:
+        @step(compensate=lambda ctx: ran.append("undo"))
+        def first(ctx: Any) -> None:
+            ran.append("first")
+
+        @step
+        def stop(ctx: Any) -> None:
+            raise kind()
+
+        step(lambda ctx: ran.append("never"), name="never")
+
+    with pytest.raises(kind):
+        run(interrupted, listeners=[events.append])
+    assert ["first"] == ran  # no later step, no compensation: it is a cancel, not a failure
+    last = events[-1]
+    assert isinstance(last, RunFinished)
+    assert "cancelled" == last.run.status
+
+
+def test_keyboard_interrupt_in_a_branch_cancels_the_siblings_and_propagates() -> None:
+    """From a branch's task too: siblings are cancelled and awaited, the run is recorded."""
+    events: list[Event] = []
+    cancelled: list[str] = []
+
+    @workflow
+    def branchy() -> None:
+        with parallel():
+
+            @step
+            async def waits(ctx: Any) -> None:
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    cancelled.append("waits")
+                    raise
+
+            @step
+            async def interrupts(ctx: Any) -> None:
+                await asyncio.sleep(0)
+                raise KeyboardInterrupt
+
+    async def main() -> None:
+        with pytest.raises(KeyboardInterrupt):
+            await arun_workflow(branchy, listeners=[events.append])
+
+    in_loop(main)
+    assert ["waits"] == cancelled
+    last = events[-1]
+    assert isinstance(last, RunFinished)
+    assert "cancelled" == last.run.status
+
+
+def test_a_compensation_returning_error_is_a_failed_compensation() -> None:
+    """error(reason) from undo is recorded as failed with its reason; the rest still run."""
+    undone: list[str] = []
+
+    @workflow
+    def refused() -> None:
+        step(lambda ctx: 1, name="a", compensate=lambda ctx: undone.append("a"))
+        step(lambda ctx: 2, name="b", compensate=lambda ctx: error("refund declined"))
+        step(lambda ctx: error("stop"), name="c")
+
+    r = run(refused)
+    assert ["a"] == undone
+    assert [("b", "failed", "refund declined"), ("a", "succeeded", None)] == [
+        (c.step, c.status, c.error) for c in r.compensations
+    ]
+
+
+@pytest.mark.parametrize("bound", ["step", "run"])
+def test_a_hanging_compensation_is_bounded(bound: str) -> None:
+    """By its step's timeout=, else the run's: it fails with TimeoutError, the rest still run."""
+    undone: list[str] = []
+
+    async def hangs(ctx: Any) -> None:
+        await asyncio.Event().wait()
+
+    step_timeout = 0.01 if bound == "step" else None
+    run_timeout = 0.01 if bound == "run" else None
+
+    @workflow("hanging_undo", timeout=run_timeout)
+    def hanging_undo() -> None:
+        step(lambda ctx: 1, name="a", compensate=lambda ctx: undone.append("a"))
+        step(lambda ctx: 2, name="b", compensate=hangs, timeout=step_timeout)
+        step(lambda ctx: error("stop"), name="c")
+
+    r = in_loop(lambda: arun_workflow(hanging_undo))
+    assert "failed" == r.status
+    assert ["a"] == undone
+    b = r.compensations[0]
+    assert ("b", "failed", TimeoutError) == (b.step, b.status, type(b.error))
+    assert "did not finish within 0.01s" in str(b.error)
+
+
+def test_a_run_that_timed_out_still_compensates() -> None:
+    """The compensation window is counted afresh after a run's own timeout."""
+    undone: list[str] = []
+
+    async def undo(ctx: Any) -> None:
+        await asyncio.sleep(0)
+        undone.append(ctx.step)
+
+    @workflow("timed_out_undo", timeout=0.01)
+    def timed_out_undo() -> None:
+        step(lambda ctx: 1, name="a", compensate=undo)
+        step(lambda ctx: asyncio.Event().wait(), name="forever")
+
+    r = in_loop(lambda: arun_workflow(timed_out_undo))
+    assert (TimeoutError, ["a"]) == (type(r.error), undone)
+    assert "succeeded" == r.compensations[0].status
+
+
+def test_a_blocking_sibling_does_not_hold_up_run_workflow() -> None:
+    """fail_fast abandons a blocking=True sibling; run_workflow returns while it still runs."""
+    release = threading.Event()
+    inside = threading.Event()
+    finished = threading.Event()
+
+    @workflow
+    def abandon() -> None:
+        with parallel():
+
+            @step(blocking=True)
+            def blocked(ctx: Any) -> None:
+                inside.set()
+                release.wait(timeout=30)
+                finished.set()
+
+            @step
+            async def fails(ctx: Any) -> Any:
+                await asyncio.to_thread(inside.wait, 30)
+                return error("no")
+
+    try:
+        r = run(abandon)
+        assert ("failed", "fails") == (r.status, r.failed_step)
+        assert not finished.is_set()  # returned while the thread is still blocked
+    finally:
+        release.set()
+    assert finished.wait(timeout=30)
