@@ -34,6 +34,7 @@ import traceback as _traceback
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeAlias
 
+from ._context import FrozenList
 from ._outcome import Goto
 from ._spec import END
 from .errors import FlowError
@@ -131,7 +132,7 @@ def _encode(value: object, fallback: _Fallback) -> Json:
         return value
     if kind is dict or isinstance(value, Mapping):
         return _encode_mapping(value, fallback)  # type: ignore[arg-type]
-    if kind is list or kind is tuple:
+    if kind is list or kind is tuple or kind is FrozenList:
         out: list[Json] = []
         index: int
         item: object
@@ -141,7 +142,7 @@ def _encode(value: object, fallback: _Fallback) -> Json:
             except Unencodable as exc:
                 exc.path.append(index)
                 raise
-        return out if kind is list else {_TAG: "tuple", "v": out}
+        return out if kind is not tuple else {_TAG: "tuple", "v": out}
     if kind is Ok:
         return {_TAG: "ok", "v": _encode(value.value, fallback)}  # type: ignore[attr-defined]
     if kind is Err:

@@ -8,20 +8,294 @@ dict lookup (and, only for a key overwritten since the snapshot, a short scan
 of its history), writing one is O(1), and a snapshot never changes after it
 is taken. Parallel branches write into child scopes of the block's scope, so
 siblings never see each other's writes.
+
+The isolation is deep: every value is frozen as it is written (`freeze`), so a
+nested dict, list or set a step receives cannot be changed by it, and mutating
+it can never change what another step, a sibling branch, the caller's input or
+the journal sees. Freezing copies a container once, when it enters the context
+(the cost is in the benchmarks); reading costs nothing extra. Frozen
+containers are subclasses of `dict` and `list` (so ``isinstance``, ``==`` and
+``json.dumps`` work as before); sets become frozensets; a copy
+(``dict(value)``, ``list(value)``, ``copy.deepcopy(value)``) is the step's own,
+mutable again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, Final
+from types import MappingProxyType
+from typing import Any, Final, NoReturn
 
-__all__ = ["Context", "Scope"]
+from .errors import UsageError
+from .result import Err, Ok
+
+__all__ = ["IMMUTABLE", "Context", "FrozenDict", "FrozenList", "Scope", "freeze"]
 
 _MISSING: Final = object()
 
 
+def _read_only(value: object) -> NoReturn:
+    kind = "list" if isinstance(value, list) else "dict"
+    copy = f"{kind}(value)"
+    msg = (
+        f"this {kind} is part of the workflow context, which steps share read-only; "
+        f"change a copy of it instead: {copy}, or copy.deepcopy(value) for nested data, "
+        f"and return what changed"
+    )
+    raise UsageError(msg)
+
+
+class FrozenDict(dict[Any, Any]):
+    """A dict from the workflow context: reads as a dict, refuses every change.
+
+    ``dict(d)`` or ``copy.deepcopy(d)`` gives a mutable copy; pickling gives a
+    plain dict.
+    """
+
+    __slots__ = ()
+
+    def __setitem__(self, key: Any, value: Any) -> NoReturn:
+        _read_only(self)
+
+    def __delitem__(self, key: Any) -> NoReturn:
+        _read_only(self)
+
+    def __ior__(self, other: Any) -> NoReturn:  # type: ignore[misc]
+        _read_only(self)
+
+    def clear(self) -> NoReturn:
+        _read_only(self)
+
+    def pop(self, *args: Any) -> NoReturn:
+        _read_only(self)
+
+    def popitem(self) -> NoReturn:
+        _read_only(self)
+
+    def setdefault(self, *args: Any) -> NoReturn:
+        _read_only(self)
+
+    def update(self, *args: Any, **kwargs: Any) -> NoReturn:
+        _read_only(self)
+
+    def __reduce__(self) -> tuple[type[dict[Any, Any]], tuple[dict[Any, Any]]]:
+        return (dict, (dict(self),))
+
+    def __copy__(self) -> dict[Any, Any]:
+        return dict(self)
+
+    def __repr__(self) -> str:
+        return dict.__repr__(self)
+
+
+class FrozenList(list[Any]):
+    """A list from the workflow context: reads as a list, refuses every change.
+
+    ``list(v)`` or ``copy.deepcopy(v)`` gives a mutable copy; pickling gives a
+    plain list.
+    """
+
+    __slots__ = ()
+
+    def __setitem__(self, index: Any, value: Any) -> NoReturn:
+        _read_only(self)
+
+    def __delitem__(self, index: Any) -> NoReturn:
+        _read_only(self)
+
+    def __iadd__(self, other: Any) -> NoReturn:  # type: ignore[misc]
+        _read_only(self)
+
+    def __imul__(self, other: Any) -> NoReturn:  # type: ignore[misc]
+        _read_only(self)
+
+    def append(self, value: Any) -> NoReturn:
+        _read_only(self)
+
+    def extend(self, values: Any) -> NoReturn:
+        _read_only(self)
+
+    def insert(self, index: Any, value: Any) -> NoReturn:
+        _read_only(self)
+
+    def pop(self, *args: Any) -> NoReturn:
+        _read_only(self)
+
+    def remove(self, value: Any) -> NoReturn:
+        _read_only(self)
+
+    def clear(self) -> NoReturn:
+        _read_only(self)
+
+    def sort(self, *args: Any, **kwargs: Any) -> NoReturn:
+        _read_only(self)
+
+    def reverse(self) -> NoReturn:
+        _read_only(self)
+
+    def __reduce__(self) -> tuple[type[list[Any]], tuple[list[Any]]]:
+        return (list, (list(self),))
+
+    def __copy__(self) -> list[Any]:
+        return list(self)
+
+    def __repr__(self) -> str:
+        return list.__repr__(self)
+
+
+# Values that need no freezing: immutable (or frozen already) and holding nothing mutable.
+IMMUTABLE: Final = frozenset(
+    {str, int, float, bool, type(None), bytes, complex, range, frozenset, FrozenDict, FrozenList}
+)
+_IMMUTABLE = IMMUTABLE
+# What `freeze` looks inside (Ok and Err: a parallel block's results are in the context).
+_CONTAINERS: Final = frozenset({dict, list, tuple, set, MappingProxyType, Ok, Err})
+_PENDING: Final = object()  # an immutable container whose parts are being frozen
+
+
+def freeze(value: Any) -> Any:
+    """`value` with every dict, list and set inside it frozen (a copy; immutable parts reused).
+
+    Other objects are kept as they are: the isolation covers the containers a
+    step gets in its context, not the inside of arbitrary objects. A value that
+    contains itself is frozen into one that contains itself. Any depth works,
+    so freezing never fails: what is too deep for the quick recursive copy is
+    done by a walk with a stack of its own.
+    """
+    kind = type(value)
+    if kind in _IMMUTABLE or kind not in _CONTAINERS:
+        return value
+    try:
+        return _freeze(value, {})
+    except RecursionError:  # very deep, or a cycle through a tuple: the walk handles both
+        return _freeze_walk(value)
+
+
+def _freeze(value: Any, memo: dict[int, Any]) -> Any:
+    """The recursive copy behind `freeze` (dicts and lists memoized by id: cycles, sharing)."""
+    kind = type(value)
+    if kind in _IMMUTABLE or kind not in _CONTAINERS:
+        return value
+    if kind is dict or kind is list or kind is MappingProxyType:
+        key = id(value)
+        done = memo.get(key)
+        if done is not None:
+            return done
+        immutable = _IMMUTABLE
+        if kind is list:
+            for item in value:
+                if type(item) not in immutable:
+                    break
+            else:  # only scalars inside: a copy made in C
+                items = memo[key] = FrozenList(value)
+                return items
+            items = memo[key] = FrozenList()
+            list.extend(items, [_freeze(item, memo) for item in value])
+            return items
+        for item in value.values():
+            if type(item) not in immutable:
+                break
+        else:
+            mapping = memo[key] = FrozenDict(value)
+            return mapping
+        mapping = memo[key] = FrozenDict()
+        dict.update(mapping, {k: _freeze(item, memo) for k, item in value.items()})
+        return mapping
+    if kind is tuple:
+        parts = [_freeze(item, memo) for item in value]
+        if all(a is b for a, b in zip(parts, value, strict=True)):
+            return value
+        result: Any = tuple(parts)
+    elif kind is set:
+        result = frozenset([_freeze(item, memo) for item in value])
+    else:
+        inner = value.value if kind is Ok else value.error
+        frozen = _freeze(inner, memo)
+        if frozen is inner:
+            return value
+        result = kind(frozen)
+    # A cycle through this value (via a dict or list) built it already: keep that one.
+    return memo.setdefault(id(value), result)
+
+
+def _freeze_walk(root: Any) -> Any:
+    """`freeze` of a container: a depth-first walk with an explicit stack.
+
+    A dict or list becomes an empty frozen shell when first seen (so cycles
+    resolve to it) and is filled once its parts are done; tuples, sets and
+    results are built after their parts. A part still pending when its parent
+    is filled (a cycle entered through a tuple) is patched in at the end.
+    """
+    memo: dict[int, Any] = {}
+    seen: list[Any] = []  # keeps every original alive, so no id is reused during the walk
+    patches: list[tuple[Any, Any, Any]] = []
+
+    def done(part: Any) -> Any:
+        part_kind = type(part)
+        if part_kind in _IMMUTABLE or part_kind not in _CONTAINERS:
+            return part
+        return memo[id(part)]
+
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, parts_done = stack.pop()
+        key = id(node)
+        kind = type(node)
+        if not parts_done:
+            if key in memo:
+                continue
+            seen.append(node)
+            if kind is dict or kind is MappingProxyType:
+                memo[key] = FrozenDict()
+                parts: Any = node.values()
+            elif kind is list:
+                memo[key] = FrozenList()
+                parts = node
+            elif kind is Ok:
+                memo[key] = _PENDING
+                parts = (node.value,)
+            elif kind is Err:
+                memo[key] = _PENDING
+                parts = (node.error,)
+            else:  # tuple, set
+                memo[key] = _PENDING
+                parts = node
+            stack.append((node, True))
+            for part in parts:
+                part_kind = type(part)
+                if part_kind not in _IMMUTABLE and part_kind in _CONTAINERS:
+                    stack.append((part, False))
+            continue
+        if kind is dict or kind is MappingProxyType:
+            shell = memo[key]
+            filled = {k: done(v) for k, v in node.items()}
+            patches.extend((shell, k, node[k]) for k, v in filled.items() if v is _PENDING)
+            dict.update(shell, filled)
+        elif kind is list:
+            shell = memo[key]
+            items = [done(v) for v in node]
+            patches.extend((shell, i, node[i]) for i, v in enumerate(items) if v is _PENDING)
+            list.extend(shell, items)
+        elif kind is tuple:
+            items = [done(v) for v in node]
+            same = all(a is b for a, b in zip(items, node, strict=True))
+            memo[key] = node if same else tuple(items)
+        elif kind is set:
+            memo[key] = frozenset([done(v) for v in node])
+        else:  # Ok, Err
+            inner = node.value if kind is Ok else node.error
+            frozen = done(inner)
+            memo[key] = node if frozen is inner else kind(frozen)
+    for shell, where, part in patches:
+        (dict if type(shell) is FrozenDict else list).__setitem__(shell, where, memo[id(part)])
+    return memo[id(root)]
+
+
 class Scope:
-    """Append-only versioned storage for one sequence of writes."""
+    """Append-only versioned storage for one sequence of writes.
+
+    Every value written is frozen first (`freeze`).
+    """
 
     __slots__ = ("latest", "older", "parent", "parent_version", "version")
 
@@ -35,7 +309,7 @@ class Scope:
         self.parent_version = parent_version
         self.version = 0
         self.latest: dict[str, tuple[int, Any]] = (
-            {k: (0, v) for k, v in initial.items()} if initial else {}
+            {k: (0, freeze(v)) for k, v in initial.items()} if initial else {}
         )
         self.older: dict[str, list[tuple[int, Any]]] = {}
 
@@ -44,6 +318,8 @@ class Scope:
         self.version = version = self.version + 1
         latest = self.latest
         for key, value in mapping.items():
+            if type(value) not in _IMMUTABLE:
+                value = freeze(value)
             previous = latest.get(key)
             if previous is not None:
                 history = self.older.get(key)

@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import Any, Final, NoReturn, Protocol
 
 from ._blocking import run_in_thread
-from ._context import Context, Scope
+from ._context import IMMUTABLE, Context, FrozenDict, Scope, freeze
 from ._events import (
     CompensationFinished,
     Listener,
@@ -80,11 +80,16 @@ class _FailFast:
 
 
 def _as_result(outcome: object) -> Ok[Any] | Err[Any]:
-    """A branch's final outcome as its entry in `results` (Ok and Err are kept as they are)."""
+    """A branch's final outcome as its entry in `results`, its value frozen (see `freeze`)."""
     kind = type(outcome)
-    if kind is Ok or kind is Err:
+    if kind is Ok:
+        value = outcome.value  # type: ignore[attr-defined]
+        return outcome if type(value) in IMMUTABLE else Ok(freeze(value))  # type: ignore[return-value]
+    if kind is Err:
         return outcome  # type: ignore[return-value]
-    return _OK_NONE if outcome is None else Ok(outcome)
+    if outcome is None:
+        return _OK_NONE
+    return Ok(outcome if type(outcome) in IMMUTABLE else freeze(outcome))
 
 
 class Invoker(Protocol):
@@ -660,7 +665,7 @@ class _Execution:
                 route = await self.parallel(node, own)  # type: ignore[arg-type]
             if route is not None:
                 raise _Failed(node.name, self.branch_goto(node, route))
-        return Ok(own.added())
+        return Ok(FrozenDict(own.added()))
 
     def branch_goto(self, node: Node, route: object) -> GotoError:
         target = route.target if isinstance(route, Goto) else route

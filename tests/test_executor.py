@@ -1441,10 +1441,13 @@ def test_a_hanging_compensation_is_bounded(bound: str) -> None:
     step_timeout = 0.01 if bound == "step" else None
     run_timeout = 0.01 if bound == "run" else None
 
+    async def two(ctx: Any) -> int:  # cannot time out itself: it never yields
+        return 2
+
     @workflow("hanging_undo", timeout=run_timeout)
     def hanging_undo() -> None:
         step(lambda ctx: 1, name="a", compensate=lambda ctx: undone.append("a"))
-        step(lambda ctx: 2, name="b", compensate=hangs, timeout=step_timeout)
+        step(two, name="b", compensate=hangs, timeout=step_timeout)
         step(lambda ctx: error("stop"), name="c")
 
     r = in_loop(lambda: arun_workflow(hanging_undo))
@@ -1501,3 +1504,53 @@ def test_a_blocking_sibling_does_not_hold_up_run_workflow() -> None:
     finally:
         release.set()
     assert finished.wait(timeout=30)
+
+
+# -- deep isolation of the context ---------------------------------------------------------
+
+
+def test_a_branch_cannot_change_what_its_sibling_or_the_caller_sees() -> None:
+    """ctx['cart']['coupon'] = ... fails that branch; the sibling and the input are untouched."""
+    seen: list[Any] = []
+    data = {"cart": {"coupon": None, "items": ["a"]}}
+
+    @workflow
+    def shopping() -> None:
+        with parallel(on_error="complete_all"):
+
+            @step
+            async def meddle(ctx: Any) -> None:
+                ctx["cart"]["coupon"] = "FREE"
+
+            @step
+            async def sibling(ctx: Any) -> None:
+                await asyncio.sleep(0)
+                seen.append(ctx["cart"]["coupon"])
+
+        @step
+        def copy_then_change(ctx: Any) -> Any:
+            cart = dict(ctx["cart"])
+            cart["items"] = [*cart["items"], "b"]
+            return ok({"cart": cart})
+
+    r = run(shopping, data)
+    assert [None] == seen
+    meddled = parallel_result(r.output, "meddle")
+    assert isinstance(meddled.error, UsageError)
+    assert "copy of it" in str(meddled.error)
+    assert {"cart": {"coupon": None, "items": ["a"]}} == data  # the caller's input
+    assert ["a", "b"] == r.output["cart"]["items"]
+
+
+def test_an_output_the_step_changes_later_is_not_changed_in_the_context() -> None:
+    """What a step returned is copied as it enters the context: its later edits do not leak."""
+    kept: dict[str, list[str]] = {"items": ["a"]}
+
+    @workflow
+    def leaky() -> None:
+        step(lambda ctx: ok({"items": kept["items"]}), name="give")
+        step(lambda ctx: kept["items"].append("sneaked"), name="change_own_copy")
+        step(lambda ctx: ok({"count": len(ctx["items"])}), name="count")
+
+    r = run(leaky)
+    assert (1, ["a"]) == (r.output["count"], r.output["items"])
