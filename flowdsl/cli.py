@@ -23,13 +23,15 @@ import importlib.util
 import json
 import os
 import sys
+import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 from ._events import (
     CompensationFinished,
@@ -433,25 +435,46 @@ def _esc(text: str) -> str:
     return escape(text)
 
 
+_Row: TypeAlias = tuple[str, str, str, str, str]  # mark (markup), step, attempt, time, note
+
+
 class Progress:
     """Shows a run's events on stderr: a live table on a terminal, plain lines otherwise.
 
     It is a listener (called with each event, synchronously, by the executor)
-    and, for the live table, a context manager around the run.
+    and, for the live table, a context manager around the run. An event only
+    updates a few fields; rich's refresh thread draws the table at its own
+    rate, and the table is bounded whatever the number of steps: the steps
+    running now (at most `RUNNING` rows), the last `RECENT` that finished,
+    the latest `FAILED` failures, and a line of counts.
     """
+
+    RUNNING = 10
+    RECENT = 8
+    FAILED = 5
+    auto_refresh = True  # False: drawn only when the display stops (tests)
 
     def __init__(self, workflow: str, console: Console | None) -> None:
         self.workflow = workflow
         self.console = console
         self.live: Live | None = None
-        self.rows: dict[str, tuple[str, str, str, str, str]] = {}  # mark (markup), then text
         self.run_id = ""
+        self.lock = threading.Lock()  # the events' thread writes; rich's refresh thread reads
+        self.running: dict[str, _Row] = {}  # started, or waiting to retry, in start order
+        self.recent: deque[_Row] = deque(maxlen=self.RECENT)
+        self.failed: deque[_Row] = deque(maxlen=self.FAILED)  # steps that failed for good
+        self.counts = {"succeeded": 0, "failed": 0, "retried": 0, "undone": 0, "undo failed": 0}
 
     def __enter__(self) -> Progress:
         if self.console is not None:
             from rich.live import Live
 
-            self.live = Live(self.table(), console=self.console, refresh_per_second=12)
+            self.live = Live(
+                console=self.console,
+                get_renderable=self.table,
+                auto_refresh=self.auto_refresh,
+                refresh_per_second=10,
+            )
             self.live.start()
         return self
 
@@ -462,26 +485,37 @@ class Progress:
         tb: TracebackType | None,
     ) -> None:
         if self.live is not None:
-            self.live.update(self.table(), refresh=True)
-            self.live.stop()
+            self.live.stop()  # draws the table once more, as the run ended
             self.live = None
 
     def table(self) -> Any:
+        """The table as it stands: bounded rows (see the class docstring) and the counts."""
         from rich.table import Table
 
+        with self.lock:
+            recent = list(self.recent)
+            pinned = [row for row in self.failed if row not in recent]  # scrolled out of recent
+            running = list(self.running.values())
+            counts = dict(self.counts)
         title = _esc(self.workflow) + (f"  [dim]{_esc(self.run_id)}[/dim]" if self.run_id else "")
-        table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+        summary = [f"{n} {what}" for what, n in counts.items() if n]
+        if running:
+            summary.append(f"{len(running)} running")
+        table = Table(
+            title=title,
+            title_justify="left",
+            caption=", ".join(summary) or "starting",
+            caption_justify="left",
+            box=None,
+            pad_edge=False,
+        )
         for column in ("", "step", "attempt", "time", ""):
             table.add_column(column, no_wrap=column != "")
-        for mark, name, attempt, took, note in self.rows.values():
+        for mark, name, attempt, took, note in [*pinned, *recent, *running[: self.RUNNING]]:
             table.add_row(mark, _esc(name), attempt, took, _esc(note))
+        if len(running) > self.RUNNING:
+            table.add_row("", f"[dim]… {len(running) - self.RUNNING} more running[/dim]")
         return table
-
-    def show(self, key: str, mark: str, name: str, attempt: str, took: str, note: str) -> None:
-        """Set a row of the live table (`mark` is markup; the rest is plain text)."""
-        self.rows[key] = (mark, name, attempt, took, note)
-        if self.live is not None:
-            self.live.update(self.table())
 
     @staticmethod
     def line(text: str) -> None:
@@ -500,52 +534,80 @@ class Progress:
             self.compensated(event)
         elif isinstance(event, RunStarted):
             self.run_id = event.run_id
-            if self.live is None:
+            if self.console is None:
                 what = "resumed" if event.resumed else "started"
                 self.line(f"run {event.run_id} {what}: workflow {event.workflow}")
-            else:
-                self.live.update(self.table())
 
     def started(self, event: StepStarted) -> None:
-        if self.live is None:
+        if self.console is None:
             self.line(f"step {event.step}: started (attempt {event.attempt})")
-        else:
-            self.show(event.step, "[yellow]…[/yellow]", event.step, str(event.attempt), "", "")
+            return
+        with self.lock:
+            self.running.pop(event.step, None)  # a retry moves to the end, as it starts again
+            self.running[event.step] = (
+                "[yellow]…[/yellow]",
+                event.step,
+                str(event.attempt),
+                "",
+                "",
+            )
 
     def finished(self, event: StepFinished) -> None:
         took = _ms(event.duration)
         attempt = event.attempt
         if event.status == "succeeded":
-            if self.live is None:
+            if self.console is None:
                 self.line(f"step {event.step}: succeeded in {took} (attempt {attempt})")
-            else:
-                note = self.rows.get(event.step, ("", "", "", "", ""))[4]  # the last chunk
-                self.show(event.step, "[green]✓[/green]", event.step, str(attempt), took, note)
+                return
+            with self.lock:
+                row = self.running.pop(event.step, None)
+                note = "" if row is None else row[4]  # the last chunk
+                self.recent.append(("[green]✓[/green]", event.step, str(attempt), took, note))
+                self.counts["succeeded"] += 1
             return
         why = _reason(event.error)
         retry = "" if event.retry_in is None else f"; retrying in {_ms(event.retry_in)}"
-        if self.live is None:
+        if self.console is None:
             self.line(f"step {event.step}: failed in {took} (attempt {attempt}): {why}{retry}")
-        else:
-            mark = "[yellow]↻[/yellow]" if retry else "[red]✗[/red]"
-            self.show(event.step, mark, event.step, str(attempt), took, why + retry)
+            return
+        with self.lock:
+            if retry:
+                self.running[event.step] = (
+                    "[yellow]↻[/yellow]",
+                    event.step,
+                    str(attempt),
+                    took,
+                    why + retry,
+                )
+                self.counts["retried"] += 1
+                return
+            self.running.pop(event.step, None)
+            row = ("[red]✗[/red]", event.step, str(attempt), took, why)
+            self.recent.append(row)
+            self.failed.append(row)
+            self.counts["failed"] += 1
 
     def chunk(self, event: StepChunk) -> None:
         text = _short(event.data)
-        if self.live is None:
+        if self.console is None:
             self.line(f"step {event.step}: chunk {text}")
-        else:
-            mark, _, attempt, took, _ = self.rows.get(event.step, ("", "", "", "", ""))
-            self.show(event.step, mark, event.step, attempt, took, text)
+            return
+        with self.lock:
+            row = self.running.get(event.step)
+            if row is not None:
+                self.running[event.step] = (*row[:4], text)
 
     def compensated(self, event: CompensationFinished) -> None:
         took = _ms(event.duration)
         why = "" if event.error is None else _reason(event.error)
-        if self.live is None:
+        if self.console is None:
             self.line(f"undo {event.step}: {event.status} in {took}" + (f": {why}" if why else ""))
-        else:
-            mark = "[green]↶[/green]" if event.status == "succeeded" else "[red]✗[/red]"
-            self.show("undo:" + event.step, mark, f"undo {event.step}", "", took, why)
+            return
+        done = event.status == "succeeded"
+        mark = "[green]↶[/green]" if done else "[red]✗[/red]"
+        with self.lock:
+            self.recent.append((mark, f"undo {event.step}", "", took, why))
+            self.counts["undone" if done else "undo failed"] += 1
 
 
 def report(run: Run) -> None:

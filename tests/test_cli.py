@@ -5,12 +5,14 @@ The workflows it runs live in tests/cli_fixtures/ (see the README there).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -187,21 +189,22 @@ def test_console_logs_show_the_steps_own_events_once() -> None:
     assert "step.succeeded" not in done.stderr  # shown by the progress lines instead
 
 
-@pytest.mark.skipif(os.name != "posix", reason="needs a pseudo-terminal")
-def test_on_a_terminal_progress_is_a_live_table() -> None:
-    """With stderr on a terminal, rich draws a table of steps; stdout is still just the JSON."""
+def on_a_terminal(
+    *args: str, tty: str = "stderr", columns: int = 100, cwd: Path = FIXTURES
+) -> tuple[int, str, bytes]:
+    """Run `flowdsl ARGS` with its stderr (or stdout) on a pseudo-terminal `columns` wide.
+
+    Returns the exit status, what the terminal showed, and what went to the other stream.
+    """
     import pty
 
     main, secondary = pty.openpty()
-    env = {**ENV, "TERM": "xterm-256color", "COLUMNS": "100"}
+    env = {**ENV, "TERM": "xterm-256color", "COLUMNS": str(columns)}
     env.pop("NO_COLOR", None)
-    with subprocess.Popen(
-        [str(SCRIPT), "run", "failing.py:checkout", "--input", '{"name": "Ada"}'],
-        cwd=FIXTURES,
-        stdout=subprocess.PIPE,
-        stderr=secondary,
-        env=env,
-    ) as proc:
+    streams = {"stdout": subprocess.PIPE, "stderr": secondary}
+    if tty == "stdout":
+        streams = {"stdout": secondary, "stderr": subprocess.PIPE}
+    with subprocess.Popen([str(SCRIPT), *args], cwd=cwd, env=env, **streams) as proc:
         os.close(secondary)
         screen = b""
         while True:
@@ -212,15 +215,104 @@ def test_on_a_terminal_progress_is_a_live_table() -> None:
             if not chunk:
                 break
             screen += chunk
-        stdout = proc.stdout.read() if proc.stdout else b""
+        other = proc.stdout if tty == "stderr" else proc.stderr
+        rest = other.read() if other else b""
     os.close(main)
-    assert 1 == proc.returncode
+    return proc.returncode, screen.decode("utf-8", "replace"), rest
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs a pseudo-terminal")
+def test_on_a_terminal_progress_is_a_live_table() -> None:
+    """With stderr on a terminal, rich draws a table of steps; stdout is still just the JSON."""
+    code, text, stdout = on_a_terminal("run", "failing.py:checkout", "--input", '{"name": "Ada"}')
+    assert 1 == code
     assert b"" == stdout
-    text = screen.decode("utf-8", "replace")
     assert "\x1b[" in text  # drawn with terminal control codes
     for part in ("checkout", "book", "charge", "Declined: card of Ada declined", "undo book"):
         assert part in text
+    assert "1 succeeded, 1 failed, 1 undone" in text  # the counts under the table
     assert "failed at step 'charge'" in text
+
+
+def _finish(progress: Any, steps: int, failing: str | None = None) -> None:
+    """Feed `progress` the events of `steps` steps s0, s1, ... that each start and finish."""
+    from flowdsl import RunStarted, StepFinished, StepStarted
+
+    progress(RunStarted("chain", run_id="r-1"))
+    for index in range(steps):
+        name = f"s{index}"
+        progress(StepStarted(name, 1))
+        if name == failing:
+            progress(StepFinished(name, "failed", 0.001, error=RuntimeError("boom")))
+        else:
+            progress(StepFinished(name, "succeeded", 0.001))
+
+
+def _rendered(table: Any) -> str:
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=100, color_system=None)
+    console.print(table)
+    return console.file.getvalue()  # type: ignore[attr-defined, no-any-return]
+
+
+def test_the_live_table_stays_small_however_many_steps_run() -> None:
+    """400 steps: a bounded number of rows, the counts, and an early failure still shown."""
+    from rich.console import Console
+
+    from flowdsl.cli import Progress
+
+    progress = Progress("chain", Console(file=io.StringIO(), width=100))
+    _finish(progress, 400, failing="s3")
+    table = progress.table()
+    assert Progress.FAILED + Progress.RECENT + Progress.RUNNING + 1 >= len(table.rows)
+    text = _rendered(table)
+    assert "399 succeeded, 1 failed" in text
+    assert "s3" in text  # it scrolled out of the recent rows, and is still shown
+    assert "RuntimeError: boom" in text
+    assert "s399" in text
+    assert "s200" not in text
+
+
+def test_the_live_table_shows_a_bounded_number_of_running_steps() -> None:
+    """Many steps running at once (a wide parallel block): the first few, then how many more."""
+    from rich.console import Console
+
+    from flowdsl import StepStarted
+    from flowdsl.cli import Progress
+
+    progress = Progress("wide", Console(file=io.StringIO(), width=100))
+    for index in range(50):
+        progress(StepStarted(f"b{index}", 1))
+    table = progress.table()
+    assert Progress.RUNNING + 1 == len(table.rows)
+    text = _rendered(table)
+    assert f"… {50 - Progress.RUNNING} more running" in text
+    assert "50 running" in text
+
+
+def test_events_only_update_the_display_s_state() -> None:
+    """An event never builds the table: rich's refresh draws it at its own rate."""
+    from rich.console import Console
+
+    from flowdsl.cli import Progress
+
+    built: list[int] = []
+
+    class Counting(Progress):
+        auto_refresh = False  # no refresh thread: only the events could draw the table
+
+        def table(self) -> Any:
+            built.append(1)
+            return super().table()
+
+    progress = Counting("chain", Console(file=io.StringIO(), width=100, force_terminal=True))
+    with progress:
+        first = len(built)  # rich takes a first frame as the display starts
+        _finish(progress, 400)
+        assert first == len(built)
+    assert first + 1 == len(built)  # and the last one as it stops
+    assert "400 succeeded" in progress.console.file.getvalue()  # type: ignore[union-attr]
 
 
 # -- bad input: a clear message, exit 2, never a traceback -----------------------------------
