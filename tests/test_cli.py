@@ -9,8 +9,10 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -638,6 +640,256 @@ def test_runs_errors_are_clear(tmp_path: Path) -> None:
     missing = flowdsl("runs", "list")
     assert 2 == missing.returncode
     assert "Missing option '--store'" in missing.stderr
+
+
+def test_reading_commands_never_create_a_store(tmp_path: Path) -> None:
+    """runs list/show/resume on a store file that is not there: exit 2, and no file appears."""
+    typo = tmp_path / "runs.bd"
+    for store in (str(typo), f"sqlite:///{typo}"):
+        for args in (
+            ["runs", "list", "--store", store],
+            ["runs", "list", "--store", store, "--format", "table"],
+            ["runs", "show", "r-1", "--store", store],
+            ["runs", "resume", "r-1", "--store", store, "--module", "hello.py"],
+        ):
+            assert_clean_error(flowdsl(*args), 2, f"no store at '{typo}': the file does not exist")
+            assert not typo.exists(), args
+    made = tmp_path / "new.db"  # `run --store` is how a store is made
+    assert 0 == flowdsl("run", "hello.py", "--store", str(made), "-q").returncode
+    assert made.exists()
+
+
+def test_the_api_refuses_a_missing_store_only_when_asked(tmp_path: Path) -> None:
+    """open_store(must_exist=True) is a StoreError that creates nothing; by default it creates."""
+    from flowdsl._durable import open_store
+    from flowdsl.errors import StoreError
+
+    path = tmp_path / "runs.db"
+    with pytest.raises(StoreError, match=r"no store at .*: the file does not exist"):
+        open_store(path, must_exist=True)
+    assert not path.exists()
+    store, owned = open_store(f"sqlite:///{path}")
+    store.close()
+    assert owned
+    assert path.exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "part"),
+    [
+        ("sqlite://runs.db", "write 'sqlite:///runs.db'"),
+        ("sqlite://", "a SQLite URL is 'sqlite:///' followed by the path"),
+        ("sqlite:///", "a SQLite URL is 'sqlite:///' followed by the path"),
+        ("postgresql://ada@db.internal:5432/flows", "names a PostgreSQL store"),
+        ("postgres://ada@db.internal/flows", "names a PostgreSQL store"),
+        ("mysql://ada@db/flows", "unknown store 'mysql://ada@db/flows'"),
+    ],
+)
+def test_store_urls_are_refused_alike_by_the_api_and_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, part: str
+) -> None:
+    """One parser: the same UsageError message from run_workflow(store=) and from --store."""
+    from flowdsl import UsageError, ok, run_workflow, step, workflow
+
+    @workflow
+    def store_url_probe() -> None:
+        @step
+        async def one(ctx: Any) -> Any:
+            return ok({"ran": True})
+
+    monkeypatch.chdir(tmp_path)  # where a store named 'runs.db' would be made
+    with pytest.raises(UsageError) as refused:
+        run_workflow(store_url_probe, store=url)
+    assert part in str(refused.value)
+    hello = str(FIXTURES / "hello.py")
+    for args in (["run", hello, "--store", url], ["runs", "list", "--store", url]):
+        assert_clean_error(flowdsl(*args, cwd=tmp_path), 2, f"Error: {refused.value}")
+    assert [] == list(tmp_path.iterdir())  # nothing was created, not even runs.db
+
+
+def test_store_urls_name_relative_and_absolute_files(tmp_path: Path) -> None:
+    """sqlite:///rel.db is relative to the current directory, sqlite:////abs absolute."""
+    (tmp_path / "work").mkdir()
+    absolute = tmp_path / "abs.db"
+    for store in ("sqlite:///rel.db", f"sqlite:///{absolute}", "bare.db"):  # 4 slashes: absolute
+        done = flowdsl("run", str(FIXTURES / "hello.py"), "--store", store, cwd=tmp_path / "work")
+        assert 0 == done.returncode, done.stderr
+    assert {"rel.db", "bare.db"} <= {p.name for p in (tmp_path / "work").iterdir()}
+    assert absolute.exists()
+    listed = flowdsl("runs", "list", "--store", "sqlite:///work/rel.db", cwd=tmp_path)
+    assert ["greet"] == [r["workflow"] for r in json.loads(listed.stdout)]
+
+
+def test_runs_list_prints_run_ids_whole(tmp_path: Path) -> None:
+    """A long run id is never cut or wrapped: JSON, a table on a pipe, a table on a terminal."""
+    store = str(tmp_path / "runs.db")
+    long_id = "nightly-import-" + "0123456789" * 12
+    odd_id = "[bold]not markup[/bold]"
+    for run_id in (long_id, odd_id):
+        made = flowdsl("run", "hello.py", "--store", store, "--run-id", run_id, "-q")
+        assert 0 == made.returncode, made.stderr
+    listed = flowdsl("runs", "list", "--store", store)
+    assert [long_id, odd_id] == [r["run_id"] for r in json.loads(listed.stdout)]
+    table = flowdsl("runs", "list", "--store", store, "--format", "table")
+    assert 0 == table.returncode, table.stderr
+    assert "…" not in table.stdout
+    for run_id in (long_id, odd_id):
+        assert 1 == sum(run_id in line for line in table.stdout.splitlines()), table.stdout
+    if os.name == "posix":
+        code, screen, _ = on_a_terminal(
+            "runs", "list", "--store", store, "--format", "table", tty="stdout", columns=60
+        )
+        assert 0 == code
+        assert long_id in screen
+        assert "…" not in screen
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
+@pytest.mark.parametrize("quiet", [False, True], ids=["progress", "quiet"])
+def test_ctrl_c_cancels_the_run_records_it_and_exits_1(tmp_path: Path, quiet: bool) -> None:
+    """SIGINT during a step: exit 1, a line saying the run was cancelled, status "cancelled"."""
+    from flowdsl import SQLiteStore
+
+    store, marker = tmp_path / "runs.db", tmp_path / "waiting"
+    args = ["run", "waits.py", "--input", json.dumps({"marker": str(marker)})]
+    args += ["--store", str(store), "--run-id", "w-1", *(["-q"] if quiet else [])]
+    with subprocess.Popen(
+        [str(SCRIPT), *args],
+        cwd=FIXTURES,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            deadline = time.monotonic() + 60  # a safety net, not a timing assertion
+            while not marker.exists():
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "the step never started"
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGINT)
+            stdout, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert 1 == proc.returncode, stderr
+    assert "" == stdout
+    assert "Aborted!" not in stderr
+    assert "Traceback" not in stderr
+    assert "run w-1 cancelled in " in stderr
+    assert f"resume it with: flowdsl runs resume w-1 --store {store} --module waits.py" in stderr
+    with SQLiteStore(store) as opened:
+        recorded = opened.get_run("w-1")
+    assert recorded is not None
+    assert "cancelled" == recorded.status
+
+
+def test_a_module_that_exits_while_imported_is_named() -> None:
+    """sys.exit(3) at import: exit 2 (run) or 1 (check), with a message naming the module."""
+    said = "importing 'exits.py' failed: it called sys.exit(3) at import"
+    assert_clean_error(flowdsl("run", "exits.py"), 2, said, "exits.py:5", "__main__")
+    assert_clean_error(flowdsl("graph", "exits.py"), 2, said)
+    checked = flowdsl("check", "exits.py", "hello.py")
+    assert 1 == checked.returncode
+    assert said in checked.stderr
+    assert "hello.py: ok, 1 workflow" in checked.stdout
+
+
+def test_what_a_module_prints_while_imported_goes_to_stderr() -> None:
+    """print() at import never lands in stdout: run, graph and check keep stdout for themselves."""
+    ran = flowdsl("run", "noisy.py")
+    assert 0 == ran.returncode, ran.stderr
+    assert {"quiet": True} == json.loads(ran.stdout)
+    drawn = flowdsl("graph", "noisy.py", "--format", "json")
+    assert "noisy" == json.loads(drawn.stdout)["workflow"]
+    checked = flowdsl("check", "noisy.py")
+    assert checked.stdout.startswith("noisy.py: ok, 1 workflow\n")
+    for done in (ran, drawn, checked):
+        assert "noisy: imported" in done.stderr
+        assert "noisy: imported" not in done.stdout
+
+
+@pytest.mark.parametrize("encoding", [None, "utf-8", "ascii"], ids=["locale", "utf-8", "ascii"])
+def test_an_output_with_a_lone_surrogate_prints_as_json(encoding: str | None) -> None:
+    """A lone surrogate is written as an escape: stdout is valid JSON in any encoding."""
+    env = dict(ENV) if encoding is None else {**ENV, "PYTHONIOENCODING": encoding}
+    done = subprocess.run(
+        [str(SCRIPT), "run", "odd_output.py:surrogate", "-q"],
+        cwd=FIXTURES,
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert 0 == done.returncode, done.stderr
+    assert {"name": "\udcff", "plain": "é"} == json.loads(done.stdout.decode("utf-8"))
+
+
+def test_an_output_nested_too_deep_prints_with_a_placeholder() -> None:
+    """900 levels deep: printed down to a depth limit, then a placeholder; the exit status holds."""
+    from flowdsl.cli import MAX_DEPTH
+
+    done = flowdsl("run", "odd_output.py:deep", "-q")
+    assert 0 == done.returncode, done.stderr
+    value = json.loads(done.stdout)["deep"]
+    for _ in range(MAX_DEPTH - 1):
+        value = value[0]
+    assert f"<list nested deeper than {MAX_DEPTH} levels: not shown>" == value
+    failed = flowdsl("run", "odd_output.py:deep_failure", "--output", "run")
+    assert 1 == failed.returncode, failed.stderr
+    record = json.loads(failed.stdout)
+    assert ("failed", "fail") == (record["status"], record["failed_step"])
+    assert "Traceback" not in failed.stderr.split("failed at step 'fail'")[0]
+
+
+def test_json_output_never_fails_to_print() -> None:
+    """Values that contain themselves, reprs that raise, huge ints: all become JSON text."""
+    from flowdsl.cli import MAX_DEPTH, dumps
+
+    class Broken:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    looped: list[object] = []
+    looped.append(looped)
+    value = json.loads(dumps({"loop": looped, "broken": Broken(), "big": 7**20_000}))
+    assert "<Broken object: repr() failed>" == value["broken"]
+    assert value["big"].startswith("<int of ")
+    inner = value["loop"]
+    for _ in range(MAX_DEPTH - 1):
+        inner = inner[0]
+    assert f"<list nested deeper than {MAX_DEPTH} levels: not shown>" == inner
+
+
+@pytest.mark.parametrize(
+    ("source", "parts"),
+    [
+        (".", ["'.' is a directory", "flowdsl check ./*.py"]),
+        ("pkg/", ["'pkg/' is a directory", "flowdsl check pkg/*.py"]),
+        (
+            "hello.py:greet",
+            [
+                "check takes modules or files, not a TARGET like 'hello.py:greet'",
+                "flowdsl check hello.py",
+            ],
+        ),
+        ("pkg.flows:greet", ["not a TARGET like 'pkg.flows:greet'", "flowdsl check pkg.flows"]),
+    ],
+)
+def test_check_says_what_it_was_given_and_what_it_takes(source: str, parts: list[str]) -> None:
+    """A directory or a TARGET: exit 2 with what was given and what to run instead."""
+    done = flowdsl("check", source, "hello.py")
+    assert 2 == done.returncode
+    assert "Traceback" not in done.stderr
+    for part in parts:
+        assert part in done.stderr
+    assert "no such file" not in done.stderr
+    assert "hello.py: ok, 1 workflow" in done.stdout  # the others are still checked
+
+
+def test_a_directory_is_not_a_target() -> None:
+    """`run DIR:NAME` says the directory is one, and what to name instead."""
+    assert_clean_error(flowdsl("run", "pkg/:greet"), 2, "'pkg/' is a directory", "pkg/FILE.py")
 
 
 # -- the docs show what the command prints ----------------------------------------------------
