@@ -534,7 +534,9 @@ class Progress:
         self.running: dict[str, _Row] = {}  # started, or waiting to retry, in start order
         self.recent: deque[_Row] = deque(maxlen=self.RECENT)
         self.failed: deque[_Row] = deque(maxlen=self.FAILED)  # steps that failed for good
-        self.counts = {"succeeded": 0, "failed": 0, "retried": 0, "undone": 0, "undo failed": 0}
+        self.counts = dict.fromkeys(
+            ("succeeded", "failed", "retried", "cancelled", "undone", "undo failed"), 0
+        )
 
     def __enter__(self) -> Progress:
         if self.console is not None:
@@ -608,6 +610,8 @@ class Progress:
             if self.console is None:
                 what = "resumed" if event.resumed else "started"
                 self.line(f"run {event.run_id} {what}: workflow {event.workflow}")
+        elif isinstance(event, RunFinished):
+            self.ended()
 
     def started(self, event: StepStarted) -> None:
         if self.console is None:
@@ -667,6 +671,16 @@ class Progress:
             row = self.running.get(event.step)
             if row is not None:
                 self.running[event.step] = (*row[:4], text)
+
+    def ended(self) -> None:
+        """The run is over: steps still shown as running were cancelled (Ctrl-C, fail_fast)."""
+        if self.console is None:
+            return
+        with self.lock:
+            for _, name, attempt, took, _ in self.running.values():
+                self.recent.append(("[dim]⊘[/dim]", name, attempt, took, "cancelled"))
+            self.counts["cancelled"] = len(self.running)
+            self.running.clear()
 
     def compensated(self, event: CompensationFinished) -> None:
         took = _ms(event.duration)

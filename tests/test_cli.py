@@ -293,6 +293,25 @@ def test_the_live_table_shows_a_bounded_number_of_running_steps() -> None:
     assert "50 running" in text
 
 
+def test_steps_still_running_when_the_run_ends_are_shown_cancelled() -> None:
+    """A sibling cancelled by fail_fast (or Ctrl-C) is not left as running in the last frame."""
+    from rich.console import Console
+
+    from flowdsl import Run, RunFinished, StepFinished, StepStarted
+    from flowdsl.cli import Progress
+
+    progress = Progress("pf", Console(file=io.StringIO(), width=100))
+    for name in ("slow", "slower", "bad"):
+        progress(StepStarted(name, 1))
+    progress(StepFinished("bad", "failed", 0.2, error=RuntimeError("bad")))
+    progress(RunFinished(Run("r-1", "pf", "failed", failed_step="bad")))
+    text = _rendered(progress.table())
+    assert "1 failed, 2 cancelled" in text
+    assert "running" not in text
+    rows = {line.split()[1]: line.split()[-1] for line in text.splitlines()[2:-1]}
+    assert {"bad": "bad", "slow": "cancelled", "slower": "cancelled"} == rows
+
+
 def test_events_only_update_the_display_s_state() -> None:
     """An event never builds the table: rich's refresh draws it at its own rate."""
     from rich.console import Console
