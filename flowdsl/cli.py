@@ -22,18 +22,23 @@ import importlib
 import importlib.util
 import json
 import os
+import re
+import shlex
 import sys
+import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 from ._events import (
     CompensationFinished,
     Event,
+    RunFinished,
     RunStarted,
     StepChunk,
     StepFinished,
@@ -107,17 +112,45 @@ def _import_failed(ref: str, exc: Exception) -> CliError:
     )
 
 
+def _import_exited(ref: str, exc: SystemExit) -> CliError:
+    call = "sys.exit()" if exc.code is None else f"sys.exit({exc.code!r})"
+    return ImportFailed(
+        f"importing {ref!r} failed: it called {call} at import{_where_raised(exc)}; a module "
+        f"flowdsl loads must not exit when imported: put that code under "
+        f"'if __name__ == \"__main__\":'"
+    )
+
+
+def _is_directory(ref: str) -> bool:
+    """Whether `ref` names a directory rather than a module (a package imports as one)."""
+    if not os.path.isdir(ref):
+        return False
+    return _looks_like_file(ref) or not os.path.isfile(os.path.join(ref, "__init__.py"))
+
+
 def import_source(ref: str) -> ModuleType:
     """Import a module (``pkg.mod``) or a Python file (``path/to/file.py``).
 
-    Raises `DefinitionError` as it is (a bad workflow definition) and
-    `CliError` for everything else that goes wrong.
+    What the module prints while it is imported goes to stderr (stdout is for
+    what the command produces). Raises `DefinitionError` as it is (a bad
+    workflow definition) and `CliError` for everything else that goes wrong.
     """
     if not ref:
         msg = "give a module (pkg.module) or a file (path/to/file.py)"
         raise CliError(msg)
-    if _looks_like_file(ref) or os.path.isfile(ref):
-        return _import_file(ref)
+    if _is_directory(ref):
+        msg = (
+            f"{ref!r} is a directory, not a module or a Python file; name a Python file "
+            f"in it: {ref.rstrip('/' + os.sep) or ref}/FILE.py"
+        )
+        raise CliError(msg)
+    with stdout_to_stderr():
+        if _looks_like_file(ref) or os.path.isfile(ref):
+            return _import_file(ref)
+        return _import_module(ref)
+
+
+def _import_module(ref: str) -> ModuleType:
     cwd = os.getcwd()
     if cwd not in sys.path:  # as `python -m` does: modules of the current directory
         sys.path.insert(0, cwd)
@@ -133,6 +166,8 @@ def import_source(ref: str) -> ModuleType:
             )
             raise CliError(msg) from None
         raise _import_failed(ref, exc) from None
+    except SystemExit as exc:
+        raise _import_exited(ref, exc) from None
     except Exception as exc:
         raise _import_failed(ref, exc) from None
 
@@ -165,6 +200,9 @@ def _import_file(ref: str) -> ModuleType:
     except DefinitionError:
         del sys.modules[name]
         raise
+    except SystemExit as exc:
+        del sys.modules[name]
+        raise _import_exited(ref, exc) from None
     except Exception as exc:
         del sys.modules[name]
         raise _import_failed(ref, exc) from None
@@ -282,37 +320,72 @@ def _exception_json(exc: BaseException) -> dict[str, object]:
     return {"type": name, "message": str(exc)}
 
 
-def _key(key: object) -> str:
-    return key if isinstance(key, str) else json.dumps(jsonable(key))
+# Deeper values are shown as a placeholder: printing never runs out of stack.
+MAX_DEPTH = 100
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def jsonable(value: object) -> object:
+def _key(key: object, depth: int) -> str:
+    return key if isinstance(key, str) else json.dumps(jsonable(key, _depth=depth))
+
+
+def _repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:  # a broken __repr__ (or one that recursed too deep) must not stop printing
+        return f"<{type(value).__name__} object: repr() failed>"
+
+
+def jsonable(value: object, *, _depth: int = 0) -> object:
     """`value` as plain JSON data: results, errors, mappings with any keys and sets included.
 
     ``Ok(v)`` -> ``{"ok": v}``, ``Err(e)`` -> ``{"error": e}``, an exception ->
     ``{"type", "message"}``, a mapping -> an object (keys that are not strings
     as their JSON text), a tuple or set -> a list; anything else JSON cannot
-    hold -> its ``repr()``.
+    hold -> its ``repr()``. A container nested deeper than `MAX_DEPTH` levels
+    (or one that contains itself) is cut there, shown as a placeholder string.
     """
-    if value is None or isinstance(value, str | int | float | bool):
+    if value is None or isinstance(value, str | float | bool):
         return value
+    if isinstance(value, int):
+        return value if value.bit_length() < 10_000 else f"<int of {value.bit_length()} bits>"
+    if _depth >= MAX_DEPTH:
+        return f"<{type(value).__name__} nested deeper than {MAX_DEPTH} levels: not shown>"
+    inner = _depth + 1
     if isinstance(value, Mapping):
-        return {_key(k): jsonable(v) for k, v in value.items()}
+        return {_key(k, inner): jsonable(v, _depth=inner) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, _depth=inner) for v in value]
     if isinstance(value, Ok):
-        return {"ok": jsonable(value.value)}
+        return {"ok": jsonable(value.value, _depth=inner)}
     if isinstance(value, Err):
-        return {"error": jsonable(value.error)}
+        return {"error": jsonable(value.error, _depth=inner)}
     if isinstance(value, BaseException):
         return _exception_json(value)
     if isinstance(value, set | frozenset):
-        return [jsonable(v) for v in sorted(value, key=repr)]
-    return repr(value)
+        return [jsonable(v, _depth=inner) for v in sorted(value, key=_repr)]
+    return _repr(value)
 
 
-def dumps(value: object, *, indent: int | None = 2) -> str:
-    return json.dumps(jsonable(value), indent=indent, ensure_ascii=False)
+def dumps(value: object, *, indent: int | None = 2, ascii: bool = False) -> str:
+    """`value` as JSON text (`jsonable`); lone surrogates are written as ``\\uXXXX`` escapes.
+
+    Python strings can hold lone surrogates (from ``surrogateescape`` decoding,
+    say), which no UTF-8 stream can carry: as escapes the text stays valid JSON
+    that reads back to the same string.
+    """
+    text = json.dumps(jsonable(value), indent=indent, ensure_ascii=ascii)
+    return _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
+
+def print_json(value: object) -> None:
+    """Print `value` as JSON on stdout; all non-ASCII escaped if stdout cannot encode it."""
+    text = dumps(value) + "\n"
+    try:
+        sys.stdout.write(text)
+    except UnicodeEncodeError:  # e.g. PYTHONIOENCODING=ascii: nothing was written yet
+        sys.stdout.write(dumps(value, ascii=True) + "\n")
+    sys.stdout.flush()
 
 
 def run_summary(run: Run) -> dict[str, object]:
@@ -433,25 +506,48 @@ def _esc(text: str) -> str:
     return escape(text)
 
 
+_Row: TypeAlias = tuple[str, str, str, str, str]  # mark (markup), step, attempt, time, note
+
+
 class Progress:
     """Shows a run's events on stderr: a live table on a terminal, plain lines otherwise.
 
     It is a listener (called with each event, synchronously, by the executor)
-    and, for the live table, a context manager around the run.
+    and, for the live table, a context manager around the run. An event only
+    updates a few fields; rich's refresh thread draws the table at its own
+    rate, and the table is bounded whatever the number of steps: the steps
+    running now (at most `RUNNING` rows), the last `RECENT` that finished,
+    the latest `FAILED` failures, and a line of counts.
     """
+
+    RUNNING = 10
+    RECENT = 8
+    FAILED = 5
+    auto_refresh = True  # False: drawn only when the display stops (tests)
 
     def __init__(self, workflow: str, console: Console | None) -> None:
         self.workflow = workflow
         self.console = console
         self.live: Live | None = None
-        self.rows: dict[str, tuple[str, str, str, str, str]] = {}  # mark (markup), then text
         self.run_id = ""
+        self.lock = threading.Lock()  # the events' thread writes; rich's refresh thread reads
+        self.running: dict[str, _Row] = {}  # started, or waiting to retry, in start order
+        self.recent: deque[_Row] = deque(maxlen=self.RECENT)
+        self.failed: deque[_Row] = deque(maxlen=self.FAILED)  # steps that failed for good
+        self.counts = dict.fromkeys(
+            ("succeeded", "failed", "retried", "cancelled", "undone", "undo failed"), 0
+        )
 
     def __enter__(self) -> Progress:
         if self.console is not None:
             from rich.live import Live
 
-            self.live = Live(self.table(), console=self.console, refresh_per_second=12)
+            self.live = Live(
+                console=self.console,
+                get_renderable=self.table,
+                auto_refresh=self.auto_refresh,
+                refresh_per_second=10,
+            )
             self.live.start()
         return self
 
@@ -462,26 +558,37 @@ class Progress:
         tb: TracebackType | None,
     ) -> None:
         if self.live is not None:
-            self.live.update(self.table(), refresh=True)
-            self.live.stop()
+            self.live.stop()  # draws the table once more, as the run ended
             self.live = None
 
     def table(self) -> Any:
+        """The table as it stands: bounded rows (see the class docstring) and the counts."""
         from rich.table import Table
 
+        with self.lock:
+            recent = list(self.recent)
+            pinned = [row for row in self.failed if row not in recent]  # scrolled out of recent
+            running = list(self.running.values())
+            counts = dict(self.counts)
         title = _esc(self.workflow) + (f"  [dim]{_esc(self.run_id)}[/dim]" if self.run_id else "")
-        table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+        summary = [f"{n} {what}" for what, n in counts.items() if n]
+        if running:
+            summary.append(f"{len(running)} running")
+        table = Table(
+            title=title,
+            title_justify="left",
+            caption=", ".join(summary) or "starting",
+            caption_justify="left",
+            box=None,
+            pad_edge=False,
+        )
         for column in ("", "step", "attempt", "time", ""):
             table.add_column(column, no_wrap=column != "")
-        for mark, name, attempt, took, note in self.rows.values():
+        for mark, name, attempt, took, note in [*pinned, *recent, *running[: self.RUNNING]]:
             table.add_row(mark, _esc(name), attempt, took, _esc(note))
+        if len(running) > self.RUNNING:
+            table.add_row("", f"[dim]… {len(running) - self.RUNNING} more running[/dim]")
         return table
-
-    def show(self, key: str, mark: str, name: str, attempt: str, took: str, note: str) -> None:
-        """Set a row of the live table (`mark` is markup; the rest is plain text)."""
-        self.rows[key] = (mark, name, attempt, took, note)
-        if self.live is not None:
-            self.live.update(self.table())
 
     @staticmethod
     def line(text: str) -> None:
@@ -500,52 +607,92 @@ class Progress:
             self.compensated(event)
         elif isinstance(event, RunStarted):
             self.run_id = event.run_id
-            if self.live is None:
+            if self.console is None:
                 what = "resumed" if event.resumed else "started"
                 self.line(f"run {event.run_id} {what}: workflow {event.workflow}")
-            else:
-                self.live.update(self.table())
+        elif isinstance(event, RunFinished):
+            self.ended()
 
     def started(self, event: StepStarted) -> None:
-        if self.live is None:
+        if self.console is None:
             self.line(f"step {event.step}: started (attempt {event.attempt})")
-        else:
-            self.show(event.step, "[yellow]…[/yellow]", event.step, str(event.attempt), "", "")
+            return
+        with self.lock:
+            self.running.pop(event.step, None)  # a retry moves to the end, as it starts again
+            self.running[event.step] = (
+                "[yellow]…[/yellow]",
+                event.step,
+                str(event.attempt),
+                "",
+                "",
+            )
 
     def finished(self, event: StepFinished) -> None:
         took = _ms(event.duration)
         attempt = event.attempt
         if event.status == "succeeded":
-            if self.live is None:
+            if self.console is None:
                 self.line(f"step {event.step}: succeeded in {took} (attempt {attempt})")
-            else:
-                note = self.rows.get(event.step, ("", "", "", "", ""))[4]  # the last chunk
-                self.show(event.step, "[green]✓[/green]", event.step, str(attempt), took, note)
+                return
+            with self.lock:
+                row = self.running.pop(event.step, None)
+                note = "" if row is None else row[4]  # the last chunk
+                self.recent.append(("[green]✓[/green]", event.step, str(attempt), took, note))
+                self.counts["succeeded"] += 1
             return
         why = _reason(event.error)
         retry = "" if event.retry_in is None else f"; retrying in {_ms(event.retry_in)}"
-        if self.live is None:
+        if self.console is None:
             self.line(f"step {event.step}: failed in {took} (attempt {attempt}): {why}{retry}")
-        else:
-            mark = "[yellow]↻[/yellow]" if retry else "[red]✗[/red]"
-            self.show(event.step, mark, event.step, str(attempt), took, why + retry)
+            return
+        with self.lock:
+            if retry:
+                self.running[event.step] = (
+                    "[yellow]↻[/yellow]",
+                    event.step,
+                    str(attempt),
+                    took,
+                    why + retry,
+                )
+                self.counts["retried"] += 1
+                return
+            self.running.pop(event.step, None)
+            row = ("[red]✗[/red]", event.step, str(attempt), took, why)
+            self.recent.append(row)
+            self.failed.append(row)
+            self.counts["failed"] += 1
 
     def chunk(self, event: StepChunk) -> None:
         text = _short(event.data)
-        if self.live is None:
+        if self.console is None:
             self.line(f"step {event.step}: chunk {text}")
-        else:
-            mark, _, attempt, took, _ = self.rows.get(event.step, ("", "", "", "", ""))
-            self.show(event.step, mark, event.step, attempt, took, text)
+            return
+        with self.lock:
+            row = self.running.get(event.step)
+            if row is not None:
+                self.running[event.step] = (*row[:4], text)
+
+    def ended(self) -> None:
+        """The run is over: steps still shown as running were cancelled (Ctrl-C, fail_fast)."""
+        if self.console is None:
+            return
+        with self.lock:
+            for _, name, attempt, took, _ in self.running.values():
+                self.recent.append(("[dim]⊘[/dim]", name, attempt, took, "cancelled"))
+            self.counts["cancelled"] = len(self.running)
+            self.running.clear()
 
     def compensated(self, event: CompensationFinished) -> None:
         took = _ms(event.duration)
         why = "" if event.error is None else _reason(event.error)
-        if self.live is None:
+        if self.console is None:
             self.line(f"undo {event.step}: {event.status} in {took}" + (f": {why}" if why else ""))
-        else:
-            mark = "[green]↶[/green]" if event.status == "succeeded" else "[red]✗[/red]"
-            self.show("undo:" + event.step, mark, f"undo {event.step}", "", took, why)
+            return
+        done = event.status == "succeeded"
+        mark = "[green]↶[/green]" if done else "[red]✗[/red]"
+        with self.lock:
+            self.recent.append((mark, f"undo {event.step}", "", took, why))
+            self.counts["undone" if done else "undo failed"] += 1
 
 
 def report(run: Run) -> None:
@@ -572,26 +719,29 @@ def report(run: Run) -> None:
 # -- running -------------------------------------------------------------------------------
 
 
-def open_store(path: str) -> Any:
-    """The durable store at `path`: a SQLite file, or a ``sqlite:///path`` URL."""
+def open_store(url: str, *, must_exist: bool = False) -> Any:
+    """The durable store `url` names (a store URL or a file path), as the API reads it.
+
+    ``must_exist=True`` for the commands that read runs: a store file that is
+    not there is an error, never a new empty store.
+    """
     import sqlite3
 
-    from ._sqlite import SQLiteStore
+    from ._durable import open_store as open_named_store
 
-    file = path.removeprefix("sqlite:///")
     try:
-        return SQLiteStore(file)
+        return open_named_store(url, must_exist=must_exist)[0]
     except FlowError as exc:
         raise CliError(str(exc)) from None
     except (OSError, sqlite3.Error) as exc:  # e.g. a file that is not a SQLite database
-        msg = f"cannot open the store {path!r}: {exc}"
+        msg = f"cannot open the store {url!r}: {exc}"
         raise CliError(msg) from None
 
 
 @contextmanager
-def opened_store(path: str | None) -> Iterator[Any]:
-    """`open_store(path)` for the block, closed after it; None when `path` is None."""
-    store = None if path is None else open_store(path)
+def opened_store(url: str | None, *, must_exist: bool = False) -> Iterator[Any]:
+    """`open_store(url)` for the block, closed after it; None when `url` is None."""
+    store = None if url is None else open_store(url, must_exist=must_exist)
     try:
         yield store
     finally:
@@ -601,11 +751,12 @@ def opened_store(path: str | None) -> Iterator[Any]:
 
 
 @contextmanager
-def steps_print_to_stderr() -> Iterator[None]:
-    """Send what steps print to stderr: ``sys.stdout`` and file descriptor 1 alike.
+def stdout_to_stderr() -> Iterator[None]:
+    """Send what is printed in the block to stderr: ``sys.stdout`` and descriptor 1 alike.
 
-    Worker processes (``executor="process"``) inherit descriptor 1, not ``sys.stdout``,
-    so both are pointed at stderr until the run is over.
+    For imports and runs: stdout is for what the command produces. Worker processes
+    (``executor="process"``) inherit descriptor 1, not ``sys.stdout``, so both are
+    pointed at stderr until the block is over.
     """
     sys.stdout.flush()
     try:
@@ -623,6 +774,17 @@ def steps_print_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+class _Ending:
+    """A listener that keeps the run its ``RunFinished`` event carries."""
+
+    def __init__(self) -> None:
+        self.run: Run | None = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunFinished):
+            self.run = event.run
+
+
 def execute_run(
     workflow: Workflow | str,
     data: Mapping[str, Any] | None,
@@ -631,38 +793,59 @@ def execute_run(
     store: object,
     progress: Progress | None,
 ) -> Run:
-    """Run a workflow to the end with `progress` listening; usage problems become `CliError`."""
+    """Run a workflow to the end with `progress` listening; usage problems become `CliError`.
+
+    Ctrl-C cancels the run: `asyncio.run` cancels its task, the run is
+    reported (and journaled) as "cancelled", and that `Run` is returned.
+    """
     from ._runner import arun_workflow
 
-    listeners = () if progress is None else (progress,)
+    ending = _Ending()
+    listeners = (ending,) if progress is None else (progress, ending)
     options: dict[str, Any] = {"run_id": run_id, "listeners": listeners}
     if store is not None:
         options["store"] = store
     try:
         # stdout is for the result only: what steps print goes to stderr with the progress
-        with steps_print_to_stderr():
+        with stdout_to_stderr():
             if progress is None:
                 return asyncio.run(arun_workflow(workflow, data, **options))
             with progress:
                 return asyncio.run(arun_workflow(workflow, data, **options))
     except (UsageError, WorkflowNotFound, StoreError, DefinitionError) as exc:
         raise CliError(str(exc)) from None
+    except KeyboardInterrupt:
+        if ending.run is None or ending.run.status != "cancelled":  # the run was not stopped
+            raise
+        return ending.run
 
 
-def finish_run(run: Run, output: str, log_format: str, quiet: bool) -> int:
+def finish_run(
+    run: Run, output: str, log_format: str, quiet: bool, *, resume: str | None = None
+) -> int:
     """Print the run's result on stdout and how it ended on stderr; returns the exit code.
 
     With ``--log-format json`` stderr stays JSON only (``workflow.finished`` says
-    how it ended); with ``--quiet`` only a failure is reported.
+    how it ended); with ``--quiet`` only a run that did not complete is
+    reported. `resume` is the command that resumes the run, shown when it was
+    cancelled.
     """
     if log_format != "json" and not (quiet and run.status == "completed"):
         report(run)
+        if run.status == "cancelled" and resume is not None:
+            print(f"resume it with: {resume}", file=sys.stderr, flush=True)
     if output == "run":
-        print(dumps(run_record(run)))
+        print_json(run_record(run))
     elif run.status == "completed":
-        print(dumps(run.output))
-    sys.stdout.flush()
+        print_json(run.output)
     return 0 if run.status == "completed" else 1
+
+
+def _resume_command(run_id: str, store: str, modules: Iterable[str]) -> str:
+    words = ["flowdsl", "runs", "resume", run_id, "--store", store]
+    for module in modules:
+        words += ["--module", module]
+    return shlex.join(words)
 
 
 def _progress(workflow: str, log_format: str, quiet: bool) -> Progress | None:
@@ -697,13 +880,39 @@ def cmd_run(
         run = execute_run(
             wf, data, run_id=run_id, store=store, progress=_progress(wf.name, log_format, quiet)
         )
-    return finish_run(run, output, log_format, quiet)
+    resume = None
+    if store_path is not None:
+        resume = _resume_command(run.run_id, store_path, [_split_target(target)[0]])
+    return finish_run(run, output, log_format, quiet, resume=resume)
+
+
+def _not_checkable(ref: str) -> str | None:
+    """Why `check` cannot take `ref` (a TARGET, a directory) and what to give instead."""
+    file, sep, name = ref.rpartition(":")
+    if sep and name and not _looks_like_file(name):  # not a Windows drive letter
+        instead = f"flowdsl check {file}" if file else "flowdsl check path/to/file.py"
+        return (
+            f"check takes modules or files, not a TARGET like {ref!r}: it checks every "
+            f"workflow a module defines; run: {instead}"
+        )
+    if _is_directory(ref):
+        folder = ref.rstrip("/" + os.sep) or ref
+        return (
+            f"{ref!r} is a directory; check takes modules or Python files: to check every "
+            f"file in it, run: flowdsl check {folder}/*.py"
+        )
+    return None
 
 
 def cmd_check(sources: Sequence[str]) -> int:
     configure_logging("console", sys.stderr.isatty())  # what modules log on import: stderr
     failed = missing = 0
     for ref in sources:
+        why = _not_checkable(ref)
+        if why is not None:
+            print(f"{ref}: {why}", file=sys.stderr)
+            missing += 1
+            continue
         try:
             module = import_source(ref)
         except DefinitionError as exc:
@@ -758,31 +967,63 @@ def _get_run(store: Any, run_id: str, store_path: str) -> Run:
 
 
 def cmd_runs_list(store_path: str, status: str | None, fmt: str) -> int:
-    with opened_store(store_path) as store:
+    with opened_store(store_path, must_exist=True) as store:
         try:
             runs: Iterable[Run] = store.list_runs(status=status)
         except StoreError as exc:
             raise CliError(str(exc)) from None
     if fmt == "json":
-        print(dumps([run_summary(run) for run in runs]))
+        print_json([run_summary(run) for run in runs])
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("run_id", "workflow", "status", "started", "duration", "failed_step")
-    for run in runs:
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started))
-        table.add_row(
-            run.run_id, run.workflow, run.status, started, _ms(run.duration), run.failed_step or ""
-        )
-    Console().print(table)
+    print_runs_table(list(runs))
     return 0
 
 
+def print_runs_table(runs: Sequence[Run]) -> None:
+    """``runs list --format table``: every cell whole, run ids never cut or wrapped.
+
+    Off a terminal (a pipe, a file) each run is one line as wide as it needs;
+    on a terminal the table fits the width when it can, wrapping only the
+    workflow and step names, and is drawn wider than the terminal when even
+    that cannot fit.
+    """
+    from rich.console import Console
+    from rich.measure import Measurement
+    from rich.table import Table
+    from rich.text import Text
+
+    headers = ("run_id", "workflow", "status", "started", "duration", "failed_step")
+    rows = [
+        (
+            run.run_id,
+            run.workflow,
+            run.status,
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started)),
+            _ms(run.duration),
+            run.failed_step or "",
+        )
+        for run in runs
+    ]
+    table = Table()
+    for index, header in enumerate(headers):
+        # Names may wrap (never be cut); every other cell keeps one line, headers too.
+        wraps = header in ("workflow", "failed_step")
+        widest = max([len(header), *(len(row[index]) for row in rows)]) if not wraps else 0
+        table.add_column(
+            header, no_wrap=not wraps, overflow="fold", min_width=max(len(header), widest)
+        )
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    console = Console()
+    needs = Measurement.get(console, console.options.update(max_width=1 << 20), table)
+    console.width = max(console.width, needs.minimum) if console.is_terminal else needs.maximum
+    console.print(table)
+
+
 def cmd_runs_show(store_path: str, run_id: str) -> int:
-    with opened_store(store_path) as store:
+    with opened_store(store_path, must_exist=True) as store:
         run = _get_run(store, run_id, store_path)
-    print(dumps(run_record(run)))
+    print_json(run_record(run))
     return 0
 
 
@@ -795,7 +1036,7 @@ def cmd_runs_resume(
             import_source(ref)
         except DefinitionError as exc:
             raise CliError(f"definition error: {exc}") from None
-    with opened_store(store_path) as store:
+    with opened_store(store_path, must_exist=True) as store:
         recorded = _get_run(store, run_id, store_path)
         if recorded.workflow not in workflows():
             msg = (
@@ -811,7 +1052,8 @@ def cmd_runs_resume(
             store=store,
             progress=_progress(recorded.workflow, log_format, quiet),
         )
-    return finish_run(run, output, log_format, quiet)
+    resume = _resume_command(run_id, store_path, modules)
+    return finish_run(run, output, log_format, quiet, resume=resume)
 
 
 # -- click -----------------------------------------------------------------------------------
@@ -838,7 +1080,11 @@ def _build() -> click.Group:
     )
     quiet = click.option("-q", "--quiet", is_flag=True, help="No progress display.")
     store_required = click.option(
-        "--store", "store_path", required=True, metavar="PATH", help="The SQLite store file."
+        "--store",
+        "store_path",
+        required=True,
+        metavar="URL",
+        help="The store: a file path or sqlite:///relative.db, sqlite:////abs/path.db (it must exist).",
     )
 
     @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -859,7 +1105,10 @@ def _build() -> click.Group:
         help="The input: a JSON object, @file.json, or @- for standard input.",
     )
     @click.option(
-        "--store", "store_path", metavar="PATH", help="Make the run durable in this SQLite store."
+        "--store",
+        "store_path",
+        metavar="URL",
+        help="Make the run durable in this store: a file path or sqlite:///relative.db (created if missing).",
     )
     @click.option(
         "--run-id", metavar="ID", help="Name the run (with --store: resume or return it)."
@@ -878,7 +1127,8 @@ def _build() -> click.Group:
     ) -> int:
         """Run a workflow: progress on stderr, its output as JSON on stdout.
 
-        Exit status: 0 completed, 1 failed, 2 bad usage or a definition error.
+        Exit status: 0 completed, 1 failed or cancelled (Ctrl-C cancels the run), 2 bad
+        usage or a definition error.
         """
         return cmd_run(target, input_, store_path, run_id, log_format, output, quiet)
 
@@ -888,7 +1138,8 @@ def _build() -> click.Group:
         """Import and compile modules; list their workflows.
 
         Every module is checked. Exit status: 0 all valid; 1 a definition error (or a module
-        that raises while imported); 2 a module or file that does not exist (this wins).
+        that raises or exits while imported); 2 a module or file that does not exist, a
+        directory, or a TARGET (this wins). To check a directory: flowdsl check DIR/*.py
         """
         return cmd_check(sources)
 

@@ -5,12 +5,16 @@ The workflows it runs live in tests/cli_fixtures/ (see the README there).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -187,21 +191,22 @@ def test_console_logs_show_the_steps_own_events_once() -> None:
     assert "step.succeeded" not in done.stderr  # shown by the progress lines instead
 
 
-@pytest.mark.skipif(os.name != "posix", reason="needs a pseudo-terminal")
-def test_on_a_terminal_progress_is_a_live_table() -> None:
-    """With stderr on a terminal, rich draws a table of steps; stdout is still just the JSON."""
+def on_a_terminal(
+    *args: str, tty: str = "stderr", columns: int = 100, cwd: Path = FIXTURES
+) -> tuple[int, str, bytes]:
+    """Run `flowdsl ARGS` with its stderr (or stdout) on a pseudo-terminal `columns` wide.
+
+    Returns the exit status, what the terminal showed, and what went to the other stream.
+    """
     import pty
 
     main, secondary = pty.openpty()
-    env = {**ENV, "TERM": "xterm-256color", "COLUMNS": "100"}
+    env = {**ENV, "TERM": "xterm-256color", "COLUMNS": str(columns)}
     env.pop("NO_COLOR", None)
-    with subprocess.Popen(
-        [str(SCRIPT), "run", "failing.py:checkout", "--input", '{"name": "Ada"}'],
-        cwd=FIXTURES,
-        stdout=subprocess.PIPE,
-        stderr=secondary,
-        env=env,
-    ) as proc:
+    streams = {"stdout": subprocess.PIPE, "stderr": secondary}
+    if tty == "stdout":
+        streams = {"stdout": secondary, "stderr": subprocess.PIPE}
+    with subprocess.Popen([str(SCRIPT), *args], cwd=cwd, env=env, **streams) as proc:
         os.close(secondary)
         screen = b""
         while True:
@@ -212,15 +217,123 @@ def test_on_a_terminal_progress_is_a_live_table() -> None:
             if not chunk:
                 break
             screen += chunk
-        stdout = proc.stdout.read() if proc.stdout else b""
+        other = proc.stdout if tty == "stderr" else proc.stderr
+        rest = other.read() if other else b""
     os.close(main)
-    assert 1 == proc.returncode
+    return proc.returncode, screen.decode("utf-8", "replace"), rest
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs a pseudo-terminal")
+def test_on_a_terminal_progress_is_a_live_table() -> None:
+    """With stderr on a terminal, rich draws a table of steps; stdout is still just the JSON."""
+    code, text, stdout = on_a_terminal("run", "failing.py:checkout", "--input", '{"name": "Ada"}')
+    assert 1 == code
     assert b"" == stdout
-    text = screen.decode("utf-8", "replace")
     assert "\x1b[" in text  # drawn with terminal control codes
     for part in ("checkout", "book", "charge", "Declined: card of Ada declined", "undo book"):
         assert part in text
+    assert "1 succeeded, 1 failed, 1 undone" in text  # the counts under the table
     assert "failed at step 'charge'" in text
+
+
+def _finish(progress: Any, steps: int, failing: str | None = None) -> None:
+    """Feed `progress` the events of `steps` steps s0, s1, ... that each start and finish."""
+    from flowdsl import RunStarted, StepFinished, StepStarted
+
+    progress(RunStarted("chain", run_id="r-1"))
+    for index in range(steps):
+        name = f"s{index}"
+        progress(StepStarted(name, 1))
+        if name == failing:
+            progress(StepFinished(name, "failed", 0.001, error=RuntimeError("boom")))
+        else:
+            progress(StepFinished(name, "succeeded", 0.001))
+
+
+def _rendered(table: Any) -> str:
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=100, color_system=None)
+    console.print(table)
+    return console.file.getvalue()  # type: ignore[attr-defined, no-any-return]
+
+
+def test_the_live_table_stays_small_however_many_steps_run() -> None:
+    """400 steps: a bounded number of rows, the counts, and an early failure still shown."""
+    from rich.console import Console
+
+    from flowdsl.cli import Progress
+
+    progress = Progress("chain", Console(file=io.StringIO(), width=100))
+    _finish(progress, 400, failing="s3")
+    table = progress.table()
+    assert Progress.FAILED + Progress.RECENT + Progress.RUNNING + 1 >= len(table.rows)
+    text = _rendered(table)
+    assert "399 succeeded, 1 failed" in text
+    assert "s3" in text  # it scrolled out of the recent rows, and is still shown
+    assert "RuntimeError: boom" in text
+    assert "s399" in text
+    assert "s200" not in text
+
+
+def test_the_live_table_shows_a_bounded_number_of_running_steps() -> None:
+    """Many steps running at once (a wide parallel block): the first few, then how many more."""
+    from rich.console import Console
+
+    from flowdsl import StepStarted
+    from flowdsl.cli import Progress
+
+    progress = Progress("wide", Console(file=io.StringIO(), width=100))
+    for index in range(50):
+        progress(StepStarted(f"b{index}", 1))
+    table = progress.table()
+    assert Progress.RUNNING + 1 == len(table.rows)
+    text = _rendered(table)
+    assert f"… {50 - Progress.RUNNING} more running" in text
+    assert "50 running" in text
+
+
+def test_steps_still_running_when_the_run_ends_are_shown_cancelled() -> None:
+    """A sibling cancelled by fail_fast (or Ctrl-C) is not left as running in the last frame."""
+    from rich.console import Console
+
+    from flowdsl import Run, RunFinished, StepFinished, StepStarted
+    from flowdsl.cli import Progress
+
+    progress = Progress("pf", Console(file=io.StringIO(), width=100))
+    for name in ("slow", "slower", "bad"):
+        progress(StepStarted(name, 1))
+    progress(StepFinished("bad", "failed", 0.2, error=RuntimeError("bad")))
+    progress(RunFinished(Run("r-1", "pf", "failed", failed_step="bad")))
+    text = _rendered(progress.table())
+    assert "1 failed, 2 cancelled" in text
+    assert "running" not in text
+    rows = {line.split()[1]: line.split()[-1] for line in text.splitlines()[2:-1]}
+    assert {"bad": "bad", "slow": "cancelled", "slower": "cancelled"} == rows
+
+
+def test_events_only_update_the_display_s_state() -> None:
+    """An event never builds the table: rich's refresh draws it at its own rate."""
+    from rich.console import Console
+
+    from flowdsl.cli import Progress
+
+    built: list[int] = []
+
+    class Counting(Progress):
+        auto_refresh = False  # no refresh thread: only the events could draw the table
+
+        def table(self) -> Any:
+            built.append(1)
+            return super().table()
+
+    progress = Counting("chain", Console(file=io.StringIO(), width=100, force_terminal=True))
+    with progress:
+        first = len(built)  # rich takes a first frame as the display starts
+        _finish(progress, 400)
+        assert first == len(built)
+    assert first + 1 == len(built)  # and the last one as it stops
+    assert "400 succeeded" in progress.console.file.getvalue()  # type: ignore[union-attr]
 
 
 # -- bad input: a clear message, exit 2, never a traceback -----------------------------------
@@ -546,6 +659,256 @@ def test_runs_errors_are_clear(tmp_path: Path) -> None:
     missing = flowdsl("runs", "list")
     assert 2 == missing.returncode
     assert "Missing option '--store'" in missing.stderr
+
+
+def test_reading_commands_never_create_a_store(tmp_path: Path) -> None:
+    """runs list/show/resume on a store file that is not there: exit 2, and no file appears."""
+    typo = tmp_path / "runs.bd"
+    for store in (str(typo), f"sqlite:///{typo}"):
+        for args in (
+            ["runs", "list", "--store", store],
+            ["runs", "list", "--store", store, "--format", "table"],
+            ["runs", "show", "r-1", "--store", store],
+            ["runs", "resume", "r-1", "--store", store, "--module", "hello.py"],
+        ):
+            assert_clean_error(flowdsl(*args), 2, f"no store at '{typo}': the file does not exist")
+            assert not typo.exists(), args
+    made = tmp_path / "new.db"  # `run --store` is how a store is made
+    assert 0 == flowdsl("run", "hello.py", "--store", str(made), "-q").returncode
+    assert made.exists()
+
+
+def test_the_api_refuses_a_missing_store_only_when_asked(tmp_path: Path) -> None:
+    """open_store(must_exist=True) is a StoreError that creates nothing; by default it creates."""
+    from flowdsl._durable import open_store
+    from flowdsl.errors import StoreError
+
+    path = tmp_path / "runs.db"
+    with pytest.raises(StoreError, match=r"no store at .*: the file does not exist"):
+        open_store(path, must_exist=True)
+    assert not path.exists()
+    store, owned = open_store(f"sqlite:///{path}")
+    store.close()
+    assert owned
+    assert path.exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "part"),
+    [
+        ("sqlite://runs.db", "write 'sqlite:///runs.db'"),
+        ("sqlite://", "a SQLite URL is 'sqlite:///' followed by the path"),
+        ("sqlite:///", "a SQLite URL is 'sqlite:///' followed by the path"),
+        ("postgresql://ada@db.internal:5432/flows", "names a PostgreSQL store"),
+        ("postgres://ada@db.internal/flows", "names a PostgreSQL store"),
+        ("mysql://ada@db/flows", "unknown store 'mysql://ada@db/flows'"),
+    ],
+)
+def test_store_urls_are_refused_alike_by_the_api_and_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str, part: str
+) -> None:
+    """One parser: the same UsageError message from run_workflow(store=) and from --store."""
+    from flowdsl import UsageError, ok, run_workflow, step, workflow
+
+    @workflow
+    def store_url_probe() -> None:
+        @step
+        async def one(ctx: Any) -> Any:
+            return ok({"ran": True})
+
+    monkeypatch.chdir(tmp_path)  # where a store named 'runs.db' would be made
+    with pytest.raises(UsageError) as refused:
+        run_workflow(store_url_probe, store=url)
+    assert part in str(refused.value)
+    hello = str(FIXTURES / "hello.py")
+    for args in (["run", hello, "--store", url], ["runs", "list", "--store", url]):
+        assert_clean_error(flowdsl(*args, cwd=tmp_path), 2, f"Error: {refused.value}")
+    assert [] == list(tmp_path.iterdir())  # nothing was created, not even runs.db
+
+
+def test_store_urls_name_relative_and_absolute_files(tmp_path: Path) -> None:
+    """sqlite:///rel.db is relative to the current directory, sqlite:////abs absolute."""
+    (tmp_path / "work").mkdir()
+    absolute = tmp_path / "abs.db"
+    for store in ("sqlite:///rel.db", f"sqlite:///{absolute}", "bare.db"):  # 4 slashes: absolute
+        done = flowdsl("run", str(FIXTURES / "hello.py"), "--store", store, cwd=tmp_path / "work")
+        assert 0 == done.returncode, done.stderr
+    assert {"rel.db", "bare.db"} <= {p.name for p in (tmp_path / "work").iterdir()}
+    assert absolute.exists()
+    listed = flowdsl("runs", "list", "--store", "sqlite:///work/rel.db", cwd=tmp_path)
+    assert ["greet"] == [r["workflow"] for r in json.loads(listed.stdout)]
+
+
+def test_runs_list_prints_run_ids_whole(tmp_path: Path) -> None:
+    """A long run id is never cut or wrapped: JSON, a table on a pipe, a table on a terminal."""
+    store = str(tmp_path / "runs.db")
+    long_id = "nightly-import-" + "0123456789" * 12
+    odd_id = "[bold]not markup[/bold]"
+    for run_id in (long_id, odd_id):
+        made = flowdsl("run", "hello.py", "--store", store, "--run-id", run_id, "-q")
+        assert 0 == made.returncode, made.stderr
+    listed = flowdsl("runs", "list", "--store", store)
+    assert [long_id, odd_id] == [r["run_id"] for r in json.loads(listed.stdout)]
+    table = flowdsl("runs", "list", "--store", store, "--format", "table")
+    assert 0 == table.returncode, table.stderr
+    assert "…" not in table.stdout
+    for run_id in (long_id, odd_id):
+        assert 1 == sum(run_id in line for line in table.stdout.splitlines()), table.stdout
+    if os.name == "posix":
+        code, screen, _ = on_a_terminal(
+            "runs", "list", "--store", store, "--format", "table", tty="stdout", columns=60
+        )
+        assert 0 == code
+        assert long_id in screen
+        assert "…" not in screen
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGINT")
+@pytest.mark.parametrize("quiet", [False, True], ids=["progress", "quiet"])
+def test_ctrl_c_cancels_the_run_records_it_and_exits_1(tmp_path: Path, quiet: bool) -> None:
+    """SIGINT during a step: exit 1, a line saying the run was cancelled, status "cancelled"."""
+    from flowdsl import SQLiteStore
+
+    store, marker = tmp_path / "runs.db", tmp_path / "waiting"
+    args = ["run", "waits.py", "--input", json.dumps({"marker": str(marker)})]
+    args += ["--store", str(store), "--run-id", "w-1", *(["-q"] if quiet else [])]
+    with subprocess.Popen(
+        [str(SCRIPT), *args],
+        cwd=FIXTURES,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            deadline = time.monotonic() + 60  # a safety net, not a timing assertion
+            while not marker.exists():
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "the step never started"
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGINT)
+            stdout, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert 1 == proc.returncode, stderr
+    assert "" == stdout
+    assert "Aborted!" not in stderr
+    assert "Traceback" not in stderr
+    assert "run w-1 cancelled in " in stderr
+    assert f"resume it with: flowdsl runs resume w-1 --store {store} --module waits.py" in stderr
+    with SQLiteStore(store) as opened:
+        recorded = opened.get_run("w-1")
+    assert recorded is not None
+    assert "cancelled" == recorded.status
+
+
+def test_a_module_that_exits_while_imported_is_named() -> None:
+    """sys.exit(3) at import: exit 2 (run) or 1 (check), with a message naming the module."""
+    said = "importing 'exits.py' failed: it called sys.exit(3) at import"
+    assert_clean_error(flowdsl("run", "exits.py"), 2, said, "exits.py:5", "__main__")
+    assert_clean_error(flowdsl("graph", "exits.py"), 2, said)
+    checked = flowdsl("check", "exits.py", "hello.py")
+    assert 1 == checked.returncode
+    assert said in checked.stderr
+    assert "hello.py: ok, 1 workflow" in checked.stdout
+
+
+def test_what_a_module_prints_while_imported_goes_to_stderr() -> None:
+    """print() at import never lands in stdout: run, graph and check keep stdout for themselves."""
+    ran = flowdsl("run", "noisy.py")
+    assert 0 == ran.returncode, ran.stderr
+    assert {"quiet": True} == json.loads(ran.stdout)
+    drawn = flowdsl("graph", "noisy.py", "--format", "json")
+    assert "noisy" == json.loads(drawn.stdout)["workflow"]
+    checked = flowdsl("check", "noisy.py")
+    assert checked.stdout.startswith("noisy.py: ok, 1 workflow\n")
+    for done in (ran, drawn, checked):
+        assert "noisy: imported" in done.stderr
+        assert "noisy: imported" not in done.stdout
+
+
+@pytest.mark.parametrize("encoding", [None, "utf-8", "ascii"], ids=["locale", "utf-8", "ascii"])
+def test_an_output_with_a_lone_surrogate_prints_as_json(encoding: str | None) -> None:
+    """A lone surrogate is written as an escape: stdout is valid JSON in any encoding."""
+    env = dict(ENV) if encoding is None else {**ENV, "PYTHONIOENCODING": encoding}
+    done = subprocess.run(
+        [str(SCRIPT), "run", "odd_output.py:surrogate", "-q"],
+        cwd=FIXTURES,
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert 0 == done.returncode, done.stderr
+    assert {"name": "\udcff", "plain": "é"} == json.loads(done.stdout.decode("utf-8"))
+
+
+def test_an_output_nested_too_deep_prints_with_a_placeholder() -> None:
+    """900 levels deep: printed down to a depth limit, then a placeholder; the exit status holds."""
+    from flowdsl.cli import MAX_DEPTH
+
+    done = flowdsl("run", "odd_output.py:deep", "-q")
+    assert 0 == done.returncode, done.stderr
+    value = json.loads(done.stdout)["deep"]
+    for _ in range(MAX_DEPTH - 1):
+        value = value[0]
+    assert f"<list nested deeper than {MAX_DEPTH} levels: not shown>" == value
+    failed = flowdsl("run", "odd_output.py:deep_failure", "--output", "run")
+    assert 1 == failed.returncode, failed.stderr
+    record = json.loads(failed.stdout)
+    assert ("failed", "fail") == (record["status"], record["failed_step"])
+    assert "Traceback" not in failed.stderr.split("failed at step 'fail'")[0]
+
+
+def test_json_output_never_fails_to_print() -> None:
+    """Values that contain themselves, reprs that raise, huge ints: all become JSON text."""
+    from flowdsl.cli import MAX_DEPTH, dumps
+
+    class Broken:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    looped: list[object] = []
+    looped.append(looped)
+    value = json.loads(dumps({"loop": looped, "broken": Broken(), "big": 7**20_000}))
+    assert "<Broken object: repr() failed>" == value["broken"]
+    assert value["big"].startswith("<int of ")
+    inner = value["loop"]
+    for _ in range(MAX_DEPTH - 1):
+        inner = inner[0]
+    assert f"<list nested deeper than {MAX_DEPTH} levels: not shown>" == inner
+
+
+@pytest.mark.parametrize(
+    ("source", "parts"),
+    [
+        (".", ["'.' is a directory", "flowdsl check ./*.py"]),
+        ("pkg/", ["'pkg/' is a directory", "flowdsl check pkg/*.py"]),
+        (
+            "hello.py:greet",
+            [
+                "check takes modules or files, not a TARGET like 'hello.py:greet'",
+                "flowdsl check hello.py",
+            ],
+        ),
+        ("pkg.flows:greet", ["not a TARGET like 'pkg.flows:greet'", "flowdsl check pkg.flows"]),
+    ],
+)
+def test_check_says_what_it_was_given_and_what_it_takes(source: str, parts: list[str]) -> None:
+    """A directory or a TARGET: exit 2 with what was given and what to run instead."""
+    done = flowdsl("check", source, "hello.py")
+    assert 2 == done.returncode
+    assert "Traceback" not in done.stderr
+    for part in parts:
+        assert part in done.stderr
+    assert "no such file" not in done.stderr
+    assert "hello.py: ok, 1 workflow" in done.stdout  # the others are still checked
+
+
+def test_a_directory_is_not_a_target() -> None:
+    """`run DIR:NAME` says the directory is one, and what to name instead."""
+    assert_clean_error(flowdsl("run", "pkg/:greet"), 2, "'pkg/' is a directory", "pkg/FILE.py")
 
 
 # -- the docs show what the command prints ----------------------------------------------------

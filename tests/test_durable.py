@@ -678,7 +678,7 @@ def test_store_urls_and_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert "completed" == run_workflow(tiny, run_id="c", store=tmp_path / "path.db").status
     for name in ("rel.db", "abs.db", "path.db"):
         assert (tmp_path / name).exists()
-    with pytest.raises(UsageError, match="unknown store 'postgres://x'"):
+    with pytest.raises(UsageError, match="'postgres://x' names a PostgreSQL store"):
         run_workflow(tiny, store="postgres://x")
     with pytest.raises(UsageError, match="store= takes a store object"):
         run_workflow(tiny, store=42)
