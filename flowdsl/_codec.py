@@ -67,6 +67,7 @@ import datetime as _dt
 import json
 import math
 import re
+import reprlib
 import sys
 import threading
 import traceback as _traceback
@@ -220,8 +221,7 @@ class _Member:
         self.item = item
 
     def __repr__(self) -> str:
-        text = _safe_repr(self.item)
-        return text if len(text) <= 40 else f"{text[:37]}..."
+        return _brief_repr(self.item)
 
 
 def describe_path(path: list[object]) -> str:
@@ -277,7 +277,7 @@ def register_type(
     process that imports it (a resume, a worker, the CLI) can read it back.
     """
     if not isinstance(cls, type):
-        msg = f"register_type() takes a class as its first argument, got {_safe_repr(cls)}"
+        msg = f"register_type() takes a class as its first argument, got {_brief_repr(cls)}"
         raise UsageError(msg)
     label = _class_name(cls)
     if cls in _CARRIED:
@@ -308,7 +308,7 @@ def register_type(
             if not callable(fn):
                 msg = (
                     f"register_type({label}): {role} must be a function taking {what}, "
-                    f"got {_safe_repr(fn)}"
+                    f"got {_brief_repr(fn)}"
                 )
                 raise UsageError(msg)
     entry = _Registration(cls, name, to_json, from_json)
@@ -660,6 +660,15 @@ def _as_repr(value: object) -> Json:
     return {_TAG: "exc", "type": type_name(value), "message": _safe_repr(value), "traceback": None}
 
 
+def _as_brief_repr(value: object) -> Json:
+    """`_as_repr` for a value that is nested too deeply (or contains itself): a bounded repr.
+
+    ``repr()`` of it recurses in C, which crashes the interpreter when the
+    recursion limit has been raised far enough.
+    """
+    return {_TAG: "exc", "type": type_name(value), "message": _brief_repr(value), "traceback": None}
+
+
 def encode_lenient(value: object) -> Json:
     """Like `encode`, but a value JSON cannot hold is kept as its type and ``repr``.
 
@@ -675,13 +684,25 @@ def _lenient_one(value: object, depth: int) -> Json:
     try:
         return _encode(value, _as_repr, depth)
     except (Unencodable, RecursionError):  # too deep: its own representation is all we keep
-        return _as_repr(value)
+        return _as_brief_repr(value)
 
 
 def _safe_repr(value: object) -> str:
     try:
         return repr(value)
     except Exception:  # a broken __repr__ (or a huge int in it) must not make recording fail
+        return f"<{type_name(value)} object>"
+
+
+_brief: Final = reprlib.Repr()
+_brief.maxstring = _brief.maxother = 60
+
+
+def _brief_repr(value: object) -> str:
+    """A repr for messages: a few items and levels, whatever the value holds."""
+    try:
+        return _brief.repr(value)
+    except Exception:
         return f"<{type_name(value)} object>"
 
 
@@ -718,7 +739,7 @@ def _reason(reason: object, depth: int) -> Json:
         }
     if isinstance(reason, ErrorGroup):
         if depth > MAX_DEPTH:
-            return _as_repr(reason)
+            return _as_brief_repr(reason)
         return {_TAG: "group", "v": [_reason(r, depth + 1) for r in reason.errors]}
     if isinstance(reason, BaseException):
         return _exception_record(reason)
@@ -910,7 +931,7 @@ def _enum(obj: dict[str, Any], strict: bool) -> object:
         return cls(data)
     except Exception:  # ValueError: the member was renamed or removed since
         if strict:
-            raise _Bad(f"{name} has no member with the value {_safe_repr(data)}") from None
+            raise _Bad(f"{name} has no member with the value {_brief_repr(data)}") from None
         return data
 
 
@@ -974,27 +995,22 @@ def _make_hook(strict: bool) -> Callable[[dict[str, Any]], object]:
         tag = obj[_TAG]
         known = _decoders.get(tag) if type(tag) is str else None
         if known is None:
-            raise Undecodable(f"unknown tag {_short(obj)}")
+            raise Undecodable(f"unknown tag {_brief_repr(obj)}")
         required, optional, decoder = known
         keys = obj.keys() - {_TAG}
         if not required <= keys or not keys <= required | optional:
-            raise Undecodable(f"malformed {tag!r} tag (keys {sorted(keys)}): {_short(obj)}")
+            raise Undecodable(f"malformed {tag!r} tag (keys {sorted(keys)}): {_brief_repr(obj)}")
         try:
             return decoder(obj, strict)
         except Undecodable:
             raise
         except _Bad as exc:
-            raise Undecodable(f"malformed {tag!r} tag ({exc}): {_short(obj)}") from None
+            raise Undecodable(f"malformed {tag!r} tag ({exc}): {_brief_repr(obj)}") from None
         except (ArithmeticError, LookupError, TypeError, ValueError) as exc:
             # fromisoformat, UUID(), Decimal(), b64decode, dict() of unhashable keys
-            raise Undecodable(f"malformed {tag!r} tag ({exc}): {_short(obj)}") from None
+            raise Undecodable(f"malformed {tag!r} tag ({exc}): {_brief_repr(obj)}") from None
 
     return hook
-
-
-def _short(obj: object) -> str:
-    text = _safe_repr(obj)
-    return text if len(text) <= 200 else f"{text[:197]}..."
 
 
 _loads: Final = json.JSONDecoder(object_hook=_make_hook(False)).decode
