@@ -8,9 +8,10 @@ what it holds, so that what is read back has the type that was written:
 ====================================  =======================================
 value                                 JSON
 ====================================  =======================================
-``None``, bool, str, list, dict with  themselves
-str keys, int of at most 4,300
-digits, finite float
+``None``, bool, str, list, dict with  themselves (another mapping with str
+str keys, finite float, int of at     keys: as a dict)
+most 4,300 digits (fewer if the
+process's int/str limit is lower)
 int of more digits                    ``{"$": "int", "v": "-0x1f..."}`` (hex)
 ``nan``, ``inf``, ``-inf``            ``{"$": "float", "v": "NaN"}`` (or
                                       ``"Infinity"``, ``"-Infinity"``)
@@ -53,9 +54,9 @@ JSON form (what ``to_json`` returned, the member's value) and
 
 Encoding a value fails with `Unencodable` (which knows where in the value the
 problem is and how to fix it); encoding a failure reason never fails: what
-JSON cannot hold is kept as its type and ``repr``. Values are refused below
-`MAX_DEPTH` levels of nesting (and a value that contains itself hits that
-limit), so no walk here, in ``json`` or in the reader can exhaust the stack.
+JSON cannot hold is kept as its type and ``repr``. Values nested deeper than
+`MAX_DEPTH` levels are refused (a value that contains itself hits that limit
+too), so no walk here, in ``json`` or in the reader can exhaust the stack.
 `decode` of anything `dumps` did not write raises `Undecodable`.
 """
 
@@ -107,7 +108,7 @@ _TAG: Final = "$"
 
 MAX_DEPTH: Final = 100
 """Levels of nesting a journaled value may have: far below the interpreter's recursion
-limit even for the JSON it becomes (a tag adds at most two levels per value level)."""
+limit even for the JSON it becomes (a tag nests at most three JSON levels per value level)."""
 
 # Python refuses to write or read an int of more decimal digits than this (its default
 # sys.get_int_max_str_digits()); longer ones are written in hex, so every reader can read
