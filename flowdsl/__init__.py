@@ -13,7 +13,7 @@ with ``ok`` / ``error`` / ``goto`` routing::
     run_workflow("greet", {"name": "Ada"}).output["greeting"]
 """
 
-from ._codec import RecordedError
+from ._codec import RecordedError, register_type
 from ._context import Context
 from ._dsl import parallel, sequence, step, workflow
 from ._durable import aresume_runs, resume_runs
@@ -93,6 +93,7 @@ __all__ = [
     "parallel_ok",
     "parallel_result",
     "parallel_results",
+    "register_type",
     "resume_runs",
     "run_many",
     "run_workflow",

@@ -51,8 +51,6 @@ _OK_NONE: Final = Ok(None)
 
 __all__ = ["aresume_runs", "arun_durable", "open_store", "resume_runs"]
 
-_JSON_TYPES: Final = "str, int, float, bool, None, list, tuple and dict"
-
 
 def _sqlite_file(path: str, must_exist: bool) -> Store:
     if must_exist and not os.path.exists(path):
@@ -204,9 +202,7 @@ class _RunJournal:
         why = f": {exc.why}" if exc.why else ""
         return (
             f"workflow {self.plan.name!r}, step {step!r} returned a value the journal cannot "
-            f"store: key {key!r} holds a {type_name(exc.value)}{where}{why}. Durable runs keep "
-            f"JSON ({_JSON_TYPES}); convert it before returning it (e.g. str(value), "
-            f"value.isoformat(), a dict of its fields)"
+            f"store: key {key!r} holds a {type_name(exc.value)}{where}{why}. {exc.hint}"
         )
 
     async def finish(self, run: Run) -> None:
@@ -278,12 +274,14 @@ async def _run(
     try:
         text = dumps(encode(data))
     except Unencodable as exc:
-        key = exc.path.pop() if exc.path else "?"
+        path = exc.path  # innermost first: the input's own key is last
+        key = path.pop() if path else None
+        what = "it is" if key is None else f"key {key!r} holds"
+        where = f" (at {key!r}{describe_path(path)})" if path else ""
         msg = (
             f"the input of durable run {run_id!r} of workflow {plan.name!r} cannot be "
-            f"journaled: key {key!r} holds a {type_name(exc.value)}"
-            f"{f' (at {key!r}{describe_path(exc.path)})' if exc.path else ''}. Durable runs "
-            f"keep JSON ({_JSON_TYPES}); convert it first"
+            f"journaled: {what} a {type_name(exc.value)}{where}"
+            f"{f': {exc.why}' if exc.why else ''}. {exc.hint}"
         )
         raise SerializationError(msg) from None
     opened = await store.open_run(

@@ -350,7 +350,9 @@ def jsonable(value: object, *, _depth: int = 0) -> object:
     if isinstance(value, int):
         return value if value.bit_length() < 10_000 else f"<int of {value.bit_length()} bits>"
     if _depth >= MAX_DEPTH:
-        return f"<{type(value).__name__} nested deeper than {MAX_DEPTH} levels: not shown>"
+        kind = "list" if isinstance(value, list) else "dict" if isinstance(value, dict) else ""
+        kind = kind or type(value).__name__  # a context's frozen dict or list reads as one
+        return f"<{kind} nested deeper than {MAX_DEPTH} levels: not shown>"
     inner = _depth + 1
     if isinstance(value, Mapping):
         return {_key(k, inner): jsonable(v, _depth=inner) for k, v in value.items()}
