@@ -1,7 +1,7 @@
 """Run lifecycle events: plain data, emitted at one place in the executor.
 
 The same objects feed `stream_workflow`, `flowdsl.testing.capture_events` and
-the structlog events of DESIGN.md section 5. Listeners are callables that
+the structlog events (``flowdsl._logging``). Listeners are callables that
 take an event; a run with no listener builds no event at all.
 """
 
