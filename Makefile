@@ -20,7 +20,7 @@ LATEST     := .venv-latest
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 
-.PHONY: install lock lock-upgrade test test-latest lint typecheck system-deps pytest \
+.PHONY: install lock lock-upgrade test test-latest lint typecheck system-deps pytest docs \
         demo bench bench-quick clean
 
 $(BIN)/python:
@@ -57,9 +57,17 @@ pytest: $(STAMP)
 	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)
 	$(BIN)/coverage report
 
+# The guides and the API reference (built from the docstrings) into site/;
+# --strict turns a broken link, a bad anchor or a page missing from the nav
+# into a failure (not with --quiet, which hides the warnings from --strict
+# too). NO_MKDOCS_2_WARNING silences Material's notice about its
+# end of life, printed on every build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 # The quick benchmark runs in CI: it checks every implementation's results and
 # reports timings; it never fails the build on a timing.
-test: lint typecheck system-deps pytest bench-quick
+test: lint typecheck docs system-deps pytest bench-quick
 
 # The test suite against the newest release of every dependency, in a venv of
 # its own and without the lock: upstream breakage shows here first, on purpose.
@@ -90,4 +98,4 @@ bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/run.py --quick
 
 clean:
-	rm -rf $(VENV) $(LATEST) .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(LATEST) site .pytest_cache .mypy_cache .ruff_cache .coverage
