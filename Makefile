@@ -71,8 +71,9 @@ test: lint typecheck docs system-deps pytest bench-quick
 
 # The test suite against the newest release of every dependency, in a venv of
 # its own and without the lock: upstream breakage shows here first, on purpose.
-$(LATEST)/bin/python:
-	$(PYTHON) -m venv $(LATEST)
+# It prints the versions it tested.
+$(LATEST)/bin/python: | $(UV_STAMP)
+	$(UV) venv --quiet --python $(BIN)/python $(LATEST)
 
 test-latest: $(UV_STAMP) system-deps | $(LATEST)/bin/python
 	$(UV) pip install --quiet --python $(LATEST)/bin/python --upgrade -e '.[test,process,dask]'
