@@ -1,21 +1,48 @@
 # flowdsl developer commands. Every install step lives here, so a fresh clone
 # needs nothing but Python >= 3.11 and make.
-PYTHON ?= python3
-VENV   ?= .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+#
+# The development environment (.venv) is installed from the committed uv.lock,
+# so every machine and CI get the same versions. uv itself is installed from
+# PyPI into .venv, pinned here. `make lock` updates uv.lock after a change to
+# pyproject.toml; `make lock-upgrade` moves every package to its newest release.
+# `make test-latest` runs the tests against the newest releases, without the lock.
+PYTHON     ?= python3
+VENV       ?= .venv
+BIN        := $(VENV)/bin
+UV_VERSION := 0.13.9
+UV         := $(BIN)/uv
+UV_STAMP   := $(VENV)/.uv-$(UV_VERSION)
+STAMP      := $(VENV)/.installed
+EXTRAS     := test dev process dask docs
+LATEST     := .venv-latest
 
-.PHONY: install test lint typecheck system-deps pytest demo bench bench-quick clean
+# uv runs on the venv's Python and never downloads an interpreter of its own.
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+
+.PHONY: install lock lock-upgrade test test-latest lint typecheck system-deps pytest docs \
+        demo bench bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,dev,cli,process,dask]'
-	touch $(STAMP)
+$(UV_STAMP): | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	touch $@
+
+# --locked: install exactly uv.lock, and stop if it no longer matches pyproject.toml.
+# The project itself is installed editable.
+$(STAMP): uv.lock pyproject.toml $(UV_STAMP)
+	$(UV) sync --locked --python $(BIN)/python $(addprefix --extra ,$(EXTRAS))
+	touch $@
 
 install: $(STAMP)
+
+lock: $(UV_STAMP)
+	$(UV) lock --python $(BIN)/python
+
+lock-upgrade: $(UV_STAMP)
+	$(UV) lock --upgrade --python $(BIN)/python
 
 lint: $(STAMP)
 	$(BIN)/ruff check flowdsl tests examples benchmarks
@@ -30,9 +57,29 @@ pytest: $(STAMP)
 	$(BIN)/coverage run -m pytest $(PYTEST_ARGS)
 	$(BIN)/coverage report
 
+# The guides and the API reference (built from the docstrings) into site/;
+# --strict turns a broken link, a bad anchor or a page missing from the nav
+# into a failure (not with --quiet, which hides the warnings from --strict
+# too). NO_MKDOCS_2_WARNING silences Material's notice about its
+# end of life, printed on every build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 # The quick benchmark runs in CI: it checks every implementation's results and
 # reports timings; it never fails the build on a timing.
-test: lint typecheck system-deps pytest bench-quick
+test: lint typecheck docs system-deps pytest bench-quick
+
+# The test suite against the newest release of every dependency, in a venv of
+# its own and without the lock: upstream breakage shows here first, on purpose.
+# It prints the versions it tested.
+$(LATEST)/bin/python: | $(UV_STAMP)
+	$(UV) venv --quiet --python $(BIN)/python $(LATEST)
+
+test-latest: $(UV_STAMP) system-deps | $(LATEST)/bin/python
+	$(UV) pip install --quiet --python $(LATEST)/bin/python --upgrade -e '.[test,process,dask]'
+	$(UV) pip list --python $(LATEST)/bin/python --format freeze \
+	  | grep -iE '^(attrs|click|cloudpickle|dask|distributed|hypothesis|pytest|rich|structlog)=='
+	$(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
 
 # Graphviz renders the DOT export in the tests; installed here when missing and
 # we may (CI runs as root), so that test runs rather than skips.
@@ -52,4 +99,4 @@ bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/run.py --quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) $(LATEST) site .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,4 +1,4 @@
-"""Onboarding a user: the example of DESIGN.md section 2, runnable.
+"""Onboarding a user: the README's example, runnable.
 
 After ``create_user``, three branches run at once with
 ``on_error="complete_all"``: every branch finishes even if another fails, and

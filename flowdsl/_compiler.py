@@ -1,7 +1,7 @@
 """COMPILE: spec tree -> `Plan`. All validation lives here.
 
 One `_PlanBuilder` per workflow walks the spec tree once, checks every rule
-of DESIGN.md section 4, and lowers the tree to plan nodes with everything the
+of a workflow definition, and lowers the tree to plan nodes with everything the
 executor needs precomputed. Each problem raises `DefinitionError` with the
 workflow, the step or block, its ``file:line``, and the fix.
 """

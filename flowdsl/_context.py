@@ -361,8 +361,11 @@ class Context(Mapping[str, Any]):
         self._version = version
         self._visit = visit
         self.run_id = run_id
+        """The id of the run this context belongs to."""
         self.step = step
+        """The name of the step it was made for."""
         self.attempt = attempt
+        """Which attempt of the step this is, from 1."""
 
     @property
     def idempotency_key(self) -> str:

@@ -1,4 +1,4 @@
-"""structlog events for runs (DESIGN.md section 5).
+"""structlog events for runs: ``workflow.started``, ``step.started``, ``step.succeeded``, ...
 
 The library never configures structlog. A run logs only when structlog has
 been configured (by the application, or by the flowdsl CLI); otherwise it

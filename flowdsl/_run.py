@@ -20,7 +20,9 @@ class StepRecord(NamedTuple):
     """One attempt of one step."""
 
     name: str
+    """The step's name."""
     attempt: int
+    """Which attempt: 1, 2, ..."""
     status: str
     """"succeeded" or "failed"."""
     started: float
@@ -28,16 +30,20 @@ class StepRecord(NamedTuple):
     duration: float
     """Seconds."""
     error: Any = None
+    """Why a failed attempt failed (an exception or an ``error()`` reason); None on success."""
 
 
 class CompensationRecord(NamedTuple):
     """One compensation run after a failure."""
 
     step: str
+    """The name of the step that was undone."""
     status: str
     """"succeeded" or "failed"."""
     duration: float
+    """Seconds."""
     error: Any = None
+    """Why a failed compensation failed; None on success."""
 
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -45,20 +51,33 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 @attrs.frozen(repr=False)
 class Run:
-    """A run of a workflow: its status, output and the record of every attempt."""
+    """A run of a workflow: its status, output and the record of every attempt.
+
+    Run calls return it once the run has ended; ``status`` is then
+    "completed", "failed" or "cancelled" ("running" is only seen on an
+    unfinished run read from a durable store).
+    """
 
     run_id: str
+    """The run's id (given as ``run_id=``, or a fresh one)."""
     workflow: str
+    """The workflow's registered name."""
     status: RunStatus
+    """"completed", "failed", "cancelled" (from outside), or "running" (an unfinished stored run)."""
     output: Mapping[str, Any] = _EMPTY
     """The final context (input merged with every step's output), read-only."""
     error: Any = None
     """Why the run failed: the failing step's reason (often an exception)."""
     failed_step: str | None = None
+    """The name of the step that failed the run, else None."""
     steps: tuple[StepRecord, ...] = ()
+    """Every attempt of every step, in the order the attempts finished."""
     compensations: tuple[CompensationRecord, ...] = ()
+    """The compensations that ran after a failure, in the order they ran."""
     duration: float = 0.0
+    """How long the run took, in seconds."""
     started: float = 0.0
+    """Wall-clock start, seconds since the epoch."""
 
     def __repr__(self) -> str:
         # Short on purpose: asyncio reprs a task's result in places (3.11's Runner.run

@@ -119,10 +119,19 @@ async def arun_workflow(
 ) -> Run:
     """Run a workflow to the end on the running event loop and return its `Run`.
 
-    ``run_id`` names the run (a fresh one by default); ``timeout`` bounds the
-    whole run (default: the workflow's own); ``executors`` names where steps
-    with ``@step(executor=NAME)`` run (they stay the caller's: never closed
-    here); ``listeners`` receive every event.
+    ``workflow`` is a registered name or the object ``@workflow`` returned;
+    ``input`` a mapping (or None), the first context. ``run_id`` names the run
+    (a fresh one by default); ``store`` (a `SQLiteStore` or a URL such as
+    ``"sqlite:///runs.db"``) makes it durable: a ``run_id`` the store holds
+    returns the recorded run, or resumes an unfinished one. ``timeout`` bounds
+    the whole run (default: the workflow's own); ``executors`` names where
+    steps with ``@step(executor=NAME)`` run (they stay the caller's: never
+    closed here); ``listeners`` receive every event.
+
+    A failed run is returned, not raised (``run.unwrap()`` raises). If the
+    calling task is cancelled, the run is cancelled and `CancelledError`
+    propagates. Bad arguments raise `UsageError`; an unknown name
+    `WorkflowNotFound`.
     """
     wf = resolve(workflow)
     data = _check_input(wf, input)
@@ -179,7 +188,13 @@ def run_workflow(
     input: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> Run:
-    """Run a workflow to the end and return its `Run` (takes `arun_workflow`'s options)."""
+    """Run a workflow to the end and return its `Run` (takes `arun_workflow`'s options).
+
+    It runs its own event loop (``asyncio.run``); called from inside a running
+    loop it raises `flowdsl.errors.RunningLoopError` (a `RuntimeError`): use
+    ``await arun_workflow(...)`` there. An option it does not take is a
+    `UsageError` naming it.
+    """
     no_running_loop("run_workflow", "arun_workflow")
     check_options("run_workflow", options, RUN_OPTIONS)
     return asyncio.run(arun_workflow(workflow, input, **options))
@@ -192,7 +207,13 @@ async def arun_many(
     concurrency: int = 10,
     **options: Any,
 ) -> list[Run]:
-    """Run one workflow once per input, at most `concurrency` at a time; runs in input order."""
+    """Run one workflow once per input, at most `concurrency` at a time; runs in input order.
+
+    Each run gets its own ``run_id`` (so ``run_id=`` is refused); the other
+    options of `arun_workflow` apply to every run. A failed run is in the list
+    like any other; an exception a run raises (a store error, not a failed
+    step) cancels the runs still going and is raised.
+    """
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         msg = f"concurrency must be an int >= 1, got {concurrency!r}"
         raise UsageError(msg)
@@ -236,7 +257,10 @@ def run_many(
     concurrency: int = 10,
     **options: Any,
 ) -> list[Run]:
-    """Run one workflow once per input, at most `concurrency` at a time; runs in input order."""
+    """Run one workflow once per input, at most `concurrency` at a time; runs in input order.
+
+    The synchronous form of `arun_many` (its own event loop, like `run_workflow`).
+    """
     no_running_loop("run_many", "arun_many")
     return asyncio.run(arun_many(workflow, inputs, concurrency=concurrency, **options))
 
@@ -247,6 +271,12 @@ async def stream_workflow(
     **options: Any,
 ) -> AsyncGenerator[Event, None]:
     """Run a workflow and yield its events as they happen; `RunFinished` comes last.
+
+    Takes `arun_workflow`'s options. It yields `StepStarted`, `StepChunk`,
+    `StepFinished` and, once and last, `RunFinished`: the same events, in the
+    same order, as a listener of the run receives (`RunStarted` and
+    `CompensationFinished` go to ``listeners=`` only). A failed run is
+    streamed, not raised. Nothing runs until the first event is asked for.
 
     Events are buffered without bound, so a slow consumer loses nothing and
     never blocks the run. Closing the iterator early (``break``, or leaving an

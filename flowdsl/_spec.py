@@ -123,13 +123,19 @@ class Retry:
     """
 
     max_attempts: int = 3
+    """Attempts in all, the first included (at least 1)."""
     backoff: Backoff = "exponential"
+    """How the delay grows: ``"exponential"``, ``"linear"`` or ``"constant"``."""
     base: float = 0.1
+    """Seconds: the first delay, and the unit of the later ones."""
     max_delay: float = 30.0
+    """Seconds: no delay is longer than this."""
     jitter: float = 0.0
+    """A fraction in [0, 1]: how much of each delay may be taken off at random."""
     retry_on: tuple[type[BaseException], ...] = attrs.field(
         default=(Exception,), converter=_to_tuple
     )
+    """The exception types worth another attempt (one type or a tuple)."""
 
     def delay(self, failures: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after ``failures`` failed attempts (``failures >= 1``)."""

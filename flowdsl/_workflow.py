@@ -16,7 +16,13 @@ __all__ = ["Workflow"]
 
 
 class Workflow:
-    """A compiled workflow. Run it with ``wf.run(input)`` or ``await wf.arun(input)``."""
+    """A compiled workflow. Run it with ``wf.run(input)`` or ``await wf.arun(input)``.
+
+    ``@workflow`` returns one and registers it under its name, so
+    ``run_workflow("name", ...)`` and ``run_workflow(wf, ...)`` run the same
+    thing. It is immutable and reusable: one workflow may be run any number of
+    times, concurrently.
+    """
 
     __slots__ = ("__weakref__", "plan")
 
@@ -24,17 +30,21 @@ class Workflow:
         # Only the plan is kept: the spec tree it was compiled from would double the
         # objects the garbage collector walks for a large workflow (docs/performance.md).
         self.plan = plan
+        """The compiled plan the executor runs (routing tables, retry policies, ...)."""
 
     @property
     def name(self) -> str:
+        """The registered name: ``@workflow("name")``, or the decorated function's name."""
         return self.plan.name
 
     @property
     def where(self) -> Where:
+        """Where the workflow was defined (``where.file``, ``where.line``), as in error messages."""
         return self.plan.where
 
     @property
     def qualname(self) -> str:
+        """The decorated function's module and qualified name: ``"module.qualname"``."""
         return self.plan.qualname
 
     @property

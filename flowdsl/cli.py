@@ -1,7 +1,7 @@
 """The flowdsl command line: ``flowdsl run | check | graph | runs`` (also ``python -m flowdsl``).
 
-It needs the ``cli`` extra (click and rich); without them ``flowdsl`` says how
-to install it and exits 2. Exit codes: 0 a run completed (or a command
+It runs on click and rich, dependencies of flowdsl; where they cannot be imported,
+it says how to install them and exits 2. Exit codes: 0 a run completed (or a command
 succeeded), 1 a run failed (or ``check`` found a definition error), 2 bad
 usage, bad input, or a definition error. Errors the user can fix are one
 message on stderr, never a traceback.
@@ -58,8 +58,8 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 INSTALL_HINT = (
-    "flowdsl: the command line needs click and rich; install flowdsl[cli]: "
-    "pip install 'flowdsl[cli]'"
+    "flowdsl: the command line needs click and rich (dependencies of flowdsl), "
+    "which cannot be imported here; install them: pip install click rich"
 )
 
 

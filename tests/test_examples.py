@@ -37,6 +37,7 @@ GUIDES = (
     "compensation",
     "errors",
     "result",
+    "streaming",
     "../README",
 )
 SCRIPTS = {

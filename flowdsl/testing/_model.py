@@ -2,8 +2,8 @@
 
 `flowdsl.testing.strategies.workflows()` draws a `WorkflowShape`. This module
 records it as a real `Workflow` (through the public DSL), and computes the
-expected run with a small reference interpreter written from DESIGN.md
-section 3 (outcomes, snapshots for parallel branches, ``__results__``,
+expected run with a small reference interpreter written from the documented
+semantics (outcomes, snapshots for parallel branches, ``__results__``,
 ``into`` reducers, fail-fast vs complete-all, forward goto, retries).
 
 Where the result depends on timing (which failing branch of a fail-fast block

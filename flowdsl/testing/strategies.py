@@ -383,7 +383,7 @@ def workflows(
     attempts under a ``Retry`` policy without delay.
 
     ``case.expected`` is the run it must produce (status, output, failed step,
-    error), computed by a reference interpreter of DESIGN.md; ``case.check(run)``
+    error), computed by a reference interpreter of flowdsl's semantics; ``case.check(run)``
     compares. Each workflow has a fresh name and is not left in the registry.
     """
     chosen = tuple(modes)
