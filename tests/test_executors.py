@@ -33,6 +33,7 @@ from flowdsl import (
     DefinitionError,
     Err,
     Event,
+    FlowError,
     Ok,
     Retry,
     Run,
@@ -51,7 +52,7 @@ from flowdsl import (
     workflow,
 )
 from flowdsl._trampoline import RemoteContext, run_step
-from flowdsl.errors import ExecutorError, WorkerLost
+from flowdsl.errors import ExecutorConfigError, ExecutorError, WorkerLost
 from flowdsl.executors import (
     DaskExecutor,
     Executor,
@@ -710,16 +711,35 @@ def test_process_executor_close_stops_abandoned_attempts(tmp_path: Path) -> None
 
 def test_executor_arguments_are_checked() -> None:
     """Constructors reject what they cannot use, with the fix in the message."""
-    with pytest.raises(ValueError, match="'fork' is unsafe"):
+    with pytest.raises(ExecutorConfigError, match="'fork' is unsafe"):
         ProcessExecutor(start_method="fork")
-    with pytest.raises(ValueError, match="max_workers"):
+    with pytest.raises(ExecutorConfigError, match="max_workers"):
         ProcessExecutor(max_workers=0)
-    with pytest.raises(ValueError, match="max_workers"):
+    with pytest.raises(ExecutorConfigError, match="max_workers"):
         ThreadExecutor(max_workers=0)
-    with pytest.raises(TypeError, match="scheduler address"):
+    with pytest.raises(UsageError, match="scheduler address"):
         DaskExecutor(42)
-    with pytest.raises(ValueError, match="io_timeout"):
+    with pytest.raises(ExecutorConfigError, match="io_timeout"):
         DaskExecutor("tcp://127.0.0.1:1", io_timeout=0)
+    with pytest.raises(ExecutorConfigError, match="scatter_threshold"):
+        DaskExecutor("tcp://127.0.0.1:1", scatter_threshold=-1)
+
+
+@pytest.mark.parametrize(
+    ("make", "builtin"),
+    [
+        (lambda: ProcessExecutor(max_workers=0), ValueError),
+        (lambda: ProcessExecutor(start_method="fork"), ValueError),
+        (lambda: ThreadExecutor(max_workers=True), ValueError),
+        (lambda: DaskExecutor("tcp://127.0.0.1:1", io_timeout=-1), ValueError),
+        (lambda: DaskExecutor(42), TypeError),
+    ],
+)
+def test_executor_argument_errors_are_flow_errors(make: Any, builtin: type[Exception]) -> None:
+    """Each is a FlowError, and still the builtin it was, so existing except clauses work."""
+    with pytest.raises(FlowError) as caught:
+        make()
+    assert isinstance(caught.value, builtin)
 
 
 # -- Dask specifics -------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Any, Final, TypeVar
 
 from .._context import Context
 from .._plan import StepNode
-from ..errors import ExecutorError, WorkerLost
+from ..errors import ExecutorConfigError, ExecutorError, UsageError, WorkerLost
 from . import _bootstrap
 from ._base import Executor, pack, unpack
 
@@ -124,7 +124,17 @@ class DaskExecutor(Executor):
             or io_timeout <= 0
         ):
             msg = f"DaskExecutor(io_timeout=...) takes a number of seconds > 0, got {io_timeout!r}"
-            raise ValueError(msg)
+            raise ExecutorConfigError(msg)
+        if (
+            not isinstance(scatter_threshold, int)
+            or isinstance(scatter_threshold, bool)
+            or scatter_threshold < 0
+        ):
+            msg = (
+                f"DaskExecutor(scatter_threshold=...) takes a number of bytes >= 0, got "
+                f"{scatter_threshold!r}; a context whose pickle is larger is scattered to the cluster"
+            )
+            raise ExecutorConfigError(msg)
         self.io_timeout = float(io_timeout)
         self.scatter_threshold = scatter_threshold
         self._client: Any = None
@@ -144,7 +154,7 @@ class DaskExecutor(Executor):
                 f"DaskExecutor() takes a scheduler address ('tcp://host:8786'), a cluster, or a "
                 f"distributed.Client, got {client_or_address!r}"
             )
-            raise TypeError(msg)
+            raise UsageError(msg)
 
     # -- lifecycle -------------------------------------------------------------------------
 

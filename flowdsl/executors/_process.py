@@ -24,7 +24,7 @@ from typing import Final
 from .._context import Context
 from .._plan import StepNode
 from .._trampoline import run_step
-from ..errors import ExecutorError, WorkerLost
+from ..errors import ExecutorConfigError, ExecutorError, WorkerLost
 from ._base import Executor, closed_error, closed_under, pack, unpack
 
 __all__ = ["ProcessExecutor", "shared_process_executor"]
@@ -50,13 +50,13 @@ class ProcessExecutor(Executor):
             not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1
         ):
             msg = f"ProcessExecutor(max_workers=...) takes an int >= 1 or None, got {max_workers!r}"
-            raise ValueError(msg)
+            raise ExecutorConfigError(msg)
         if start_method is not None and start_method not in _START_METHODS:
             msg = (
                 f"ProcessExecutor(start_method=...) takes 'spawn' or 'forkserver', got "
                 f"{start_method!r}; 'fork' is unsafe in a process running an event loop and threads"
             )
-            raise ValueError(msg)
+            raise ExecutorConfigError(msg)
         self.max_workers = max_workers
         self.start_method = start_method or _default_start_method()
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
