@@ -212,8 +212,7 @@ class DaskExecutor(Executor):
                 f"{node.executor!r} is {client.status}; pass a running client or an address"
             )
             raise ExecutorError(msg)
-        fn_blob, ctx_blob = pack(node, ctx)
-        call = _bootstrap.Call(fn_blob, ctx_blob, _bootstrap.TRAMPOLINE)
+        call = _bootstrap.Call(_bootstrap.TRAMPOLINE, *pack(node, ctx))
         call_blob = _cloudpickle_dumps(call)
         timeout = self.io_timeout
         argument: Any = call_blob

@@ -25,7 +25,7 @@ from .._context import Context
 from .._plan import StepNode
 from .._trampoline import run_step
 from ..errors import ExecutorConfigError, ExecutorError, WorkerLost
-from ._base import Executor, closed_error, closed_under, pack, unpack
+from ._base import Executor, Packed, closed_error, closed_under, pack, unpack
 
 __all__ = ["ProcessExecutor", "shared_process_executor"]
 
@@ -93,19 +93,18 @@ class ProcessExecutor(Executor):
         broken.shutdown(wait=False, cancel_futures=True)
 
     def _submit(
-        self, fn_blob: bytes, ctx_blob: bytes
+        self, packed: Packed
     ) -> tuple[concurrent.futures.ProcessPoolExecutor, concurrent.futures.Future[bytes]]:
         pool = self._get_pool()
         try:
-            return pool, pool.submit(run_step, fn_blob, ctx_blob)
+            return pool, pool.submit(run_step, *packed)
         except BrokenProcessPool:  # broken by an earlier attempt: that one was lost, not this one
             self._replace(pool)
             pool = self._get_pool()
-            return pool, pool.submit(run_step, fn_blob, ctx_blob)
+            return pool, pool.submit(run_step, *packed)
 
     async def __call__(self, node: StepNode, ctx: Context) -> object:
-        fn_blob, ctx_blob = pack(node, ctx)
-        pool, future = self._submit(fn_blob, ctx_blob)
+        pool, future = self._submit(pack(node, ctx))
         try:
             blob = await asyncio.wrap_future(future)
         except BrokenProcessPool:
