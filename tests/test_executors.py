@@ -749,6 +749,28 @@ def test_thread_executor_bounds_concurrency() -> None:
     assert names.pop().startswith("flowdsl-step")
 
 
+def test_process_workers_outlive_the_thread_that_started_them() -> None:
+    """Workers end with the process that owns the pool, not with the thread that spawned them."""
+
+    @workflow("which_worker", executor="own")
+    def which_worker() -> None:
+        @step
+        def pid(ctx: Any) -> object:
+            return ok({"pid": os.getpid()})
+
+    # spawn: the worker is a child of this process (with forkserver, of the forkserver)
+    with ProcessExecutor(max_workers=1, start_method="spawn") as pool:
+        runs: list[Run] = []
+        thread = threading.Thread(
+            target=lambda: runs.append(run_workflow(which_worker, executors={"own": pool}))
+        )
+        thread.start()  # the pool spawns its worker from this thread, which then ends
+        thread.join()
+        runs.append(run_workflow(which_worker, executors={"own": pool}))
+    assert ["completed", "completed"] == [run.status for run in runs], runs[-1].error
+    assert runs[0].output["pid"] == runs[1].output["pid"]
+
+
 def test_process_executor_close_stops_abandoned_attempts(tmp_path: Path) -> None:
     """Closing a pool does not wait for an attempt nobody awaits (a timed-out one)."""
     release = str(tmp_path / "never")

@@ -7,7 +7,8 @@ in whatever state they were. A worker that dies (killed, out of memory,
 each of those attempts fails with `WorkerLost`, and the pool is replaced for
 the attempts that follow. At interpreter exit, queued attempts are cancelled,
 and workers still running an abandoned (timed-out or cancelled) attempt are
-terminated, so exit never waits for a step nobody awaits.
+terminated, so exit never waits for a step nobody awaits. Workers end with
+the process that owns the pool, even one killed by SIGKILL (`_lifeline`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .._plan import StepNode
 from .._trampoline import run_step
 from ..errors import ExecutorConfigError, ExecutorError, WorkerLost
 from ._base import Executor, Packed, closed_error, closed_under, pack, unpack
+from ._lifeline import Lifeline, watch
 
 __all__ = ["ProcessExecutor", "shared_process_executor"]
 
@@ -60,6 +62,7 @@ class ProcessExecutor(Executor):
         self.max_workers = max_workers
         self.start_method = start_method or _default_start_method()
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._lifeline: Lifeline | None = None  # the pool's: its workers end with us
         self._abandoned: set[concurrent.futures.Future[bytes]] = set()
         self._closed = False
         self._lock = threading.Lock()
@@ -78,9 +81,15 @@ class ProcessExecutor(Executor):
                 raise ExecutorError(msg)
             if self._pool is None:
                 _register_exit_hook()
+                context = multiprocessing.get_context(self.start_method)
+                lifeline = Lifeline(context)
                 self._pool = concurrent.futures.ProcessPoolExecutor(
-                    self.max_workers, mp_context=multiprocessing.get_context(self.start_method)
+                    self.max_workers,
+                    mp_context=context,
+                    initializer=watch,
+                    initargs=(lifeline.reader,),
                 )
+                self._lifeline = lifeline
             return self._pool
 
     def _replace(self, broken: concurrent.futures.ProcessPoolExecutor) -> None:
@@ -90,7 +99,10 @@ class ProcessExecutor(Executor):
                 return
             self._pool = None
             self._abandoned.clear()
+            lifeline, self._lifeline = self._lifeline, None
         broken.shutdown(wait=False, cancel_futures=True)
+        if lifeline is not None:  # its workers were terminated; any one left ends now
+            lifeline.cut()
 
     def _submit(
         self, packed: Packed
@@ -138,13 +150,15 @@ class ProcessExecutor(Executor):
             pool, self._pool = self._pool, None
             abandoned = [f for f in self._abandoned if not f.done()]
             self._abandoned.clear()
-        if pool is None:
+            lifeline, self._lifeline = self._lifeline, None
+        if pool is None or lifeline is None:
             return
         if abandoned:
             # No public API stops one worker; a pool that is closing can be torn down whole.
             for process in list((pool._processes or {}).values()):
                 process.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
+        lifeline.cut()
 
     def __repr__(self) -> str:
         return (
