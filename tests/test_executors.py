@@ -806,6 +806,9 @@ def test_executor_arguments_are_checked() -> None:
         DaskExecutor("tcp://127.0.0.1:1", io_timeout=0)
     with pytest.raises(ExecutorConfigError, match="scatter_threshold"):
         DaskExecutor("tcp://127.0.0.1:1", scatter_threshold=-1)
+    with pytest.raises(ExecutorConfigError, match="scatter_threshold"):
+        DaskExecutor("tcp://127.0.0.1:1", scatter_threshold=float("nan"))
+    assert 1e6 == DaskExecutor("tcp://127.0.0.1:1", scatter_threshold=1e6).scatter_threshold
 
 
 @pytest.mark.parametrize(

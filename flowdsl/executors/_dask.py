@@ -126,13 +126,14 @@ class DaskExecutor(Executor):
             msg = f"DaskExecutor(io_timeout=...) takes a number of seconds > 0, got {io_timeout!r}"
             raise ExecutorConfigError(msg)
         if (
-            not isinstance(scatter_threshold, int)
+            not isinstance(scatter_threshold, int | float)
             or isinstance(scatter_threshold, bool)
-            or scatter_threshold < 0
+            or not scatter_threshold >= 0  # NaN too
         ):
             msg = (
                 f"DaskExecutor(scatter_threshold=...) takes a number of bytes >= 0, got "
-                f"{scatter_threshold!r}; a context whose pickle is larger is scattered to the cluster"
+                f"{scatter_threshold!r}; an attempt whose pickle is larger is scattered to the "
+                f"cluster instead of travelling inside its task"
             )
             raise ExecutorConfigError(msg)
         self.io_timeout = float(io_timeout)
