@@ -329,15 +329,17 @@ def _wait_until(condition: Callable[[], bool], limit: float) -> bool:
 @pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
 def test_process_workers_die_with_their_killed_parent(tmp_path: Path, start_method: str) -> None:
     """A SIGKILLed run takes its pool's workers, forkserver and resource tracker with it."""
-    parent = subprocess.Popen(
-        [sys.executable, str(CHILD), "orphan", str(tmp_path), start_method],
-        env=child_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    errors = tmp_path / "stderr"
+    with errors.open("w") as stderr:
+        parent = subprocess.Popen(
+            [sys.executable, str(CHILD), "orphan", str(tmp_path), start_method],
+            env=child_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     family: set[int] = set()
     try:
-        assert _wait_until((tmp_path / "worker").exists, 60), "the step never started"
+        assert _wait_until((tmp_path / "worker").exists, 60), errors.read_text()
         worker, worker_parent = map(int, (tmp_path / "worker").read_text().split())
         family = _descendants(parent.pid)
         commands = {pid: _command(pid) for pid in family}
