@@ -1,10 +1,11 @@
 """The worker side of remote executors: the one function every remote attempt runs.
 
-A remote attempt travels as two cloudpickle blobs built by `flowdsl.executors`:
-the step's body and its context. `run_step` loads them in the worker process,
-rebuilds a read-only context (`RemoteContext`), calls the body (an ``async
-def`` body, or an awaitable a plain function returns, runs to completion with
-``asyncio.run``), and returns one blob saying what happened. It never raises
+A remote attempt travels as blobs built by `flowdsl.executors`: the step's
+body and its context (cloudpickle), and the source lines of the code sent by
+value (read only to format a traceback). `run_step` loads them in the worker
+process, rebuilds a read-only context (`RemoteContext`), calls the body (an
+``async def`` body, or an awaitable a plain function returns, runs to
+completion with ``asyncio.run``), and returns one blob saying what happened. It never raises
 for anything the step does: an exception comes back as data with its traceback
 as text, so a failure is always reported, never a hung or undecodable task.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import linecache
 import reprlib
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -96,8 +98,13 @@ def call_blocking(fn: Callable[[Any], object], ctx: Mapping[str, Any]) -> object
     return outcome
 
 
-def run_step(fn_blob: bytes, ctx_blob: bytes) -> bytes:
-    """Run one attempt of a step in this (worker) process; returns the reply blob."""
+def run_step(fn_blob: bytes, ctx_blob: bytes, lines_blob: bytes = b"") -> bytes:
+    """Run one attempt of a step in this (worker) process; returns the reply blob.
+
+    `lines_blob` holds the source lines of the code sent by value; it is read
+    only if the step raises, so its traceback shows them on a worker that has
+    no copy of the step's files.
+    """
     import cloudpickle  # type: ignore[import-untyped]
 
     dumps: Callable[[object], bytes] = cloudpickle.dumps
@@ -113,12 +120,42 @@ def run_step(fn_blob: bytes, ctx_blob: bytes) -> bytes:
     try:
         outcome = call_blocking(fn, RemoteContext(data, *meta))
     except BaseException as exc:  # every failure goes back as data; the parent re-raises it
+        _learn_lines(lines_blob)
         return dumps(_raised(dumps, loads, exc))
     try:
         return dumps((VALUE, outcome))
     except Exception as exc:
         what = short_repr(outcome)
         return dumps((UNPICKLABLE, what, _one_line(exc)))
+
+
+def _learn_lines(blob: bytes) -> None:
+    """Put the source lines the attempt brought into `linecache`, where tracebacks read lines.
+
+    Lines this worker reads from its own copy of a file stay where the blob has
+    nothing; where it has, the blob wins: it holds the code that ran. A file
+    whose lines on disk already match is left alone, so `linecache` keeps
+    checking it as usual.
+    """
+    if not blob:
+        return
+    import pickle
+
+    try:
+        sources: dict[str, tuple[tuple[int, tuple[str, ...]], ...]] = pickle.loads(blob)
+    except Exception:  # a traceback without lines is better than none
+        return
+    for filename, chunks in sources.items():
+        linecache.checkcache(filename)  # what the file holds now (a profiler may have cached it)
+        known = linecache.getlines(filename)
+        lines = list(known)
+        for first, text in chunks:
+            last = first - 1 + len(text)
+            if len(lines) < last:
+                lines.extend([""] * (last - len(lines)))
+            lines[first - 1 : last] = text
+        if lines != known:  # no modification time: checkcache() keeps the entry
+            linecache.cache[filename] = (sum(map(len, lines)), None, lines, filename)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -132,13 +169,30 @@ def _user_frames(tb: TracebackType | None) -> TracebackType | None:
     return tb
 
 
+def _without_frames(exc: BaseException) -> BaseException:
+    """`exc` without its traceback, cause and context (and so its group's members): the text has them.
+
+    A plain pickle of an exception leaves them out anyway; but distributed
+    installs tblib's pickling of tracebacks, which would send the worker's
+    frames along, and the caller would print them a second time with the
+    lines of its own copy of the files, which may differ.
+    """
+    exc.__traceback__ = None
+    exc.__cause__ = None
+    exc.__context__ = None
+    if isinstance(exc, BaseExceptionGroup):
+        for member in exc.exceptions:
+            _without_frames(member)
+    return exc
+
+
 def _raised(
     dumps: Callable[[object], bytes], loads: Callable[[bytes], Any], exc: BaseException
 ) -> tuple[object, ...]:
     text = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
     blob: bytes | None
     try:
-        blob = dumps(exc)
+        blob = dumps(_without_frames(exc))
         loads(blob)  # an exception whose __init__ takes other arguments cannot be rebuilt
     except Exception:
         blob = None

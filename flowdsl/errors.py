@@ -17,7 +17,8 @@ builtin mixin where one makes ``except`` clauses read naturally::
      ├── StoreError                        a durable store problem
      │    └── IncompatibleDefinition       resuming a run with a changed workflow
      └── ExecutorError                     a step could not be run where it was sent
-          └── WorkerLost                   the worker running a step died
+          ├── WorkerLost                   the worker running a step died
+          └── ExecutorConfigError (ValueError)  an executor given a setting it cannot use
 
 Messages say what is wrong and how to fix it. The message is built first and
 then raised, so it can be read and tested on its own.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 __all__ = [
     "DefinitionError",
+    "ExecutorConfigError",
     "ExecutorError",
     "FlowError",
     "GotoError",
@@ -98,6 +100,10 @@ class ExecutorError(FlowError):
 
 class WorkerLost(ExecutorError):
     """The worker process running a step died before reporting an outcome."""
+
+
+class ExecutorConfigError(ExecutorError, ValueError):
+    """An executor was created with a setting it cannot use (``ProcessExecutor(max_workers=0)``)."""
 
 
 class UsageError(FlowError, TypeError):

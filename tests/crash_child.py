@@ -23,6 +23,10 @@ Modes::
                                                    "PID killed|exit CODE" on stdout
     python crash_child.py many DB COUNT TAG        wait for "go" on stdin, then COUNT
                                                    concurrent runs; print how many completed
+    python crash_child.py orphan DIR METHOD        run one step in a ProcessExecutor started
+                                                   with METHOD; the step writes DIR/worker
+                                                   ("PID PPID"), waits for DIR/go, then
+                                                   writes DIR/finished (the test kills us first)
 """
 
 from __future__ import annotations
@@ -135,6 +139,30 @@ def crash_checkout() -> None:
         return ok({"confirmation": ctx.idempotency_key})
 
 
+@workflow("orphan")
+def orphan() -> None:
+    @step(executor="pool")
+    def linger(ctx: Any) -> Any:
+        import time
+        from pathlib import Path
+
+        where = Path(ctx["dir"])
+        (where / "worker.tmp").write_text(f"{os.getpid()} {os.getppid()}")
+        (where / "worker.tmp").rename(where / "worker")  # whole, or not there
+        deadline = time.monotonic() + 120
+        while not (where / "go").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (where / "finished").write_text(str(os.getpid()))
+        return ok({"finished": True})
+
+
+def _orphan(where: str, start_method: str) -> None:
+    from flowdsl.executors import ProcessExecutor
+
+    with ProcessExecutor(1, start_method=start_method) as pool:
+        run_workflow("orphan", {"dir": where}, executors={"pool": pool})
+
+
 def _parse_kill(text: str) -> tuple[str, int, int] | int:
     if ":" in text:
         name, attempt, where = text.split(":")
@@ -203,6 +231,8 @@ def main(argv: list[str]) -> None:
         if sys.stdin.readline().strip() == "go":
             done = asyncio.run(_many(argv[1], int(argv[2]), argv[3]))
             sys.stdout.write(f"{done}\n")
+    elif mode == "orphan":
+        _orphan(argv[1], argv[2])
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

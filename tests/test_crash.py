@@ -16,8 +16,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import NamedTuple
@@ -274,3 +275,85 @@ def test_kills_at_random_times_also_hit_commits(tmp_path: Path, flow: ModuleType
         server.close()
     assert killed
     check(db, log, run_ids, killed, flow)
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """Every process of this machine: pid -> (parent pid, state), from /proc."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        state, ppid = stat.rpartition(")")[2].split()[:2]
+        found[int(entry)] = (int(ppid), state)
+    return found
+
+
+def _descendants(pid: int) -> set[int]:
+    table = _processes()
+    family, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        children = {child for child, (ppid, _) in table.items() if ppid == parent}
+        todo.extend(children - family)
+        family |= children
+    return family
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pids: set[int]) -> set[int]:
+    """The processes of `pids` still running (a zombie has ended; its parent may never reap it)."""
+    table = _processes()
+    return {pid for pid in pids if pid in table and table[pid][1] not in ("Z", "X")}
+
+
+def _wait_until(condition: Callable[[], bool], limit: float) -> bool:
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the process table in /proc")
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_process_workers_die_with_their_killed_parent(tmp_path: Path, start_method: str) -> None:
+    """A SIGKILLed run takes its pool's workers, forkserver and resource tracker with it."""
+    errors = tmp_path / "stderr"
+    with errors.open("w") as stderr:
+        parent = subprocess.Popen(
+            [sys.executable, str(CHILD), "orphan", str(tmp_path), start_method],
+            env=child_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    family: set[int] = set()
+    try:
+        assert _wait_until((tmp_path / "worker").exists, 60), errors.read_text()
+        worker, worker_parent = map(int, (tmp_path / "worker").read_text().split())
+        family = _descendants(parent.pid)
+        commands = {pid: _command(pid) for pid in family}
+        assert worker in family
+        if start_method == "forkserver":
+            assert "multiprocessing.forkserver" in commands[worker_parent]
+        assert any("multiprocessing.resource_tracker" in text for text in commands.values())
+        parent.kill()
+        parent.wait(timeout=30)
+        assert _wait_until(lambda: not _alive(family), 30), f"still running: {_alive(family)}"
+        (tmp_path / "go").touch()  # a surviving step would go on to write its marker
+        assert not (tmp_path / "finished").exists()
+    finally:
+        parent.kill()
+        parent.wait(timeout=30)
+        for pid in _alive(family):  # only what this test started, by pid
+            os.kill(pid, signal.SIGKILL)

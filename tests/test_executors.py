@@ -33,6 +33,7 @@ from flowdsl import (
     DefinitionError,
     Err,
     Event,
+    FlowError,
     Ok,
     Retry,
     Run,
@@ -51,7 +52,7 @@ from flowdsl import (
     workflow,
 )
 from flowdsl._trampoline import RemoteContext, run_step
-from flowdsl.errors import ExecutorError, WorkerLost
+from flowdsl.errors import ExecutorConfigError, ExecutorError, WorkerLost
 from flowdsl.executors import (
     DaskExecutor,
     Executor,
@@ -573,6 +574,67 @@ def test_step_module_travels_by_value(remote: Where, tmp_path: Path) -> None:
     assert {"x": 5, "value": 15, "importable": False} == dict(run.output)
 
 
+FAR_AWAY = """
+import os
+
+from flowdsl import step, workflow
+
+
+def explode(path, how):
+    if how == "deleted":
+        os.remove(path)
+    else:
+        with open(path, "w") as file:
+            file.write("# edited after the run started\\n" * 40)
+    raise RuntimeError("exploded on the worker")
+
+
+def define(executor):
+    @workflow("far_away", executor=executor)
+    def far_away():
+        @step
+        def fail(ctx):
+            def inner():
+                return explode(__file__, ctx["how"])
+
+            return inner()
+
+    return far_away
+"""
+
+
+@pytest.mark.parametrize("how", ["deleted", "edited"])
+def test_remote_traceback_names_files_and_shows_lines_the_worker_cannot_read(
+    remote: Where, tmp_path: Path, how: str
+) -> None:
+    """Every frame of code sent by value names its file and shows its line, read or not there."""
+    name = f"flowdsl_test_far_away_{how}"
+    path = tmp_path / f"{name}.py"
+    path.write_text(FAR_AWAY)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        module = importlib.import_module(name)
+    finally:
+        sys.path.remove(str(tmp_path))
+    try:
+        run = remote.run(module.define(remote.name), {"how": how})
+    finally:
+        del sys.modules[name]
+    assert isinstance(run.error, RuntimeError)
+    text = formatted(run.error)
+    lines = FAR_AWAY.splitlines()
+    for function, line in [
+        ("fail", "return inner()"),
+        ("inner", 'return explode(__file__, ctx["how"])'),
+        ("explode", 'raise RuntimeError("exploded on the worker")'),
+    ]:
+        number = next(i for i, text in enumerate(lines, 1) if text.strip() == line)
+        assert f'File "{path}", line {number}, in {function}\n    {line}\n' in text
+    assert "<dynamic-code>" not in text
+    assert "edited after the run started" not in text
+    assert (how == "deleted") != path.exists()
+
+
 # -- choosing an executor -----------------------------------------------------------------------
 
 
@@ -687,6 +749,28 @@ def test_thread_executor_bounds_concurrency() -> None:
     assert names.pop().startswith("flowdsl-step")
 
 
+def test_process_workers_outlive_the_thread_that_started_them() -> None:
+    """Workers end with the process that owns the pool, not with the thread that spawned them."""
+
+    @workflow("which_worker", executor="own")
+    def which_worker() -> None:
+        @step
+        def pid(ctx: Any) -> object:
+            return ok({"pid": os.getpid()})
+
+    # spawn: the worker is a child of this process (with forkserver, of the forkserver)
+    with ProcessExecutor(max_workers=1, start_method="spawn") as pool:
+        runs: list[Run] = []
+        thread = threading.Thread(
+            target=lambda: runs.append(run_workflow(which_worker, executors={"own": pool}))
+        )
+        thread.start()  # the pool spawns its worker from this thread, which then ends
+        thread.join()
+        runs.append(run_workflow(which_worker, executors={"own": pool}))
+    assert ["completed", "completed"] == [run.status for run in runs], runs[-1].error
+    assert runs[0].output["pid"] == runs[1].output["pid"]
+
+
 def test_process_executor_close_stops_abandoned_attempts(tmp_path: Path) -> None:
     """Closing a pool does not wait for an attempt nobody awaits (a timed-out one)."""
     release = str(tmp_path / "never")
@@ -710,16 +794,38 @@ def test_process_executor_close_stops_abandoned_attempts(tmp_path: Path) -> None
 
 def test_executor_arguments_are_checked() -> None:
     """Constructors reject what they cannot use, with the fix in the message."""
-    with pytest.raises(ValueError, match="'fork' is unsafe"):
+    with pytest.raises(ExecutorConfigError, match="'fork' is unsafe"):
         ProcessExecutor(start_method="fork")
-    with pytest.raises(ValueError, match="max_workers"):
+    with pytest.raises(ExecutorConfigError, match="max_workers"):
         ProcessExecutor(max_workers=0)
-    with pytest.raises(ValueError, match="max_workers"):
+    with pytest.raises(ExecutorConfigError, match="max_workers"):
         ThreadExecutor(max_workers=0)
-    with pytest.raises(TypeError, match="scheduler address"):
+    with pytest.raises(UsageError, match="scheduler address"):
         DaskExecutor(42)
-    with pytest.raises(ValueError, match="io_timeout"):
+    with pytest.raises(ExecutorConfigError, match="io_timeout"):
         DaskExecutor("tcp://127.0.0.1:1", io_timeout=0)
+    with pytest.raises(ExecutorConfigError, match="scatter_threshold"):
+        DaskExecutor("tcp://127.0.0.1:1", scatter_threshold=-1)
+    with pytest.raises(ExecutorConfigError, match="scatter_threshold"):
+        DaskExecutor("tcp://127.0.0.1:1", scatter_threshold=float("nan"))
+    assert 1e6 == DaskExecutor("tcp://127.0.0.1:1", scatter_threshold=1e6).scatter_threshold
+
+
+@pytest.mark.parametrize(
+    ("make", "builtin"),
+    [
+        (lambda: ProcessExecutor(max_workers=0), ValueError),
+        (lambda: ProcessExecutor(start_method="fork"), ValueError),
+        (lambda: ThreadExecutor(max_workers=True), ValueError),
+        (lambda: DaskExecutor("tcp://127.0.0.1:1", io_timeout=-1), ValueError),
+        (lambda: DaskExecutor(42), TypeError),
+    ],
+)
+def test_executor_argument_errors_are_flow_errors(make: Any, builtin: type[Exception]) -> None:
+    """Each is a FlowError, and still the builtin it was, so existing except clauses work."""
+    with pytest.raises(FlowError) as caught:
+        make()
+    assert isinstance(caught.value, builtin)
 
 
 # -- Dask specifics -------------------------------------------------------------------------------
@@ -888,15 +994,94 @@ def test_unpicklable_parts_of_partials_and_objects_are_named(fn: Any, culprit: s
 def test_trampoline_reports_what_it_cannot_load_or_send_back() -> None:
     """A body that cannot be unpickled, or an outcome that cannot be pickled, comes back as a message."""
     node, ctx = _node_and_ctx(lambda ctx: ok({"lock": threading.Lock()}), {"a": 1})
-    fn_blob, ctx_blob = pack(node, ctx)
+    body, context, lines = pack(node, ctx)
     with pytest.raises(ExecutorError, match="loading its body failed there"):
-        unpack(node, run_step(b"not a pickle", ctx_blob))
+        unpack(node, run_step(b"not a pickle", context, lines))
     with pytest.raises(ExecutorError, match="loading its context failed there"):
-        unpack(node, run_step(fn_blob, b"not a pickle"))
+        unpack(node, run_step(body, b"not a pickle", lines))
     with pytest.raises(ExecutorError, match=r"returned Ok\(\{'lock'.*cannot be pickled"):
-        unpack(node, run_step(fn_blob, ctx_blob))
+        unpack(node, run_step(body, context, lines))
     with pytest.raises(ExecutorError, match="cannot be unpickled here"):
         unpack(node, b"not a pickle")
+
+
+def _raising(message: str) -> Any:
+    def fail(ctx: Any) -> object:
+        raise RuntimeError(message)
+
+    return fail
+
+
+def test_remote_traceback_without_lines_to_send_still_names_the_file() -> None:
+    """Code whose file nobody can read (exec'd source) sends no lines; its frames keep the name."""
+    namespace: dict[str, Any] = {}
+    source = "def generated(ctx):\n    raise RuntimeError('from generated code')\n"
+    exec(compile(source, "<generated>", "exec"), namespace)
+    node, ctx = _node_and_ctx(namespace["generated"])
+    packed = pack(node, ctx)
+    assert b"" == packed.lines
+    with pytest.raises(RuntimeError, match="from generated code") as caught:
+        unpack(node, run_step(*packed))
+    assert 'File "<generated>", line 2, in generated' in formatted(caught.value)
+
+
+def test_lines_of_a_file_gone_since_the_worker_cached_it_are_shown(tmp_path: Path) -> None:
+    """A worker whose linecache read the file before it vanished (a profiler does) shows the lines."""
+    path = tmp_path / "vanishing.py"
+    path.write_text('def vanish(ctx):\n    raise RuntimeError("gone")\n')
+    namespace: dict[str, Any] = {}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    node, ctx = _node_and_ctx(namespace["vanish"])
+    packed = pack(node, ctx)  # reads the lines: this process's linecache has the file now
+    path.unlink()
+    with pytest.raises(RuntimeError, match="gone") as caught:
+        unpack(node, run_step(*packed))  # this process plays the worker
+    expected = f'File "{path}", line 2, in vanish\n    raise RuntimeError("gone")\n'
+    assert expected in formatted(caught.value)
+
+
+def test_unreadable_lines_blob_still_reports_the_exception() -> None:
+    """Source lines that cannot be read on the worker cost the lines, never the exception."""
+    node, ctx = _node_and_ctx(_raising("still reported"))
+    body, context, _ = pack(node, ctx)
+    with pytest.raises(RuntimeError, match="still reported") as caught:
+        unpack(node, run_step(body, context, b"not a pickle"))
+    assert "in fail" in formatted(caught.value)
+
+
+def test_remote_exception_comes_back_without_the_workers_frames() -> None:
+    """Its traceback travels as text only, even where tblib (distributed) pickles tracebacks."""
+    pickling_support = pytest.importorskip("tblib.pickling_support")
+
+    def fail(ctx: Any) -> object:
+        try:
+            raise KeyError("first")
+        except KeyError as exc:
+            raise ExceptionGroup("both", [ValueError("a"), TypeError("b")]) from exc
+
+    node, ctx = _node_and_ctx(fail)
+    packed = pack(node, ctx)
+    group = ExceptionGroup("both", [ValueError("a")])
+    pickling_support.install(group, *group.exceptions)  # what distributed does, for these types
+    with pytest.raises(ExceptionGroup) as caught:
+        unpack(node, run_step(*packed))
+    assert isinstance(caught.value.__cause__, RemoteTraceback)
+    assert "KeyError: 'first'" in caught.value.__cause__.text
+    assert [None, None] == [member.__traceback__ for member in caught.value.exceptions]
+    assert caught.value.__context__ is None
+
+
+def test_code_marshal_cannot_write_travels_the_cloudpickle_way() -> None:
+    """A code object with a constant marshal refuses (built by hand) is pickled as before."""
+
+    def hand_made(ctx: Any) -> object:
+        return "made by hand"
+
+    hand_made.__code__ = hand_made.__code__.replace(
+        co_consts=(*hand_made.__code__.co_consts, range(3))
+    )
+    node, ctx = _node_and_ctx(hand_made)
+    assert "made by hand" == unpack(node, run_step(*pack(node, ctx)))
 
 
 def test_remote_context_is_a_read_only_mapping() -> None:

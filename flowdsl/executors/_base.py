@@ -1,8 +1,9 @@
 """What every executor shares: the `Executor` lifecycle, and packing an attempt for a worker.
 
-`pack` turns a step and its context into the two blobs `flowdsl._trampoline`
-runs; `unpack` turns the trampoline's reply back into the step's outcome, or
-raises what the step raised (with the worker's traceback attached as the
+`pack` turns a step and its context into the blobs `flowdsl._trampoline`
+runs (`_pickler` keeps the file names and source lines of the code they
+carry); `unpack` turns the trampoline's reply back into the step's outcome,
+or raises what the step raised (with the worker's traceback attached as the
 exception's cause). Anything that cannot travel fails here with an
 `ExecutorError` naming the step and the object, never a raw pickling error.
 """
@@ -21,14 +22,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import CodeType, TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, NamedTuple, Self
 
 from .._context import Context
 from .._plan import StepNode
 from .._trampoline import RAISED, UNLOADABLE, UNPICKLABLE, VALUE, short_repr
 from ..errors import ExecutorError
 
-__all__ = ["Executor", "RemoteTraceback", "pack", "unpack"]
+__all__ = ["Executor", "Packed", "RemoteTraceback", "pack", "unpack"]
 
 
 class Executor(abc.ABC):
@@ -190,21 +191,35 @@ def _module_of(fn: object) -> object:
     return module
 
 
-def pack(node: StepNode, ctx: Context) -> tuple[bytes, bytes]:
-    """The step's body and its context as two blobs for `flowdsl._trampoline.run_step`."""
+class Packed(NamedTuple):
+    """One attempt as a worker receives it: ``flowdsl._trampoline.run_step(*packed)``."""
+
+    body: bytes
+    """The step function, pickled with cloudpickle (by value where the worker cannot import it)."""
+    context: bytes
+    """The context's values and its attributes (run id, step, attempt, idempotency key)."""
+    lines: bytes
+    """The source lines of the code sent by value, for the worker's tracebacks (`_pickler`)."""
+
+
+def pack(node: StepNode, ctx: Context) -> Packed:
+    """The step's body, its context and their source lines, for `flowdsl._trampoline.run_step`."""
     cloudpickle = _cloudpickle(node)
+    from . import _pickler
+
     fn = node.fn
     data = ctx.to_dict()
     meta = (ctx.run_id, ctx.step, ctx.attempt, ctx.idempotency_key)
+    spans: list[_pickler.Span] = []
     with _by_value(cloudpickle, _module_of(fn)):
         try:
-            fn_blob: bytes = cloudpickle.dumps(fn)
+            body = _pickler.dumps(fn, spans)
         except Exception as exc:
             problem = _culprit(cloudpickle, _parts(fn), exc)
             msg = f"{_cannot_send(node)}: its body cannot be pickled: {problem}. {_HINT}"
             raise ExecutorError(msg) from None
         try:
-            ctx_blob: bytes = cloudpickle.dumps((data, meta))
+            context = _pickler.dumps((data, meta), spans)
         except Exception as exc:
             parts = ((f"context value {key!r}", value) for key, value in data.items())
             problem = _culprit(cloudpickle, parts, exc)
@@ -213,7 +228,7 @@ def pack(node: StepNode, ctx: Context) -> tuple[bytes, bytes]:
                 f"context: keep unpicklable objects out of it, or run this step on the event loop"
             )
             raise ExecutorError(msg) from None
-    return fn_blob, ctx_blob
+    return Packed(body, context, _pickler.lines_of(frozenset(spans)))
 
 
 def _cannot_send(node: StepNode) -> str:

@@ -3,7 +3,7 @@
 A Dask worker that cannot unpickle a task's function (its module is missing)
 logs "Failed to deserialize" and the task stays pending forever (dask/distributed
 issue 5419). So a step's task function is ``pickle.loads``, which every worker
-has, and its one argument is a pickle of ``run(fn_blob, ctx_blob)``: loading
+has, and its one argument is a pickle of ``run(trampoline, *packed)``: loading
 it calls `run`, whose code travels by value (this module is registered with
 cloudpickle as pickled by value). `run` imports flowdsl's trampoline; on a
 worker without flowdsl that import fails, and the step fails with a message
@@ -19,7 +19,7 @@ __all__ = ["Call", "run"]
 TRAMPOLINE = "flowdsl._trampoline"
 
 
-def run(fn_blob: bytes, ctx_blob: bytes, trampoline: str) -> bytes:
+def run(trampoline: str, *packed: bytes) -> bytes:
     """Run the attempt with `trampoline`'s ``run_step``, or report why it cannot be imported."""
     import importlib
 
@@ -30,7 +30,7 @@ def run(fn_blob: bytes, ctx_blob: bytes, trampoline: str) -> bytes:
 
         reply = ("unloadable", f"flowdsl itself ({trampoline})", f"{type(exc).__name__}: {exc}")
         return cloudpickle.dumps(reply)  # type: ignore[no-any-return]
-    return run_step(fn_blob, ctx_blob)  # type: ignore[no-any-return]
+    return run_step(*packed)  # type: ignore[no-any-return]
 
 
 class Call:

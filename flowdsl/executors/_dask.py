@@ -28,7 +28,7 @@ from typing import Any, Final, TypeVar
 
 from .._context import Context
 from .._plan import StepNode
-from ..errors import ExecutorError, WorkerLost
+from ..errors import ExecutorConfigError, ExecutorError, UsageError, WorkerLost
 from . import _bootstrap
 from ._base import Executor, pack, unpack
 
@@ -124,7 +124,18 @@ class DaskExecutor(Executor):
             or io_timeout <= 0
         ):
             msg = f"DaskExecutor(io_timeout=...) takes a number of seconds > 0, got {io_timeout!r}"
-            raise ValueError(msg)
+            raise ExecutorConfigError(msg)
+        if (
+            not isinstance(scatter_threshold, int | float)
+            or isinstance(scatter_threshold, bool)
+            or not scatter_threshold >= 0  # NaN too
+        ):
+            msg = (
+                f"DaskExecutor(scatter_threshold=...) takes a number of bytes >= 0, got "
+                f"{scatter_threshold!r}; an attempt whose pickle is larger is scattered to the "
+                f"cluster instead of travelling inside its task"
+            )
+            raise ExecutorConfigError(msg)
         self.io_timeout = float(io_timeout)
         self.scatter_threshold = scatter_threshold
         self._client: Any = None
@@ -144,7 +155,7 @@ class DaskExecutor(Executor):
                 f"DaskExecutor() takes a scheduler address ('tcp://host:8786'), a cluster, or a "
                 f"distributed.Client, got {client_or_address!r}"
             )
-            raise TypeError(msg)
+            raise UsageError(msg)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -202,8 +213,7 @@ class DaskExecutor(Executor):
                 f"{node.executor!r} is {client.status}; pass a running client or an address"
             )
             raise ExecutorError(msg)
-        fn_blob, ctx_blob = pack(node, ctx)
-        call = _bootstrap.Call(fn_blob, ctx_blob, _bootstrap.TRAMPOLINE)
+        call = _bootstrap.Call(_bootstrap.TRAMPOLINE, *pack(node, ctx))
         call_blob = _cloudpickle_dumps(call)
         timeout = self.io_timeout
         argument: Any = call_blob

@@ -7,7 +7,8 @@ in whatever state they were. A worker that dies (killed, out of memory,
 each of those attempts fails with `WorkerLost`, and the pool is replaced for
 the attempts that follow. At interpreter exit, queued attempts are cancelled,
 and workers still running an abandoned (timed-out or cancelled) attempt are
-terminated, so exit never waits for a step nobody awaits.
+terminated, so exit never waits for a step nobody awaits. Workers end with
+the process that owns the pool, even one killed by SIGKILL (`_lifeline`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from typing import Final
 from .._context import Context
 from .._plan import StepNode
 from .._trampoline import run_step
-from ..errors import ExecutorError, WorkerLost
-from ._base import Executor, closed_error, closed_under, pack, unpack
+from ..errors import ExecutorConfigError, ExecutorError, WorkerLost
+from ._base import Executor, Packed, closed_error, closed_under, pack, unpack
+from ._lifeline import Lifeline, watch
 
 __all__ = ["ProcessExecutor", "shared_process_executor"]
 
@@ -50,16 +52,17 @@ class ProcessExecutor(Executor):
             not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1
         ):
             msg = f"ProcessExecutor(max_workers=...) takes an int >= 1 or None, got {max_workers!r}"
-            raise ValueError(msg)
+            raise ExecutorConfigError(msg)
         if start_method is not None and start_method not in _START_METHODS:
             msg = (
                 f"ProcessExecutor(start_method=...) takes 'spawn' or 'forkserver', got "
                 f"{start_method!r}; 'fork' is unsafe in a process running an event loop and threads"
             )
-            raise ValueError(msg)
+            raise ExecutorConfigError(msg)
         self.max_workers = max_workers
         self.start_method = start_method or _default_start_method()
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._lifeline: Lifeline | None = None  # the pool's: its workers end with us
         self._abandoned: set[concurrent.futures.Future[bytes]] = set()
         self._closed = False
         self._lock = threading.Lock()
@@ -78,9 +81,15 @@ class ProcessExecutor(Executor):
                 raise ExecutorError(msg)
             if self._pool is None:
                 _register_exit_hook()
+                context = multiprocessing.get_context(self.start_method)
+                lifeline = Lifeline(context)
                 self._pool = concurrent.futures.ProcessPoolExecutor(
-                    self.max_workers, mp_context=multiprocessing.get_context(self.start_method)
+                    self.max_workers,
+                    mp_context=context,
+                    initializer=watch,
+                    initargs=(lifeline.reader,),
                 )
+                self._lifeline = lifeline
             return self._pool
 
     def _replace(self, broken: concurrent.futures.ProcessPoolExecutor) -> None:
@@ -90,22 +99,24 @@ class ProcessExecutor(Executor):
                 return
             self._pool = None
             self._abandoned.clear()
+            lifeline, self._lifeline = self._lifeline, None
         broken.shutdown(wait=False, cancel_futures=True)
+        if lifeline is not None:  # its workers were terminated; any one left ends now
+            lifeline.cut()
 
     def _submit(
-        self, fn_blob: bytes, ctx_blob: bytes
+        self, packed: Packed
     ) -> tuple[concurrent.futures.ProcessPoolExecutor, concurrent.futures.Future[bytes]]:
         pool = self._get_pool()
         try:
-            return pool, pool.submit(run_step, fn_blob, ctx_blob)
+            return pool, pool.submit(run_step, *packed)
         except BrokenProcessPool:  # broken by an earlier attempt: that one was lost, not this one
             self._replace(pool)
             pool = self._get_pool()
-            return pool, pool.submit(run_step, fn_blob, ctx_blob)
+            return pool, pool.submit(run_step, *packed)
 
     async def __call__(self, node: StepNode, ctx: Context) -> object:
-        fn_blob, ctx_blob = pack(node, ctx)
-        pool, future = self._submit(fn_blob, ctx_blob)
+        pool, future = self._submit(pack(node, ctx))
         try:
             blob = await asyncio.wrap_future(future)
         except BrokenProcessPool:
@@ -139,13 +150,15 @@ class ProcessExecutor(Executor):
             pool, self._pool = self._pool, None
             abandoned = [f for f in self._abandoned if not f.done()]
             self._abandoned.clear()
-        if pool is None:
+            lifeline, self._lifeline = self._lifeline, None
+        if pool is None or lifeline is None:
             return
         if abandoned:
             # No public API stops one worker; a pool that is closing can be torn down whole.
             for process in list((pool._processes or {}).values()):
                 process.terminate()
         pool.shutdown(wait=True, cancel_futures=True)
+        lifeline.cut()
 
     def __repr__(self) -> str:
         return (

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .._context import Context
 from .._plan import StepNode
 from .._trampoline import call_blocking
-from ..errors import ExecutorError
+from ..errors import ExecutorConfigError, ExecutorError
 from ._base import Executor, closed_error, closed_under
 
 __all__ = ["ThreadExecutor"]
@@ -35,7 +35,7 @@ class ThreadExecutor(Executor):
             not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1
         ):
             msg = f"ThreadExecutor(max_workers=...) takes an int >= 1 or None, got {max_workers!r}"
-            raise ValueError(msg)
+            raise ExecutorConfigError(msg)
         self.max_workers = max_workers
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
