@@ -21,7 +21,9 @@ import attrs
 
 from . import _registry
 from ._codec import (
+    Undecodable,
     Unencodable,
+    Unregistered,
     decode,
     describe_path,
     dumps,
@@ -31,13 +33,25 @@ from ._codec import (
     type_name,
 )
 from ._events import Listener, RunFinished, check_listeners, fan_out
-from ._executor import Invoker, execute
+from ._executor import Entry, Invoker, execute
 from ._outcome import Goto
 from ._plan import Plan
-from ._run import Run, StepRecord
+from ._run import CompensationRecord, Run, StepRecord
 from ._runner import PLAN_OVERRIDES, run_listeners
 from ._sqlite import SQLiteStore
-from ._store import Attempt, Ending, Opened, RunHeader, Store, step_record
+from ._store import (
+    STEP,
+    UNDO,
+    Attempt,
+    Claim,
+    Ending,
+    Opened,
+    RunHeader,
+    Store,
+    damaged,
+    describe_owner,
+    step_record,
+)
 from .errors import (
     IncompatibleDefinition,
     SerializationError,
@@ -124,104 +138,165 @@ def open_store(store: object, *, must_exist: bool = False) -> tuple[Store, bool]
     raise UsageError(msg)
 
 
+def _wait_out_cancel(task: asyncio.Future[Any]) -> Any:
+    """Await `task` to its end even if the caller is cancelled meanwhile; then re-raise that."""
+
+    async def wait() -> Any:
+        cancelled = False
+        while True:
+            try:
+                result = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.done():
+                    cancelled = True
+                    continue
+                if task.cancelled():
+                    raise
+                result = task.result()  # raises the write's own error
+            if cancelled:
+                raise asyncio.CancelledError
+            return result
+
+    return wait()
+
+
 class _RunJournal:
-    """The executor's `Journal` for one durable run."""
+    """The executor's `Journal` for one durable run: one claim of it in one store."""
 
-    __slots__ = ("finished", "history", "keys", "plan", "replay", "run_id", "store")
+    __slots__ = ("claim", "finished", "history", "plan", "replay", "run_id", "store", "undo")
 
-    def __init__(self, store: Store, plan: Plan, run_id: str, attempts: Iterable[Attempt]) -> None:
+    def __init__(self, store: Store, plan: Plan, claim: Claim, attempts: Iterable[Attempt]) -> None:
         self.store = store
         self.plan = plan
-        self.run_id = run_id
+        self.claim = claim
+        self.run_id = claim.run_id
         self.finished = False
         self.history: list[StepRecord] = []
-        replay: dict[tuple[str, int], list[Any]] = {}
+        self.undo: dict[tuple[str, int], CompensationRecord] = {}
+        replay: dict[tuple[str, str, int], list[Any]] = {}
         for attempt in attempts:
-            entry = replay.get((attempt.step, attempt.visit))
+            kind = attempt.kind
+            if kind == UNDO:
+                self.undo[(attempt.step, attempt.visit)] = self.undone_record(attempt)
+                continue
+            key = (kind, attempt.step, attempt.visit)
+            entry = replay.get(key)
             if entry is None:
-                entry = replay[(attempt.step, attempt.visit)] = [0, None]
+                entry = replay[key] = [0, None]
             if attempt.final:  # a success, or a failure that was not retried: the outcome
-                outcome = decode(attempt.outcome)
+                outcome = self.decode(attempt)
                 # A step that returned None finished too: replayed() must not say "not done".
                 entry[1] = _OK_NONE if outcome is None else outcome
             if not attempt.succeeded:  # the attempts spent: numbering goes on from here
                 entry[0] = max(entry[0], attempt.attempt)
-            self.history.append(step_record(attempt))
+            if kind == STEP:
+                self.history.append(step_record(self.run_id, attempt))
         self.replay = replay
 
-    def replayed(self, step: str, visit: int) -> tuple[int, object | None]:
-        entry = self.replay.get((step, visit))
+    def decode(self, attempt: Attempt) -> Any:
+        """A journaled outcome, read strictly: a resumed run gets back exactly what it wrote."""
+        try:
+            return decode(attempt.outcome, strict=True)
+        except Unregistered as exc:
+            msg = (
+                f"run {self.run_id!r} cannot resume: the journaled outcome of "
+                f"{attempt.step!r} holds {exc.type!r}, which this process does not know; "
+                f"import the module that registers it (flowdsl.register_type) and resume again"
+            )
+            raise StoreError(msg) from None
+        except Undecodable as exc:
+            raise damaged(self.run_id, f"journaled outcome of {attempt.step!r}", exc) from None
+
+    def undone_record(self, attempt: Attempt) -> CompensationRecord:
+        outcome = self.decode(attempt)
+        error = outcome.error if type(outcome) is Err else None
+        status = "failed" if type(outcome) is Err else "succeeded"
+        return CompensationRecord(attempt.step, status, attempt.duration, error)
+
+    def replayed(self, kind: str, name: str, visit: int) -> tuple[int, object | None]:
+        entry = self.replay.get((kind, name, visit))
         if entry is None:
             return 0, None
         return entry[0], entry[1]
 
-    async def record(
-        self,
-        step: str,
-        visit: int,
-        attempt: int,
-        outcome: object,
-        failed: bool,
-        started: float,
-        duration: float,
-        retrying: bool,
-    ) -> object:
+    def undone(self, name: str, visit: int) -> CompensationRecord | None:
+        return self.undo.get((name, visit))
+
+    def must_check(self) -> bool:
+        return self.store.lost(self.claim)
+
+    async def check(self) -> None:
+        if not await self.store.holds(self.claim):
+            msg = (
+                f"run {self.run_id!r} is no longer owned by this process: its lease ran out "
+                f"and another process took the run over; this call stops it, recording nothing"
+            )
+            raise StoreError(msg)
+
+    async def record(self, entry: Entry) -> object:
+        outcome = entry.outcome
+        failed, retrying = entry.failed, entry.retrying
         if failed:
             text = dumps(encode(outcome))  # an Err: its reason always encodes
         else:
             try:
                 text = dumps(encode(outcome))
             except Unencodable as exc:
-                outcome = Err(SerializationError(self.unencodable(step, outcome, exc)))
+                outcome = Err(SerializationError(self.unencodable(entry, outcome, exc)))
                 text = dumps(encode(outcome))
                 failed, retrying = True, False
         await self.store.append(
-            self.run_id,
+            self.claim,
             Attempt(
-                step,
-                visit,
-                attempt,
+                entry.name,
+                entry.visit,
+                entry.attempt,
                 not failed,
                 not retrying,
                 text,
-                started,
-                duration,
+                entry.started,
+                entry.duration,
+                kind=entry.kind,
             ),
         )
         return outcome
 
-    def unencodable(self, step: str, outcome: object, exc: Unencodable) -> str:
+    def unencodable(self, entry: Entry, outcome: object, exc: Unencodable) -> str:
         path = exc.path  # innermost first: the key in the context is last
         kind = type(outcome)
         merged = kind is Goto or (kind is Ok and isinstance(outcome.value, Mapping))  # type: ignore[attr-defined]
+        node = self.plan.steps.get(entry.name)
         if merged and path:
             key = path.pop()
-        else:  # the whole value is stored under the step's key (or it contains itself)
-            key = self.plan.steps[step].key
+        elif node is not None:  # the whole value is stored under the step's key
+            key = node.key
+        else:
+            key = entry.name
         where = f" (at {key!r}{describe_path(path)})" if path else ""
         why = f": {exc.why}" if exc.why else ""
+        what = "step" if entry.kind == STEP else "the into= reducer of"
         return (
-            f"workflow {self.plan.name!r}, step {step!r} returned a value the journal cannot "
-            f"store: key {key!r} holds a {type_name(exc.value)}{where}{why}. {exc.hint}"
+            f"workflow {self.plan.name!r}, {what} {entry.name!r} returned a value the journal "
+            f"cannot store: key {key!r} holds a {type_name(exc.value)}{where}{why}. {exc.hint}"
         )
 
     async def finish(self, run: Run) -> None:
-        self.finished = True
         comps = [
             [c.step, c.status, c.duration, None if c.error is None else encode_reason(c.error)]
             for c in run.compensations
         ]
-        await self.store.finish_run(
-            self.run_id,
-            Ending(
-                status=run.status,
-                output=dumps(encode_lenient(run.output)),
-                error=None if run.error is None else dumps(encode_reason(run.error)),
-                failed_step=run.failed_step,
-                compensations=dumps(comps),
-                duration=run.duration,
-            ),
+        ending = Ending(
+            status=run.status,
+            output=dumps(encode_lenient(run.output)),
+            error=None if run.error is None else dumps(encode_reason(run.error)),
+            failed_step=run.failed_step,
+            compensations=dumps(comps),
+            duration=run.duration,
         )
+        # The final record is written whatever happens to the caller meanwhile: a cancel
+        # that arrives now waits for it, so the store never says what the caller did not see.
+        await _wait_out_cancel(asyncio.ensure_future(self.store.finish_run(self.claim, ending)))
+        self.finished = True
 
 
 def _shape_diff(old: tuple[str, ...], new: tuple[str, ...]) -> str:
@@ -250,9 +325,7 @@ def _refuse(opened: Opened, plan: Plan, run_id: str) -> StoreError:
         )
     if opened.fingerprint != plan.fingerprint:
         return IncompatibleDefinition(_incompatible(run_id, plan.name, opened.shape, plan.shape))
-    owner = opened.owner or "another task"
-    host, _, rest = owner.partition("|")
-    who = f"process {rest.partition('|')[0]} on {host}" if rest else owner
+    who = describe_owner(opened.owner) if opened.owner else "another task"
     return StoreError(
         f"run {run_id!r} of workflow {plan.name!r} is being executed by {who}; "
         f"wait for it to finish (or for that process to exit) and ask again"
@@ -294,14 +367,16 @@ async def _run(
         if emit is not None:
             emit(RunFinished(opened.finished))
         return opened.finished
-    if not opened.claimed:
+    claim = opened.claim
+    if claim is None:
         if resuming and opened.workflow == plan.name and opened.fingerprint == plan.fingerprint:
             return None
         raise _refuse(opened, plan, run_id)
-    journal = _RunJournal(store, plan, run_id, opened.attempts)
-    if not opened.new:
-        data = decode(opened.input)
+    journal: _RunJournal | None = None
     try:
+        journal = _RunJournal(store, plan, claim, opened.attempts)
+        if not opened.new:
+            data = _decode_input(run_id, opened.input)
         run = await execute(
             plan,
             data,
@@ -313,19 +388,33 @@ async def _run(
             resumed=not opened.new,
         )
     except BaseExceptionGroup as group:
-        if not journal.finished:
-            store.release(run_id)
+        if journal is None or not journal.finished:
+            store.release(claim)
         stores, rest = group.split(StoreError)
         if stores is not None and rest is None:
             raise stores.exceptions[0] from group
         raise
     except BaseException:
-        if not journal.finished:
-            store.release(run_id)
+        if journal is None or not journal.finished:
+            store.release(claim)
         raise
     if journal.history:
         run = attrs.evolve(run, steps=(*journal.history, *run.steps), started=opened.started)
     return run
+
+
+def _decode_input(run_id: str, text: str) -> Any:
+    try:
+        return decode(text, strict=True)
+    except Unregistered as exc:
+        msg = (
+            f"run {run_id!r} cannot resume: its journaled input holds {exc.type!r}, which "
+            f"this process does not know; import the module that registers it "
+            f"(flowdsl.register_type) and resume again"
+        )
+        raise StoreError(msg) from None
+    except Undecodable as exc:
+        raise damaged(run_id, "input", exc) from None
 
 
 async def arun_durable(

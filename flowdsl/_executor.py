@@ -20,6 +20,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final, NoReturn, Protocol
 
+import attrs
+
 from ._blocking import run_in_thread
 from ._context import IMMUTABLE, Context, FrozenDict, Scope, freeze
 from ._events import (
@@ -40,7 +42,7 @@ from ._trampoline import call_blocking
 from .errors import ExecutorError, GotoError, TransitionLimitExceeded
 from .result import Err, Ok
 
-__all__ = ["Invoker", "Journal", "execute"]
+__all__ = ["REDUCE", "STEP", "UNDO", "Entry", "Invoker", "Journal", "execute"]
 
 _perf = time.perf_counter
 _new_record = tuple.__new__
@@ -98,10 +100,37 @@ class Invoker(Protocol):
     async def __call__(self, node: StepNode, ctx: Context) -> object: ...
 
 
-class Journal(Protocol):
-    """Where a durable run records attempts, and finds them again on resume."""
+STEP: Final = "step"
+"""`Entry.kind` of a step attempt."""
+REDUCE: Final = "reduce"
+"""`Entry.kind` of a parallel block's ``into=`` reducer outcome."""
+UNDO: Final = "undo"
+"""`Entry.kind` of a finished compensation (its outcome is ``Ok(None)`` or ``Err(reason)``)."""
 
-    def replayed(self, step: str, visit: int) -> tuple[int, object | None]:
+
+@attrs.frozen(kw_only=True)
+class Entry:
+    """What the engine hands the journal: one finished attempt (or reducer, compensation)."""
+
+    kind: str
+    """`STEP`, `REDUCE` or `UNDO`."""
+    name: str
+    """The step's name; the block's for a reducer; the undone step's for a compensation."""
+    visit: int
+    attempt: int
+    outcome: object
+    failed: bool
+    retrying: bool
+    """The attempt failed and will be tried again (else its outcome is final)."""
+    started: float
+    """Wall-clock seconds since the epoch."""
+    duration: float
+
+
+class Journal(Protocol):
+    """Where a durable run records what it did, and finds it again on resume."""
+
+    def replayed(self, kind: str, name: str, visit: int) -> tuple[int, object | None]:
         """Failed attempts already spent on this visit, and its recorded outcome if it finished.
 
         The outcome is an `Err` when the step failed for good (it is not run again), and
@@ -109,29 +138,28 @@ class Journal(Protocol):
         """
         ...
 
-    async def record(
-        self,
-        step: str,
-        visit: int,
-        attempt: int,
-        outcome: object,
-        failed: bool,
-        started: float,
-        duration: float,
-        retrying: bool,
-    ) -> object:
-        """Commit one attempt before anything that depends on it starts.
+    def undone(self, name: str, visit: int) -> CompensationRecord | None:
+        """The recorded compensation of a step's visit, when it already ran."""
+        ...
 
-        ``started`` is wall-clock seconds since the epoch.
-        ``retrying``: the attempt failed and will be tried again (else its
-        outcome is the step's). Returns the outcome to use: the same one, or
-        an `Err` when the outcome cannot be journaled (then the step fails
-        with that error, not retried).
+    def must_check(self) -> bool:
+        """Cheap: whether the run's claim may have been lost (see `check`)."""
+        ...
+
+    async def check(self) -> None:
+        """Raise `StoreError` when this run's claim is lost (called before an attempt starts)."""
+        ...
+
+    async def record(self, entry: Entry) -> object:
+        """Commit one entry before anything that depends on it starts.
+
+        Returns the outcome to use: the same one, or an `Err` when the outcome
+        cannot be journaled (then the step fails with that error, not retried).
         """
         ...
 
     async def finish(self, run: Run) -> None:
-        """Record the run's final status."""
+        """Record the run's final status (written even if the caller is cancelled meanwhile)."""
         ...
 
 
@@ -376,7 +404,7 @@ class _Execution:
         attempt = 0
         journal = self.journal
         if journal is not None:
-            attempt, done = journal.replayed(name, visit)
+            attempt, done = journal.replayed(STEP, name, visit)
             if done is not None:
                 if type(done) is Err:  # it failed for good before the crash: fail the same way
                     return self.settle(branch, _Failed(name, done.error))
@@ -390,6 +418,8 @@ class _Execution:
             attempt += 1
             if self.due is not None and self.clock() >= self.due:
                 self.overdue()
+            if journal is not None and journal.must_check():
+                await journal.check()
             ctx = Context(scope, version, run_id, name, attempt, visit)
             if emit is not None:
                 emit(StepStarted(name, attempt, run_id=run_id))
@@ -420,11 +450,21 @@ class _Execution:
             retrying = failed and _retries(node, attempt, exception)
             if journal is not None:
                 journaled = await journal.record(
-                    name, visit, attempt, outcome, failed, self.wall(started), duration, retrying
+                    Entry(
+                        kind=STEP,
+                        name=name,
+                        visit=visit,
+                        attempt=attempt,
+                        outcome=outcome,
+                        failed=failed,
+                        retrying=retrying,
+                        started=self.wall(started),
+                        duration=duration,
+                    )
                 )
                 if journaled is not outcome:  # the journal refused it: retrying cannot help
                     outcome, failed, retrying = journaled, True, False
-            self.note(name, attempt, started, duration, outcome, failed)
+            self.note(name, visit, attempt, started, duration, outcome, failed)
             if not failed:
                 if node.compensate is not None:
                     self.remember(node, scope, version, outcome, visit)
@@ -524,6 +564,7 @@ class _Execution:
     def note(
         self,
         name: str,
+        visit: int,
         attempt: int,
         started: float,
         duration: float,
@@ -541,6 +582,7 @@ class _Execution:
                     self.wall0 + (started - self.t0),  # self.wall(started), inlined
                     duration,
                     outcome.error if failed else None,  # type: ignore[attr-defined]
+                    visit,
                 ),
             )
         )
@@ -585,6 +627,8 @@ class _Execution:
         """Run a block: every branch at once, joined; returns the reducer's goto, if any."""
         self.current = node.name
         version = scope.version
+        visits = self.visits
+        visit = visits[node.name] = visits.get(node.name, 0) + 1
         mode: int | _FailFast = _FailFast() if node.fail_fast else _COMPLETE_ALL
         tasks: list[asyncio.Task[object]] = mode.tasks if type(mode) is _FailFast else []
         limit = asyncio.Semaphore(node.max_concurrency) if node.max_concurrency else None
@@ -608,7 +652,30 @@ class _Execution:
         if into is None:
             scope.write({_RESULTS: MappingProxyType(outcomes)})
             return None
-        return await self.reduce(node, into, scope, version, outcomes)
+        journal = self.journal
+        if journal is None:
+            outcome = await self.reduce(node, into, scope, version, outcomes)
+        else:  # its outcome is journaled: a resume replays it and never calls it again
+            _, outcome = journal.replayed(REDUCE, node.name, visit)
+            if outcome is None:
+                started = _perf()
+                outcome = await self.reduce(node, into, scope, version, outcomes)
+                outcome = await journal.record(
+                    Entry(
+                        kind=REDUCE,
+                        name=node.name,
+                        visit=visit,
+                        attempt=1,
+                        outcome=outcome,
+                        failed=type(outcome) is Err,
+                        retrying=False,
+                        started=self.wall(started),
+                        duration=_perf() - started,
+                    )
+                )
+        if type(outcome) is Err:
+            raise _Failed(node.name, outcome.error)
+        return self.apply(node.key, outcome, scope)
 
     async def reduce(
         self,
@@ -617,19 +684,18 @@ class _Execution:
         scope: Scope,
         version: int,
         outcomes: dict[str, Any],
-    ) -> str | End | None:
+    ) -> object:
+        """Call the block's reducer: its outcome, or ``Err`` when it raised."""
         ctx = Context(scope, version, self.run_id, node.name)
         try:
             outcome = into(ctx, MappingProxyType(outcomes))
             if inspect.isawaitable(outcome):
                 outcome = await outcome
         except Exception as exc:
-            raise _Failed(node.name, exc) from None
+            return Err(exc)
         except (KeyboardInterrupt, SystemExit) as exc:
             self.interrupt(exc)
-        if type(outcome) is Err:
-            raise _Failed(node.name, outcome.error)
-        return self.apply(node.key, outcome, scope)
+        return outcome
 
     async def branch(
         self,
@@ -686,7 +752,13 @@ class _Execution:
         """
         done: list[CompensationRecord] = []
         emit = self.emit
+        journal = self.journal
         for node, scope, version, outcome, visit in reversed(self.compensable):
+            if journal is not None:
+                recorded = journal.undone(node.name, visit)
+                if recorded is not None:  # it ran before a resume: never again
+                    done.append(recorded)
+                    continue
             own = Scope(scope, version)
             self.apply(node.key, outcome, own)
             ctx = Context(own, own.version, self.run_id, node.name, 1, visit)
@@ -695,6 +767,20 @@ class _Execution:
             error = await self.undo(node, ctx, limit)
             duration = _perf() - started
             status = "failed" if error is not None else "succeeded"
+            if journal is not None:
+                await journal.record(
+                    Entry(
+                        kind=UNDO,
+                        name=node.name,
+                        visit=visit,
+                        attempt=1,
+                        outcome=_OK_NONE if error is None else Err(error),
+                        failed=error is not None,
+                        retrying=False,
+                        started=self.wall(started),
+                        duration=duration,
+                    )
+                )
             done.append(CompensationRecord(node.name, status, duration, error))
             if emit is not None:
                 emit(
@@ -823,7 +909,14 @@ async def execute(
 
 
 async def _report(run: Run, emit: Listener | None, journal: Journal | None) -> None:
+    """Record the run's end, then tell the listeners; a cancel meanwhile waits for both."""
+    cancelled = False
     if journal is not None:
-        await journal.finish(run)
+        try:
+            await journal.finish(run)
+        except asyncio.CancelledError:  # the record was written (see Journal.finish)
+            cancelled = True
     if emit is not None:
         emit(RunFinished(run))
+    if cancelled:
+        raise asyncio.CancelledError

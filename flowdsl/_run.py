@@ -31,6 +31,8 @@ class StepRecord(NamedTuple):
     """Seconds."""
     error: Any = None
     """Why a failed attempt failed (an exception or an ``error()`` reason); None on success."""
+    visit: int = 1
+    """Which visit of the step (a goto loop runs a step again: its second visit is 2)."""
 
 
 class CompensationRecord(NamedTuple):
@@ -78,6 +80,10 @@ class Run:
     """How long the run took, in seconds."""
     started: float = 0.0
     """Wall-clock start, seconds since the epoch."""
+    owner: str | None = None
+    """Who holds an unfinished stored run (host, PID namespace, pid, start), else None."""
+    lease_expires: float | None = None
+    """When the owner's lease on an unfinished stored run runs out (epoch seconds), else None."""
 
     def __repr__(self) -> str:
         # Short on purpose: asyncio reprs a task's result in places (3.11's Runner.run

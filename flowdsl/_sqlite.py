@@ -12,18 +12,22 @@ writers queue on SQLite's lock (``busy_timeout``) and a busy ``BEGIN`` is
 retried until the store's ``busy_timeout`` has passed. Reads (`get_run`,
 `list_runs`) use a short-lived connection of their own.
 
-A run is owned by the process that executes it (``owner``: host, pid and the
-process's start time, so a reused pid is not mistaken for it). An unfinished
-run can be claimed when its owner is gone: on this host that is checked
-directly; for an owner on another host, when its heartbeat (refreshed by the
-writer thread) is older than ``lease`` seconds. Every journal write checks
-that this process still owns the run.
+Runs are owned through leases (see `_store`): the writer thread renews the
+lease of every run this store holds every ``lease / 3`` seconds, learns from
+the renewal which claims were lost, and every journal write is a conditional
+write on the run's owner and claim epoch. The file is created readable by its
+owner only (0600): it holds inputs and outputs in clear.
+
+A file written by an older release is migrated forward when opened; one from
+a newer release, or one that is not a flowdsl store, is refused with a
+`StoreError` that says what was found.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import queue
 import sqlite3
@@ -33,32 +37,36 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Literal
 
-from ._codec import decode, dumps
+from ._codec import Undecodable, decode, dumps
 from ._run import Run, RunStatus
 from ._store import (
     Attempt,
+    Claim,
     Ending,
     Opened,
     Pending,
     RunHeader,
     build_run,
+    damaged,
     owner_alive,
     owner_token,
+    readable,
 )
 from .errors import StoreError, UsageError
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
-SCHEMA_VERSION: Final = 1
-"""The journal schema this release writes (kept in the ``flowdsl_schema`` table)."""
+_log = logging.getLogger("flowdsl")
 
-_SCHEMA: Final = (
-    """
-    CREATE TABLE IF NOT EXISTS flowdsl_schema (
-        version INTEGER NOT NULL
-    )
-    """,
-    """
+SCHEMA_VERSION: Final = 2
+"""The journal schema this release writes (kept in the ``flowdsl_schema`` table).
+
+1: the first release. 2: leases (``lease_expires``, ``lease_epoch``) and
+journal entries of several kinds (``kind``: step attempts, reducer outcomes,
+compensations).
+"""
+
+_RUNS: Final = """
     CREATE TABLE IF NOT EXISTS flowdsl_runs (
         run_id        TEXT PRIMARY KEY,
         workflow      TEXT NOT NULL,
@@ -74,17 +82,16 @@ _SCHEMA: Final = (
         updated       REAL NOT NULL,
         duration      REAL,
         owner         TEXT,
-        heartbeat     REAL,
+        lease_expires REAL,
+        lease_epoch   INTEGER NOT NULL DEFAULT 0,
         resumes       INTEGER NOT NULL DEFAULT 0
     )
-    """,
-    """
-    CREATE INDEX IF NOT EXISTS flowdsl_runs_by_status ON flowdsl_runs (status, started)
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS flowdsl_attempts (
+"""
+_ATTEMPTS: Final = """
+    CREATE TABLE IF NOT EXISTS {name} (
         seq      INTEGER PRIMARY KEY,
         run_id   TEXT NOT NULL,
+        kind     TEXT NOT NULL DEFAULT 'step',
         step     TEXT NOT NULL,
         visit    INTEGER NOT NULL,
         attempt  INTEGER NOT NULL,
@@ -94,17 +101,32 @@ _SCHEMA: Final = (
         started  REAL NOT NULL,
         duration REAL NOT NULL,
         worker   TEXT NOT NULL,
-        UNIQUE (run_id, step, visit, attempt)
+        UNIQUE (run_id, kind, step, visit, attempt)
     )
-    """,
+"""
+_INDEXES: Final = (
+    "CREATE INDEX IF NOT EXISTS flowdsl_runs_by_status ON flowdsl_runs (status, started)",
 )
+_COLUMNS: Final = {
+    "flowdsl_runs": (
+        "run_id", "workflow", "status", "fingerprint", "shape", "input", "output", "error",
+        "failed_step", "compensations", "started", "updated", "duration", "owner",
+        "lease_expires", "lease_epoch", "resumes",
+    ),
+    "flowdsl_attempts": (
+        "seq", "run_id", "kind", "step", "visit", "attempt", "status", "final", "outcome",
+        "started", "duration", "worker",
+    ),
+}  # fmt: skip
+"""What each table must have (a file may have more: columns an older schema left behind)."""
 
 _RUN_COLUMNS: Final = (
     "run_id, workflow, status, fingerprint, shape, input, output, error, failed_step, "
-    "compensations, started, duration, owner, heartbeat"
+    "compensations, started, duration, owner, lease_expires, lease_epoch"
 )
-_ATTEMPT_COLUMNS: Final = "step, visit, attempt, status, final, outcome, started, duration"
+_ATTEMPT_COLUMNS: Final = "step, visit, attempt, status, final, outcome, started, duration, kind"
 _FINISHED: Final = ("completed", "failed")
+_STATUSES: Final = ("running", "completed", "failed", "cancelled")
 
 # Runs executing in this process, by (database file, run_id): a run this
 # process owns but no longer executes (its call raised) can be claimed again.
@@ -115,6 +137,15 @@ _ACTIVE_LOCK = threading.Lock()
 def _busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc)
     return "locked" in text or "busy" in text
+
+
+def _create_private(path: str) -> None:
+    """Create the database file readable and writable by its owner only (if it is new).
+
+    SQLite gives the -wal and -shm files it makes the database file's permissions.
+    """
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _connect(path: str, timeout: float) -> sqlite3.Connection:
@@ -128,9 +159,17 @@ def _connect(path: str, timeout: float) -> sqlite3.Connection:
 
 
 def _attempt(row: Sequence[Any]) -> Attempt:
-    step, visit, attempt, status, final, outcome, started, duration = row
+    step, visit, attempt, status, final, outcome, started, duration, kind = row
     return Attempt(
-        step, visit, attempt, status == "succeeded", bool(final), outcome, started, duration
+        step,
+        visit,
+        attempt,
+        status == "succeeded",
+        bool(final),
+        outcome,
+        started,
+        duration,
+        kind=kind,
     )
 
 
@@ -146,6 +185,9 @@ def _run_from_row(row: Sequence[Any], attempts: Iterable[Attempt]) -> Run:
     (run_id, workflow, status, _, _, data, output, error, failed_step, comps, started, duration) = (
         row[:12]
     )
+    owner, lease_expires = row[12], row[13]
+    if status not in _STATUSES:
+        raise damaged(run_id, "status", f"{status!r} is not a run status")
     return build_run(
         run_id=run_id,
         workflow=workflow,
@@ -158,13 +200,25 @@ def _run_from_row(row: Sequence[Any], attempts: Iterable[Attempt]) -> Run:
         started=started,
         duration=duration,
         attempts=attempts,
+        owner=owner if status == "running" else None,
+        lease_expires=lease_expires if status == "running" else None,
     )
+
+
+def _shape(run_id: str, text: str) -> tuple[str, ...]:
+    try:
+        shape = decode(text)
+    except Undecodable as exc:
+        raise damaged(run_id, "definition fingerprint", exc) from None
+    if not isinstance(shape, list) or not all(isinstance(line, str) for line in shape):
+        raise damaged(run_id, "definition fingerprint", "not a list of lines")
+    return tuple(shape)
 
 
 class _Job:
     """One unit of work for the writer thread, settled after its transaction commits."""
 
-    __slots__ = ("args", "fn", "future", "loop")
+    __slots__ = ("args", "fn", "future", "loop", "result")
 
     def __init__(
         self,
@@ -177,6 +231,8 @@ class _Job:
         self.args = args
         self.loop = loop
         self.future = future
+        self.result: object = None
+        """What `fn` returned, once its transaction committed (read by later jobs)."""
 
 
 def _settle(items: list[tuple[asyncio.Future[Any], object, BaseException | None]]) -> None:
@@ -190,7 +246,12 @@ def _settle(items: list[tuple[asyncio.Future[Any], object, BaseException | None]
 
 
 class _Writer:
-    """The writer thread of one store and everything only it touches."""
+    """The writer thread of one store and everything only it touches.
+
+    `claims` (run id -> epoch) are the runs this store holds; `lost` the
+    claims a renewal found taken; `confirmed` when the leases were last known
+    to hold until. They are read from other threads under `lock`.
+    """
 
     def __init__(
         self, path: str, key: str, synchronous: str, busy_timeout: float, lease: float
@@ -205,7 +266,9 @@ class _Writer:
         self.lock = threading.Lock()
         self.closed = False
         self.why_closed = f"the store at {path!r} is closed; open a new SQLiteStore"
-        self.owned = 0  # runs this store has claimed and not yet finished or released
+        self.claims: dict[str, int] = {}
+        self.lost: set[Claim] = set()
+        self.confirmed = 0.0
         self.beat = 0.0
         self.pid = os.getpid()
 
@@ -236,6 +299,10 @@ class _Writer:
             self.jobs.put(None)
             if thread is not threading.current_thread():
                 thread.join()
+
+    def may_have_lost(self, claim: Claim) -> bool:
+        with self.lock:
+            return claim in self.lost or time.time() > self.confirmed
 
     # -- the thread ------------------------------------------------------------------------
 
@@ -271,8 +338,8 @@ class _Writer:
             try:
                 first = jobs.get(timeout=interval)
             except queue.Empty:
-                if self.owned:
-                    self.commit(conn, [])
+                if self.claims:
+                    self.commit(conn, [])  # renews the leases
                 continue
             batch: list[_Job] = []
             stop = first is None
@@ -308,6 +375,9 @@ class _Writer:
 
     def commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         results: list[tuple[_Job, object, BaseException | None]] = []
+        renewed: list[tuple[str, int]] | None = None
+        claims_before = dict(self.claims)
+        now = time.time()
         try:
             self.begin(conn)
             try:
@@ -316,28 +386,56 @@ class _Writer:
                         results.append((job, job.fn(self, conn, *job.args), None))
                     except sqlite3.OperationalError:
                         raise  # the disk or the file, not this job: the batch fails
+                    except (sqlite3.DatabaseError, Undecodable) as exc:  # a damaged run
+                        results.append((job, None, self.damage(job, exc)))
                     except Exception as exc:  # this job only (its one write did not happen)
                         results.append((job, None, exc))
-                now = time.time()
-                if self.owned and now - self.beat > self.lease / 3:
-                    conn.execute(
-                        "UPDATE flowdsl_runs SET heartbeat = ? WHERE owner = ? AND status = 'running'",
-                        (now, owner_token()),
-                    )
-                    self.beat = now
+                if self.claims and now - self.beat > self.lease / 3:
+                    renewed = conn.execute(
+                        "UPDATE flowdsl_runs SET lease_expires = ? WHERE owner = ? "
+                        "AND status = 'running' RETURNING run_id, lease_epoch",
+                        (now + self.lease, owner_token()),
+                    ).fetchall()
                 conn.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            for _, result, _ in results:  # claims that did not commit are not held
-                if type(result) is Opened and result.claimed:
+            with self.lock:
+                self.claims = claims_before  # what the batch claimed or gave up did not happen
+            for job, _, _ in results:
+                job.result = None
+            for _, result, _ in results:
+                if type(result) is Opened and result.claim is not None:
                     _deactivate(self, result.run_id)
             error = StoreError(f"could not write to the store at {self.path!r}: {exc}")
             self.settle([(job, None, error) for job in batch])
             return
+        for job, result, _ in results:
+            job.result = result
+        if renewed is not None:
+            self.renewed(now, renewed)
         self.settle(results)
+
+    def renewed(self, now: float, rows: list[tuple[str, int]]) -> None:
+        """After a renewal: the claims it did not find are lost (another owner took them)."""
+        held = set(rows)
+        with self.lock:
+            self.beat = now
+            self.confirmed = now + self.lease
+            for run_id, epoch in list(self.claims.items()):
+                if (run_id, epoch) not in held:
+                    del self.claims[run_id]
+                    self.lost.add(Claim(run_id, epoch))
+
+    def damage(self, job: _Job, exc: BaseException) -> StoreError:
+        run_id = next((a for a in job.args if isinstance(a, str)), None)
+        if run_id is None:
+            run_id = next((a.run_id for a in job.args if isinstance(a, RunHeader | Claim)), "?")
+        if isinstance(exc, StoreError):
+            return exc
+        return damaged(run_id, "journal", exc)
 
     @staticmethod
     def settle(results: list[tuple[_Job, object, BaseException | None]]) -> None:
@@ -357,30 +455,33 @@ class _Writer:
 # -- jobs: run by the writer thread inside its transaction ------------------------------------
 
 
-def _claimable(writer: _Writer, run_id: str, owner: str | None, heartbeat: float | None) -> bool:
+def _claimable(
+    writer: _Writer, run_id: str, owner: str | None, lease_expires: float | None
+) -> bool:
     if owner is None:
         return True
     if owner == owner_token():
         with _ACTIVE_LOCK:
             return (writer.key, run_id) not in _ACTIVE
-    alive = owner_alive(owner)
-    if alive is None:  # another host: trust its heartbeat until the lease runs out
-        return heartbeat is None or time.time() - heartbeat > writer.lease
-    return not alive
+    if lease_expires is None or lease_expires < time.time():
+        return True
+    return owner_alive(owner) is False
 
 
-def _activate(writer: _Writer, run_id: str) -> None:
+def _activate(writer: _Writer, run_id: str, epoch: int) -> None:
     with _ACTIVE_LOCK:
         _ACTIVE.add((writer.key, run_id))
-    writer.owned += 1
+    with writer.lock:
+        writer.claims[run_id] = epoch
+        if not writer.confirmed or writer.confirmed < time.time():
+            writer.confirmed = time.time() + writer.lease
 
 
 def _deactivate(writer: _Writer, run_id: str) -> None:
     with _ACTIVE_LOCK:
-        if (writer.key, run_id) not in _ACTIVE:
-            return
         _ACTIVE.discard((writer.key, run_id))
-    writer.owned -= 1
+    with writer.lock:
+        writer.claims.pop(run_id, None)
 
 
 def _open_job(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> Opened:
@@ -393,7 +494,7 @@ def _open_job(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> O
     if row is None:
         opened = Opened(
             run_id=header.run_id,
-            claimed=True,
+            claim=Claim(header.run_id, 1),
             new=True,
             workflow=header.workflow,
             fingerprint=header.fingerprint,
@@ -403,7 +504,8 @@ def _open_job(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> O
         )
         conn.execute(
             "INSERT INTO flowdsl_runs (run_id, workflow, status, fingerprint, shape, input, "
-            "started, updated, owner, heartbeat) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+            "started, updated, owner, lease_expires, lease_epoch) "
+            "VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, 1)",
             (
                 header.run_id,
                 header.workflow,
@@ -413,22 +515,22 @@ def _open_job(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> O
                 header.started,
                 now,
                 me,
-                now,
+                now + writer.lease,
             ),
         )
-        _activate(writer, header.run_id)
+        _activate(writer, header.run_id, 1)
         return opened
     run_id, workflow, status, fingerprint, shape, data = row[:6]
-    started, owner, heartbeat = row[10], row[12], row[13]
+    started, owner, lease_expires, epoch = row[10], row[12], row[13], row[14]
 
-    def found(claimed: bool, attempts: tuple[Attempt, ...] = (), **more: Any) -> Opened:
+    def found(claim: Claim | None, attempts: tuple[Attempt, ...] = (), **more: Any) -> Opened:
         return Opened(
             run_id=run_id,
-            claimed=claimed,
+            claim=claim,
             new=False,
             workflow=workflow,
             fingerprint=fingerprint,
-            shape=tuple(decode(shape)),
+            shape=_shape(run_id, shape),
             input=data,
             started=started,
             attempts=attempts,
@@ -436,38 +538,43 @@ def _open_job(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> O
         )
 
     if status in _FINISHED:
-        return found(False, finished=_run_from_row(row, _load_attempts(conn, run_id)))
+        return found(None, finished=_run_from_row(row, _load_attempts(conn, run_id)))
     if (
         workflow != header.workflow
         or fingerprint != header.fingerprint
-        or not _claimable(writer, run_id, owner, heartbeat)
+        or not _claimable(writer, run_id, owner, lease_expires)
     ):
-        return found(False, owner=owner)
-    opened = found(True, _load_attempts(conn, run_id))
+        return found(None, owner=owner)
+    opened = found(Claim(run_id, epoch + 1), _load_attempts(conn, run_id))
     conn.execute(
-        "UPDATE flowdsl_runs SET status = 'running', owner = ?, heartbeat = ?, updated = ?, "
-        "resumes = resumes + 1 WHERE run_id = ?",
-        (me, now, now, run_id),
+        "UPDATE flowdsl_runs SET status = 'running', owner = ?, lease_expires = ?, "
+        "lease_epoch = ?, updated = ?, resumes = resumes + 1 WHERE run_id = ?",
+        (me, now + writer.lease, epoch + 1, now, run_id),
     )
-    _activate(writer, run_id)
+    _activate(writer, run_id, epoch + 1)
     return opened
 
 
-def _lost(run_id: str) -> StoreError:
+def _lost(claim: Claim) -> StoreError:
     return StoreError(
-        f"run {run_id!r} is no longer owned by this process (another process claimed it, "
-        f"or it finished); its outcome was not recorded here"
+        f"run {claim.run_id!r} is no longer owned by this process (its lease was taken over "
+        f"by another process, or the run finished); nothing more of it is recorded here, "
+        f"and this call stops it"
     )
 
 
-def _append_job(writer: _Writer, conn: sqlite3.Connection, run_id: str, a: Attempt) -> None:
+_HOLDS: Final = "SELECT 1 FROM flowdsl_runs WHERE run_id = ? AND owner = ? AND lease_epoch = ?"
+
+
+def _append_job(writer: _Writer, conn: sqlite3.Connection, claim: Claim, a: Attempt) -> None:
     me = owner_token()
     cursor = conn.execute(
-        "INSERT INTO flowdsl_attempts (run_id, step, visit, attempt, status, final, outcome, "
-        "started, duration, worker) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
-        "WHERE EXISTS (SELECT 1 FROM flowdsl_runs WHERE run_id = ? AND owner = ?)",
+        "INSERT INTO flowdsl_attempts (run_id, kind, step, visit, attempt, status, final, "
+        f"outcome, started, duration, worker) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+        f"WHERE EXISTS ({_HOLDS})",
         (
-            run_id,
+            claim.run_id,
+            a.kind,
             a.step,
             a.visit,
             a.attempt,
@@ -477,20 +584,21 @@ def _append_job(writer: _Writer, conn: sqlite3.Connection, run_id: str, a: Attem
             a.started,
             a.duration,
             me,
-            run_id,
+            claim.run_id,
             me,
+            claim.epoch,
         ),
     )
     if cursor.rowcount != 1:
-        raise _lost(run_id)
+        raise _lost(claim)
 
 
-def _finish_job(writer: _Writer, conn: sqlite3.Connection, run_id: str, end: Ending) -> None:
+def _finish_job(writer: _Writer, conn: sqlite3.Connection, claim: Claim, end: Ending) -> None:
     try:
         cursor = conn.execute(
             "UPDATE flowdsl_runs SET status = ?, output = ?, error = ?, failed_step = ?, "
-            "compensations = ?, duration = ?, updated = ?, owner = NULL, heartbeat = NULL "
-            "WHERE run_id = ? AND owner = ?",
+            "compensations = ?, duration = ?, updated = ?, owner = NULL, lease_expires = NULL "
+            "WHERE run_id = ? AND owner = ? AND lease_epoch = ?",
             (
                 end.status,
                 end.output,
@@ -499,53 +607,97 @@ def _finish_job(writer: _Writer, conn: sqlite3.Connection, run_id: str, end: End
                 end.compensations,
                 end.duration,
                 time.time(),
-                run_id,
+                claim.run_id,
                 owner_token(),
+                claim.epoch,
             ),
         )
         if cursor.rowcount != 1:
-            raise _lost(run_id)
+            raise _lost(claim)
     finally:
-        _deactivate(writer, run_id)
+        _deactivate(writer, claim.run_id)
 
 
-def _release_job(writer: _Writer, conn: sqlite3.Connection, run_id: str) -> None:
+def _holds_job(writer: _Writer, conn: sqlite3.Connection, claim: Claim) -> bool:
+    now = time.time()
+    cursor = conn.execute(
+        "UPDATE flowdsl_runs SET lease_expires = ? WHERE run_id = ? AND owner = ? "
+        "AND lease_epoch = ?",
+        (now + writer.lease, claim.run_id, owner_token(), claim.epoch),
+    )
+    holds = cursor.rowcount == 1
+    with writer.lock:
+        if holds:
+            if len(writer.claims) == 1:  # the only lease: it is confirmed as a whole
+                writer.confirmed = max(writer.confirmed, now + writer.lease)
+        else:
+            writer.claims.pop(claim.run_id, None)
+            writer.lost.add(claim)
+    return holds
+
+
+def _release_job(
+    writer: _Writer, conn: sqlite3.Connection, claim: Claim, status: str | None
+) -> None:
     try:
         conn.execute(
-            "UPDATE flowdsl_runs SET owner = NULL, heartbeat = NULL WHERE run_id = ? AND owner = ?",
-            (run_id, owner_token()),
+            "UPDATE flowdsl_runs SET owner = NULL, lease_expires = NULL, "
+            "status = coalesce(?, status), updated = ? "
+            "WHERE run_id = ? AND owner = ? AND lease_epoch = ?",
+            (status, time.time(), claim.run_id, owner_token(), claim.epoch),
         )
     finally:
-        _deactivate(writer, run_id)
+        _deactivate(writer, claim.run_id)
 
 
-# -- the store ---------------------------------------------------------------------------------
+def _abandon_job(
+    writer: _Writer, conn: sqlite3.Connection, opening: _Job, status: str | None
+) -> None:
+    """After an `_open_job` whose caller was cancelled: give back the claim it made, if any."""
+    opened = opening.result
+    if type(opened) is Opened and opened.claim is not None:
+        _release_job(writer, conn, opened.claim, status)
+
+
+# -- opening the file ------------------------------------------------------------------------
 
 
 def _init_schema(path: str, busy_timeout: float) -> None:
-    """Switch the file to WAL and create the tables, waiting out other processes' locks."""
+    """Switch the file to WAL and create or migrate the tables, waiting out others' locks."""
     deadline = time.monotonic() + busy_timeout
     pause = 0.001
     while True:
         try:
+            _create_private(path)
             conn = _connect(path, min(busy_timeout, 5.0))
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             msg = f"could not open the store at {path!r}: {exc}"
             raise StoreError(msg) from exc
         try:
-            _create(conn, path)
+            _prepare(conn, path)
             return
         except sqlite3.OperationalError as exc:
             if not _busy(exc) or time.monotonic() > deadline:
                 msg = f"could not open the store at {path!r}: {exc}"
                 raise StoreError(msg) from exc
+        except sqlite3.DatabaseError as exc:  # not a database, or damaged pages
+            msg = (
+                f"the store at {path!r} cannot be read ({exc}): it is not a flowdsl store, "
+                f"or the file is damaged; restore it from a backup or give another path"
+            )
+            raise StoreError(msg) from exc
         finally:
             conn.close()
         time.sleep(pause)
         pause = min(pause * 2, 0.05)
 
 
-def _create(conn: sqlite3.Connection, path: str) -> None:
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {row[0] for row in rows}
+
+
+def _prepare(conn: sqlite3.Connection, path: str) -> None:
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":
         msg = (
@@ -555,31 +707,91 @@ def _create(conn: sqlite3.Connection, path: str) -> None:
         raise StoreError(msg)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for statement in _SCHEMA:
-            conn.execute(statement)
+        _schema(conn, path)
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    _check_version(conn, path)
+    conn.execute("COMMIT")
 
 
-def _check_version(conn: sqlite3.Connection, path: str) -> None:
-    """Inside the schema transaction: stamp a new file, refuse one from a newer release."""
-    try:
-        found = conn.execute("SELECT max(version) FROM flowdsl_schema").fetchone()[0]
-        if found is None:
-            conn.execute("INSERT INTO flowdsl_schema (version) VALUES (?)", (SCHEMA_VERSION,))
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    if found is not None and found > SCHEMA_VERSION:
-        conn.execute("ROLLBACK")
+def _schema(conn: sqlite3.Connection, path: str) -> None:
+    """Inside the schema transaction: create, migrate, or check what the file holds."""
+    tables = _tables(conn)
+    ours = {"flowdsl_schema", *_COLUMNS}
+    if not tables & ours:
+        if tables:
+            msg = (
+                f"the file at {path!r} is an SQLite database, but not a flowdsl store "
+                f"(its tables: {', '.join(sorted(tables))}); give the path of a new file"
+            )
+            raise StoreError(msg)
+        _create(conn)
+        conn.execute("INSERT INTO flowdsl_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+        return
+    if "flowdsl_schema" not in tables:
+        raise _partial(path, "the flowdsl_schema table is missing")
+    found = conn.execute("SELECT max(version) FROM flowdsl_schema").fetchone()[0]
+    if not isinstance(found, int):
+        raise _partial(path, f"its schema version is {found!r}")
+    if found > SCHEMA_VERSION:
         msg = (
             f"the store at {path!r} was written by a newer flowdsl (journal schema {found}, "
             f"this release reads {SCHEMA_VERSION}); upgrade flowdsl to use it"
         )
         raise StoreError(msg)
-    conn.execute("COMMIT")
+    missing = sorted(set(_COLUMNS) - tables)
+    if missing:
+        raise _partial(path, f"tables {', '.join(missing)} are missing")
+    for version in range(found, SCHEMA_VERSION):
+        _log.info("migrating the store at %r from schema %d to %d", path, version, version + 1)
+        _MIGRATIONS[version](conn)
+    if found < SCHEMA_VERSION:
+        conn.execute("DELETE FROM flowdsl_schema")
+        conn.execute("INSERT INTO flowdsl_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+    for table, columns in _COLUMNS.items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        lacking = [column for column in columns if column not in have]
+        if lacking:
+            raise _partial(path, f"table {table} lacks the columns {', '.join(lacking)}")
+
+
+def _partial(path: str, what: str) -> StoreError:
+    return StoreError(
+        f"the store at {path!r} has an incomplete flowdsl schema ({what}): it was damaged "
+        f"or written by something else; restore it from a backup or give another path"
+    )
+
+
+def _create(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS flowdsl_schema (version INTEGER NOT NULL)")
+    conn.execute(_RUNS)
+    conn.execute(_ATTEMPTS.format(name="flowdsl_attempts"))
+    for statement in _INDEXES:
+        conn.execute(statement)
+
+
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    """Leases replace heartbeats; journal entries get a kind (the unique key changes)."""
+    conn.execute("ALTER TABLE flowdsl_runs ADD COLUMN lease_expires REAL")
+    conn.execute("ALTER TABLE flowdsl_runs ADD COLUMN lease_epoch INTEGER NOT NULL DEFAULT 0")
+    # A version-1 owner renewed a heartbeat; the default lease then was 30 seconds.
+    conn.execute("UPDATE flowdsl_runs SET lease_expires = heartbeat + 30 WHERE owner IS NOT NULL")
+    conn.execute(_ATTEMPTS.format(name="flowdsl_attempts_2"))
+    conn.execute(
+        "INSERT INTO flowdsl_attempts_2 (seq, run_id, kind, step, visit, attempt, status, "
+        "final, outcome, started, duration, worker) SELECT seq, run_id, 'step', step, visit, "
+        "attempt, status, final, outcome, started, duration, worker FROM flowdsl_attempts"
+    )
+    conn.execute("DROP TABLE flowdsl_attempts")
+    conn.execute("ALTER TABLE flowdsl_attempts_2 RENAME TO flowdsl_attempts")
+
+
+_MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {1: _migrate_1_to_2}
+"""Schema version n -> n + 1, run in order inside one transaction when a store is opened."""
+
+
+def _warn_damaged(run_id: str, error: StoreError) -> None:
+    _log.warning("%s", error)
 
 
 class SQLiteStore:
@@ -590,8 +802,10 @@ class SQLiteStore:
     ``"full"`` also survives a crash of the machine or a power cut, at the
     cost of an fsync per commit. ``busy_timeout`` is how long a write waits
     for another process holding the file's write lock before it fails.
-    ``lease`` is how long a run owned by a process on another host (a shared
-    volume) is left alone after its last heartbeat before it may be resumed.
+    ``lease`` is how long a run this store executes stays claimed without
+    being renewed (renewed every ``lease / 3`` seconds while it runs): another
+    process may take the run over once it expires (at once, when the owner is
+    a process on this host that is gone).
 
     Use it as a context manager, or call ``close()`` when done.
     """
@@ -614,11 +828,20 @@ class SQLiteStore:
         if synchronous not in ("normal", "full"):
             msg = f"synchronous= must be 'normal' or 'full', got {synchronous!r}"
             raise UsageError(msg)
+        for name, value in (("busy_timeout", busy_timeout), ("lease", lease)):
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not 0 < value < float("inf")
+            ):
+                msg = f"{name}= must be a number of seconds > 0, got {value!r}"
+                raise UsageError(msg)
         self.path = text
         self.busy_timeout = float(busy_timeout)
+        self.lease = float(lease)
         _init_schema(text, self.busy_timeout)
         key = os.path.realpath(text)
-        self._writer = _Writer(text, key, synchronous.upper(), self.busy_timeout, float(lease))
+        self._writer = _Writer(text, key, synchronous.upper(), self.busy_timeout, self.lease)
         self._close = weakref.finalize(self, _Writer.stop, self._writer)
 
     def __repr__(self) -> str:
@@ -643,32 +866,57 @@ class SQLiteStore:
             msg = f"could not read the store at {self.path!r}: {exc}"
             raise StoreError(msg) from exc
 
-    def get_run(self, run_id: str) -> Run | None:
-        """The run named `run_id`, finished or not, or None when the store has no such run."""
+    def _reading(self, what: str, read: Callable[[sqlite3.Connection], Any]) -> Any:
+        """`read` in one snapshot of a connection of its own; SQLite's errors as StoreError."""
         conn = self._read()
         try:
-            conn.execute("BEGIN")  # one snapshot for both queries
+            conn.execute("BEGIN")
+            found = read(conn)
+            conn.execute("COMMIT")
+            return found
+        except sqlite3.DatabaseError as exc:
+            msg = f"could not read {what} from the store at {self.path!r}: {exc}"
+            raise StoreError(msg) from exc
+        finally:
+            conn.close()
+
+    def get_run(self, run_id: str) -> Run | None:
+        """The run named `run_id`, finished or not, or None when the store has no such run.
+
+        A run whose rows cannot be read (edited by hand, damaged) is a
+        `StoreError` naming it and what is wrong.
+        """
+
+        def read(conn: sqlite3.Connection) -> tuple[Any, tuple[Attempt, ...]]:
             row = conn.execute(
                 f"SELECT {_RUN_COLUMNS} FROM flowdsl_runs WHERE run_id = ?", (run_id,)
             ).fetchone()
-            attempts = _load_attempts(conn, run_id) if row is not None else ()
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+            return row, (_load_attempts(conn, run_id) if row is not None else ())
+
+        row, attempts = self._reading(f"run {run_id!r}", read)
         return None if row is None else _run_from_row(row, attempts)
 
-    def list_runs(self, status: RunStatus | None = None) -> list[Run]:
-        """Every run in the store (or only those with `status`), oldest first."""
-        if status is not None and status not in ("running", "completed", "failed", "cancelled"):
+    def list_runs(
+        self,
+        status: RunStatus | None = None,
+        *,
+        on_damaged: Callable[[str, StoreError], None] | None = None,
+    ) -> list[Run]:
+        """Every run in the store (or only those with `status`), oldest first.
+
+        A run whose rows cannot be read is left out: it is handed to
+        ``on_damaged(run_id, error)``, or logged as a warning (logger
+        ``"flowdsl"``), so one damaged run never hides the others.
+        """
+        if status is not None and status not in _STATUSES:
             msg = (
                 f"status must be 'running', 'completed', 'failed', 'cancelled' or None, "
                 f"got {status!r}"
             )
             raise UsageError(msg)
         where, args = ("WHERE status = ?", (status,)) if status is not None else ("", ())
-        conn = self._read()
-        try:
-            conn.execute("BEGIN")  # one snapshot for both queries
+
+        def read(conn: sqlite3.Connection) -> tuple[list[Any], dict[str, list[Attempt]]]:
             rows = conn.execute(
                 f"SELECT {_RUN_COLUMNS} FROM flowdsl_runs {where} ORDER BY started, run_id", args
             ).fetchall()
@@ -681,65 +929,91 @@ class SQLiteStore:
                 found = attempts.get(row[0])
                 if found is not None:
                     found.append(_attempt(row[1:]))
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
-        return [_run_from_row(row, attempts[row[0]]) for row in rows]
+            return rows, attempts
 
-    def resumable(self, *, include_cancelled: bool = False) -> list[Pending]:
-        """Unfinished runs that no live process owns, oldest first (what `resume_runs` resumes)."""
+        rows, attempts = self._reading("the runs", read)
+        return readable(
+            rows,
+            lambda row: _run_from_row(row, attempts[row[0]]),
+            on_damaged if on_damaged is not None else _warn_damaged,
+        )
+
+    def resumable(
+        self,
+        *,
+        include_cancelled: bool = False,
+        on_damaged: Callable[[str, StoreError], None] | None = None,
+    ) -> list[Pending]:
+        """Unfinished runs that no live owner holds, oldest first (what `resume_runs` resumes)."""
         statuses = ("running", "cancelled") if include_cancelled else ("running",)
-        conn = self._read()
-        try:
-            rows = conn.execute(
-                "SELECT run_id, workflow, fingerprint, shape, status, owner, heartbeat "
+
+        def read(conn: sqlite3.Connection) -> list[Any]:
+            return conn.execute(
+                "SELECT run_id, workflow, fingerprint, shape, status, owner, lease_expires "
                 f"FROM flowdsl_runs WHERE status IN ({', '.join('?' for _ in statuses)}) "
                 "ORDER BY started, run_id",
                 statuses,
             ).fetchall()
-        finally:
-            conn.close()
-        return [
-            Pending(run_id, workflow, fingerprint, tuple(decode(shape)), status)
-            for run_id, workflow, fingerprint, shape, status, owner, heartbeat in rows
-            if _claimable(self._writer, run_id, owner, heartbeat)
-        ]
+
+        pending: list[Pending] = []
+        for run_id, workflow, fingerprint, shape, status, owner, expires in self._reading(
+            "the unfinished runs", read
+        ):
+            if not _claimable(self._writer, run_id, owner, expires):
+                continue
+            try:
+                pending.append(
+                    Pending(run_id, workflow, fingerprint, _shape(run_id, shape), status)
+                )
+            except StoreError as exc:
+                (on_damaged or _warn_damaged)(run_id, exc)
+        return pending
 
     # -- writing (the run functions call these) --------------------------------------------
 
-    def _submit(self, fn: Callable[..., object], *args: object) -> asyncio.Future[Any]:
+    def _submit(self, fn: Callable[..., object], *args: object) -> tuple[_Job, asyncio.Future[Any]]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._writer.submit(_Job(fn, args, loop, future))
-        return future
+        job = _Job(fn, args, loop, future)
+        self._writer.submit(job)
+        return job, future
 
     async def open_run(self, header: RunHeader) -> Opened:
-        """Create the run, or claim it to resume it; see `Store.open_run`."""
-        future = self._submit(_open_job, header)
+        """Create the run, or claim it to resume it; see `Store.open_run`.
+
+        If the caller is cancelled while the claim is being written, the claim
+        is given back as soon as it commits, and the run recorded as cancelled.
+        """
+        job, future = self._submit(_open_job, header)
         try:
             opened: Opened = await asyncio.shield(future)
         except asyncio.CancelledError:
-            # The claim may still commit: give it back when it does.
-            future.add_done_callback(self._release_if_claimed)
+            # Queued now, so the writer runs it right after the open (jobs are in order).
+            self._writer.submit(_Job(_abandon_job, (job, "cancelled"), None, None))
             raise
         return opened
 
-    def _release_if_claimed(self, future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is None and future.result().claimed:
-            self.release(future.result().run_id)
+    async def append(self, claim: Claim, attempt: Attempt) -> None:
+        """Commit one journal entry; returns once it is on disk (in the WAL)."""
+        await self._submit(_append_job, claim, attempt)[1]
 
-    async def append(self, run_id: str, attempt: Attempt) -> None:
-        """Commit one attempt; returns once it is on disk (in the WAL)."""
-        await self._submit(_append_job, run_id, attempt)
-
-    async def finish_run(self, run_id: str, ending: Ending) -> None:
+    async def finish_run(self, claim: Claim, ending: Ending) -> None:
         """Commit the run's final record; the run is no longer owned."""
-        await self._submit(_finish_job, run_id, ending)
+        await self._submit(_finish_job, claim, ending)[1]
 
-    def release(self, run_id: str) -> None:
+    async def holds(self, claim: Claim) -> bool:
+        """Whether `claim` still holds its run; renews its lease when it does."""
+        held: bool = await self._submit(_holds_job, claim)[1]
+        return held
+
+    def lost(self, claim: Claim) -> bool:
+        """True when a renewal found the claim taken, or the leases were not renewed in time."""
+        return self._writer.may_have_lost(claim)
+
+    def release(self, claim: Claim, status: RunStatus | None = None) -> None:
         """Give up owning an unfinished run so it can be resumed (written in the background)."""
         try:
-            self._writer.submit(_Job(_release_job, (run_id,), None, None))
+            self._writer.submit(_Job(_release_job, (claim, status), None, None))
         except StoreError:  # closed: the owner check will see this process gone or idle
             with _ACTIVE_LOCK:
-                _ACTIVE.discard((self._writer.key, run_id))
+                _ACTIVE.discard((self._writer.key, claim.run_id))

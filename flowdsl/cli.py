@@ -727,17 +727,12 @@ def open_store(url: str, *, must_exist: bool = False) -> Any:
     ``must_exist=True`` for the commands that read runs: a store file that is
     not there is an error, never a new empty store.
     """
-    import sqlite3
-
     from ._durable import open_store as open_named_store
 
     try:
         return open_named_store(url, must_exist=must_exist)[0]
-    except FlowError as exc:
+    except FlowError as exc:  # the store says what is wrong: missing, damaged, not a store
         raise CliError(str(exc)) from None
-    except (OSError, sqlite3.Error) as exc:  # e.g. a file that is not a SQLite database
-        msg = f"cannot open the store {url!r}: {exc}"
-        raise CliError(msg) from None
 
 
 @contextmanager
@@ -969,16 +964,22 @@ def _get_run(store: Any, run_id: str, store_path: str) -> Run:
 
 
 def cmd_runs_list(store_path: str, status: str | None, fmt: str) -> int:
+    """List the runs; damaged ones are named on stderr (exit 2) and the rest still listed."""
+    damaged: list[StoreError] = []
     with opened_store(store_path, must_exist=True) as store:
         try:
-            runs: Iterable[Run] = store.list_runs(status=status)
+            runs: Iterable[Run] = store.list_runs(
+                status=status, on_damaged=lambda run_id, error: damaged.append(error)
+            )
         except StoreError as exc:
             raise CliError(str(exc)) from None
     if fmt == "json":
         print_json([run_summary(run) for run in runs])
-        return 0
-    print_runs_table(list(runs))
-    return 0
+    else:
+        print_runs_table(list(runs))
+    for error in damaged:
+        print(f"Error: {error}", file=sys.stderr)
+    return 2 if damaged else 0
 
 
 def print_runs_table(runs: Sequence[Run]) -> None:

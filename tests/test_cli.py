@@ -654,7 +654,9 @@ def test_runs_errors_are_clear(tmp_path: Path) -> None:
     not_a_db = tmp_path / "notes.txt"
     not_a_db.write_text("not a database\n" * 100, encoding="utf-8")
     assert_clean_error(
-        flowdsl("runs", "list", "--store", str(not_a_db)), 2, "cannot open the store"
+        flowdsl("runs", "list", "--store", str(not_a_db)),
+        2,
+        "is not a flowdsl store, or the file is damaged",
     )
     missing = flowdsl("runs", "list")
     assert 2 == missing.returncode

@@ -96,14 +96,15 @@ def read_journal(db: Path) -> dict[str, list[Row]]:
     conn = sqlite3.connect(db)
     try:
         found = conn.execute(
-            "SELECT run_id, step, visit, attempt, status, worker FROM flowdsl_attempts ORDER BY seq"
+            "SELECT run_id, step, visit, attempt, status, worker FROM flowdsl_attempts "
+            "WHERE kind = 'step' ORDER BY seq"
         ).fetchall()
     finally:
         conn.close()
     rows: dict[str, list[Row]] = {}
     for run_id, name, visit, attempt, status, worker in found:
         key = f"{run_id}:{name}" if visit == 1 else f"{run_id}:{name}#{visit}"
-        pid = int(worker.split("|")[1])
+        pid = int(worker.split("|")[2])  # host|pid namespace|pid|start
         rows.setdefault(run_id, []).append(Row(key, attempt, status == "succeeded", pid))
     return rows
 

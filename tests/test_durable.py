@@ -26,6 +26,7 @@ from flowdsl import (
     Run,
     RunFinished,
     SQLiteStore,
+    StepFinished,
     Store,
     _registry,
     aresume_runs,
@@ -42,6 +43,7 @@ from flowdsl import (
     workflow,
 )
 from flowdsl._codec import Unencodable, decode, dumps, encode, encode_reason
+from flowdsl._sqlite import SCHEMA_VERSION
 from flowdsl._store import owner_alive, owner_token
 from flowdsl.errors import (
     GotoError,
@@ -693,7 +695,7 @@ def test_the_schema_is_versioned(tmp_path: Path) -> None:
     SQLiteStore(db).close()
     conn = sqlite3.connect(db)
     try:
-        assert [(1,)] == conn.execute("SELECT version FROM flowdsl_schema").fetchall()
+        assert [(SCHEMA_VERSION,)] == conn.execute("SELECT version FROM flowdsl_schema").fetchall()
         assert "wal" == conn.execute("PRAGMA journal_mode").fetchone()[0]
         with conn:
             conn.execute("UPDATE flowdsl_schema SET version = 99")
@@ -721,11 +723,29 @@ def test_a_closed_store_refuses_writes(tmp_path: Path) -> None:
 
 
 def test_owners_are_told_apart() -> None:
-    """This process is alive, a dead pid is not, another host's process is unknown."""
-    assert owner_alive(owner_token()) is True
-    host = owner_token().split("|")[0]
-    assert owner_alive(f"{host}|999999999|1") is False
-    assert owner_alive("elsewhere|1|1") is None
+    """Alive here, gone here, or unknown: another host, another PID namespace, old tokens."""
+    me = owner_token()
+    host, namespace, pid, start = me.split("|")
+    assert int(pid) == os.getpid()
+    assert namespace.startswith("pid:[")
+    assert owner_alive(me) is True
+    assert owner_alive(f"{host}|{namespace}|999999999|1") is False
+    assert owner_alive(f"{host}|{namespace}|{pid}|{int(start) + 1}") is False  # pid reused
+    assert owner_alive(f"elsewhere|{namespace}|1|1") is None
+    assert owner_alive(f"{host}|pid:[1]|999999999|1") is None  # a container on this host
+    assert owner_alive(f"{host}||999999999|1") is None
+    assert owner_alive(f"{host}|999999999|1") is None  # a token of an older release
+
+
+def test_an_unreadable_proc_entry_is_not_taken_for_a_dead_owner(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """/proc that cannot be read says nothing: only the owner's lease does."""
+    import flowdsl._store
+
+    host, namespace, _, _ = owner_token().split("|")
+    monkeypatch.setattr(flowdsl._store, "_proc_stat", lambda pid: None)
+    assert owner_alive(f"{host}|{namespace}|999999999|1") is None
 
 
 # -- resume_runs -------------------------------------------------------------------------------
@@ -906,21 +926,22 @@ def test_a_bad_path_is_a_store_error(tmp_path: Path) -> None:
         SQLiteStore(tmp_path / "missing" / "runs.db")
 
 
-def set_owner(db: Path, run_id: str, owner: str, heartbeat: float) -> None:
+def set_owner(db: Path, run_id: str, owner: str, lease_expires: float, epoch: int = 99) -> None:
+    """Make another owner hold `run_id` (a new claim: its fencing epoch changes)."""
     conn = sqlite3.connect(db)
     try:
         with conn:
             conn.execute(
-                "UPDATE flowdsl_runs SET status = 'running', owner = ?, heartbeat = ? "
-                "WHERE run_id = ?",
-                (owner, heartbeat, run_id),
+                "UPDATE flowdsl_runs SET status = 'running', owner = ?, lease_expires = ?, "
+                "lease_epoch = ? WHERE run_id = ?",
+                (owner, lease_expires, epoch, run_id),
             )
     finally:
         conn.close()
 
 
 def test_a_run_owned_on_another_host_waits_for_its_lease(tmp_path: Path) -> None:
-    """Another host's run is left alone while its heartbeat is fresh, resumable after."""
+    """Another host's run is left alone while its lease holds, resumable once it expires."""
     db = tmp_path / "runs.db"
     gate = Gate()
 
@@ -935,24 +956,71 @@ def test_a_run_owned_on_another_host_waits_for_its_lease(tmp_path: Path) -> None
     with SQLiteStore(db, lease=60) as store:
         in_loop(lambda: cancel_at(gate, arun_workflow(remote, run_id="r1", store=store)))
         gate.release.set()
-        set_owner(db, "r1", "elsewhere|7|1", time.time())
+        set_owner(db, "r1", "elsewhere|pid:[1]|7|1", time.time() + 60)
         assert [] == store.resumable()
         with pytest.raises(StoreError, match="being executed by process 7 on elsewhere"):
             run_workflow(remote, run_id="r1", store=store)
-        set_owner(db, "r1", "elsewhere|7|1", time.time() - 61)
+        set_owner(db, "r1", "elsewhere|pid:[1]|7|1", time.time() - 1)
         assert ["r1"] == [pending.run_id for pending in store.resumable()]
         assert ["completed"] == [run.status for run in resume_runs(store)]
 
 
+@pytest.mark.parametrize(
+    "owner",
+    [
+        "{host}|pid:[1]|999999999|1",  # same host name, another PID namespace (a container)
+        "{host}|{namespace}|{parent}|{parent_start}",  # alive, and not this process
+    ],
+)
+def test_a_claimer_never_takes_a_run_whose_lease_holds(tmp_path: Path, owner: str) -> None:
+    """Whatever the claimer's own lease= or namespace, an unexpired lease is respected."""
+    host, namespace, pid, _ = owner_token().split("|")
+    parent = os.getppid()
+    with open(f"/proc/{parent}/stat", "rb") as file:
+        data = file.read()
+    parent_start = data[data.rindex(b")") + 2 :].split()[19].decode()
+    token = owner.format(
+        host=host, namespace=namespace, pid=pid, parent=parent, parent_start=parent_start
+    )
+    db = tmp_path / "runs.db"
+
+    @workflow
+    def held() -> None:
+        step(lambda ctx: ok({"done": True}), name="work")
+
+    with SQLiteStore(db, lease=0.01) as store:  # a claimer with a far shorter lease
+        run_workflow(held, run_id="r1", store=store)
+        set_owner(db, "r1", token, time.time() + 60)
+        assert [] == store.resumable()
+        with pytest.raises(StoreError, match="is being executed by"):
+            run_workflow(held, run_id="r1", store=store)
+
+
+def test_a_dead_owner_on_this_host_is_taken_over_at_once(tmp_path: Path) -> None:
+    """Same host and PID namespace, process gone: claimable before its lease expires."""
+    host, namespace, _, _ = owner_token().split("|")
+    db = tmp_path / "runs.db"
+
+    @workflow
+    def orphan() -> None:
+        step(lambda ctx: ok({"done": True}), name="work")
+
+    with SQLiteStore(db) as store:
+        run_workflow(orphan, run_id="r1", store=store)
+        set_owner(db, "r1", f"{host}|{namespace}|999999999|1", time.time() + 60)
+        assert ["r1"] == [pending.run_id for pending in store.resumable()]
+        assert "completed" == run_workflow(orphan, run_id="r1", store=store).status
+
+
 def test_a_process_that_lost_its_run_cannot_write_to_it(tmp_path: Path) -> None:
-    """If another process took the run over, this one's next journal write fails."""
+    """If another process took the run over (a new claim), this one's next write fails."""
     db = tmp_path / "runs.db"
 
     @workflow
     def taken() -> None:
         @step
         def first(ctx: Any) -> Any:
-            set_owner(db, ctx.run_id, "elsewhere|7|1", time.time())
+            set_owner(db, ctx.run_id, "elsewhere|pid:[1]|7|1", time.time() + 60)
             return ok({"a": 1})
 
         @step
@@ -965,6 +1033,71 @@ def test_a_process_that_lost_its_run_cannot_write_to_it(tmp_path: Path) -> None:
         recorded = store.get_run("r1")
     assert recorded is not None
     assert ("running", ()) == (recorded.status, recorded.steps)
+    assert "elsewhere|pid:[1]|7|1" == recorded.owner
+
+
+def test_a_new_claim_of_the_same_owner_fences_the_old_one(tmp_path: Path) -> None:
+    """The fence is the claim, not the process: same owner token, older epoch, refused."""
+    db = tmp_path / "runs.db"
+
+    @workflow
+    def reclaimed() -> None:
+        @step
+        def first(ctx: Any) -> Any:
+            set_owner(db, ctx.run_id, owner_token(), time.time() + 60, epoch=42)
+            return ok({"a": 1})
+
+    with SQLiteStore(db) as store, pytest.raises(StoreError, match="no longer owned"):
+        run_workflow(reclaimed, run_id="r1", store=store)
+
+
+def test_no_step_starts_once_the_lease_is_known_lost(tmp_path: Path) -> None:
+    """A paused owner that wakes past its lease checks before starting the next step."""
+    db = tmp_path / "runs.db"
+    started: list[str] = []
+    store = SQLiteStore(db)
+
+    def paused_past_the_lease(event: object) -> None:
+        if isinstance(event, StepFinished) and event.step == "first":
+            set_owner(db, "r1", "elsewhere|pid:[1]|7|1", time.time() + 60)
+            store._writer.confirmed = 0.0  # as after a pause: the lease is not known to hold
+
+    @workflow
+    def woken() -> None:
+        step(lambda ctx: started.append("first"), name="first")
+        step(lambda ctx: started.append("second"), name="second")
+
+    with store, pytest.raises(StoreError, match="its lease ran out and another process"):
+        run_workflow(woken, run_id="r1", store=store, listeners=[paused_past_the_lease])
+    assert ["first"] == started
+
+
+def test_the_owner_renews_its_lease_while_it_runs(tmp_path: Path) -> None:
+    """lease_expires moves forward while a step waits longer than the lease."""
+    db = tmp_path / "runs.db"
+    seen: list[float] = []
+
+    def lease_now() -> float:
+        conn = sqlite3.connect(db)
+        try:
+            return float(conn.execute("SELECT lease_expires FROM flowdsl_runs").fetchone()[0])
+        finally:
+            conn.close()
+
+    @workflow
+    def long_step() -> None:
+        @step
+        async def wait(ctx: Any) -> Any:
+            first = lease_now()
+            deadline = time.monotonic() + 30
+            while lease_now() == first and time.monotonic() < deadline:  # noqa: ASYNC110 - polls the file
+                await asyncio.sleep(0.01)
+            seen.extend((first, lease_now()))
+            return ok()
+
+    with SQLiteStore(db, lease=0.3) as store:
+        assert "completed" == run_workflow(long_step, run_id="r1", store=store).status
+    assert seen[1] > seen[0]
 
 
 # -- found in review: each of these once lost work or broke the store ------------------------
@@ -1030,8 +1163,10 @@ def test_an_output_that_contains_itself_fails_its_step_with_a_serialization_erro
     assert store.get_run("c1") is not None
 
 
-def test_a_self_containing_reducer_output_spoils_only_its_own_key(store: SQLiteStore) -> None:
-    """The stored output keeps every other key; the store stays readable."""
+def test_a_self_containing_reducer_output_fails_its_block_and_the_store_stays_readable(
+    store: SQLiteStore,
+) -> None:
+    """A reducer's outcome is journaled like a step's: one that cannot be fails the block."""
 
     def merge(ctx: Any, results: Any) -> Any:
         tree: dict[str, Any] = {"name": "root"}
@@ -1040,14 +1175,16 @@ def test_a_self_containing_reducer_output_spoils_only_its_own_key(store: SQLiteS
 
     @workflow
     def reduced() -> None:
-        with parallel(into=merge):
+        with parallel(name="fan", into=merge):
             step(lambda ctx: 1, name="a")
 
-    run_workflow(reduced, {"order": 7}, run_id="t1", store=store)
+    run = run_workflow(reduced, {"order": 7}, run_id="t1", store=store)
+    assert ("failed", "fan", SerializationError) == (run.status, run.failed_step, type(run.error))
+    assert "the into= reducer of 'fan'" in str(run.error)
+    assert "contains itself" in str(run.error)
     stored = store.get_run("t1")
     assert stored is not None
-    assert (7, 1) == (stored.output["order"], stored.output["count"])
-    assert isinstance(stored.output["tree"], RecordedError)
+    assert (7, "failed") == (stored.output["order"], stored.status)
     assert ["t1"] == [r.run_id for r in store.list_runs()]
 
 
