@@ -100,6 +100,7 @@ class _PlanBuilder:
         self.shape: list[str] = []
         self.top_steps: dict[str, int] = {}
         self.routes: list[tuple[StepSpec, str]] = []
+        self.parallels = 0  # parallel blocks lowered so far (naming the unnamed ones)
 
     # -- errors --------------------------------------------------------------------------
 
@@ -362,9 +363,14 @@ class _PlanBuilder:
         return (ASYNC if is_async else SYNC), None
 
     def lower_parallel(self, spec: ParallelSpec, path: str, top_index: int) -> ParallelNode:
-        key = spec.key
+        self.parallels += 1
+        # An unnamed block is named by kind and order, never by line: an edit above it
+        # must not change its key (or the fingerprint of durable runs).
+        key = spec.name if spec.name is not None else f"parallel#{self.parallels}"
         what = f"parallel block {key!r}"
-        if spec.name is not None:
+        if spec.name is None:
+            self.blocks.setdefault(key, spec.where)
+        else:
             if not isinstance(spec.name, str) or not spec.name:
                 raise self.fail(
                     "parallel block",
@@ -415,7 +421,7 @@ class _PlanBuilder:
                 )
             seen[child.key] = child
         return ParallelNode(
-            name=spec.name if spec.name is not None else key,
+            name=key,
             key=key,
             children=children,
             keys=keys,
@@ -424,6 +430,7 @@ class _PlanBuilder:
             max_concurrency=limit,
             where=spec.where,
             top_index=top_index,
+            named=spec.name is not None,
         )
 
     def check_block_name(self, name: object, kind: str, where: Where) -> None:

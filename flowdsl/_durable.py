@@ -469,7 +469,11 @@ async def aresume_runs(
         raise UsageError(msg)
     opened, owned = open_store(store)
     try:
-        pending = opened.resumable(include_cancelled=include_cancelled)
+        damaged: list[Exception] = []  # raised after the healthy runs were resumed
+        pending = opened.resumable(
+            include_cancelled=include_cancelled,
+            on_damaged=lambda run_id, exc: damaged.append(exc),
+        )
         overrides = PLAN_OVERRIDES.get()
         plans: list[Plan] = []
         missing: list[str] = []
@@ -512,7 +516,7 @@ async def aresume_runs(
                 except Exception as exc:  # kept for later: it must not cancel the other runs
                     errors.append(exc)
 
-        errors: list[Exception] = []
+        errors: list[Exception] = damaged
         async with asyncio.TaskGroup() as group:
             for index, (plan, run) in enumerate(zip(plans, pending, strict=True)):
                 group.create_task(one(index, plan, run.run_id))

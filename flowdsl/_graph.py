@@ -240,8 +240,7 @@ class _Builder:
         details = [on_error]
         if node.max_concurrency:
             details.append(f"max {node.max_concurrency} at once")
-        named = not (node.name == node.key and node.key.startswith("parallel@"))
-        title = f"parallel {node.name}" if named else "parallel"
+        title = f"parallel {node.name}" if node.named else "parallel"
         info: dict[str, object] = {
             "name": node.name,
             "on_error": on_error,

@@ -79,6 +79,8 @@ class ParallelNode:
     max_concurrency: int | None
     where: Where
     top_index: int
+    named: bool = True
+    """False for a block without ``name=`` (named ``parallel#n``: the n-th block)."""
 
 
 Node: TypeAlias = StepNode | SequenceNode | ParallelNode

@@ -198,10 +198,6 @@ class ParallelSpec:
     max_concurrency: object
     where: Where
 
-    @property
-    def key(self) -> str:
-        return self.name if self.name is not None else f"parallel@{self.where.line}"
-
 
 NodeSpec: TypeAlias = StepSpec | SequenceSpec | ParallelSpec
 BlockSpec: TypeAlias = SequenceSpec | ParallelSpec

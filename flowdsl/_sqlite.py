@@ -232,7 +232,7 @@ class _Job:
         self.loop = loop
         self.future = future
         self.result: object = None
-        """What `fn` returned, once its transaction committed (read by later jobs)."""
+        """What `fn` returned (read by later jobs; reset when its transaction failed)."""
 
 
 def _settle(items: list[tuple[asyncio.Future[Any], object, BaseException | None]]) -> None:
@@ -383,7 +383,8 @@ class _Writer:
             try:
                 for job in batch:
                     try:
-                        results.append((job, job.fn(self, conn, *job.args), None))
+                        job.result = job.fn(self, conn, *job.args)  # later jobs may read it
+                        results.append((job, job.result, None))
                     except sqlite3.OperationalError:
                         raise  # the disk or the file, not this job: the batch fails
                     except (sqlite3.DatabaseError, Undecodable) as exc:  # a damaged run
@@ -412,8 +413,6 @@ class _Writer:
             error = StoreError(f"could not write to the store at {self.path!r}: {exc}")
             self.settle([(job, None, error) for job in batch])
             return
-        for job, result, _ in results:
-            job.result = result
         if renewed is not None:
             self.renewed(now, renewed)
         self.settle(results)

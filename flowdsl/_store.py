@@ -204,8 +204,13 @@ class Store(Protocol):
         """Give the run up (written in the background); `status` records how it stopped."""
         ...
 
-    def resumable(self, *, include_cancelled: bool = False) -> list[Pending]:
-        """Unfinished runs that no live owner holds, oldest first."""
+    def resumable(
+        self,
+        *,
+        include_cancelled: bool = False,
+        on_damaged: Callable[[str, StoreError], None] | None = None,
+    ) -> list[Pending]:
+        """Unfinished runs that no live owner holds, oldest first (damaged ones as in list_runs)."""
         ...
 
 

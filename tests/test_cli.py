@@ -960,3 +960,22 @@ def test_json_output_encodes_what_json_has_no_type_for() -> None:
         "keys": {"1": "one", "[2, 3]": "pair"},
         "other": "range(0, 2)",
     } == json.loads(dumps(value))
+
+
+def test_a_damaged_run_is_named_and_the_others_still_listed(tmp_path: Path) -> None:
+    """runs list prints the healthy runs and names the damaged one (exit 2); show says why."""
+    import sqlite3
+
+    store = str(tmp_path / "runs.db")
+    for run_id in ("h-1", "h-2"):
+        assert 0 == flowdsl("run", "hello.py", "--store", store, "--run-id", run_id).returncode
+    conn = sqlite3.connect(store)
+    with conn:
+        conn.execute("UPDATE flowdsl_runs SET output = '{broken' WHERE run_id = 'h-2'")
+    conn.close()
+    listed = flowdsl("runs", "list", "--store", store)
+    assert 2 == listed.returncode
+    assert ["h-1"] == [r["run_id"] for r in json.loads(listed.stdout)]
+    assert "run 'h-2' is damaged in the store: its output cannot be read" in listed.stderr
+    assert "Traceback" not in listed.stderr
+    assert_clean_error(flowdsl("runs", "show", "h-2", "--store", store), 2, "run 'h-2' is damaged")

@@ -261,8 +261,7 @@ def test_ids_stay_unique_when_blocks_share_a_line() -> None:
     ids = [n.id for n in graph.nodes]
     assert len(set(ids)) == len(ids)
     forks = [n.id for n in graph.nodes if n.kind == "fork"]
-    assert 2 == len(forks)
-    assert forks[1] == forks[0] + "#2"
+    assert ["fork:parallel#1", "fork:parallel#2"] == forks  # named by kind and order
     assert [] == mermaid_problems(graph.to_mermaid())
 
 

@@ -621,7 +621,7 @@ def test_a_crashing_reducer_fails_with_the_smallest_counterexample() -> None:
     with pytest.raises(AssertionError) as caught:
         check_reducer(reducers, 1)
     message = str(caught.value)
-    assert message.startswith("the into= reducer careless of parallel block 'parallel@")
+    assert message.startswith("the into= reducer careless of parallel block 'parallel#2")
     assert "raised AttributeError(" in message
     assert "results: {'email_again': Err(" in message
     assert "ctx: {}" in message
