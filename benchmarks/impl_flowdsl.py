@@ -1,4 +1,4 @@
-"""flowdsl, written against the API of docs DESIGN.md section 2.
+"""flowdsl, written against its public API (README, docs/).
 
 Workflows are built programmatically: the ``@workflow`` body loops and records
 ``step(fn, name=...)`` calls, and ``with parallel(into=...)`` blocks whose

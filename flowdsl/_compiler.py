@@ -84,6 +84,13 @@ def arity_problem(fn: object, args: int, call: str) -> str | None:
     return None
 
 
+def _hook_problem(fn: object, args: int, call: str) -> str | None:
+    """Why `fn` cannot be a hook called as `call` (a compensation, a reducer), or None."""
+    if not callable(fn):
+        return f"got {fn!r}"
+    return arity_problem(fn, args, call)
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
 
@@ -268,11 +275,7 @@ class _PlanBuilder:
                 f"timeout= must be a number of seconds > 0 or None, got {timeout!r}",
             )
         if spec.compensate is not None:
-            problem = (
-                f"got {spec.compensate!r}"
-                if not callable(spec.compensate)
-                else arity_problem(spec.compensate, 1, "undo(ctx)")
-            )
+            problem = _hook_problem(spec.compensate, 1, "undo(ctx)")
             if problem is not None:
                 raise self.fail(
                     what, spec.where, f"compensate= must be a function undo(ctx); {problem}"
@@ -389,11 +392,7 @@ class _PlanBuilder:
                 f"unknown on_error={spec.on_error!r}; use 'fail_fast' or 'complete_all'",
             )
         if spec.into is not None:
-            problem = (
-                f"got {spec.into!r}"
-                if not callable(spec.into)
-                else arity_problem(spec.into, 2, "into(ctx, results)")
-            )
+            problem = _hook_problem(spec.into, 2, "into(ctx, results)")
             if problem is not None:
                 raise self.fail(
                     what, spec.where, f"into= must be a function fn(ctx, results); {problem}"

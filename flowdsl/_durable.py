@@ -462,7 +462,10 @@ async def aresume_runs(
     the workflow registered under its name (import the modules that define
     them first). Every run is checked before any is resumed: a workflow that
     is not registered, or whose definition changed, raises and nothing runs.
-    ``include_cancelled=True`` resumes runs cancelled from outside too.
+    Runs in status "cancelled" (their caller was cancelled, or Ctrl-C) are
+    skipped on purpose: ask for one by its ``run_id``, or pass
+    ``include_cancelled=True`` to resume them too. A run whose journal cannot
+    be read is not resumed: the others are, then a `StoreError` names it.
     """
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         msg = f"concurrency must be an int >= 1, got {concurrency!r}"

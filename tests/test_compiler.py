@@ -1,4 +1,4 @@
-"""Definition errors (DESIGN.md section 4): raised at import time, naming workflow, step, file:line and the fix."""
+"""Definition errors: raised at import time, naming workflow, step, file:line and the fix."""
 
 from __future__ import annotations
 

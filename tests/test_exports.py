@@ -15,7 +15,7 @@ def test_all_names_exist_once() -> None:
 
 
 def test_core_names_of_the_design_are_exported() -> None:
-    """Every name DESIGN.md promises is importable from flowdsl."""
+    """Every name the documentation promises is importable from flowdsl."""
     promised = {
         "workflow", "step", "parallel", "sequence", "ok", "error", "goto", "END", "Retry",
         "run_workflow", "arun_workflow", "run_many", "arun_many", "stream_workflow",

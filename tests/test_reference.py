@@ -216,7 +216,7 @@ class Written(dict[str, Any]):
 
 
 class Reference:
-    """Sequential, copying, obviously-correct semantics of DESIGN.md section 3."""
+    """Sequential, copying, obviously-correct semantics of the contract (docs: steps and context, parallel, goto)."""
 
     def __init__(self, program: Program) -> None:
         self.top = program.top
