@@ -34,7 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def build(kind: str, n: int) -> Any:
-    from flowdsl import _registry, ok, step, workflow
+    from flowdsl import ok, step, workflow
+    from flowdsl._define import _registry
 
     def make(i: int) -> Any:
         key = f"k{i}"

@@ -17,7 +17,8 @@ import os
 from collections.abc import Mapping
 
 import flowdsl
-from flowdsl import _registry, ok, parallel, step, workflow
+from flowdsl import ok, parallel, step, workflow
+from flowdsl._define import _registry
 
 NAME = "flowdsl"
 

@@ -13,11 +13,10 @@ with ``ok`` / ``error`` / ``goto`` routing::
     run_workflow("greet", {"name": "Ada"}).output["greeting"]
 """
 
-from ._codec import RecordedError, register_type
-from ._context import Context
-from ._dsl import parallel, sequence, step, workflow
-from ._durable import aresume_runs, resume_runs
-from ._events import (
+from ._define._dsl import parallel, sequence, step
+from ._define._registry import get_workflow, workflows
+from ._engine._context import Context
+from ._engine._events import (
     CompensationFinished,
     Event,
     RunFinished,
@@ -26,16 +25,19 @@ from ._events import (
     StepFinished,
     StepStarted,
 )
-from ._graph import Graph, GraphBlock, GraphEdge, GraphNode, to_dot, to_json, to_mermaid
+from ._engine._run import CompensationRecord, Run, StepRecord
 from ._outcome import Goto, error, goto, ok, parallel_ok, parallel_result, parallel_results
-from ._plan import Plan
-from ._registry import get_workflow, workflows
-from ._run import CompensationRecord, Run, StepRecord
-from ._runner import arun_many, arun_workflow, run_many, run_workflow, stream_workflow
-from ._spec import END, Retry
-from ._sqlite import SQLiteStore
-from ._store import Store
-from ._workflow import Workflow
+from ._plan import END, Plan, Retry
+from ._running import (
+    aresume_runs,
+    arun_many,
+    arun_workflow,
+    resume_runs,
+    run_many,
+    run_workflow,
+    stream_workflow,
+)
+from ._workflow import Workflow, workflow
 from .errors import (
     DefinitionError,
     FlowError,
@@ -45,6 +47,9 @@ from .errors import (
     WorkflowNotFound,
 )
 from .result import Err, ErrorGroup, Ok, Result
+from .stores import SQLiteStore, Store
+from .stores._codec import RecordedError, register_type
+from .views import Graph, GraphBlock, GraphEdge, GraphNode, to_dot, to_json, to_mermaid
 
 __version__ = "0.1.0.dev0"
 

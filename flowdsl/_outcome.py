@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final, TypeVar, final, overload
 
-from ._spec import END, End
+from ._plan import END, End
 from .result import Err, Ok
 
 __all__ = [

@@ -1,32 +1,131 @@
-"""The compiled, immutable plan the executor runs.
+"""The contract between compiling and executing: the plan, and the values both speak.
 
-Everything the hot path needs is precomputed here by `_compiler`: how each
-step is called (`mode`), its retry policy and timeout, each block's branch
-keys and reducer, and the goto target table of the top-level sequence. The
-executor never looks at the spec tree again.
+`_define` produces a `Plan` (everything the hot path needs precomputed: how
+each step is called (`mode`), its retry policy and timeout, each block's
+branch keys and reducer, the goto target table of the top-level sequence),
+and `_engine` runs it without ever looking at the spec tree again. This module
+imports nothing of either: both import it. `END`, `Retry` and `Where` live
+here because both sides (and the journal) use them.
 """
 
 from __future__ import annotations
 
+import enum
+import inspect
+import random
 from collections.abc import Callable, Mapping
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 import attrs
 
-from ._spec import End, Retry, Where
+from .errors import UsageError
 
 __all__ = [
     "AGEN",
     "ASYNC",
+    "END",
+    "MODE_NAMES",
     "REMOTE",
     "SYNC",
     "THREAD",
+    "Backoff",
+    "End",
     "Node",
     "ParallelNode",
     "Plan",
+    "Retry",
     "SequenceNode",
     "StepNode",
+    "Where",
+    "is_async_callable",
+    "replace_steps",
 ]
+
+
+class End(enum.Enum):
+    """The type of `END`, the goto target that finishes a run successfully."""
+
+    END = "END"
+
+    def __repr__(self) -> str:
+        return "END"
+
+
+END = End.END
+"""``goto(END)`` finishes the run successfully now."""
+
+
+@attrs.frozen
+class Where:
+    """Where a recorded object was written: used in every definition error."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+Backoff: TypeAlias = Literal["exponential", "linear", "constant"]
+BACKOFFS: Final = ("exponential", "linear", "constant")
+
+
+def _to_tuple(value: object) -> tuple[type[BaseException], ...]:
+    if isinstance(value, type):
+        return (value,)
+    try:
+        return tuple(value)  # type: ignore[arg-type]
+    except TypeError:
+        return (value,)  # type: ignore[return-value]  # reported by retry_problems
+
+
+@attrs.frozen
+class Retry:
+    """How often a failing step is attempted, and how long to wait in between.
+
+    Exactly ``max_attempts`` attempts are made. The delay before attempt
+    ``n + 1`` (after ``n`` failures) is ``base * 2**(n-1)`` (exponential),
+    ``base * n`` (linear) or ``base`` (constant), capped at ``max_delay``; with
+    ``jitter`` (a fraction in [0, 1]) it is drawn from
+    ``[delay * (1 - jitter), delay]``.
+
+    An ``error()`` outcome is a failed attempt, retried while attempts remain.
+    A raised exception is retried when it is an instance of one of
+    ``retry_on``; any other exception fails the step at once. A timed-out
+    attempt raises `TimeoutError`, so it is retried under the default
+    ``retry_on=(Exception,)`` and not under, say, ``retry_on=(ConnectionError,)``.
+    """
+
+    max_attempts: int = 3
+    """Attempts in all, the first included (at least 1)."""
+    backoff: Backoff = "exponential"
+    """How the delay grows: ``"exponential"``, ``"linear"`` or ``"constant"``."""
+    base: float = 0.1
+    """Seconds: the first delay, and the unit of the later ones."""
+    max_delay: float = 30.0
+    """Seconds: no delay is longer than this."""
+    jitter: float = 0.0
+    """A fraction in [0, 1]: how much of each delay may be taken off at random."""
+    retry_on: tuple[type[BaseException], ...] = attrs.field(
+        default=(Exception,), converter=_to_tuple
+    )
+    """The exception types worth another attempt (one type or a tuple)."""
+
+    def delay(self, failures: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after ``failures`` failed attempts (``failures >= 1``)."""
+        if self.backoff == "exponential":
+            # 2.0 ** 1024 overflows; past 2 ** 1000 the cap has long applied anyway.
+            raw = self.base * 2.0 ** min(failures - 1, 1000)
+        elif self.backoff == "linear":
+            raw = self.base * failures
+        else:
+            raw = self.base
+        delay = min(raw, self.max_delay)
+        if self.jitter:
+            draw = (rng or random).random()
+            delay *= 1.0 - self.jitter * draw
+        return delay
+
 
 # How a step's body is called (StepNode.mode): small ints compared with `is`.
 ASYNC: Final = 0
@@ -109,6 +208,56 @@ class Plan:
         self, replacements: Mapping[str, Callable[..., Any]], caller: str = "with_steps()"
     ) -> Plan:
         """A copy of this plan with some steps' bodies swapped (names must exist)."""
-        from ._compiler import replace_steps
-
         return replace_steps(self, replacements, caller)
+
+
+def is_async_callable(fn: object) -> bool:
+    """True for ``async def`` functions, and objects or partials wrapping one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - a callable object's async __call__
+    )
+
+
+def replace_steps(
+    plan: Plan, replacements: Mapping[str, Callable[..., Any]], caller: str = "with_steps()"
+) -> Plan:
+    """A copy of `plan` whose named steps call other functions (for tests and fakes).
+
+    A name the plan has no step for raises `UsageError`, prefixed with `caller`.
+    """
+    unknown = [name for name in replacements if name not in plan.steps]
+    if unknown:
+        known = ", ".join(repr(n) for n in plan.steps)
+        msg = (
+            f"{caller}: workflow {plan.name!r} has no step named "
+            f"{', '.join(map(repr, unknown))}; known steps: {known}"
+        )
+        raise UsageError(msg)
+
+    def swap(node: Node) -> Node:
+        if isinstance(node, StepNode):
+            fn = replacements.get(node.name)
+            if fn is None:
+                return node
+            if inspect.isasyncgenfunction(fn):
+                mode = AGEN
+            elif node.mode in (THREAD, REMOTE) and not is_async_callable(fn):
+                mode = node.mode
+            else:
+                mode = ASYNC if is_async_callable(fn) else SYNC
+            return attrs.evolve(node, fn=fn, mode=mode)
+        return attrs.evolve(node, children=tuple(swap(c) for c in node.children))
+
+    nodes = tuple(swap(n) for n in plan.nodes)
+    steps: dict[str, StepNode] = {}
+
+    def collect(node: Node) -> None:
+        if isinstance(node, StepNode):
+            steps[node.name] = node
+        else:
+            for child in node.children:
+                collect(child)
+
+    for node in nodes:
+        collect(node)
+    return attrs.evolve(plan, nodes=nodes, steps=steps)

@@ -1,18 +1,26 @@
-"""`Workflow`: what `@workflow` returns, registered by name and runnable."""
+"""`@workflow` and `Workflow`: what it returns, registered by name and runnable.
+
+The one place the layers meet for a user: the decorator records and compiles
+the body (`_define`) and registers the result; the object runs itself
+(`_running`) and draws itself (`views`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, overload
 
-from ._plan import Plan
-from ._spec import Where
+from ._define._dsl import DEFAULT_MAX_TRANSITIONS, record_workflow
+from ._define._registry import register
+from ._plan import Plan, Where
+from ._running import RUN_OPTIONS, arun_workflow, check_options, run_workflow
+from .errors import DefinitionError
+from .views._graph import Graph
 
 if TYPE_CHECKING:
-    from ._graph import Graph
-    from ._run import Run
+    from ._engine._run import Run
 
-__all__ = ["Workflow"]
+__all__ = ["Workflow", "workflow"]
 
 
 class Workflow:
@@ -54,23 +62,70 @@ class Workflow:
 
     def run(self, input: Mapping[str, Any] | None = None, **options: Any) -> Run:
         """Run to the end and return the `Run` (see `run_workflow` for options)."""
-        from ._runner import run_workflow
-
         return run_workflow(self, input, **options)
 
     async def arun(self, input: Mapping[str, Any] | None = None, **options: Any) -> Run:
         """Run to the end on the running event loop (see `arun_workflow`)."""
-        from ._runner import RUN_OPTIONS, arun_workflow, check_options
-
         check_options("Workflow.arun", options, RUN_OPTIONS)
-
         return await arun_workflow(self, input, **options)
 
     def graph(self) -> Graph:
         """The static graph of this workflow (nothing runs): ``wf.graph().to_mermaid()``."""
-        from ._graph import Graph
-
         return Graph.from_plan(self.plan)
 
     def __repr__(self) -> str:
         return f"<Workflow {self.name!r} ({len(self.plan.steps)} steps) at {self.where}>"
+
+
+@overload
+def workflow(fn: Callable[[], object], /) -> Workflow: ...
+@overload
+def workflow(
+    name: str | None = None,
+    /,
+    *,
+    timeout: float | None = None,
+    max_transitions: int = DEFAULT_MAX_TRANSITIONS,
+    executor: str | None = None,
+) -> Callable[[Callable[[], object]], Workflow]: ...
+def workflow(
+    fn_or_name: Callable[[], object] | str | None = None,
+    /,
+    *,
+    timeout: float | None = None,
+    max_transitions: int = DEFAULT_MAX_TRANSITIONS,
+    name: str | None = None,
+    executor: str | None = None,
+) -> Workflow | Callable[[Callable[[], object]], Workflow]:
+    """Declare a workflow: the body is run once, now, to record its steps.
+
+    ``@workflow`` names it after the function; ``@workflow("name", timeout=30,
+    max_transitions=10_000, executor="process")`` sets the name and options
+    (``executor`` is where steps without an ``executor=`` of their own run;
+    ``@step(executor="inline")`` keeps one on the event loop). The returned
+    `Workflow` is registered under its name and can be run with
+    ``run_workflow(name, input)`` or ``wf.run(input)``.
+    """
+    if callable(fn_or_name):
+        return _define(fn_or_name, name, timeout, max_transitions, executor)
+    if fn_or_name is not None and not isinstance(fn_or_name, str):
+        msg = f"@workflow takes a name string, got {fn_or_name!r}; write @workflow('my_flow')"
+        raise DefinitionError(msg)
+    chosen = fn_or_name if fn_or_name is not None else name
+
+    def decorate(body: Callable[[], object]) -> Workflow:
+        return _define(body, chosen, timeout, max_transitions, executor)
+
+    return decorate
+
+
+def _define(
+    body: Callable[[], object],
+    name: str | None,
+    timeout: object,
+    max_transitions: object,
+    executor: object,
+) -> Workflow:
+    workflow = Workflow(record_workflow(body, name, timeout, max_transitions, executor))
+    register(workflow)
+    return workflow

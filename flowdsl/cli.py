@@ -35,7 +35,8 @@ from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
-from ._events import (
+from ._define._registry import workflows
+from ._engine._events import (
     CompensationFinished,
     Event,
     RunFinished,
@@ -44,8 +45,7 @@ from ._events import (
     StepFinished,
     StepStarted,
 )
-from ._registry import workflows
-from ._run import Run
+from ._engine._run import Run
 from ._workflow import Workflow
 from .errors import DefinitionError, FlowError, StoreError, UsageError, WorkflowNotFound
 from .result import Err, Ok
@@ -727,7 +727,7 @@ def open_store(url: str, *, must_exist: bool = False) -> Any:
     ``must_exist=True`` for the commands that read runs: a store file that is
     not there is an error, never a new empty store.
     """
-    from ._durable import open_store as open_named_store
+    from .stores import open_store as open_named_store
 
     try:
         return open_named_store(url, must_exist=must_exist)[0]
@@ -795,7 +795,7 @@ def execute_run(
     Ctrl-C cancels the run: `asyncio.run` cancels its task, the run is
     reported (and journaled) as "cancelled", and that `Run` is returned.
     """
-    from ._runner import arun_workflow
+    from ._running import arun_workflow
 
     ending = _Ending()
     listeners = (ending,) if progress is None else (progress, ending)
@@ -934,7 +934,7 @@ def cmd_check(sources: Sequence[str]) -> int:
 
 
 def cmd_graph(target: str, fmt: str) -> int:
-    from ._graph import Graph
+    from .views import Graph
 
     configure_logging("console", sys.stderr.isatty())  # stdout is for the graph only
     try:

@@ -17,7 +17,6 @@ from flowdsl import (
     SQLiteStore,
     UsageError,
     Workflow,
-    _registry,
     arun_many,
     error,
     ok,
@@ -25,6 +24,7 @@ from flowdsl import (
     step,
     workflow,
 )
+from flowdsl._define import _registry
 from flowdsl.errors import RunningLoopError
 
 pytestmark = pytest.mark.usefixtures("flowdsl_registry")  # each test defines its own workflows

@@ -682,8 +682,8 @@ def test_reading_commands_never_create_a_store(tmp_path: Path) -> None:
 
 def test_the_api_refuses_a_missing_store_only_when_asked(tmp_path: Path) -> None:
     """open_store(must_exist=True) is a StoreError that creates nothing; by default it creates."""
-    from flowdsl._durable import open_store
     from flowdsl.errors import StoreError
+    from flowdsl.stores import open_store
 
     path = tmp_path / "runs.db"
     with pytest.raises(StoreError, match=r"no store at .*: the file does not exist"):

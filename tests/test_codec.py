@@ -34,7 +34,6 @@ from flowdsl import (
     RecordedError,
     Run,
     SQLiteStore,
-    _codec,
     arun_workflow,
     error,
     ok,
@@ -43,7 +42,9 @@ from flowdsl import (
     step,
     workflow,
 )
-from flowdsl._codec import (
+from flowdsl.errors import SerializationError, UsageError
+from flowdsl.stores import _codec
+from flowdsl.stores._codec import (
     MAX_DEPTH,
     Undecodable,
     Unencodable,
@@ -55,7 +56,6 @@ from flowdsl._codec import (
     encode_lenient,
     encode_reason,
 )
-from flowdsl.errors import SerializationError, UsageError
 
 SRC = str(Path(__file__).resolve().parent.parent)
 PARIS = ZoneInfo("Europe/Paris")
@@ -446,7 +446,7 @@ def test_each_carried_type_comes_back_exactly(value: object) -> None:
 def test_a_set_is_the_same_text_in_every_process() -> None:
     """Set items are sorted, so the hash seed does not change the journal."""
     script = (
-        "from flowdsl._codec import dumps, encode\n"
+        "from flowdsl.stores._codec import dumps, encode\n"
         "print(dumps(encode({'s': set('abcdefgh'), 'f': frozenset({3, 'x', (1, 2)})})))"
     )
     texts = {
@@ -786,7 +786,7 @@ def test_no_nesting_can_crash_the_interpreter() -> None:
         """
         import sys
         sys.setrecursionlimit(10**7)
-        from flowdsl._codec import Unencodable, decode, dumps, encode, encode_lenient, encode_reason
+        from flowdsl.stores._codec import Unencodable, decode, dumps, encode, encode_lenient, encode_reason
         deep = []
         nested = {}
         for _ in range(10**6):

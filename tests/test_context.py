@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowdsl._context import Context, FrozenDict, FrozenList, Scope, freeze
+from flowdsl._engine._context import Context, FrozenDict, FrozenList, Scope, freeze
 from flowdsl.errors import UsageError
 
 keys = st.sampled_from(["a", "b", "c", "d", "e"])

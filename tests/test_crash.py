@@ -25,7 +25,8 @@ from typing import NamedTuple
 
 import pytest
 
-from flowdsl import SQLiteStore, _registry, run_workflow
+from flowdsl import SQLiteStore, run_workflow
+from flowdsl._define import _registry
 
 pytestmark = pytest.mark.skipif(
     not hasattr(os, "fork") or not hasattr(signal, "SIGKILL"), reason="needs fork and SIGKILL"

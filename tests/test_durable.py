@@ -28,7 +28,6 @@ from flowdsl import (
     SQLiteStore,
     StepFinished,
     Store,
-    _registry,
     aresume_runs,
     arun_workflow,
     error,
@@ -42,9 +41,7 @@ from flowdsl import (
     stream_workflow,
     workflow,
 )
-from flowdsl._codec import Unencodable, decode, dumps, encode, encode_reason
-from flowdsl._sqlite import SCHEMA_VERSION
-from flowdsl._store import owner_alive, owner_token
+from flowdsl._define import _registry
 from flowdsl.errors import (
     GotoError,
     IncompatibleDefinition,
@@ -54,6 +51,9 @@ from flowdsl.errors import (
     WorkflowNotFound,
 )
 from flowdsl.result import ErrorGroup
+from flowdsl.stores._codec import Unencodable, decode, dumps, encode, encode_reason
+from flowdsl.stores._owner import owner_alive, owner_token
+from flowdsl.stores._sqlite import SCHEMA_VERSION
 
 CHILD = Path(__file__).resolve().with_name("crash_child.py")
 SRC = str(Path(__file__).resolve().parent.parent)
@@ -741,10 +741,10 @@ def test_an_unreadable_proc_entry_is_not_taken_for_a_dead_owner(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """/proc that cannot be read says nothing: only the owner's lease does."""
-    import flowdsl._store
+    import flowdsl.stores._owner
 
     host, namespace, _, _ = owner_token().split("|")
-    monkeypatch.setattr(flowdsl._store, "_proc_stat", lambda pid: None)
+    monkeypatch.setattr(flowdsl.stores._owner, "_proc_stat", lambda pid: None)
     assert owner_alive(f"{host}|{namespace}|999999999|1") is None
 
 

@@ -20,10 +20,10 @@ from flowdsl import (
     Run,
     SQLiteStore,
     StepStarted,
-    _registry,
     parallel_results,
     run_workflow,
 )
+from flowdsl._define import _registry
 from flowdsl.testing import capture_events, override_steps
 
 ROOT = Path(__file__).resolve().parent.parent

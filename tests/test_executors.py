@@ -51,7 +51,6 @@ from flowdsl import (
     step,
     workflow,
 )
-from flowdsl._trampoline import RemoteContext, run_step
 from flowdsl.errors import ExecutorConfigError, ExecutorError, WorkerLost
 from flowdsl.executors import (
     DaskExecutor,
@@ -61,6 +60,7 @@ from flowdsl.executors import (
     ThreadExecutor,
 )
 from flowdsl.executors._base import pack, unpack
+from flowdsl.executors._trampoline import RemoteContext, run_step
 
 pytestmark = pytest.mark.usefixtures("flowdsl_registry")
 
@@ -959,7 +959,7 @@ def test_executors_exports() -> None:
 
 
 def _node_and_ctx(fn: Any, data: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
-    from flowdsl._context import Context, Scope
+    from flowdsl._engine._context import Context, Scope
 
     @workflow("packed", executor="process")
     def packed() -> None:

@@ -32,8 +32,8 @@ from flowdsl import (
     step,
     workflow,
 )
-from flowdsl._sqlite import SCHEMA_VERSION
 from flowdsl.errors import StoreError
+from flowdsl.stores._sqlite import SCHEMA_VERSION
 
 pytestmark = pytest.mark.usefixtures("flowdsl_registry")  # each test defines its own workflows
 

@@ -14,7 +14,7 @@ an executor runs only a step's body, one attempt at a time::
 
 ``executor="thread"`` and ``executor="process"`` are built in; any other name
 is looked up in the run call's ``executors=``. Steps sent to another process
-travel by value with cloudpickle, through `flowdsl._trampoline`. Importing
+travel by value with cloudpickle, through `flowdsl.executors._trampoline`. Importing
 this package never imports dask.
 """
 

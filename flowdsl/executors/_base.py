@@ -1,6 +1,6 @@
 """What every executor shares: the `Executor` lifecycle, and packing an attempt for a worker.
 
-`pack` turns a step and its context into the blobs `flowdsl._trampoline`
+`pack` turns a step and its context into the blobs `flowdsl.executors._trampoline`
 runs (`_pickler` keeps the file names and source lines of the code they
 carry); `unpack` turns the trampoline's reply back into the step's outcome,
 or raises what the step raised (with the worker's traceback attached as the
@@ -24,10 +24,10 @@ from contextlib import contextmanager
 from types import CodeType, TracebackType
 from typing import Any, Final, NamedTuple, Self
 
-from .._context import Context
+from .._engine._context import Context
 from .._plan import StepNode
-from .._trampoline import RAISED, UNLOADABLE, UNPICKLABLE, VALUE, short_repr
 from ..errors import ExecutorError
+from ._trampoline import RAISED, UNLOADABLE, UNPICKLABLE, VALUE, short_repr
 
 __all__ = ["Executor", "Packed", "RemoteTraceback", "pack", "unpack"]
 
@@ -192,7 +192,7 @@ def _module_of(fn: object) -> object:
 
 
 class Packed(NamedTuple):
-    """One attempt as a worker receives it: ``flowdsl._trampoline.run_step(*packed)``."""
+    """One attempt as a worker receives it: ``flowdsl.executors._trampoline.run_step(*packed)``."""
 
     body: bytes
     """The step function, pickled with cloudpickle (by value where the worker cannot import it)."""
@@ -203,7 +203,7 @@ class Packed(NamedTuple):
 
 
 def pack(node: StepNode, ctx: Context) -> Packed:
-    """The step's body, its context and their source lines, for `flowdsl._trampoline.run_step`."""
+    """The step's body, its context and their source lines, for `flowdsl.executors._trampoline.run_step`."""
     cloudpickle = _cloudpickle(node)
     from . import _pickler
 

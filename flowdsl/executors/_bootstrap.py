@@ -16,7 +16,7 @@ from typing import Any
 
 __all__ = ["Call", "run"]
 
-TRAMPOLINE = "flowdsl._trampoline"
+TRAMPOLINE = "flowdsl.executors._trampoline"
 
 
 def run(trampoline: str, *packed: bytes) -> bytes:

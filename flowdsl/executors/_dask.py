@@ -26,7 +26,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from .._context import Context
+from .._engine._context import Context
 from .._plan import StepNode
 from ..errors import ExecutorConfigError, ExecutorError, UsageError, WorkerLost
 from . import _bootstrap

@@ -15,7 +15,7 @@ nothing of ours to load it). Both sides run the same Python version already,
 as code sent by value requires. The reducer also notes the lines each code
 object spans; `lines_of` turns those spans into a small blob of source lines
 from this process's `linecache`, which the worker reads only when the step
-raised, before it formats the traceback (`flowdsl._trampoline`).
+raised, before it formats the traceback (`flowdsl.executors._trampoline`).
 
 Imported on first use (it imports cloudpickle): never on the inline path.
 """

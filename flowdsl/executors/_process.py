@@ -22,12 +22,12 @@ import weakref
 from concurrent.futures.process import BrokenProcessPool
 from typing import Final
 
-from .._context import Context
+from .._engine._context import Context
 from .._plan import StepNode
-from .._trampoline import run_step
 from ..errors import ExecutorConfigError, ExecutorError, WorkerLost
 from ._base import Executor, Packed, closed_error, closed_under, pack, unpack
 from ._lifeline import Lifeline, watch
+from ._trampoline import run_step
 
 __all__ = ["ProcessExecutor", "shared_process_executor"]
 

@@ -7,9 +7,9 @@ import contextvars
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from .._context import Context
+from .._engine._blocking import call_blocking
+from .._engine._context import Context
 from .._plan import StepNode
-from .._trampoline import call_blocking
 from ..errors import ExecutorConfigError, ExecutorError
 from ._base import Executor, closed_error, closed_under
 

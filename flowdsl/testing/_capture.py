@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
-from .._events import Event, RunFinished, StepFinished, listening
+from .._engine._events import Event, RunFinished, StepFinished, listening
 
 if TYPE_CHECKING:
-    from .._run import Run
+    from .._engine._run import Run
 
 __all__ = ["Events", "capture_events"]
 

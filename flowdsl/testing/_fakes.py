@@ -16,8 +16,9 @@ from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any, Final
 
+from .._engine._options import PLAN_OVERRIDES
 from .._plan import Plan
-from .._runner import PLAN_OVERRIDES, resolve
+from .._running import resolve
 from .._workflow import Workflow
 from ..errors import UsageError
 from ..result import Ok

@@ -19,12 +19,12 @@ from typing import Any, Final, Literal, TypeAlias
 
 import attrs
 
-from .. import _registry
-from .._dsl import parallel, sequence, step, workflow
+from .._define import _registry
+from .._define._dsl import parallel, sequence, step
+from .._engine._run import Run
 from .._outcome import Goto, goto
-from .._run import Run
-from .._spec import END, End, Retry
-from .._workflow import Workflow
+from .._plan import END, End, Retry
+from .._workflow import Workflow, workflow
 from ..result import Err, Ok
 
 __all__ = [

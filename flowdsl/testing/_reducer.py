@@ -13,12 +13,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from .._compiler import is_async_callable
-from .._context import Context, Scope
+from .._engine._context import Context, Scope
 from .._outcome import Goto
-from .._plan import Node, ParallelNode, Plan, StepNode
-from .._runner import resolve
-from .._spec import End
+from .._plan import End, Node, ParallelNode, Plan, StepNode, is_async_callable
+from .._running import resolve
 from .._workflow import Workflow
 from ..errors import UsageError
 from ..result import Err, Ok

@@ -39,7 +39,7 @@ def flowdsl_events() -> Iterator[Events]:
 @pytest.fixture
 def flowdsl_registry() -> Iterator[Mapping[str, Workflow]]:
     """A registry of the test's own; workflows defined in the test vanish after it."""
-    from flowdsl import _registry
+    from flowdsl._define import _registry
 
     with _registry.isolated() as registered:
         yield MappingProxyType(registered)

@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a test that hides 
     raise ImportError(msg, name=exc.name) from exc
 
 from .._outcome import Goto, goto
-from .._spec import END, End
+from .._plan import END, End
 from ..errors import UsageError
 from ..result import Err, Ok
 from ._model import (

@@ -9,23 +9,24 @@ completion with ``asyncio.run``), and returns one blob saying what happened. It 
 for anything the step does: an exception comes back as data with its traceback
 as text, so a failure is always reported, never a hung or undecodable task.
 
-`call_blocking` is the same call without pickling, for worker threads.
+It calls the body with `flowdsl._engine._blocking.call_blocking`, which
+worker threads use too (without pickling).
 cloudpickle is imported only when a blob is made or read: importing this
 module costs nothing on the default (inline) path.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import linecache
 import reprlib
 import traceback
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Final
 
-__all__ = ["RemoteContext", "call_blocking", "run_step"]
+from .._engine._blocking import call_blocking
+
+__all__ = ["RemoteContext", "run_step"]
 
 # The first item of a reply says what happened; the rest depends on it:
 #   (VALUE, outcome)              the step returned ok(...), error(...), goto(...) or a value
@@ -80,22 +81,6 @@ class RemoteContext(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"RemoteContext({self._data!r}, step={self.step!r}, attempt={self.attempt})"
-
-
-async def _wait(awaitable: Awaitable[object]) -> object:
-    return await awaitable
-
-
-def call_blocking(fn: Callable[[Any], object], ctx: Mapping[str, Any]) -> object:
-    """Call a step body in a thread that has no event loop running (a worker thread or process).
-
-    An ``async def`` body, or a plain function returning an awaitable, is run to
-    completion on a fresh event loop of its own.
-    """
-    outcome = fn(ctx)
-    if inspect.isawaitable(outcome):
-        return asyncio.run(_wait(outcome))
-    return outcome
 
 
 def run_step(fn_blob: bytes, ctx_blob: bytes, lines_blob: bytes = b"") -> bytes:

@@ -20,12 +20,11 @@ from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 import attrs
 
-from ._plan import MODE_NAMES, ParallelNode, Plan, SequenceNode, StepNode
-from ._spec import END, Retry
+from .._plan import END, MODE_NAMES, ParallelNode, Plan, Retry, SequenceNode, StepNode
 
 if TYPE_CHECKING:
-    from ._plan import Node
-    from ._workflow import Workflow
+    from .._plan import Node
+    from .._workflow import Workflow
 
 __all__ = [
     "Graph",
@@ -557,7 +556,7 @@ def graph_of(source: Workflow | Plan | Graph | str) -> Graph:
     if isinstance(source, Plan):
         return Graph.from_plan(source)
     if isinstance(source, str):
-        from ._registry import get_workflow
+        from .._define._registry import get_workflow
 
         return Graph.from_plan(get_workflow(source).plan)
     return Graph.from_plan(source.plan)

@@ -26,8 +26,8 @@ from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Final, NoReturn
 
-from .errors import UsageError
-from .result import Err, Ok
+from ..errors import UsageError
+from ..result import Err, Ok
 
 __all__ = ["IMMUTABLE", "Context", "FrozenDict", "FrozenList", "Scope", "freeze"]
 

@@ -8,8 +8,8 @@ from typing import Any, Literal, NamedTuple, TypeAlias
 
 import attrs
 
-from .errors import WorkflowFailed
-from .result import Err, Ok
+from ..errors import WorkflowFailed
+from ..result import Err, Ok
 
 __all__ = ["CompensationRecord", "Run", "RunStatus", "StepRecord"]
 
@@ -84,6 +84,8 @@ class Run:
     """Who holds an unfinished stored run (host, PID namespace, pid, start), else None."""
     lease_expires: float | None = None
     """When the owner's lease on an unfinished stored run runs out (epoch seconds), else None."""
+    fingerprint: str = ""
+    """The fingerprint of the definition the run was started with (its shape's hash)."""
 
     def __repr__(self) -> str:
         # Short on purpose: asyncio reprs a task's result in places (3.11's Runner.run

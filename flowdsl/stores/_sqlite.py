@@ -37,22 +37,12 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Literal
 
+from .._engine._run import Run, RunStatus
+from ..errors import StoreError, UsageError
 from ._codec import Undecodable, decode, dumps
-from ._run import Run, RunStatus
-from ._store import (
-    Attempt,
-    Claim,
-    Ending,
-    Opened,
-    Pending,
-    RunHeader,
-    build_run,
-    damaged,
-    owner_alive,
-    owner_token,
-    readable,
-)
-from .errors import StoreError, UsageError
+from ._owner import owner_alive, owner_token
+from ._protocol import Attempt, Claim, Ending, Opened, Pending, RunHeader
+from ._rows import build_run, damaged, readable
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 

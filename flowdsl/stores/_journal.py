@@ -1,25 +1,32 @@
-"""Durable runs: a run call with ``store=`` journals every step, and resumes.
+"""Durable runs: one run journaled in a store, started, returned, or resumed.
 
-`arun_durable` opens the run in the store (create it, return it when it is
-finished, or claim it to resume it), then executes the plan with a
-`_RunJournal`: the executor asks it for recorded outcomes before running a
-step (`replayed`) and hands it every attempt (`record`), which is committed
-before the executor continues. `resume_runs` finds the unfinished runs no
-live process owns and resumes each.
+`run_durably` opens the run in the store (creates it, returns it when it is
+finished, or claims it to resume it), then executes the plan with a
+`_RunJournal`: the engine asks it for recorded outcomes before running a step
+(`replayed`), hands it every entry (`record`), which is committed before the
+engine goes on, and checks the run's lease before an attempt when it may
+have lost it. This is the engine's `Journal` seam, implemented for any
+`Store`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import difflib
-import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import attrs
 
-from . import _registry
+from .._engine._events import Listener, RunFinished, fan_out
+from .._engine._execution import execute
+from .._engine._run import CompensationRecord, Run, StepRecord
+from .._engine._seams import STEP, UNDO, Entry, Invoker
+from .._outcome import Goto
+from .._plan import Plan
+from ..errors import IncompatibleDefinition, SerializationError, StoreError
+from ..result import Err, Ok
 from ._codec import (
     Undecodable,
     Unencodable,
@@ -32,110 +39,13 @@ from ._codec import (
     encode_reason,
     type_name,
 )
-from ._events import Listener, RunFinished, check_listeners, fan_out
-from ._executor import Entry, Invoker, execute
-from ._outcome import Goto
-from ._plan import Plan
-from ._run import CompensationRecord, Run, StepRecord
-from ._runner import PLAN_OVERRIDES, run_listeners
-from ._sqlite import SQLiteStore
-from ._store import (
-    STEP,
-    UNDO,
-    Attempt,
-    Claim,
-    Ending,
-    Opened,
-    RunHeader,
-    Store,
-    damaged,
-    describe_owner,
-    step_record,
-)
-from .errors import (
-    IncompatibleDefinition,
-    SerializationError,
-    StoreError,
-    UsageError,
-    WorkflowNotFound,
-)
-from .result import Err, Ok
+from ._owner import describe_owner
+from ._protocol import Attempt, Claim, Ending, Opened, RunHeader, Store
+from ._rows import damaged, step_record
 
 _OK_NONE: Final = Ok(None)
 
-__all__ = ["aresume_runs", "arun_durable", "open_store", "resume_runs"]
-
-
-def _sqlite_file(path: str, must_exist: bool) -> Store:
-    if must_exist and not os.path.exists(path):
-        msg = (
-            f"no store at {path!r}: the file does not exist; check the path (a store file "
-            f"is created by the first durable run that names it)"
-        )
-        raise StoreError(msg)
-    return SQLiteStore(path)
-
-
-def _sqlite_url(url: str, rest: str, must_exist: bool) -> Store:
-    """The store of a ``sqlite://`` URL: three slashes then a relative path, four absolute."""
-    if rest.startswith("/") and rest != "/":
-        return _sqlite_file(rest[1:], must_exist)
-    if rest and rest != "/":  # sqlite://runs.db: that is a host, and SQLite has none
-        fix = f"'sqlite:///{rest}' (relative to the current directory)"
-    else:
-        fix = "'sqlite:///runs.db' (relative) or 'sqlite:////abs/path/runs.db' (absolute)"
-    msg = (
-        f"store URL {url!r} names no file: a SQLite URL is 'sqlite:///' followed by the "
-        f"path (three slashes, then a fourth for an absolute path); write {fix}"
-    )
-    raise UsageError(msg)
-
-
-def _no_postgres(url: str, rest: str, must_exist: bool) -> Store:
-    msg = (
-        f"store URL {url!r} names a PostgreSQL store, which this version of flowdsl does "
-        f"not have yet; use a SQLite store: 'sqlite:///runs.db' or a file path"
-    )
-    raise UsageError(msg)
-
-
-# Store URLs, ``scheme://rest``: each scheme's opener takes (url, rest, must_exist).
-_SCHEMES: Final[dict[str, Callable[[str, str, bool], Store]]] = {
-    "sqlite": _sqlite_url,
-    "postgresql": _no_postgres,
-    "postgres": _no_postgres,
-}
-
-_STORE_FORMS: Final = "'sqlite:///relative/path.db', 'sqlite:////absolute/path.db' or a file path"
-
-
-def open_store(store: object, *, must_exist: bool = False) -> tuple[Store, bool]:
-    """The store `store` names, and whether the caller opened it (and must close it).
-
-    The one parser of store URLs: the run functions and the command line both
-    use it. `store` is ``sqlite:///relative.db``, ``sqlite:////abs/path.db``, a
-    file path (``str`` or path object), or a store object, returned as it is.
-    ``must_exist=True`` (for commands that read runs) refuses a store file
-    that does not exist with a `StoreError` instead of creating an empty one.
-    """
-    if isinstance(store, str):
-        scheme, sep, rest = store.partition("://")
-        if not sep and store:
-            return _sqlite_file(store, must_exist), True
-        opener = _SCHEMES.get(scheme.lower()) if sep else None
-        if opener is None:
-            msg = f"unknown store {store!r}; a store is named by {_STORE_FORMS}"
-            raise UsageError(msg)
-        return opener(store, rest, must_exist), True
-    if isinstance(store, os.PathLike):
-        return _sqlite_file(os.fspath(store), must_exist), True
-    if isinstance(store, Store):
-        return store, False
-    msg = (
-        f"store= takes a store object such as SQLiteStore(path) or a URL such as "
-        f"'sqlite:///runs.db', got {store!r}"
-    )
-    raise UsageError(msg)
+__all__ = ["incompatible", "run_durably"]
 
 
 def _wait_out_cancel(task: asyncio.Future[Any]) -> Any:
@@ -308,7 +218,7 @@ def _shape_diff(old: tuple[str, ...], new: tuple[str, ...]) -> str:
     return "\n".join(f"  {line[0]} {line[1:]}" for line in lines)
 
 
-def _incompatible(run_id: str, workflow: str, old: tuple[str, ...], new: tuple[str, ...]) -> str:
+def incompatible(run_id: str, workflow: str, old: tuple[str, ...], new: tuple[str, ...]) -> str:
     return (
         f"run {run_id!r} of workflow {workflow!r} was journaled by a different definition; "
         f"resuming it could replay recorded outcomes into the wrong steps. What changed "
@@ -324,7 +234,7 @@ def _refuse(opened: Opened, plan: Plan, run_id: str) -> StoreError:
             f"not {plan.name!r}; use another run_id"
         )
     if opened.fingerprint != plan.fingerprint:
-        return IncompatibleDefinition(_incompatible(run_id, plan.name, opened.shape, plan.shape))
+        return IncompatibleDefinition(incompatible(run_id, plan.name, opened.shape, plan.shape))
     who = describe_owner(opened.owner) if opened.owner else "another task"
     return StoreError(
         f"run {run_id!r} of workflow {plan.name!r} is being executed by {who}; "
@@ -332,7 +242,7 @@ def _refuse(opened: Opened, plan: Plan, run_id: str) -> StoreError:
     )
 
 
-async def _run(
+async def run_durably(
     plan: Plan,
     data: Mapping[str, Any] | None,
     run_id: str,
@@ -341,7 +251,7 @@ async def _run(
     timeout: float | None,
     listeners: tuple[Listener, ...],
     invokers: Mapping[str, Invoker] | None,
-    resuming: bool,
+    resuming: bool = False,
 ) -> Run | None:
     """Start, return or resume one run; None when `resuming` and another process has it."""
     try:
@@ -415,133 +325,3 @@ def _decode_input(run_id: str, text: str) -> Any:
         raise StoreError(msg) from None
     except Undecodable as exc:
         raise damaged(run_id, "input", exc) from None
-
-
-async def arun_durable(
-    plan: Plan,
-    data: Mapping[str, Any] | None,
-    run_id: str,
-    store: object,
-    *,
-    timeout: float | None,
-    listeners: tuple[Listener, ...],
-    invokers: Mapping[str, Invoker] | None,
-) -> Run:
-    """`arun_workflow` with ``store=``: start the run, return it if finished, or resume it."""
-    opened, owned = open_store(store)
-    try:
-        run = await _run(
-            plan,
-            data,
-            run_id,
-            opened,
-            timeout=timeout,
-            listeners=listeners,
-            invokers=invokers,
-            resuming=False,
-        )
-    finally:
-        if owned:
-            opened.close()
-    assert run is not None
-    return run
-
-
-async def aresume_runs(
-    store: object,
-    *,
-    concurrency: int = 10,
-    timeout: float | None = None,
-    executors: Mapping[str, Invoker] | None = None,
-    listeners: Iterable[Listener] = (),
-    include_cancelled: bool = False,
-) -> list[Run]:
-    """Resume every unfinished run in `store` that no live process owns; their `Run`s.
-
-    Runs are resumed at most `concurrency` at a time, oldest first, each with
-    the workflow registered under its name (import the modules that define
-    them first). Every run is checked before any is resumed: a workflow that
-    is not registered, or whose definition changed, raises and nothing runs.
-    Runs in status "cancelled" (their caller was cancelled, or Ctrl-C) are
-    skipped on purpose: ask for one by its ``run_id``, or pass
-    ``include_cancelled=True`` to resume them too. A run whose journal cannot
-    be read is not resumed: the others are, then a `StoreError` names it.
-    """
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-        msg = f"concurrency must be an int >= 1, got {concurrency!r}"
-        raise UsageError(msg)
-    opened, owned = open_store(store)
-    try:
-        damaged: list[Exception] = []  # raised after the healthy runs were resumed
-        pending = opened.resumable(
-            include_cancelled=include_cancelled,
-            on_damaged=lambda run_id, exc: damaged.append(exc),
-        )
-        overrides = PLAN_OVERRIDES.get()
-        plans: list[Plan] = []
-        missing: list[str] = []
-        changed: list[str] = []
-        for run in pending:
-            try:
-                plan = _registry.get_workflow(run.workflow).plan
-            except WorkflowNotFound:
-                missing.append(f"run {run.run_id!r} (workflow {run.workflow!r})")
-                continue
-            if plan.fingerprint != run.fingerprint:
-                changed.append(_incompatible(run.run_id, run.workflow, run.shape, plan.shape))
-            plans.append(overrides.get(plan, plan))  # fakes apply here as in arun_workflow
-        if missing:
-            msg = (
-                f"cannot resume {', '.join(missing)}: no workflow is registered under that "
-                f"name in this process; import the module that defines it before resuming"
-            )
-            raise WorkflowNotFound(msg)
-        if changed:
-            raise IncompatibleDefinition("\n".join(changed))
-        extra = check_listeners(listeners)
-        gate = asyncio.Semaphore(concurrency)
-        runs: list[Run | None] = [None] * len(pending)
-
-        async def one(index: int, plan: Plan, run_id: str) -> None:
-            found = run_listeners(plan.name, run_id, extra)
-            async with gate:
-                try:
-                    runs[index] = await _run(
-                        plan,
-                        None,
-                        run_id,
-                        opened,
-                        timeout=timeout,
-                        listeners=found,
-                        invokers=executors,
-                        resuming=True,
-                    )
-                except Exception as exc:  # kept for later: it must not cancel the other runs
-                    errors.append(exc)
-
-        errors: list[Exception] = damaged
-        async with asyncio.TaskGroup() as group:
-            for index, (plan, run) in enumerate(zip(plans, pending, strict=True)):
-                group.create_task(one(index, plan, run.run_id))
-        if len(errors) == 1:  # one run's store error, say: raise it as it is
-            raise errors[0]
-        if errors:
-            msg = f"{len(errors)} runs could not be resumed (the others were)"
-            raise ExceptionGroup(msg, errors)
-    finally:
-        if owned:
-            opened.close()
-    return [run for run in runs if run is not None]
-
-
-def resume_runs(store: object, **options: Any) -> list[Run]:
-    """Resume every unfinished run in `store` (see `aresume_runs` for the options)."""
-    from ._runner import check_options, no_running_loop
-
-    no_running_loop("resume_runs", "aresume_runs")
-    check_options(
-        "resume_runs",
-        options,
-        ("concurrency", "timeout", "executors", "listeners", "include_cancelled"),
-    )
-    return asyncio.run(aresume_runs(store, **options))

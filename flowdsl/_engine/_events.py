@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
-from .errors import UsageError
+from ..errors import UsageError
 
 if TYPE_CHECKING:
     from ._run import Run

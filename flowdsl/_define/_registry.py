@@ -1,8 +1,9 @@
-"""The only import-time global state: registered workflows and open recordings.
+"""The workflows registered by name: what `run_workflow("name")` and the CLI find.
 
-`@workflow` records its body into a frame pushed here, then registers the
-compiled workflow under its name. Recording frames are per thread, so two
-threads importing modules at once do not see each other's steps.
+`@workflow` registers each workflow it defines here; `flowdsl.testing` swaps
+in a registry of its own for a block (`isolated`). Registering the same
+definition again (a module imported twice) replaces it; another definition
+under a taken name is a `DefinitionError`.
 """
 
 from __future__ import annotations
@@ -12,52 +13,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from .errors import DefinitionError, WorkflowNotFound
+from ..errors import DefinitionError, WorkflowNotFound
 
 if TYPE_CHECKING:
-    from ._spec import NodeSpec
-    from ._workflow import Workflow
+    from .._workflow import Workflow
 
-__all__ = ["Frame", "current_frame", "get_workflow", "recording", "register", "workflows"]
+__all__ = ["get_workflow", "isolated", "register", "unregister", "workflows"]
 
 _WORKFLOWS: dict[str, Workflow] = {}
 _LOCK = threading.Lock()
-_LOCAL = threading.local()
-
-
-class Frame:
-    """One open container being recorded: a workflow body, sequence or parallel block."""
-
-    __slots__ = ("children", "kind", "workflow")
-
-    def __init__(self, kind: str, workflow: str) -> None:
-        self.kind = kind
-        self.workflow = workflow
-        self.children: list[NodeSpec] = []
-
-
-def _stack() -> list[Frame]:
-    stack: list[Frame] | None = getattr(_LOCAL, "stack", None)
-    if stack is None:
-        stack = _LOCAL.stack = []
-    return stack
-
-
-def current_frame() -> Frame | None:
-    """The innermost container being recorded in this thread, if any."""
-    stack = _stack()
-    return stack[-1] if stack else None
-
-
-@contextmanager
-def recording(frame: Frame) -> Iterator[Frame]:
-    """Make `frame` the container that `@step`, `parallel()` and `sequence()` add to."""
-    stack = _stack()
-    stack.append(frame)
-    try:
-        yield frame
-    finally:
-        stack.pop()
 
 
 def register(wf: Workflow) -> None:

@@ -1,8 +1,10 @@
-"""Running workflows: `run_workflow`, `arun_workflow`, `run_many`, `stream_workflow`.
+"""Running workflows: `run_workflow`, `arun_workflow`, `run_many`, `stream_workflow`, `resume_runs`.
 
 This module turns what a user passes (a name or a `Workflow`, an input, run
-options) into one call of `_executor.execute`, adding the listeners that want
-the run's events and, for durable runs, the store's journal.
+options) into one run of the engine (`_engine.execute`): the checked options,
+the listeners that want the run's events, the executors (the caller's, plus
+the built-in process pool), and, for a durable run, the store
+(`stores.run_durably`, which adds the journal).
 """
 
 from __future__ import annotations
@@ -10,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncGenerator, Iterable, Mapping
-from contextvars import ContextVar
-from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any
 
-from . import _registry
-from ._events import (
-    LISTENERS,
+from ._checks import count_problem, require
+from ._define import _registry
+from ._engine._events import (
     Event,
     Listener,
     RunFinished,
@@ -25,17 +25,37 @@ from ._events import (
     StepStarted,
     check_listeners,
 )
-from ._executor import Invoker, execute
-from ._logging import structlog_listener
+from ._engine._execution import execute
+from ._engine._options import (
+    RUN_OPTIONS,
+    check_executors,
+    check_input,
+    check_options,
+    check_run_id,
+    check_timeout,
+    no_running_loop,
+    planned,
+    run_listeners,
+)
+from ._engine._run import Run
+from ._engine._seams import Invoker
 from ._plan import Plan
-from ._run import Run
-from ._workflow import Workflow
-from .errors import RunningLoopError, UsageError
+from .errors import IncompatibleDefinition, UsageError, WorkflowNotFound
+from .executors._builtin import with_builtins
+from .stores import open_store
+from .stores._journal import incompatible, run_durably
+
+if TYPE_CHECKING:
+    from ._workflow import Workflow
 
 __all__ = [
+    "RUN_OPTIONS",
+    "aresume_runs",
     "arun_many",
     "arun_workflow",
+    "check_options",
     "resolve",
+    "resume_runs",
     "run_many",
     "run_workflow",
     "stream_workflow",
@@ -43,67 +63,14 @@ __all__ = [
 
 _STREAMED = (StepStarted, StepChunk, StepFinished, RunFinished)
 
-# Plans to run instead of others for runs started in this context (original plan ->
-# plan with fake steps). Set only by flowdsl.testing.override_steps; read once per run.
-PLAN_OVERRIDES: ContextVar[Mapping[Plan, Plan]] = ContextVar(
-    "flowdsl_plan_overrides", default=MappingProxyType({})
-)
-
 
 def resolve(target: str | Workflow) -> Workflow:
-    """The workflow named `target` (or `target` itself)."""
-    if isinstance(target, Workflow):
-        return target
+    """The workflow named `target`, or `target` itself (anything holding a compiled plan)."""
     if isinstance(target, str):
         return _registry.get_workflow(target)
+    if isinstance(getattr(target, "plan", None), Plan):
+        return target
     msg = f"expected a workflow name or a @workflow object, got {target!r}"
-    raise UsageError(msg)
-
-
-def run_listeners(workflow: str, run_id: str, extra: Iterable[Listener]) -> tuple[Listener, ...]:
-    """Who hears a run's events: structlog (when configured), the context's, then `extra`."""
-    found = (*LISTENERS.get(), *extra)
-    log = structlog_listener(workflow, run_id)
-    return found if log is None else (log, *found)
-
-
-RUN_OPTIONS: Final = ("run_id", "store", "timeout", "executors", "listeners")
-"""The keyword options of `arun_workflow` (and of every call that passes them on)."""
-
-
-def check_options(caller: str, options: Mapping[str, object], known: Iterable[str]) -> None:
-    """Refuse option names `caller` does not take, naming them and listing the known ones."""
-    allowed = tuple(known)
-    unknown = [name for name in options if name not in allowed]
-    if unknown:
-        listed = ", ".join(f"{name}=" for name in allowed)
-        plural = "s" if len(unknown) > 1 else ""
-        msg = (
-            f"{caller}() got unknown option{plural} {', '.join(map(repr, unknown))}; "
-            f"it takes {listed}"
-        )
-        raise UsageError(msg)
-
-
-def check_run_id(run_id: object) -> str | None:
-    """`run_id` when it is None or a non-empty str; anything else is a `UsageError`."""
-    if run_id is None:
-        return None
-    if isinstance(run_id, str) and run_id:
-        return str(run_id)  # a str subclass is stored as the plain str it reads as
-    got = "''" if isinstance(run_id, str) else f"{type(run_id).__name__} {run_id!r}"
-    hint = "" if isinstance(run_id, str) else f"; write run_id={str(run_id)!r}"
-    msg = f"run_id= must be a non-empty string (or None for a fresh id), got {got}{hint}"
-    raise UsageError(msg)
-
-
-def _check_input(wf: Workflow, input: object) -> Mapping[str, Any] | None:
-    if input is None or isinstance(input, Mapping):
-        return input
-    msg = (
-        f"the input of workflow {wf.name!r} must be a mapping (a dict of names to values), "
-        f"got {type(input).__name__}; wrap it: {{'value': ...}}"
-    )
     raise UsageError(msg)
 
 
@@ -134,53 +101,26 @@ async def arun_workflow(
     `WorkflowNotFound`.
     """
     wf = resolve(workflow)
-    data = _check_input(wf, input)
-    if timeout is not None and (
-        not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0
-    ):
-        msg = f"timeout= must be a number of seconds > 0 or None, got {timeout!r}"
-        raise UsageError(msg)
+    data = check_input(wf.name, input)
+    check_timeout(timeout)
     if executors:
-        _check_executors(executors)
+        check_executors(executors)
     rid = check_run_id(run_id) or uuid.uuid4().hex
-    plan = wf.plan
-    overrides = PLAN_OVERRIDES.get()
-    if overrides:
-        plan = overrides.get(plan, plan)
+    plan = planned(wf.plan)
     found = run_listeners(plan.name, rid, check_listeners(listeners))
-    if store is not None:
-        from ._durable import arun_durable
-
-        return await arun_durable(
-            plan, data, rid, store, timeout=timeout, listeners=found, invokers=executors
-        )
-    return await execute(plan, data, rid, timeout=timeout, listeners=found, invokers=executors)
-
-
-def _check_executors(executors: Mapping[str, Invoker]) -> None:
-    for name, invoker in executors.items():
-        if not isinstance(name, str) or not name or name == "thread":
-            msg = (
-                f"executors= maps names to executors, got the name {name!r}; 'thread' is built "
-                f"in, give a ThreadExecutor another name: executors={{'io': ThreadExecutor(4)}}"
-            )
-            raise UsageError(msg)
-        if not callable(invoker):
-            msg = (
-                f"executors={{{name!r}: {invoker!r}}}: an executor must be callable as "
-                f"'await executor(node, ctx)', e.g. flowdsl.executors.DaskExecutor(address)"
-            )
-            raise UsageError(msg)
-
-
-def no_running_loop(name: str, instead: str) -> None:
-    """Refuse a sync run function inside a running event loop (it would block the loop)."""
+    invokers = with_builtins(executors)
+    if store is None:
+        return await execute(plan, data, rid, timeout=timeout, listeners=found, invokers=invokers)
+    opened, owned = open_store(store)
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return
-    msg = f"{name}() cannot be called from a running event loop; use 'await {instead}(...)'"
-    raise RunningLoopError(msg)
+        run = await run_durably(
+            plan, data, rid, opened, timeout=timeout, listeners=found, invokers=invokers
+        )
+    finally:
+        if owned:
+            opened.close()
+    assert run is not None  # only a resume finds a run another process holds
+    return run
 
 
 def run_workflow(
@@ -214,9 +154,7 @@ async def arun_many(
     like any other; an exception a run raises (a store error, not a failed
     step) cancels the runs still going and is raised.
     """
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-        msg = f"concurrency must be an int >= 1, got {concurrency!r}"
-        raise UsageError(msg)
+    require(count_problem(concurrency, "concurrency"))
     if "run_id" in options:
         msg = "run_many() gives each run its own run_id; do not pass run_id="
         raise UsageError(msg)
@@ -226,7 +164,7 @@ async def arun_many(
         options["listeners"] = check_listeners(options["listeners"])
     items = list(inputs)
     for item in items:
-        _check_input(wf, item)
+        check_input(wf.name, item)
     runs: list[Run | None] = [None] * len(items)
     gate = asyncio.Semaphore(concurrency)
 
@@ -307,3 +245,99 @@ async def stream_workflow(
         # Wait for the run to stop; an error it raised was either re-raised above or is
         # not wanted by a consumer that stopped early (gather marks it retrieved).
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def aresume_runs(
+    store: object,
+    *,
+    concurrency: int = 10,
+    timeout: float | None = None,
+    executors: Mapping[str, Invoker] | None = None,
+    listeners: Iterable[Listener] = (),
+    include_cancelled: bool = False,
+) -> list[Run]:
+    """Resume every unfinished run in `store` that no live process owns; their `Run`s.
+
+    Runs are resumed at most `concurrency` at a time, oldest first, each with
+    the workflow registered under its name (import the modules that define
+    them first). Every run is checked before any is resumed: a workflow that
+    is not registered, or whose definition changed, raises and nothing runs.
+    Runs in status "cancelled" (their caller was cancelled, or Ctrl-C) are
+    skipped on purpose: ask for one by its ``run_id``, or pass
+    ``include_cancelled=True`` to resume them too. A run whose journal cannot
+    be read is not resumed: the others are, then a `StoreError` names it.
+    """
+    require(count_problem(concurrency, "concurrency"))
+    opened, owned = open_store(store)
+    try:
+        damaged: list[Exception] = []  # raised after the healthy runs were resumed
+        pending = opened.resumable(
+            include_cancelled=include_cancelled,
+            on_damaged=lambda run_id, exc: damaged.append(exc),
+        )
+        plans: list[Plan] = []
+        missing: list[str] = []
+        changed: list[str] = []
+        for run in pending:
+            try:
+                plan = _registry.get_workflow(run.workflow).plan
+            except WorkflowNotFound:
+                missing.append(f"run {run.run_id!r} (workflow {run.workflow!r})")
+                continue
+            if plan.fingerprint != run.fingerprint:
+                changed.append(incompatible(run.run_id, run.workflow, run.shape, plan.shape))
+            plans.append(planned(plan))  # fakes apply here as in arun_workflow
+        if missing:
+            msg = (
+                f"cannot resume {', '.join(missing)}: no workflow is registered under that "
+                f"name in this process; import the module that defines it before resuming"
+            )
+            raise WorkflowNotFound(msg)
+        if changed:
+            raise IncompatibleDefinition("\n".join(changed))
+        extra = check_listeners(listeners)
+        invokers = with_builtins(executors)
+        gate = asyncio.Semaphore(concurrency)
+        runs: list[Run | None] = [None] * len(pending)
+
+        async def one(index: int, plan: Plan, run_id: str) -> None:
+            found = run_listeners(plan.name, run_id, extra)
+            async with gate:
+                try:
+                    runs[index] = await run_durably(
+                        plan,
+                        None,
+                        run_id,
+                        opened,
+                        timeout=timeout,
+                        listeners=found,
+                        invokers=invokers,
+                        resuming=True,
+                    )
+                except Exception as exc:  # kept for later: it must not cancel the other runs
+                    errors.append(exc)
+
+        errors: list[Exception] = damaged
+        async with asyncio.TaskGroup() as group:
+            for index, (plan, run) in enumerate(zip(plans, pending, strict=True)):
+                group.create_task(one(index, plan, run.run_id))
+        if len(errors) == 1:  # one run's store error, say: raise it as it is
+            raise errors[0]
+        if errors:
+            msg = f"{len(errors)} runs could not be resumed (the others were)"
+            raise ExceptionGroup(msg, errors)
+    finally:
+        if owned:
+            opened.close()
+    return [run for run in runs if run is not None]
+
+
+def resume_runs(store: object, **options: Any) -> list[Run]:
+    """Resume every unfinished run in `store` (see `aresume_runs` for the options)."""
+    no_running_loop("resume_runs", "aresume_runs")
+    check_options(
+        "resume_runs",
+        options,
+        ("concurrency", "timeout", "executors", "listeners", "include_cancelled"),
+    )
+    return asyncio.run(aresume_runs(store, **options))

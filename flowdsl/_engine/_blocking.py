@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import inspect
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, TypeVar
 
-__all__ = ["IDLE_SECONDS", "MAX_WORKERS", "run_in_thread"]
+__all__ = ["IDLE_SECONDS", "MAX_WORKERS", "call_blocking", "run_in_thread"]
 
 T = TypeVar("T")
 
@@ -107,3 +108,19 @@ def run_in_thread(fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
     context = contextvars.copy_context()
     future = _POOL.submit(lambda: context.run(fn, *args))
     return asyncio.wrap_future(future)
+
+
+async def _wait(awaitable: Awaitable[object]) -> object:
+    return await awaitable
+
+
+def call_blocking(fn: Callable[[Any], object], ctx: Mapping[str, Any]) -> object:
+    """Call a step body in a thread that has no event loop running (a worker thread or process).
+
+    An ``async def`` body, or a plain function returning an awaitable, is run to
+    completion on a fresh event loop of its own.
+    """
+    outcome = fn(ctx)
+    if inspect.isawaitable(outcome):
+        return asyncio.run(_wait(outcome))
+    return outcome

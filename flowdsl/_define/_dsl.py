@@ -1,9 +1,11 @@
-"""RECORD: `@workflow`, `@step`, `parallel()` and `sequence()`.
+"""RECORD: `@step`, `parallel()`, `sequence()`, and running a workflow body once.
 
-Recording runs no user step. `@workflow` calls the body once; the decorators
-and blocks inside it append frozen specs to the open frame of `_registry`.
-When the body returns, the spec tree is compiled (all validation happens in
-`_compiler`), and the workflow is registered under its name.
+Recording runs no user step. `record_workflow` (what `@workflow` calls) runs
+the body once, in a frame of its own (`_frames`); the decorators and blocks
+inside it append frozen specs to the innermost open frame. When the body
+returns, the spec tree is compiled (`_compiler` checks it). Here only what
+recording needs is checked: that a call is inside a workflow body, and that
+the body can be run once to record it.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, overload
 
-from . import _registry
-from ._compiler import arity_problem, compile_workflow
-from ._spec import End, ParallelSpec, Retry, SequenceSpec, StepSpec, Where, WorkflowSpec
-from ._workflow import Workflow
-from .errors import DefinitionError
+from .._checks import arity_problem
+from .._plan import End, Plan, Retry, Where
+from ..errors import DefinitionError
+from ._compiler import compile_workflow
+from ._frames import Frame, current_frame, recording, stack
+from ._spec import ParallelSpec, SequenceSpec, StepSpec, WorkflowSpec
 
-__all__ = ["parallel", "sequence", "step", "workflow"]
+__all__ = ["DEFAULT_MAX_TRANSITIONS", "parallel", "record_workflow", "sequence", "step"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,72 +36,31 @@ def _where(depth: int) -> Where:
     return Where(frame.f_code.co_filename, frame.f_lineno)
 
 
-def _open_frame(what: str, where: Where) -> _registry.Frame:
-    frame = _registry.current_frame()
+def _open_frame(what: str, where: Where) -> Frame:
+    frame = current_frame()
     if frame is None:
         msg = f"{where}: use {what} inside a @workflow body, not at module level"
         raise DefinitionError(msg)
     return frame
 
 
-# -- @workflow ---------------------------------------------------------------------
+# -- recording a workflow body -----------------------------------------------------
 
 
-@overload
-def workflow(fn: Callable[[], object], /) -> Workflow: ...
-@overload
-def workflow(
-    name: str | None = None,
-    /,
-    *,
-    timeout: float | None = None,
-    max_transitions: int = DEFAULT_MAX_TRANSITIONS,
-    executor: str | None = None,
-) -> Callable[[Callable[[], object]], Workflow]: ...
-def workflow(
-    fn_or_name: Callable[[], object] | str | None = None,
-    /,
-    *,
-    timeout: float | None = None,
-    max_transitions: int = DEFAULT_MAX_TRANSITIONS,
-    name: str | None = None,
-    executor: str | None = None,
-) -> Workflow | Callable[[Callable[[], object]], Workflow]:
-    """Declare a workflow: the body is run once, now, to record its steps.
-
-    ``@workflow`` names it after the function; ``@workflow("name", timeout=30,
-    max_transitions=10_000, executor="process")`` sets the name and options
-    (``executor`` is where steps without an ``executor=`` of their own run;
-    ``@step(executor="inline")`` keeps one on the event loop). The returned
-    `Workflow` is registered under its name and can be run with
-    ``run_workflow(name, input)`` or ``wf.run(input)``.
-    """
-    if callable(fn_or_name):
-        return _define(fn_or_name, name, timeout, max_transitions, executor)
-    if fn_or_name is not None and not isinstance(fn_or_name, str):
-        msg = f"@workflow takes a name string, got {fn_or_name!r}; write @workflow('my_flow')"
-        raise DefinitionError(msg)
-    chosen = fn_or_name if fn_or_name is not None else name
-
-    def decorate(body: Callable[[], object]) -> Workflow:
-        return _define(body, chosen, timeout, max_transitions, executor)
-
-    return decorate
-
-
-def _define(
+def record_workflow(
     body: Callable[[], object],
     name: str | None,
     timeout: object,
     max_transitions: object,
     executor: object = None,
-) -> Workflow:
+) -> Plan:
+    """Run a workflow body once to record its steps, then compile it (checking everything)."""
     code = getattr(body, "__code__", None)
     where = (
         Where(code.co_filename, code.co_firstlineno) if code is not None else Where("<unknown>", 0)
     )
     wf_name = name if name is not None else getattr(body, "__name__", "workflow")
-    if _registry.current_frame() is not None:
+    if current_frame() is not None:
         msg = (
             f"workflow {wf_name!r} ({where}): @workflow cannot be nested inside another "
             f"workflow body; define it at module level"
@@ -108,8 +70,8 @@ def _define(
     if problem is not None:
         msg = f"workflow {wf_name!r} ({where}): {problem}"
         raise DefinitionError(msg)
-    frame = _registry.Frame("workflow", wf_name)
-    with _registry.recording(frame):
+    frame = Frame("workflow", wf_name)
+    with recording(frame):
         body()
     spec = WorkflowSpec(
         name=wf_name,
@@ -120,10 +82,7 @@ def _define(
         qualname=f"{getattr(body, '__module__', '?')}.{getattr(body, '__qualname__', wf_name)}",
         where=where,
     )
-    plan = compile_workflow(spec)
-    wf = Workflow(plan)
-    _registry.register(wf)
-    return wf
+    return compile_workflow(spec)
 
 
 def _body_problem(body: Callable[[], object]) -> str | None:
@@ -244,19 +203,19 @@ class _Block:
 
     __slots__ = ("_frame", "_make", "_parent")
 
-    def __init__(self, parent: _registry.Frame, kind: str, make: Callable[[tuple[Any, ...]], Any]):
+    def __init__(self, parent: Frame, kind: str, make: Callable[[tuple[Any, ...]], Any]):
         self._parent = parent
-        self._frame = _registry.Frame(kind, parent.workflow)
+        self._frame = Frame(kind, parent.workflow)
         self._make = make
 
     def __enter__(self) -> None:
-        if _registry.current_frame() is not self._parent:
+        if current_frame() is not self._parent:
             msg = (
                 f"workflow {self._parent.workflow!r}: enter a {self._frame.kind}() block in the "
                 f"body where it was created, once"
             )
             raise DefinitionError(msg)
-        _registry._stack().append(self._frame)
+        stack().append(self._frame)
 
     def __exit__(
         self,
@@ -264,7 +223,7 @@ class _Block:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _registry._stack().pop()
+        stack().pop()
         if exc_type is None:
             self._parent.children.append(self._make(tuple(self._frame.children)))
 

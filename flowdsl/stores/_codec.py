@@ -81,11 +81,11 @@ from typing import Any, Final, TypeAlias, TypeVar, overload
 
 import attrs
 
-from ._context import FrozenDict, FrozenList
-from ._outcome import Goto
-from ._spec import END
-from .errors import FlowError, UsageError
-from .result import Err, ErrorGroup, Ok
+from .._engine._context import FrozenDict, FrozenList
+from .._outcome import Goto
+from .._plan import END
+from ..errors import FlowError, UsageError
+from ..result import Err, ErrorGroup, Ok
 
 __all__ = [
     "MAX_DEPTH",

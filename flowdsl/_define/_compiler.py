@@ -1,0 +1,404 @@
+"""COMPILE: spec tree -> `Plan`, checking every rule of a workflow definition.
+
+One `_PlanBuilder` per workflow walks the spec tree once and lowers it to plan
+nodes with everything the executor needs precomputed. Each object (the
+workflow, a step, a block) is checked in one pass: all of its problems are
+collected and raised together as one `DefinitionError` that names the
+workflow, the object, its ``file:line``, and the fix for each. The scalar
+checks themselves are `flowdsl._checks`'s; the recording calls
+(`_dsl`) check only what they must to record at all (that they are inside a
+workflow body).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+
+from .._checks import (
+    arity_problem,
+    count_problem,
+    hook_problem,
+    name_problem,
+    retry_problems,
+    seconds_problem,
+)
+from .._plan import (
+    AGEN,
+    ASYNC,
+    REMOTE,
+    SYNC,
+    THREAD,
+    End,
+    Node,
+    ParallelNode,
+    Plan,
+    Retry,
+    SequenceNode,
+    StepNode,
+    Where,
+    is_async_callable,
+)
+from ..errors import DefinitionError
+from ._spec import NodeSpec, ParallelSpec, SequenceSpec, StepSpec, WorkflowSpec
+
+__all__ = ["compile_workflow"]
+
+_ON_ERROR = ("fail_fast", "complete_all")
+_RESERVED_KEYS = ("__results__",)
+_EXECUTOR_HINT = "'inline', 'thread', 'process' or a name given in executors="
+
+
+def _executor_problem(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and value):
+        return None
+    return f"executor= takes {_EXECUTOR_HINT}, got {value!r}"
+
+
+class _PlanBuilder:
+    """Builds one `Plan`; every problem is raised with the workflow's name in front."""
+
+    def __init__(self, spec: WorkflowSpec) -> None:
+        self.spec = spec
+        self.steps: dict[str, StepNode] = {}
+        self.step_specs: dict[str, StepSpec] = {}
+        self.keys: dict[str, str] = {}  # result key -> step name that writes it
+        self.blocks: dict[str, Where] = {}
+        self.shape: list[str] = []
+        self.top_steps: dict[str, int] = {}
+        self.routes: list[tuple[StepSpec, str]] = []
+        self.parallels = 0  # parallel blocks lowered so far (naming the unnamed ones)
+
+    # -- errors --------------------------------------------------------------------------
+
+    def fail(self, what: str, where: Where, problems: list[str] | str) -> DefinitionError:
+        """One error for every problem of one object (`what`, written at `where`)."""
+        if isinstance(problems, str):
+            problems = [problems]
+        if len(problems) == 1:
+            text = problems[0]
+        else:
+            text = f"{len(problems)} problems: " + "; ".join(
+                f"({n}) {problem}" for n, problem in enumerate(problems, 1)
+            )
+        prefix = f"workflow {self.spec.name!r}, {what}" if what else f"workflow {self.spec.name!r}"
+        return DefinitionError(f"{prefix} ({where}): {text}")
+
+    # -- the walk ------------------------------------------------------------------------
+
+    def build(self) -> Plan:
+        spec = self.spec
+        if not isinstance(spec.name, str) or not spec.name:
+            msg = f"{spec.where}: a workflow name must be a non-empty string, got {spec.name!r}"
+            raise DefinitionError(msg)
+        problems = [
+            p
+            for p in (
+                seconds_problem(spec.timeout, "timeout"),
+                count_problem(spec.max_transitions, "max_transitions"),
+                _executor_problem(spec.executor),
+            )
+            if p is not None
+        ]
+        if not spec.children:
+            empty = "is empty; define at least one @step inside its body"
+            if not problems:
+                msg = f"workflow {spec.name!r} ({spec.where}) {empty}"
+                raise DefinitionError(msg)
+            problems.append(f"it {empty}")
+        if problems:
+            raise self.fail("", spec.where, problems)
+        nodes = self.lower_sequence(spec.children, path="", top=True)
+        for step_spec, target in self.routes:
+            self.check_route(step_spec, target)
+        shape = tuple(self.shape)
+        timeout = spec.timeout
+        return Plan(
+            name=spec.name,
+            qualname=spec.qualname,
+            where=spec.where,
+            nodes=nodes,
+            targets=dict(self.top_steps),
+            steps=dict(self.steps),
+            timeout=float(timeout) if timeout is not None else None,  # type: ignore[arg-type]
+            max_transitions=spec.max_transitions,  # type: ignore[arg-type]
+            shape=shape,
+            fingerprint=hashlib.sha256("\n".join(shape).encode()).hexdigest()[:16],
+        )
+
+    def lower_sequence(
+        self,
+        children: tuple[NodeSpec, ...],
+        path: str,
+        top: bool,
+        out: list[Node] | None = None,
+    ) -> tuple[Node, ...]:
+        """Lower the children of a sequence; nested sequences are flattened into it."""
+        out = [] if out is None else out
+        for child in children:
+            if isinstance(child, SequenceSpec):
+                self.check_sequence(child)
+                self.lower_sequence(child.children, path, top, out)
+            elif isinstance(child, StepSpec):
+                out.append(self.lower_step(child, path, len(out) if top else -1))
+            else:
+                out.append(self.lower_parallel(child, path, len(out) if top else -1))
+        return tuple(out)
+
+    def lower_branch(self, child: NodeSpec, path: str) -> Node:
+        if isinstance(child, SequenceSpec):
+            self.check_sequence(child)
+            sub = f"{path}{child.name}/"
+            self.shape.append(f"sequence {sub}")
+            return SequenceNode(
+                name=child.name,
+                key=child.name,
+                children=self.lower_sequence(child.children, sub, top=False),
+                where=child.where,
+            )
+        if isinstance(child, StepSpec):
+            return self.lower_step(child, path, -1)
+        return self.lower_parallel(child, path, -1)
+
+    def check_sequence(self, spec: SequenceSpec) -> None:
+        self.check_block_name(spec.name, "sequence", spec.where)
+        if not spec.children:
+            raise self.fail(
+                f"sequence {spec.name!r}",
+                spec.where,
+                "the block is empty; put at least one @step inside it",
+            )
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def lower_step(self, spec: StepSpec, path: str, top_index: int) -> StepNode:
+        name = spec.name
+        if not isinstance(name, str) or not name:
+            raise self.fail("", spec.where, f"a step name must be a non-empty string, got {name!r}")
+        what = f"step {name!r}"
+        problems = self.identity_problems(spec)
+        mode, executor, how = self.step_mode(spec)
+        problems.extend(how)
+        problem = arity_problem(spec.fn, 1, f"{name}(ctx)")
+        if problem is not None:
+            problems.append(
+                f"{problem}; a step takes one argument, the context: def {name}(ctx): ..."
+            )
+        problems.extend(self.option_problems(spec))
+        if problems:
+            raise self.fail(what, spec.where, problems)
+        self.routes.extend((spec, target) for target in spec.routes if isinstance(target, str))
+        key = spec.key
+        node = StepNode(
+            name=name,
+            key=key,
+            fn=spec.fn,
+            mode=mode,
+            retry=spec.retry,
+            timeout=float(spec.timeout) if spec.timeout is not None else None,
+            compensate=spec.compensate,  # type: ignore[arg-type]  # checked above
+            routes=spec.routes,
+            executor=executor,
+            where=spec.where,
+            top_index=top_index,
+        )
+        self.step_specs[name] = spec
+        self.steps[name] = node
+        self.keys[key] = name
+        if top_index >= 0:
+            self.top_steps[name] = top_index
+        self.shape.append(f"step {path}{name} -> {key}")
+        return node
+
+    def identity_problems(self, spec: StepSpec) -> list[str]:
+        """Whether the step's name and result key are its own."""
+        name = spec.name
+        problems: list[str] = []
+        if name in self.step_specs:
+            first = self.step_specs[name].where
+            problems.append(
+                f"duplicate step name; another step with this name is at {first}. "
+                f"Rename one, e.g. @step(name={name + '_2'!r})"
+            )
+        if name in self.blocks:
+            problems.append(
+                f"a block is already named {name!r} (at {self.blocks[name]}); rename one of them"
+            )
+        returns_problem = name_problem(spec.returns, "returns=", optional=True)
+        if returns_problem is not None:
+            problems.append(returns_problem)
+            return problems
+        key = spec.key
+        if key in _RESERVED_KEYS:
+            problems.append(f"{key!r} is reserved for parallel results; choose returns=")
+        if key in self.keys:
+            problems.append(
+                f"duplicate result key {key!r}: step {self.keys[key]!r} already stores its "
+                f"value there; give one of them another returns="
+            )
+        return problems
+
+    def option_problems(self, spec: StepSpec) -> list[str]:
+        """What is wrong with the step's retry=, timeout=, compensate= and routes=."""
+        problems: list[str] = []
+        retry = spec.retry
+        if retry is not None and not isinstance(retry, Retry):
+            problems.append(
+                f"retry= takes a flowdsl.Retry(...), got {retry!r}; "
+                f"write retry=Retry(max_attempts=3)"
+            )
+        elif retry is not None:
+            bad = retry_problems(retry)
+            if bad:
+                problems.append("bad Retry: " + "; ".join(bad))
+        timeout = seconds_problem(spec.timeout, "timeout=")
+        if timeout is not None:
+            problems.append(timeout)
+        if spec.compensate is not None:
+            compensate = hook_problem(spec.compensate, 1, "undo(ctx)")
+            if compensate is not None:
+                problems.append(f"compensate= must be a function undo(ctx); {compensate}")
+        problems.extend(
+            f"routes= takes step names (or END), got {target!r}"
+            for target in spec.routes
+            if not isinstance(target, str | End)
+        )
+        return problems
+
+    def step_mode(self, spec: StepSpec) -> tuple[int, str | None, list[str]]:
+        """How the step is called, the executor it runs on (the workflow's by default),
+        and what is wrong with its body, ``blocking=`` and ``executor=``."""
+        fn = spec.fn
+        executor = spec.executor
+        problems = [p for p in (_executor_problem(executor),) if p is not None]
+        if not isinstance(spec.blocking, bool):
+            problems.append(f"blocking= must be True or False, got {spec.blocking!r}")
+        if inspect.isgeneratorfunction(fn):
+            problems.append(
+                "a plain generator function cannot be a step; to stream progress, make it "
+                "an async generator (async def with yield), yielding the outcome last"
+            )
+            return SYNC, None, problems
+        if inspect.isasyncgenfunction(fn):
+            if spec.blocking or executor is not None:
+                problems.append(
+                    "an async generator step runs on the event loop; remove blocking=/executor="
+                )
+            return AGEN, None, problems
+        is_async = is_async_callable(fn)
+        if spec.blocking:
+            if is_async:
+                problems.append(
+                    "blocking=True is for plain (sync) functions; an async def step "
+                    "already runs on the event loop without blocking it"
+                )
+            if executor not in (None, "thread"):
+                problems.append(
+                    f"blocking=True runs the step in a thread; it cannot also use "
+                    f"executor={executor!r}"
+                )
+            return THREAD, executor, problems
+        if executor is None:
+            executor = self.spec.executor  # type: ignore[assignment]  # checked in build()
+        if executor == "thread":
+            return THREAD, executor, problems
+        if executor is not None and executor != "inline":
+            return REMOTE, executor, problems
+        return (ASYNC if is_async else SYNC), None, problems
+
+    # -- blocks --------------------------------------------------------------------------
+
+    def lower_parallel(self, spec: ParallelSpec, path: str, top_index: int) -> ParallelNode:
+        self.parallels += 1
+        # An unnamed block is named by kind and order, never by line: an edit above it
+        # must not change its key (or the fingerprint of durable runs).
+        key = spec.name if spec.name is not None else f"parallel#{self.parallels}"
+        if spec.name is None:
+            self.blocks.setdefault(key, spec.where)
+        else:
+            bad_name = name_problem(spec.name, "name=")
+            if bad_name is not None:
+                raise self.fail("parallel block", spec.where, bad_name)
+            self.check_block_name(spec.name, "parallel", spec.where)
+        problems: list[str] = []
+        if not spec.children:
+            problems.append("the block is empty; put at least one @step inside it")
+        if spec.on_error is not None and spec.on_error not in _ON_ERROR:
+            problems.append(
+                f"unknown on_error={spec.on_error!r}; use 'fail_fast' or 'complete_all'"
+            )
+        if spec.into is not None:
+            into = hook_problem(spec.into, 2, "into(ctx, results)")
+            if into is not None:
+                problems.append(f"into= must be a function fn(ctx, results); {into}")
+        concurrency = count_problem(spec.max_concurrency, "max_concurrency=", optional=True)
+        if concurrency is not None:
+            problems.append(concurrency)
+        what = f"parallel block {key!r}"
+        if problems:
+            raise self.fail(what, spec.where, problems)
+        on_error = spec.on_error or ("complete_all" if spec.into is not None else "fail_fast")
+        sub = f"{path}{key}/"
+        self.shape.append(f"parallel {sub} {on_error} into={spec.into is not None}")
+        children = tuple(self.lower_branch(child, sub) for child in spec.children)
+        seen: dict[str, Node] = {}
+        for child in children:
+            if child.key in seen:
+                raise self.fail(
+                    what,
+                    child.where,
+                    f"two branches share the result key {child.key!r}; "
+                    f"give one of them another name or returns=",
+                )
+            seen[child.key] = child
+        return ParallelNode(
+            name=key,
+            key=key,
+            children=children,
+            keys=tuple(seen),
+            fail_fast=on_error == "fail_fast",
+            into=spec.into,  # type: ignore[arg-type]  # checked above
+            max_concurrency=spec.max_concurrency,  # type: ignore[arg-type]
+            where=spec.where,
+            top_index=top_index,
+            named=spec.name is not None,
+        )
+
+    def check_block_name(self, name: object, kind: str, where: Where) -> None:
+        bad = name_problem(name, "the name")
+        if bad is not None:
+            raise self.fail(f"{kind} block", where, bad)
+        if name in self.blocks:
+            raise self.fail(
+                f"{kind} {name!r}",
+                where,
+                f"duplicate block name; another block is named {name!r} at {self.blocks[name]}",
+            )
+        if name in self.step_specs:
+            raise self.fail(
+                f"{kind} {name!r}",
+                where,
+                f"a step is already named {name!r} (at {self.step_specs[name].where}); "
+                f"rename one of them",
+            )
+        self.blocks[name] = where  # type: ignore[index]
+
+    def check_route(self, spec: StepSpec, target: str) -> None:
+        if target in self.top_steps:
+            return
+        known = ", ".join(repr(n) for n in self.top_steps)
+        if target in self.steps:
+            problem = (
+                f"declared route {target!r} is inside a parallel block; goto targets must be "
+                f"top-level steps: {known}"
+            )
+        else:
+            problem = (
+                f"declared route {target!r} is not a step of this workflow; known steps: {known}"
+            )
+        raise self.fail(f"step {spec.name!r}", spec.where, problem)
+
+
+def compile_workflow(spec: WorkflowSpec) -> Plan:
+    """Validate a recorded workflow and lower it to an immutable `Plan`."""
+    return _PlanBuilder(spec).build()

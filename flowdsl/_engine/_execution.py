@@ -1,0 +1,655 @@
+"""EXECUTE one run: the top-level loop, and every attempt of every step.
+
+The top-level sequence is a loop over an index that goto moves; a parallel
+block (`_blocks`) is a nursery; compensation (`_compensation`) undoes a failed
+run. One `_Execution` holds a run's state. A step runs in named parts:
+
+* **the attempt**: `invoke` is the one place a step's body is called (threads,
+  processes and remote executors plug in behind it, `_seams.Invoker`);
+  `attempt` adds the step's timeout and the attempt hook when there are any;
+* **the commit**: `commit` hands the attempt to the durable journal, before
+  anything that depends on it starts;
+* **success** and **failure**: `succeeded` and `failed` record the attempt in
+  the run, send its events, and decide what comes next (the block's policy
+  settles a final failure, `_policies`).
+
+The hot path is deliberate (docs/performance.md): the common attempt (an
+``async def`` step, no timeout, no hook, not durable) costs one call of
+`invoke` and one of `succeeded`; events are built only when someone listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Final, NoReturn
+
+from .._outcome import Goto
+from .._plan import AGEN, ASYNC, END, SYNC, THREAD, End, Node, Plan, StepNode
+from ..errors import ExecutorError, GotoError, TransitionLimitExceeded
+from ..result import Err, Ok
+from ._blocking import call_blocking, run_in_thread
+from ._blocks import branch_goto, run_parallel
+from ._compensation import compensate
+from ._context import Context, Scope
+from ._events import (
+    Listener,
+    RunFinished,
+    RunStarted,
+    StepChunk,
+    StepFinished,
+    StepStarted,
+    fan_out,
+)
+from ._policies import IN_SEQUENCE, Failed, Policy
+from ._run import CompensationRecord, Run, StepRecord
+from ._seams import STEP, AttemptHook, Entry, Invoker, Journal
+
+__all__ = ["execute"]
+
+_perf = time.perf_counter
+_new_record = tuple.__new__
+_OK_NONE: Final = Ok(None)
+
+
+def _retries(node: StepNode, attempt: int, exception: BaseException | None) -> bool:
+    """Whether a failed attempt is tried again (an `error()` result is, while attempts remain)."""
+    retry = node.retry
+    return (
+        retry is not None
+        and attempt < retry.max_attempts
+        and (exception is None or isinstance(exception, retry.retry_on))
+    )
+
+
+def _timeout_reason(node: StepNode) -> TimeoutError:
+    return TimeoutError(f"step {node.name!r} timed out after {node.timeout:g}s")
+
+
+class _Execution:
+    """The mutable state of one run. One instance per run; never shared."""
+
+    __slots__ = (
+        "cancelled_task",
+        "clock",
+        "compensable",
+        "current",
+        "due",
+        "emit",
+        "expired",
+        "hook",
+        "interrupted",
+        "invokers",
+        "journal",
+        "limit",
+        "plan",
+        "records",
+        "root",
+        "run_id",
+        "t0",
+        "task",
+        "task_cancels",
+        "timer",
+        "transitions",
+        "visits",
+        "wall0",
+    )
+
+    def __init__(
+        self,
+        plan: Plan,
+        run_id: str,
+        root: Scope,
+        emit: Listener | None,
+        invokers: Mapping[str, Invoker],
+        journal: Journal | None,
+        hook: AttemptHook | None,
+    ) -> None:
+        self.plan = plan
+        self.run_id = run_id
+        self.root = root
+        self.emit = emit
+        self.invokers = invokers
+        self.journal = journal
+        self.hook = hook
+        self.records: list[StepRecord] = []
+        self.compensable: list[tuple[StepNode, Scope, int, object, int]] = []
+        self.visits: dict[str, int] = {}
+        self.transitions = 0
+        self.current: str | None = None
+        self.t0 = _perf()
+        self.wall0 = time.time()
+        # The run's deadline (see `start_clock`), and what stopped the run from inside.
+        self.limit: float | None = None
+        self.due: float | None = None
+        self.clock: Callable[[], float] = _perf
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.expired = False
+        self.cancelled_task = False
+        self.task_cancels = 0  # interrupt()'s cancels of the run's task, taken back in execute
+        self.interrupted: BaseException | None = None
+
+    # -- the run's deadline and interruptions ---------------------------------------------
+
+    def start_clock(self, limit: float | None) -> None:
+        """Arm the run's timeout: `expire` runs at the deadline, in this (the run's) task."""
+        self.task = asyncio.current_task()
+        if limit is None:
+            return
+        loop = asyncio.get_running_loop()
+        self.limit = limit
+        self.clock = loop.time
+        self.due = loop.time() + limit
+        self.timer = loop.call_at(self.due, self.expire, True)
+
+    def forget_cancels(self) -> None:
+        """Take back the run task's cancellations `interrupt` asked for (they were delivered)."""
+        task = self.task
+        if task is not None:
+            for _ in range(self.task_cancels):
+                task.uncancel()
+        self.task_cancels = 0
+
+    def timed_out(self) -> bool:
+        """After a CancelledError in the run's task: whether it was the run's own deadline.
+
+        A cancellation of the caller's that came too is never taken for a timeout.
+        """
+        if not self.expired or self.interrupted is not None:
+            return False
+        task = self.task
+        if task is None:
+            return True
+        if self.cancelled_task:  # the deadline cancelled the task: was the caller's there too?
+            return task.uncancel() == 0
+        return task.cancelling() == 0  # `overdue` raised in the task itself
+
+    def expire(self, cancel_run: bool) -> None:
+        """The run's deadline passed: cancel its task (unless it is the caller, see `overdue`)."""
+        if self.expired:
+            return
+        self.expired = True
+        if self.timer is not None:
+            self.timer.cancel()
+        if cancel_run and self.task is not None:
+            self.cancelled_task = True
+            self.task.cancel()
+
+    def overdue(self) -> NoReturn:
+        """Called before an attempt starts past the deadline: nothing may start after it.
+
+        A plain sync step blocks the loop, so the deadline's timer may not have
+        fired yet. The run's own task unwinds with a CancelledError it raises
+        itself; a branch's task cancels the run's task, which cancels the block.
+        """
+        self.expire(asyncio.current_task() is not self.task)
+        raise asyncio.CancelledError
+
+    def interrupt(self, exc: BaseException) -> NoReturn:
+        """A step raised KeyboardInterrupt or SystemExit: stop the run, record it, re-raise.
+
+        The run's task records the run as cancelled and then raises `exc` (see
+        `execute`); from a branch's task the run's task is cancelled to get there.
+        """
+        if self.interrupted is None:
+            self.interrupted = exc
+            if self.task is not None and asyncio.current_task() is not self.task:
+                self.task.cancel()
+                self.task_cancels += 1
+        raise asyncio.CancelledError
+
+    # -- the top-level sequence ------------------------------------------------------
+
+    async def main(self) -> None:
+        plan = self.plan
+        nodes = plan.nodes
+        targets = plan.targets
+        root = self.root
+        count = len(nodes)
+        index = 0
+        while index < count:
+            node = nodes[index]
+            if type(node) is StepNode:
+                route = self.apply(node.key, await self.step(node, root, root.version), root)
+            else:
+                route = await run_parallel(self, node, root)  # type: ignore[arg-type]
+            if route is None:
+                index += 1
+            elif route is END:
+                return
+            else:
+                target = targets.get(route)
+                if target is None:
+                    raise Failed(node.name, self.bad_goto(node, route))
+                self.transitions += 1
+                if self.transitions > plan.max_transitions:
+                    raise Failed(node.name, self.too_many_transitions(node, route))
+                index = target
+
+    def too_many_transitions(self, node: Node, route: object) -> TransitionLimitExceeded:
+        return TransitionLimitExceeded(
+            f"workflow {self.plan.name!r} made more than {self.plan.max_transitions} goto "
+            f"transitions ({node.name!r} returned goto({route!r})); a goto loop does not end. "
+            f"Return goto(END) or go on to another step when it is done, or raise "
+            f"@workflow(max_transitions=...)"
+        )
+
+    def bad_goto(self, node: Node, route: object) -> GotoError:
+        known = ", ".join(repr(n) for n in self.plan.targets)
+        if isinstance(route, str) and route in self.plan.steps:
+            why = "is inside a parallel block; goto targets must be top-level steps"
+        else:
+            why = "is not a top-level step of this workflow"
+        return GotoError(
+            f"workflow {self.plan.name!r}, {node.name!r} returned goto({route!r}), which {why}; "
+            f"known steps: {known}"
+        )
+
+    # -- one step, all its attempts ----------------------------------------------------
+
+    async def step(
+        self, node: StepNode, scope: Scope, version: int, policy: Policy = IN_SEQUENCE
+    ) -> object:
+        """Run a step to its final outcome: a successful outcome, or what `policy` settles.
+
+        In a sequence a final failure raises `Failed`; as a parallel branch a goto
+        is a failure too, and the block's policy settles it.
+        """
+        name = node.name
+        self.current = name
+        visits = self.visits
+        visit = visits[name] = visits.get(name, 0) + 1
+        attempt = 0
+        journal = self.journal
+        if journal is not None:
+            attempt, done = journal.replayed(STEP, name, visit)
+            if done is not None:
+                return self.replayed(node, scope, version, visit, done, policy)
+        emit = self.emit
+        run_id = self.run_id
+        fast = node.timeout is None and self.hook is None
+        while True:
+            attempt += 1
+            if self.due is not None and self.clock() >= self.due:
+                self.overdue()
+            if journal is not None and journal.must_check():
+                await journal.check()
+            ctx = Context(scope, version, run_id, name, attempt, visit)
+            if emit is not None:
+                emit(StepStarted(name, attempt, run_id=run_id))
+            started = _perf()
+            exception: BaseException | None = None
+            try:
+                if fast:
+                    outcome = await self.invoke(node, ctx)
+                else:
+                    outcome = await self.attempt(node, ctx, started)
+                failed = type(outcome) is Err
+            except Exception as exc:  # a raised exception is the step's failure
+                outcome = Err(exc)
+                exception = exc
+                failed = True
+            except asyncio.CancelledError:
+                self.cancelled(name, attempt, started)
+                raise
+            except (KeyboardInterrupt, SystemExit) as exc:
+                self.cancelled(name, attempt, started)
+                self.interrupt(exc)
+            duration = _perf() - started
+            retrying = failed and _retries(node, attempt, exception)
+            if journal is not None:
+                outcome, failed, retrying = await self.commit(
+                    node, visit, attempt, outcome, failed, retrying, started, duration
+                )
+            if not failed:
+                return self.succeeded(
+                    node, scope, version, visit, attempt, started, duration, outcome, policy
+                )
+            delay = self.failed(node, visit, attempt, started, duration, outcome, retrying)
+            if delay is None:
+                return policy.settle(Failed(name, outcome.error))  # type: ignore[attr-defined]
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    async def attempt(self, node: StepNode, ctx: Context, started: float) -> object:
+        """One attempt bounded by the step's timeout and wrapped by the attempt hook."""
+        hook = self.hook
+        if hook is None:
+            return await self.in_time(node, ctx, started)
+        with hook(node, ctx) as seen:
+            try:
+                outcome = await self.in_time(node, ctx, started)
+            except Exception as exc:
+                seen.ended(Err(exc), True)
+                raise
+            seen.ended(outcome, type(outcome) is Err)
+            return outcome
+
+    async def in_time(self, node: StepNode, ctx: Context, started: float) -> object:
+        """`invoke`, bounded by the step's ``timeout=`` (a plain function: when it returns)."""
+        if node.timeout is None:
+            return await self.invoke(node, ctx)
+        limit = asyncio.timeout(node.timeout)
+        try:
+            async with limit:
+                outcome = await self.invoke(node, ctx)
+        except TimeoutError as exc:
+            if limit.expired():  # ours; a step's own TimeoutError stays its own
+                raise _timeout_reason(node) from exc
+            raise
+        # A plain function on the loop cannot be interrupted: an attempt that overran
+        # its timeout still fails, when it returns (docs/decisions.md).
+        if node.mode is SYNC and _perf() - started > node.timeout:
+            raise _timeout_reason(node)
+        return outcome
+
+    async def commit(
+        self,
+        node: StepNode,
+        visit: int,
+        attempt: int,
+        outcome: object,
+        failed: bool,
+        retrying: bool,
+        started: float,
+        duration: float,
+    ) -> tuple[object, bool, bool]:
+        """Hand the attempt to the journal; what to go on with (the journal may refuse it)."""
+        journaled = await self.journal.record(  # type: ignore[union-attr]
+            Entry(
+                kind=STEP,
+                name=node.name,
+                visit=visit,
+                attempt=attempt,
+                outcome=outcome,
+                failed=failed,
+                retrying=retrying,
+                started=self.wall(started),
+                duration=duration,
+            )
+        )
+        if journaled is not outcome:  # the journal refused it: retrying cannot help
+            return journaled, True, False
+        return outcome, failed, retrying
+
+    def succeeded(
+        self,
+        node: StepNode,
+        scope: Scope,
+        version: int,
+        visit: int,
+        attempt: int,
+        started: float,
+        duration: float,
+        outcome: object,
+        policy: Policy,
+    ) -> object:
+        """Record a successful attempt; the step's outcome (a branch's goto is its failure)."""
+        name = node.name
+        self.records.append(
+            _new_record(
+                StepRecord,
+                (
+                    name,
+                    attempt,
+                    "succeeded",
+                    self.wall0 + (started - self.t0),
+                    duration,
+                    None,
+                    visit,
+                ),
+            )
+        )
+        if node.compensate is not None:
+            self.compensable.append((node, scope, version, outcome, visit))
+        emit = self.emit
+        if emit is not None:
+            emit(StepFinished(name, "succeeded", duration, attempt=attempt, run_id=self.run_id))
+        if policy.branch and type(outcome) is Goto:
+            return policy.settle(Failed(name, branch_goto(self.plan.name, node, outcome)))
+        return outcome
+
+    def failed(
+        self,
+        node: StepNode,
+        visit: int,
+        attempt: int,
+        started: float,
+        duration: float,
+        outcome: object,
+        retrying: bool,
+    ) -> float | None:
+        """Record a failed attempt; the delay before the next one, or None when it was the last."""
+        reason = outcome.error  # type: ignore[attr-defined]
+        self.records.append(
+            _new_record(
+                StepRecord,
+                (node.name, attempt, "failed", self.wall(started), duration, reason, visit),
+            )
+        )
+        retry = node.retry
+        delay = retry.delay(attempt) if retrying and retry is not None else None
+        emit = self.emit
+        if emit is not None:
+            emit(
+                StepFinished(
+                    node.name,
+                    "failed",
+                    duration,
+                    attempt=attempt,
+                    error=reason,
+                    retry_in=delay,
+                    run_id=self.run_id,
+                )
+            )
+        return delay
+
+    def cancelled(self, name: str, attempt: int, started: float) -> None:
+        """An attempt was cancelled (a sibling failed, the run timed out, the caller): close it."""
+        emit = self.emit
+        if emit is not None:
+            emit(
+                StepFinished(
+                    name, "cancelled", _perf() - started, attempt=attempt, run_id=self.run_id
+                )
+            )
+
+    def replayed(
+        self, node: StepNode, scope: Scope, version: int, visit: int, done: object, policy: Policy
+    ) -> object:
+        """A step a resumed run finished before: its journaled outcome, not run again."""
+        if type(done) is Err:  # it failed for good before the crash: fail the same way
+            return policy.settle(Failed(node.name, done.error))
+        if node.compensate is not None:
+            self.compensable.append((node, scope, version, done, visit))
+        if policy.branch and type(done) is Goto:
+            return policy.settle(Failed(node.name, branch_goto(self.plan.name, node, done)))
+        return done
+
+    # -- the attempt's body ----------------------------------------------------------------
+
+    def invoke(self, node: StepNode, ctx: Context) -> Awaitable[object]:
+        """THE seam: the one place where an attempt of a step's body is called.
+
+        Returns what the caller awaits; an ``async def`` step's own coroutine is
+        returned as it is, so the common case costs no extra frame.
+        """
+        mode = node.mode
+        if mode is ASYNC:
+            return node.fn(ctx)  # type: ignore[no-any-return]
+        if mode is SYNC:
+            return self.call_sync(node, ctx)
+        if mode is THREAD:
+            return run_in_thread(call_blocking, node.fn, ctx)
+        if mode is AGEN:
+            return self.drain(node, node.fn(ctx))
+        invoker = self.invokers.get(node.executor)  # type: ignore[arg-type]
+        if invoker is None:
+            return self.no_executor(node)
+        return invoker(node, ctx)
+
+    async def call_sync(self, node: StepNode, ctx: Context) -> object:
+        outcome = node.fn(ctx)
+        if inspect.isawaitable(outcome):
+            return await outcome
+        if inspect.isasyncgen(outcome):  # a wrapper around an async generator step
+            return await self.drain(node, outcome)
+        return outcome
+
+    async def no_executor(self, node: StepNode) -> object:
+        known = ", ".join(repr(n) for n in ("thread", *self.invokers))
+        msg = (
+            f"workflow {self.plan.name!r}, step {node.name!r} ({node.where}) asks for "
+            f"executor {node.executor!r}, which this run does not have; pass "
+            f"executors={{{node.executor!r}: ...}} to the run call. Known: {known}"
+        )
+        raise ExecutorError(msg)
+
+    async def drain(self, node: StepNode, agen: AsyncGenerator[object, Any]) -> object:
+        """Run an async-generator step: outcomes are kept, other items are chunks."""
+        outcome: object = _OK_NONE
+        emit = self.emit
+        try:
+            async for item in agen:
+                kind = type(item)
+                if kind is Ok or kind is Err or kind is Goto:
+                    outcome = item
+                elif emit is not None:
+                    emit(StepChunk(node.name, item, run_id=self.run_id))
+        finally:
+            await agen.aclose()
+        return outcome
+
+    def wall(self, started: float) -> float:
+        """Wall-clock seconds since the epoch for a `perf_counter` reading of this run."""
+        return self.wall0 + (started - self.t0)
+
+    # -- applying an outcome ---------------------------------------------------------------
+
+    @staticmethod
+    def apply(key: str, outcome: object, scope: Scope) -> str | End | None:
+        """Merge a successful outcome into `scope` (a plain value under `key`); returns a goto target."""
+        kind = type(outcome)
+        if kind is Ok:
+            value = outcome.value  # type: ignore[attr-defined]
+            if value is None:
+                return None
+            if type(value) is dict or isinstance(value, Mapping):  # dict first: ABCs are slow
+                scope.write(value)
+            else:
+                scope.write({key: value})
+            return None
+        if outcome is None:
+            return None
+        if kind is Goto:
+            if outcome.update:  # type: ignore[attr-defined]
+                scope.write(outcome.update)  # type: ignore[attr-defined]
+            return outcome.target  # type: ignore[attr-defined, no-any-return]
+        scope.write({key: outcome})
+        return None
+
+    # -- the run as a whole ----------------------------------------------------------------
+
+    def finish(
+        self,
+        status: Any,
+        error: object = None,
+        failed_step: str | None = None,
+        compensations: tuple[CompensationRecord, ...] = (),
+    ) -> Run:
+        return Run(
+            run_id=self.run_id,
+            workflow=self.plan.name,
+            status=status,
+            output=MappingProxyType(self.root.snapshot().to_dict()),
+            error=error,
+            failed_step=failed_step,
+            steps=tuple(self.records),
+            compensations=compensations,
+            duration=_perf() - self.t0,
+            started=self.wall0,
+            fingerprint=self.plan.fingerprint,
+        )
+
+
+async def execute(
+    plan: Plan,
+    input: Mapping[str, Any] | None,
+    run_id: str,
+    *,
+    timeout: float | None = None,
+    listeners: tuple[Listener, ...] = (),
+    invokers: Mapping[str, Invoker] | None = None,
+    journal: Journal | None = None,
+    hook: AttemptHook | None = None,
+    resumed: bool = False,
+) -> Run:
+    """Run `plan` once with `input`; returns the finished `Run`.
+
+    A failing step fails the run (compensations then run); the run's own
+    timeout fails it with a `TimeoutError` reason. Cancellation from outside
+    is never turned into a failure: it propagates after the run is reported
+    as "cancelled" to listeners and the journal. ``invokers`` maps executor
+    names to where steps run (the run assembly adds the built-in ones).
+    """
+    emit = fan_out(listeners)
+    state = _Execution(plan, run_id, Scope(initial=input), emit, invokers or {}, journal, hook)
+    if emit is not None:
+        emit(RunStarted(plan.name, run_id=run_id, resumed=resumed))
+    state.start_clock(timeout if timeout is not None else plan.timeout)
+    error: object = None
+    failed_step: str | None = None
+    try:
+        await state.main()
+    except Failed as failure:
+        error, failed_step = failure.reason, failure.step
+    except asyncio.CancelledError as cancel:
+        if not state.timed_out():
+            await _stopped(state, state.finish("cancelled"), cancel)
+        failed_step = state.current
+        error = TimeoutError(
+            f"workflow {plan.name!r} did not finish within its {state.limit:g}s timeout "
+            f"(running step {failed_step!r})"
+        )
+    finally:
+        if state.timer is not None:
+            state.timer.cancel()
+    if failed_step is None and error is None:
+        run = state.finish("completed")
+    else:
+        try:
+            compensations = await compensate(state)
+        except asyncio.CancelledError as cancel:  # cancelled while undoing: reported, then raised
+            await _stopped(state, state.finish("cancelled", error, failed_step), cancel)
+        run = state.finish("failed", error, failed_step, compensations)
+    await _report(run, state.emit, state.journal)
+    return run
+
+
+async def _stopped(state: _Execution, run: Run, cancel: asyncio.CancelledError) -> NoReturn:
+    """The run was cancelled (or interrupted): record it, then raise what stopped it."""
+    interrupted = state.interrupted
+    if interrupted is not None:
+        state.forget_cancels()
+    await _report(run, state.emit, state.journal)
+    if interrupted is not None:
+        raise interrupted from None
+    raise cancel
+
+
+async def _report(run: Run, emit: Listener | None, journal: Journal | None) -> None:
+    """Record the run's end, then tell the listeners; a cancel meanwhile waits for both."""
+    cancelled = False
+    if journal is not None:
+        try:
+            await journal.finish(run)
+        except asyncio.CancelledError:  # the record was written (see Journal.finish)
+            cancelled = True
+    if emit is not None:
+        emit(RunFinished(run))
+    if cancelled:
+        raise asyncio.CancelledError

@@ -1,0 +1,122 @@
+"""The engine's seams: what plugs into a run without touching its routing.
+
+* an `Invoker` runs one attempt of a step elsewhere (threads, a process pool,
+  a Dask cluster: `flowdsl.executors`);
+* a `Journal` records what a durable run did and finds it again on resume
+  (`flowdsl.stores`), one keyword-only `Entry` at a time;
+* an `AttemptHook` wraps every step attempt as a context manager (a tracing
+  span, a timeline), told how the attempt ended before it exits.
+
+Stores and executors import these; the engine imports neither of them.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Final, Protocol
+
+import attrs
+
+if TYPE_CHECKING:
+    from .._plan import StepNode
+    from ._context import Context
+    from ._run import CompensationRecord, Run
+
+__all__ = [
+    "REDUCE",
+    "STEP",
+    "UNDO",
+    "Attempt",
+    "AttemptHook",
+    "Entry",
+    "Invoker",
+    "Journal",
+]
+
+STEP: Final = "step"
+"""`Entry.kind` of a step attempt."""
+REDUCE: Final = "reduce"
+"""`Entry.kind` of a parallel block's ``into=`` reducer outcome."""
+UNDO: Final = "undo"
+"""`Entry.kind` of a finished compensation (its outcome is ``Ok(None)`` or ``Err(reason)``)."""
+
+
+class Invoker(Protocol):
+    """Runs one attempt of a step somewhere else (a thread pool, a process, a cluster)."""
+
+    async def __call__(self, node: StepNode, ctx: Context) -> object: ...
+
+
+@attrs.frozen(kw_only=True)
+class Entry:
+    """What the engine hands the journal: one finished attempt (or reducer, compensation)."""
+
+    kind: str
+    """`STEP`, `REDUCE` or `UNDO`."""
+    name: str
+    """The step's name; the block's for a reducer; the undone step's for a compensation."""
+    visit: int
+    attempt: int
+    outcome: object
+    failed: bool
+    retrying: bool
+    """The attempt failed and will be tried again (else its outcome is final)."""
+    started: float
+    """Wall-clock seconds since the epoch."""
+    duration: float
+
+
+class Journal(Protocol):
+    """Where a durable run records what it did, and finds it again on resume."""
+
+    def replayed(self, kind: str, name: str, visit: int) -> tuple[int, object | None]:
+        """Failed attempts already spent on this visit, and its recorded outcome if it finished.
+
+        The outcome is an `Err` when the step failed for good (it is not run again), and
+        never None for a finished step: a step that returned None is replayed as `Ok(None)`.
+        """
+        ...
+
+    def undone(self, name: str, visit: int) -> CompensationRecord | None:
+        """The recorded compensation of a step's visit, when it already ran."""
+        ...
+
+    def must_check(self) -> bool:
+        """Cheap: whether the run's claim may have been lost (see `check`)."""
+        ...
+
+    async def check(self) -> None:
+        """Raise `StoreError` when this run's claim is lost (called before an attempt starts)."""
+        ...
+
+    async def record(self, entry: Entry) -> object:
+        """Commit one entry before anything that depends on it starts.
+
+        Returns the outcome to use: the same one, or an `Err` when the outcome
+        cannot be journaled (then the step fails with that error, not retried).
+        """
+        ...
+
+    async def finish(self, run: Run) -> None:
+        """Record the run's final status (written even if the caller is cancelled meanwhile)."""
+        ...
+
+
+class Attempt(Protocol):
+    """What an `AttemptHook`'s context manager yields: told how the attempt ended."""
+
+    def ended(self, outcome: object, failed: bool) -> None:
+        """The attempt returned `outcome` (an ``Err`` when it failed, raised or timed out)."""
+        ...
+
+
+class AttemptHook(Protocol):
+    """Wraps each step attempt: ``with hook(node, ctx) as attempt: ...``.
+
+    The context manager is entered just before the attempt's body is called
+    and exited right after, with the exception when the attempt is cancelled
+    (a fail_fast sibling, the run's timeout, the caller); ``attempt.ended``
+    is called first when it ran to an outcome. It never changes the outcome.
+    """
+
+    def __call__(self, node: StepNode, ctx: Context) -> AbstractContextManager[Attempt]: ...

@@ -1,0 +1,184 @@
+"""The `Store` protocol: what a durable run needs from the place its journal lives.
+
+A store holds one row per run (its workflow, definition fingerprint, input,
+status, owner and lease, and once finished its output) and one row per
+journal entry (a finished step attempt, a reducer's outcome, a compensation).
+Payloads cross this boundary as JSON text made by `_codec`, so every store
+shares one format and none of them ever unpickles anything.
+
+**Leases.** A run is executed by one owner at a time. Claiming it (`open_run`)
+records the owner (`_owner.owner_token`: host, PID namespace, pid, start time), an
+expiry that the owner keeps renewing, and a fencing number (`Claim.epoch`)
+that every claim increments. Every journal write names its claim and commits
+only while the run's row still holds it, so an owner that lost its run
+(paused past its lease, partitioned) can never commit anything for it after
+another process took it over. A run is claimable when it has no owner, when
+its lease expired, or at once when its owner is known dead (same host and PID
+namespace, process gone). `SQLiteStore` (`_sqlite`) is the embedded
+implementation; a server-backed store implements the same methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from .._engine._run import Run, RunStatus
+from .._engine._seams import STEP
+from ..errors import StoreError
+
+__all__ = ["Attempt", "Claim", "Ending", "Opened", "Pending", "RunHeader", "Store"]
+
+
+@attrs.frozen
+class RunHeader:
+    """What a run call asks the store for: create this run, or claim it to resume."""
+
+    run_id: str
+    workflow: str
+    fingerprint: str
+    shape: tuple[str, ...]
+    input: str
+    """JSON."""
+    started: float
+
+
+@attrs.frozen
+class Attempt:
+    """One journal entry: a finished attempt of one visit of a step (or reducer, compensation)."""
+
+    step: str
+    """The step's name (a block's, for a reducer; the undone step's, for a compensation)."""
+    visit: int
+    attempt: int
+    succeeded: bool
+    final: bool
+    """True when this attempt's outcome is the step's outcome (a success, or a failure not retried)."""
+    outcome: str
+    """JSON: the step's outcome, or ``Err(reason)``."""
+    started: float
+    duration: float
+    kind: str = attrs.field(default=STEP, kw_only=True)
+    """What was journaled: a step attempt, a reducer outcome, a compensation (`_engine._seams`)."""
+
+
+@attrs.frozen
+class Claim:
+    """One claim of one run: every journal write of the claim names it (fencing)."""
+
+    run_id: str
+    epoch: int
+    """Incremented by every claim of the run; a write with an older epoch is refused."""
+
+
+@attrs.frozen
+class Opened:
+    """What `Store.open_run` found, and whether this process now owns the run."""
+
+    run_id: str
+    claim: Claim | None
+    """Set when the run is new or was unfinished and this process now executes it."""
+    new: bool
+    workflow: str
+    fingerprint: str
+    shape: tuple[str, ...]
+    input: str
+    started: float
+    attempts: tuple[Attempt, ...] = ()
+    finished: Run | None = None
+    """The recorded run, when it completed or failed: nothing is executed."""
+    owner: str | None = None
+    """Who executes the run, when it is unfinished but not claimed."""
+
+    @property
+    def claimed(self) -> bool:
+        return self.claim is not None
+
+
+@attrs.frozen
+class Ending:
+    """A run's final record."""
+
+    status: RunStatus
+    output: str
+    error: str | None
+    failed_step: str | None
+    compensations: str
+    duration: float
+
+
+@attrs.frozen
+class Pending:
+    """An unfinished run that no live process owns: `resume_runs` picks these up."""
+
+    run_id: str
+    workflow: str
+    fingerprint: str
+    shape: tuple[str, ...]
+    status: RunStatus
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where durable runs are journaled (`SQLiteStore` is the embedded one).
+
+    Users call `get_run`, `list_runs` and `close`; the run functions call the
+    rest. Every ``async`` method returns once its write is committed, and
+    every write of a claimed run is fenced on its `Claim`.
+    """
+
+    def get_run(self, run_id: str) -> Run | None:
+        """The run named `run_id` (finished or not), or None; `StoreError` when it is damaged."""
+        ...
+
+    def list_runs(
+        self,
+        status: RunStatus | None = None,
+        *,
+        on_damaged: Callable[[str, StoreError], None] | None = None,
+    ) -> list[Run]:
+        """Every run (or those with `status`), oldest first.
+
+        A damaged run is left out and handed to ``on_damaged(run_id, error)``
+        (logged as a warning when that is None).
+        """
+        ...
+
+    def close(self) -> None:
+        """Finish pending writes and release the store's resources."""
+        ...
+
+    async def open_run(self, header: RunHeader) -> Opened:
+        """Create the run, or claim it when it is unfinished and its owner is gone."""
+        ...
+
+    async def append(self, claim: Claim, attempt: Attempt) -> None:
+        """Commit one journal entry; `StoreError` when the claim was lost."""
+        ...
+
+    async def finish_run(self, claim: Claim, ending: Ending) -> None:
+        """Commit a run's final record and give up owning it; `StoreError` when lost."""
+        ...
+
+    async def holds(self, claim: Claim) -> bool:
+        """Whether the claim still holds the run (its lease is renewed when it does)."""
+        ...
+
+    def lost(self, claim: Claim) -> bool:
+        """Whether this store knows the claim is gone or may be (a cheap, local check)."""
+        ...
+
+    def release(self, claim: Claim, status: RunStatus | None = None) -> None:
+        """Give the run up (written in the background); `status` records how it stopped."""
+        ...
+
+    def resumable(
+        self,
+        *,
+        include_cancelled: bool = False,
+        on_damaged: Callable[[str, StoreError], None] | None = None,
+    ) -> list[Pending]:
+        """Unfinished runs that no live owner holds, oldest first (damaged ones as in list_runs)."""
+        ...

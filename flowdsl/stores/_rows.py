@@ -1,0 +1,111 @@
+"""Reading runs back: a `Run` from a store's rows, and what a damaged row raises.
+
+Every store builds its `Run`s here, so a row that cannot be read is the same
+`StoreError`, naming the run and what is wrong, whatever the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from types import MappingProxyType
+from typing import Any
+
+from .._engine._run import CompensationRecord, Run, RunStatus, StepRecord
+from .._engine._seams import STEP
+from ..errors import StoreError
+from ._codec import Undecodable, decode
+from ._protocol import Attempt
+
+__all__ = ["build_run", "damaged", "readable", "step_record"]
+
+
+def damaged(run_id: str, where: str, why: object) -> StoreError:
+    """The error for a run whose journal cannot be read (edited, truncated, a bad page)."""
+    return StoreError(
+        f"run {run_id!r} is damaged in the store: its {where} cannot be read ({why}); "
+        f"the other runs are not affected. Delete the run, or restore the store from a backup"
+    )
+
+
+def _decode(run_id: str, where: str, text: str, strict: bool = False) -> Any:
+    try:
+        return decode(text, strict=strict)
+    except Undecodable as exc:
+        raise damaged(run_id, where, exc) from None
+
+
+def step_record(run_id: str, attempt: Attempt) -> StepRecord:
+    """The `StepRecord` of a step attempt's journal row."""
+    error: object = None
+    if not attempt.succeeded:
+        outcome = _decode(run_id, f"attempt of step {attempt.step!r}", attempt.outcome)
+        error = getattr(outcome, "error", outcome)
+    return StepRecord(
+        attempt.step,
+        attempt.attempt,
+        "succeeded" if attempt.succeeded else "failed",
+        attempt.started,
+        attempt.duration,
+        error,
+        visit=attempt.visit,
+    )
+
+
+def build_run(
+    *,
+    run_id: str,
+    workflow: str,
+    status: RunStatus,
+    input: str,
+    output: str | None,
+    error: str | None,
+    failed_step: str | None,
+    compensations: str | None,
+    started: float,
+    duration: float | None,
+    attempts: Iterable[Attempt],
+    owner: str | None = None,
+    lease_expires: float | None = None,
+) -> Run:
+    """A `Run` from a store's rows; `StoreError` naming the run when they cannot be read.
+
+    A run still running shows its input as its output.
+    """
+    data = _decode(run_id, "output" if output is not None else "input", output or input)
+    if data is not None and not isinstance(data, dict):
+        raise damaged(run_id, "output", f"a {type(data).__name__}, not a mapping")
+    comps: list[CompensationRecord] = []
+    if compensations:
+        for item in _decode(run_id, "compensations", compensations):
+            try:
+                step, state, took, reason = item
+            except (TypeError, ValueError):
+                raise damaged(run_id, "compensations", f"{item!r} is not a record") from None
+            comps.append(CompensationRecord(step, state, took, reason))
+    return Run(
+        run_id=run_id,
+        workflow=workflow,
+        status=status,
+        output=MappingProxyType(dict(data or {})),
+        error=_decode(run_id, "error", error) if error is not None else None,
+        failed_step=failed_step,
+        steps=tuple(step_record(run_id, a) for a in attempts if a.kind == STEP),
+        compensations=tuple(comps),
+        duration=duration or 0.0,
+        started=started,
+        owner=owner,
+        lease_expires=lease_expires,
+    )
+
+
+def readable(
+    rows: Iterable[Any], build: Callable[[Any], Run], on_damaged: Callable[[str, StoreError], None]
+) -> list[Run]:
+    """The runs `build` makes of `rows`; a damaged one is handed to `on_damaged`, not raised."""
+    runs: list[Run] = []
+    for row in rows:
+        try:
+            runs.append(build(row))
+        except StoreError as exc:
+            on_damaged(row[0], exc)
+    return runs
