@@ -865,7 +865,8 @@ def test_an_output_nested_too_deep_prints_with_a_placeholder() -> None:
 
 def test_json_output_never_fails_to_print() -> None:
     """Values that contain themselves, reprs that raise, huge ints: all become JSON text."""
-    from flowdsl.cli import MAX_DEPTH, dumps
+    from flowdsl.cli import MAX_DEPTH
+    from flowdsl.cli import to_json_text as dumps
 
     class Broken:
         def __repr__(self) -> str:
@@ -942,7 +943,7 @@ def test_json_output_encodes_what_json_has_no_type_for() -> None:
     from types import MappingProxyType
 
     from flowdsl import Err, Ok, RecordedError
-    from flowdsl.cli import dumps
+    from flowdsl.cli import to_json_text as dumps
 
     value = MappingProxyType(
         {

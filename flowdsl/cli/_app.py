@@ -1,0 +1,183 @@
+"""The click command tree: ``flowdsl run | check | graph | runs list | show | resume``.
+
+Each command only declares its arguments and hands them to the plain function
+in `_commands` that does the work; the options several commands share are the
+small decorator factories at the top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from .. import __version__
+from ._commands import (
+    cmd_check,
+    cmd_graph,
+    cmd_run,
+    cmd_runs_list,
+    cmd_runs_resume,
+    cmd_runs_show,
+)
+
+__all__ = ["cli"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _log_format_option() -> Callable[[_F], _F]:
+    return click.option(
+        "--log-format",
+        type=click.Choice(["console", "json"]),
+        default="console",
+        show_default=True,
+        help="console: progress display and readable logs; json: one JSON log event per line.",
+    )
+
+
+def _output_option() -> Callable[[_F], _F]:
+    return click.option(
+        "--output",
+        type=click.Choice(["output", "run"]),
+        default="output",
+        show_default=True,
+        help="What to print on stdout: the run's output (when it completed), or the whole run record.",
+    )
+
+
+def _quiet_option() -> Callable[[_F], _F]:
+    return click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+
+
+def _existing_store_option() -> Callable[[_F], _F]:
+    return click.option(
+        "--store",
+        "store_path",
+        required=True,
+        metavar="URL",
+        help="The store: a file path or sqlite:///relative.db, sqlite:////abs/path.db (it must exist).",
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="flowdsl")
+def cli() -> None:
+    """Run, check and draw flowdsl workflows.
+
+    TARGET is pkg.module:NAME or path/to/file.py:NAME, NAME being the
+    workflow's registered name or the module attribute that holds it.
+    """
+
+
+@cli.command()
+@click.argument("target")
+@click.option(
+    "--input",
+    "input_",
+    metavar="JSON|@FILE",
+    help="The input: a JSON object, @file.json, or @- for standard input.",
+)
+@click.option(
+    "--store",
+    "store_path",
+    metavar="URL",
+    help="Make the run durable in this store: a file path or sqlite:///relative.db (created if missing).",
+)
+@click.option("--run-id", metavar="ID", help="Name the run (with --store: resume or return it).")
+@_log_format_option()
+@_output_option()
+@_quiet_option()
+def run(
+    target: str,
+    input_: str | None,
+    store_path: str | None,
+    run_id: str | None,
+    log_format: str,
+    output: str,
+    quiet: bool,
+) -> int:
+    """Run a workflow: progress on stderr, its output as JSON on stdout.
+
+    Exit status: 0 completed, 1 failed or cancelled (Ctrl-C cancels the run), 2 bad
+    usage or a definition error.
+    """
+    return cmd_run(target, input_, store_path, run_id, log_format, output, quiet)
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True, metavar="MODULE_OR_FILE...")
+def check(sources: tuple[str, ...]) -> int:
+    """Import and compile modules; list their workflows.
+
+    Every module is checked. Exit status: 0 all valid; 1 a definition error (or a module
+    that raises or exits while imported); 2 a module or file that does not exist, a
+    directory, or a TARGET (this wins). To check a directory: flowdsl check DIR/*.py
+    """
+    return cmd_check(sources)
+
+
+@cli.command()
+@click.argument("target")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["mermaid", "dot", "json"]),
+    default="mermaid",
+    show_default=True,
+)
+def graph(target: str, fmt: str) -> int:
+    """Print a workflow's graph without running it (pipe dot into `dot -Tsvg`)."""
+    return cmd_graph(target, fmt)
+
+
+@cli.group()
+def runs() -> None:
+    """Durable runs kept in a store: list, show, resume."""
+
+
+@runs.command("list")
+@_existing_store_option()
+@click.option(
+    "--status", type=click.Choice(["running", "completed", "failed", "cancelled"]), default=None
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True
+)
+def runs_list(store_path: str, status: str | None, fmt: str) -> int:
+    """List the runs in a store, oldest first."""
+    return cmd_runs_list(store_path, status, fmt)
+
+
+@runs.command("show")
+@click.argument("run_id", metavar="ID")
+@_existing_store_option()
+def runs_show(run_id: str, store_path: str) -> int:
+    """Print one run's record as JSON."""
+    return cmd_runs_show(store_path, run_id)
+
+
+@runs.command("resume")
+@click.argument("run_id", metavar="ID")
+@_existing_store_option()
+@click.option(
+    "--module",
+    "modules",
+    multiple=True,
+    metavar="MODULE_OR_FILE",
+    help="Import this first: the module that defines the run's workflow (repeatable).",
+)
+@_log_format_option()
+@_output_option()
+@_quiet_option()
+def runs_resume(
+    run_id: str,
+    store_path: str,
+    modules: tuple[str, ...],
+    log_format: str,
+    output: str,
+    quiet: bool,
+) -> int:
+    """Resume an unfinished run (a completed one is printed, not run again)."""
+    return cmd_runs_resume(store_path, run_id, modules, log_format, output, quiet)

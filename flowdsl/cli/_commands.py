@@ -1,0 +1,287 @@
+"""What each command does, as plain functions (no click): each returns the exit status.
+
+``cmd_run``, ``cmd_check``, ``cmd_graph`` and ``cmd_runs_*`` take the parsed
+arguments; a problem the user can fix is raised as `CliError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from .._define._registry import workflows
+from .._engine._events import Event, RunFinished
+from .._engine._run import Run
+from .._running import arun_workflow
+from .._workflow import Workflow
+from ..errors import DefinitionError, FlowError, StoreError, UsageError, WorkflowNotFound
+from ..stores import open_store as open_named_store
+from ..views import Graph
+from ._errors import CliError
+from ._output import print_json, print_runs_table, run_record, run_summary
+from ._progress import Progress, configure_logging, progress_for, report
+from ._targets import (
+    ImportFailed,
+    import_source,
+    load_target,
+    not_checkable,
+    read_input,
+    split_target,
+    stdout_to_stderr,
+    workflows_in,
+)
+
+__all__ = [
+    "cmd_check",
+    "cmd_graph",
+    "cmd_run",
+    "cmd_runs_list",
+    "cmd_runs_resume",
+    "cmd_runs_show",
+]
+
+
+# -- stores and runs -----------------------------------------------------------------------
+
+
+def open_store(url: str, *, must_exist: bool = False) -> Any:
+    """The durable store `url` names (a store URL or a file path), as the API reads it.
+
+    ``must_exist=True`` for the commands that read runs: a store file that is
+    not there is an error, never a new empty store.
+    """
+    try:
+        return open_named_store(url, must_exist=must_exist)[0]
+    except FlowError as exc:  # the store says what is wrong: missing, damaged, not a store
+        raise CliError(str(exc)) from None
+
+
+@contextmanager
+def opened_store(url: str | None, *, must_exist: bool = False) -> Iterator[Any]:
+    """`open_store(url)` for the block, closed after it; None when `url` is None."""
+    store = None if url is None else open_store(url, must_exist=must_exist)
+    try:
+        yield store
+    finally:
+        close = getattr(store, "close", None)
+        if callable(close):
+            close()
+
+
+class _Ending:
+    """A listener that keeps the run its ``RunFinished`` event carries."""
+
+    def __init__(self) -> None:
+        self.run: Run | None = None
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunFinished):
+            self.run = event.run
+
+
+def execute_run(
+    workflow: Workflow | str,
+    data: Mapping[str, Any] | None,
+    *,
+    run_id: str | None,
+    store: object,
+    progress: Progress | None,
+) -> Run:
+    """Run a workflow to the end with `progress` listening; usage problems become `CliError`.
+
+    Ctrl-C cancels the run: `asyncio.run` cancels its task, the run is
+    reported (and journaled) as "cancelled", and that `Run` is returned.
+    """
+    ending = _Ending()
+    listeners = (ending,) if progress is None else (progress, ending)
+    options: dict[str, Any] = {"run_id": run_id, "listeners": listeners}
+    if store is not None:
+        options["store"] = store
+    try:
+        # stdout is for the result only: what steps print goes to stderr with the progress
+        with stdout_to_stderr():
+            if progress is None:
+                return asyncio.run(arun_workflow(workflow, data, **options))
+            with progress:
+                return asyncio.run(arun_workflow(workflow, data, **options))
+    except (UsageError, WorkflowNotFound, StoreError, DefinitionError) as exc:
+        raise CliError(str(exc)) from None
+    except KeyboardInterrupt:
+        if ending.run is None or ending.run.status != "cancelled":  # the run was not stopped
+            raise
+        return ending.run
+
+
+def finish_run(
+    run: Run, output: str, log_format: str, quiet: bool, *, resume: str | None = None
+) -> int:
+    """Print the run's result on stdout and how it ended on stderr; returns the exit code.
+
+    With ``--log-format json`` stderr stays JSON only (``workflow.finished`` says
+    how it ended); with ``--quiet`` only a run that did not complete is
+    reported. `resume` is the command that resumes the run, shown when it was
+    cancelled.
+    """
+    if log_format != "json" and not (quiet and run.status == "completed"):
+        report(run)
+        if run.status == "cancelled" and resume is not None:
+            print(f"resume it with: {resume}", file=sys.stderr, flush=True)
+    if output == "run":
+        print_json(run_record(run))
+    elif run.status == "completed":
+        print_json(run.output)
+    return 0 if run.status == "completed" else 1
+
+
+def _resume_command(run_id: str, store: str, modules: Iterable[str]) -> str:
+    words = ["flowdsl", "runs", "resume", run_id, "--store", store]
+    for module in modules:
+        words += ["--module", module]
+    return shlex.join(words)
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def cmd_run(
+    target: str,
+    input: str | None,
+    store_path: str | None,
+    run_id: str | None,
+    log_format: str,
+    output: str,
+    quiet: bool,
+) -> int:
+    configure_logging(log_format, sys.stderr.isatty())
+    data = read_input(input)
+    try:
+        wf = load_target(target)
+    except DefinitionError as exc:
+        raise CliError(f"definition error: {exc}") from None
+    with opened_store(store_path) as store:
+        run = execute_run(
+            wf, data, run_id=run_id, store=store, progress=progress_for(wf.name, log_format, quiet)
+        )
+    resume = None
+    if store_path is not None:
+        resume = _resume_command(run.run_id, store_path, [split_target(target)[0]])
+    return finish_run(run, output, log_format, quiet, resume=resume)
+
+
+def cmd_check(sources: Sequence[str]) -> int:
+    configure_logging("console", sys.stderr.isatty())  # what modules log on import: stderr
+    failed = missing = 0
+    for ref in sources:
+        why = not_checkable(ref)
+        if why is not None:
+            print(f"{ref}: {why}", file=sys.stderr)
+            missing += 1
+            continue
+        try:
+            module = import_source(ref)
+        except DefinitionError as exc:
+            print(f"{ref}: definition error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        except ImportFailed as exc:
+            print(f"{ref}: {exc.message}", file=sys.stderr)
+            failed += 1
+            continue
+        except CliError as exc:
+            print(f"{ref}: {exc.message}", file=sys.stderr)
+            missing += 1
+            continue
+        found = workflows_in(module)
+        count = f"{len(found)} workflow" + ("" if len(found) == 1 else "s")
+        print(f"{ref}: ok, {count}")
+        for wf in found.values():
+            steps = len(wf.plan.steps)
+            print(f"  {wf.name}  {steps} step{'' if steps == 1 else 's'}  {wf.where}")
+    return 2 if missing else 1 if failed else 0
+
+
+def cmd_graph(target: str, fmt: str) -> int:
+    configure_logging("console", sys.stderr.isatty())  # stdout is for the graph only
+    try:
+        wf = load_target(target)
+    except DefinitionError as exc:
+        raise CliError(f"definition error: {exc}") from None
+    graph = Graph.from_plan(wf.plan)
+    render: Callable[[], str] = {
+        "mermaid": graph.to_mermaid,
+        "dot": graph.to_dot,
+        "json": graph.to_json,
+    }[fmt]
+    text = render()
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _get_run(store: Any, run_id: str, store_path: str) -> Run:
+    try:
+        run: Run | None = store.get_run(run_id)
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    if run is None:
+        msg = f"no run {run_id!r} in {store_path!r}; list them with: flowdsl runs list --store {store_path}"
+        raise CliError(msg)
+    return run
+
+
+def cmd_runs_list(store_path: str, status: str | None, fmt: str) -> int:
+    """List the runs; damaged ones are named on stderr (exit 2) and the rest still listed."""
+    damaged: list[StoreError] = []
+    with opened_store(store_path, must_exist=True) as store:
+        try:
+            runs: Iterable[Run] = store.list_runs(
+                status=status, on_damaged=lambda run_id, error: damaged.append(error)
+            )
+        except StoreError as exc:
+            raise CliError(str(exc)) from None
+    if fmt == "json":
+        print_json([run_summary(run) for run in runs])
+    else:
+        print_runs_table(list(runs))
+    for error in damaged:
+        print(f"Error: {error}", file=sys.stderr)
+    return 2 if damaged else 0
+
+
+def cmd_runs_show(store_path: str, run_id: str) -> int:
+    with opened_store(store_path, must_exist=True) as store:
+        run = _get_run(store, run_id, store_path)
+    print_json(run_record(run))
+    return 0
+
+
+def cmd_runs_resume(
+    store_path: str, run_id: str, modules: Sequence[str], log_format: str, output: str, quiet: bool
+) -> int:
+    configure_logging(log_format, sys.stderr.isatty())
+    for ref in modules:
+        try:
+            import_source(ref)
+        except DefinitionError as exc:
+            raise CliError(f"definition error: {exc}") from None
+    with opened_store(store_path, must_exist=True) as store:
+        recorded = _get_run(store, run_id, store_path)
+        if recorded.workflow not in workflows():
+            msg = (
+                f"run {run_id!r} is a run of workflow {recorded.workflow!r}, which is not "
+                f"registered; import the module that defines it: --module pkg.module or "
+                f"--module path/to/file.py"
+            )
+            raise CliError(msg)
+        run = execute_run(
+            recorded.workflow,
+            None,
+            run_id=run_id,
+            store=store,
+            progress=progress_for(recorded.workflow, log_format, quiet),
+        )
+    resume = _resume_command(run_id, store_path, modules)
+    return finish_run(run, output, log_format, quiet, resume=resume)
