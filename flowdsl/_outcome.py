@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any, Final, TypeVar, final, overload
 
 from ._plan import END, End
+from .errors import KeyNotFound, UsageError
 from .result import Err, Ok
 
 __all__ = [
@@ -84,13 +85,13 @@ def goto(target: str | End, update: Mapping[str, Any] | None = None) -> Goto:
         msg = (
             f"goto() takes a step name or END, got {target!r}; write goto('step_name') or goto(END)"
         )
-        raise TypeError(msg)
+        raise UsageError(msg)
     if update is not None and not isinstance(update, Mapping):
         msg = (
             f"goto({target!r}, update) takes a mapping to merge into the context, "
             f"got {type(update).__name__}; write goto({target!r}, {{'key': value}})"
         )
-        raise TypeError(msg)
+        raise UsageError(msg)
     return Goto(target, update if update is not None else _EMPTY)
 
 
@@ -102,7 +103,7 @@ def parallel_results(ctx: Mapping[str, Any]) -> Mapping[str, Ok[Any] | Err[Any]]
             "no parallel results in this context: a parallel block without into= adds "
             "'__results__'; read it in a step after the block"
         )
-        raise KeyError(msg)
+        raise KeyNotFound(msg)
     return results  # type: ignore[no-any-return]
 
 
@@ -121,7 +122,7 @@ def parallel_result(ctx: Mapping[str, Any], key: str) -> Ok[Any] | Err[Any]:
             f"the parallel results in this context have no branch {key!r}; its branches: "
             f"{known} (a block with into= adds no results)"
         )
-        raise KeyError(msg) from None
+        raise KeyNotFound(msg) from None
 
 
 def parallel_ok(ctx: Mapping[str, Any], key: str) -> bool:

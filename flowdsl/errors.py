@@ -6,9 +6,13 @@ builtin mixin where one makes ``except`` clauses read naturally::
     FlowError
      ├── DefinitionError (TypeError)       a workflow definition is invalid (import time)
      ├── WorkflowNotFound (LookupError)    no workflow registered under a name
-     ├── UsageError (TypeError)            a run function called wrongly (bad input, unknown option)
+     ├── KeyNotFound (KeyError)            a branch's result or a graph node that is not there
+     ├── UsageError (TypeError)            a call given the wrong kind of thing (input, option)
+     ├── InvalidArgument (ValueError)      a call given a value out of range (gather(limit=0))
      ├── RunningLoopError (RuntimeError)   a sync run function called from a running event loop
      ├── UnwrapError (ValueError)          Err.unwrap() / Result.unwrap() on an Err
+     ├── ErrorGroup                        several failure reasons as one (flowdsl.result)
+     ├── RecordedError                     a failure reason read back from a journal (flowdsl)
      ├── WorkflowFailed                    Run.unwrap() on a run that did not complete
      ├── RunError                          a run broke a rule while executing
      │    ├── GotoError                    a goto to an unknown step, or inside a branch
@@ -33,6 +37,8 @@ __all__ = [
     "FlowError",
     "GotoError",
     "IncompatibleDefinition",
+    "InvalidArgument",
+    "KeyNotFound",
     "RunError",
     "RunningLoopError",
     "SerializationError",
@@ -56,6 +62,20 @@ class DefinitionError(FlowError, TypeError):
 
 class WorkflowNotFound(FlowError, LookupError):
     """No workflow is registered under the requested name."""
+
+
+class KeyNotFound(FlowError, KeyError):
+    """A key looked up is not there: a branch in a block's results, a node of a graph.
+
+    A `KeyError`, so ``except KeyError`` and ``dict``-like code keep working.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if len(self.args) == 1 else super().__str__()
+
+
+class InvalidArgument(FlowError, ValueError):
+    """A call was given a value out of range (``gather(limit=0)``, an empty ``ErrorGroup``)."""
 
 
 class UnwrapError(FlowError, ValueError):

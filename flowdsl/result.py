@@ -60,7 +60,7 @@ from typing import (
     overload,
 )
 
-from flowdsl.errors import FlowError, UnwrapError
+from flowdsl.errors import FlowError, InvalidArgument, UnwrapError
 
 __all__ = [
     "Err",
@@ -472,7 +472,7 @@ class ErrorGroup(FlowError):
             else:
                 flat.append(error)
         if not flat:
-            raise ValueError("ErrorGroup needs at least one error; got none")
+            raise InvalidArgument("ErrorGroup needs at least one error; got none")
         self._errors = tuple(flat)
         lines = [f"{len(flat)} error{'s' if len(flat) != 1 else ''}:"]
         lines.extend(f"  {i}. {_short_repr(error)}" for i, error in enumerate(flat, 1))
@@ -619,7 +619,7 @@ async def gather(
         cancelled = _discard(awaitables)
         if cancelled:
             await asyncio.wait(cancelled)
-        raise ValueError(f"gather() limit must be a positive int or None, got {limit!r}")
+        raise InvalidArgument(f"gather() limit must be a positive int or None, got {limit!r}")
     workers = count if limit is None else min(limit, count)
     slots: list[Result[_T, _E] | None] = [None] * count
     pending = iter(enumerate(awaitables))

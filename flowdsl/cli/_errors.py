@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from ..errors import FlowError
+
 __all__ = ["CliError"]
 
 
-class CliError(Exception):
+class CliError(FlowError):
     """A problem the user can fix: shown as one line on stderr, exits with `code`."""
 
     def __init__(self, message: str, code: int = 2) -> None:

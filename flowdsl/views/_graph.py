@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 import attrs
 
 from .._plan import END, MODE_NAMES, ParallelNode, Plan, Retry, SequenceNode, StepNode
+from ..errors import KeyNotFound
 
 if TYPE_CHECKING:
     from .._plan import Node
@@ -307,7 +308,7 @@ class Graph:
             if node.id == node_id:
                 return node
         msg = f"no node {node_id!r} in the graph of workflow {self.workflow!r}"
-        raise KeyError(msg)
+        raise KeyNotFound(msg)
 
     def to_dict(self) -> dict[str, object]:
         """Plain data (what `to_json` encodes): ``format``, ``workflow``, ``nodes``, ``edges``, ``blocks``."""
