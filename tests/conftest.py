@@ -1,11 +1,15 @@
-"""Session-wide fixtures shared by the test modules."""
+"""Fixtures shared by the test modules: a Dask cluster, and the stores of every kind."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from stores import KITS, StoreKit
+
+from flowdsl import Store
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +43,27 @@ def dask_client(dask_cluster: Any) -> Iterator[Any]:
 
     with Client(dask_cluster, set_as_default=False) as client:
         yield client
+
+
+@pytest.fixture(params=list(KITS), ids=list(KITS))
+def store_kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreKit]:
+    """A fresh database of each kind of store in `stores.KITS` (the test runs once per kind).
+
+    Whatever the test left open through the kit (stores, write locks) is
+    closed after it.
+    """
+    kit = KITS[request.param](tmp_path)
+    try:
+        yield kit
+    finally:
+        kit.close()
+
+
+@pytest.fixture
+def store(store_kit: StoreKit) -> Store:
+    """A store opened on `store_kit`'s database with default options.
+
+    The kit closes it after the test, once it gave back any write lock the
+    test still holds (closing first would wait for that lock).
+    """
+    return store_kit.open()

@@ -17,16 +17,20 @@ the process is), or ``0`` (never).
 
 Modes::
 
-    python crash_child.py run DB LOG RUN_ID KILL   resume what is unfinished, then run RUN_ID
-    python crash_child.py serve DB LOG             fork server: per stdin line "RUN_ID KILL",
-                                                   fork a child that does `run`; answer
-                                                   "PID killed|exit CODE" on stdout
-    python crash_child.py many DB COUNT TAG        wait for "go" on stdin, then COUNT
-                                                   concurrent runs; print how many completed
-    python crash_child.py orphan DIR METHOD        run one step in a ProcessExecutor started
-                                                   with METHOD; the step writes DIR/worker
-                                                   ("PID PPID"), waits for DIR/go, then
-                                                   writes DIR/finished (the test kills us first)
+    python crash_child.py run STORE LOG RUN_ID KILL   resume what is unfinished, then run RUN_ID
+    python crash_child.py serve STORE LOG             fork server: per stdin line "RUN_ID KILL",
+                                                      fork a child that does `run`; answer
+                                                      "PID killed|exit CODE" on stdout
+    python crash_child.py many STORE COUNT TAG        wait for "go" on stdin, then COUNT
+                                                      concurrent runs; print how many completed
+    python crash_child.py orphan DIR METHOD           run one step in a ProcessExecutor started
+                                                      with METHOD; the step writes DIR/worker
+                                                      ("PID PPID"), waits for DIR/go, then
+                                                      writes DIR/finished (the test kills us first)
+
+STORE is a store URL (``sqlite:////abs/path/runs.db``, any scheme flowdsl
+opens) or, as before, the path of a SQLite file. Each process opens one store
+object on it and shares it between all its runs.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from typing import Any
 
 from flowdsl import (
     Retry,
-    SQLiteStore,
+    Store,
     arun_workflow,
     goto,
     ok,
@@ -51,6 +55,10 @@ from flowdsl import (
     step,
     workflow,
 )
+
+# isort: split
+# flowdsl's internals this script reaches into (remap here when the modules move):
+from flowdsl.stores import open_store
 
 PRICES = {"book": 12, "pen": 3, "lamp": 40}
 INPUT: dict[str, Any] = {"items": ["book", "pen", "lamp"], "customer": "ada"}
@@ -170,7 +178,13 @@ def _parse_kill(text: str) -> tuple[str, int, int] | int:
     return int(text)
 
 
-def _run(db: str, log: str, run_id: str, kill: str) -> None:
+def _open(target: str) -> Store:
+    """The store `target` names: a store URL or a SQLite file path."""
+    store, _ = open_store(target)
+    return store
+
+
+def _run(target: str, log: str, run_id: str, kill: str) -> None:
     global _log_fd, _kill
     if kill.startswith("t"):  # at a random instant, wherever the process is
         timer = threading.Timer(int(kill[1:]) / 1e6, os.kill, (os.getpid(), signal.SIGKILL))
@@ -179,19 +193,22 @@ def _run(db: str, log: str, run_id: str, kill: str) -> None:
     else:
         _kill = _parse_kill(kill)
     _log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    with SQLiteStore(db) as store:
+    store = _open(target)
+    try:
         resume_runs(store)
         run_workflow("crash_checkout", INPUT, run_id=run_id, store=store)
+    finally:
+        store.close()
 
 
-def _serve(db: str, log: str) -> None:
+def _serve(target: str, log: str) -> None:
     for request in sys.stdin:
         run_id, kill = request.split()
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
-                _run(db, log, run_id, kill)
+                _run(target, log, run_id, kill)
             except BaseException:
                 import traceback
 
@@ -208,14 +225,17 @@ def _serve(db: str, log: str) -> None:
         sys.stdout.flush()
 
 
-async def _many(db: str, count: int, tag: str) -> int:
-    with SQLiteStore(db) as store:
+async def _many(target: str, count: int, tag: str) -> int:
+    store = _open(target)
+    try:
         runs = await asyncio.gather(
             *(
                 arun_workflow("crash_checkout", INPUT, run_id=f"{tag}-{i}", store=store)
                 for i in range(count)
             )
         )
+    finally:
+        store.close()
     return sum(run.status == "completed" for run in runs)
 
 

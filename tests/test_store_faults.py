@@ -1,78 +1,37 @@
-"""The store under faults: cancels at its commit points, interrupts, damaged files, old schemas.
+"""The store under faults: cancels at its commit points, interrupts, damaged runs.
 
 Every path records what really happened and gives the claim back at once; a
 damaged run is a `StoreError` naming it, and never hides the healthy ones.
+Each test runs once per kind of store (the `store_kit` fixture); damaged files
+and old schemas of the SQLite file are in test_sqlite.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import sqlite3
-import stat
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from stores import StoreKit
 
 from flowdsl import (
     Event,
     Run,
     RunFinished,
-    SQLiteStore,
+    Store,
     aresume_runs,
     arun_workflow,
     error,
     ok,
     parallel,
-    resume_runs,
     run_workflow,
     step,
     workflow,
 )
 from flowdsl.errors import StoreError
-from flowdsl.stores._sqlite import SCHEMA_VERSION
 
 pytestmark = pytest.mark.usefixtures("flowdsl_registry")  # each test defines its own workflows
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "runs.db"
-
-
-@pytest.fixture
-def store(db: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(db) as opened:
-        yield opened
-
-
-class WriteLock:
-    """Holds the database's write lock from another connection: the store's writer waits."""
-
-    def __init__(self, db: Path) -> None:
-        self.conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-
-    def take(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
-
-    def give_back(self) -> None:
-        self.conn.execute("COMMIT")
-        self.conn.close()
-
-
-def status_of(db: Path, run_id: str) -> tuple[str, str | None] | None:
-    """The run's status and owner as the file says now (None: no such run yet)."""
-    conn = sqlite3.connect(db)
-    try:
-        row = conn.execute(
-            "SELECT status, owner FROM flowdsl_runs WHERE run_id = ?", (run_id,)
-        ).fetchone()
-    finally:
-        conn.close()
-    return None if row is None else (row[0], row[1])
 
 
 def wait_for(predicate: Any, what: str) -> None:
@@ -88,7 +47,9 @@ def wait_for(predicate: Any, what: str) -> None:
 # -- cancels at the store's commit points ------------------------------------------------------
 
 
-def test_a_run_cancelled_while_it_opens_is_recorded_cancelled_and_given_back(db: Path) -> None:
+def test_a_run_cancelled_while_it_opens_is_recorded_cancelled_and_given_back(
+    store: Store, store_kit: StoreKit
+) -> None:
     """The claim commits after the caller gave up: it is released, the run cancelled, at once."""
     ran: list[str] = []
 
@@ -96,9 +57,8 @@ def test_a_run_cancelled_while_it_opens_is_recorded_cancelled_and_given_back(db:
     def opening() -> None:
         step(lambda ctx: ran.append("a"), name="a")
 
-    store = SQLiteStore(db)
     run_workflow(opening, run_id="warm", store=store)  # the writer thread is up
-    lock = WriteLock(db)
+    lock = store_kit.write_lock()
     lock.take()
 
     async def cancel_during_open() -> None:
@@ -111,18 +71,19 @@ def test_a_run_cancelled_while_it_opens_is_recorded_cancelled_and_given_back(db:
 
     asyncio.run(cancel_during_open())  # this loop is closed before the claim commits
     lock.give_back()
-    wait_for(lambda: status_of(db, "r1") == ("cancelled", None), "the claim to be given back")
+    wait_for(lambda: store_kit.status_of("r1") == ("cancelled", None), "the claim to be given back")
     assert ["a"] == ran  # only the warm-up run's step
     assert [] == store.resumable()  # a run its caller cancelled is not resumed by resume_runs
     again = run_workflow(opening, run_id="r1", store=store)  # not "executed by <itself>"
     assert ("completed", ["a", "a"]) == (again.status, ran)
-    store.close()
 
 
-def test_a_cancel_while_the_final_record_is_written_waits_for_it(db: Path) -> None:
+def test_a_cancel_while_the_final_record_is_written_waits_for_it(
+    store: Store, store_kit: StoreKit
+) -> None:
     """The store, the listeners and the caller agree: completed, RunFinished, then the cancel."""
     events: list[Event] = []
-    lock = WriteLock(db)
+    lock = store_kit.write_lock()
 
     @workflow
     def finishing() -> None:
@@ -135,7 +96,6 @@ def test_a_cancel_while_the_final_record_is_written_waits_for_it(db: Path) -> No
         events.append(event)
 
     reached = threading.Event()
-    store = SQLiteStore(db)
 
     async def main() -> None:
         task = asyncio.ensure_future(
@@ -152,13 +112,12 @@ def test_a_cancel_while_the_final_record_is_written_waits_for_it(db: Path) -> No
     asyncio.run(main())
     assert isinstance(events[-1], RunFinished)
     assert "completed" == events[-1].run.status
-    assert ("completed", None) == status_of(db, "r1")
-    store.close()
+    assert ("completed", None) == store_kit.status_of("r1")
 
 
 @pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit])
 def test_an_interrupt_in_a_step_records_the_run_cancelled(
-    store: SQLiteStore, db: Path, kind: type[BaseException]
+    store: Store, store_kit: StoreKit, kind: type[BaseException]
 ) -> None:
     """Not left "running": the store says cancelled and gives the run up, then it propagates."""
     events: list[Event] = []
@@ -173,7 +132,7 @@ def test_an_interrupt_in_a_step_records_the_run_cancelled(
 
     with pytest.raises(kind):
         run_workflow(interrupted, run_id="r1", store=store, listeners=[events.append])
-    assert ("cancelled", None) == status_of(db, "r1")
+    assert ("cancelled", None) == store_kit.status_of("r1")
     assert isinstance(events[-1], RunFinished)
     recorded = store.get_run("r1")
     assert recorded is not None
@@ -183,7 +142,7 @@ def test_an_interrupt_in_a_step_records_the_run_cancelled(
 # -- nothing runs twice across a resume: compensations and reducers ------------------------------
 
 
-def test_a_finished_compensation_never_runs_again_on_resume(store: SQLiteStore) -> None:
+def test_a_finished_compensation_never_runs_again_on_resume(store: Store) -> None:
     """A refund paid before the crash is not paid again; the one not reached runs once."""
     paid: list[str] = []
     gate = asyncio.Event
@@ -223,7 +182,7 @@ def test_a_finished_compensation_never_runs_again_on_resume(store: SQLiteStore) 
     ]
 
 
-def test_a_journaled_reducer_outcome_is_replayed_not_recomputed(store: SQLiteStore) -> None:
+def test_a_journaled_reducer_outcome_is_replayed_not_recomputed(store: Store) -> None:
     """into= ran before the crash: the resumed run uses its journaled outcome."""
     reduced: list[int] = []
     state: dict[str, Any] = {}
@@ -262,7 +221,7 @@ def test_a_journaled_reducer_outcome_is_replayed_not_recomputed(store: SQLiteSto
 # -- damaged stores ------------------------------------------------------------------------
 
 
-def two_runs(store: SQLiteStore) -> None:
+def two_runs(store: Store) -> None:
     """A completed run 'good' and a run 'bad' left unfinished (so both can be resumed)."""
 
     @workflow
@@ -293,33 +252,24 @@ def two_runs(store: SQLiteStore) -> None:
     asyncio.run(main())
 
 
-def edit(db: Path, sql: str, *args: object) -> None:
-    conn = sqlite3.connect(db)
-    try:
-        with conn:
-            conn.execute(sql, args)
-    finally:
-        conn.close()
-
-
 @pytest.mark.parametrize(
-    ("sql", "read", "resume"),
+    ("part", "read", "resume"),
     [
         # A step outcome is read when the run resumes (get_run shows attempts, not outcomes).
-        ("UPDATE flowdsl_attempts SET outcome = '{not json' WHERE run_id = ?", True, False),
-        ("UPDATE flowdsl_runs SET input = '[1, 2' WHERE run_id = ?", True, False),
-        ('UPDATE flowdsl_runs SET shape = \'{"$": "nope"}\' WHERE run_id = ?', True, False),
-        ("UPDATE flowdsl_runs SET output = '{\"$\": 1' WHERE run_id = ?", False, True),
-        ("UPDATE flowdsl_runs SET status = 'exploded' WHERE run_id = ?", False, True),
+        ("journal", True, False),
+        ("input", True, False),
+        ("definition", True, False),
+        ("output", False, True),
+        ("status", False, True),
     ],
     ids=["journal", "input", "definition", "output", "status"],
 )
 def test_a_damaged_run_is_a_store_error_and_the_others_stay_usable(
-    store: SQLiteStore, db: Path, sql: str, read: bool, resume: bool
+    store: Store, store_kit: StoreKit, part: str, read: bool, resume: bool
 ) -> None:
     """What cannot be read is a StoreError naming the run; listing and resuming the rest work."""
     two_runs(store)
-    edit(db, sql, "bad-wait")
+    store_kit.damage("bad-wait", part)
     damaged: list[str] = []
     listed = store.list_runs(on_damaged=lambda run_id, exc: damaged.append(run_id))
     if read:
@@ -344,147 +294,12 @@ def test_a_damaged_run_is_a_store_error_and_the_others_stay_usable(
 
 
 def test_list_runs_logs_a_damaged_run_when_nobody_asks(
-    store: SQLiteStore, db: Path, caplog: pytest.LogCaptureFixture
+    store: Store, store_kit: StoreKit, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Without on_damaged, a damaged run is left out with a warning on the 'flowdsl' logger."""
     two_runs(store)
-    edit(db, "UPDATE flowdsl_runs SET output = 'nope' WHERE run_id = ?", "bad-wait")
+    store_kit.damage("bad-wait", "output")
     with caplog.at_level("WARNING", logger="flowdsl"):
         listed = store.list_runs()
     assert {"done", "good-wait"} == {r.run_id for r in listed}
     assert any("'bad-wait' is damaged" in record.getMessage() for record in caplog.records)
-
-
-def test_a_file_with_damaged_pages_is_a_store_error(db: Path) -> None:
-    """Garbage over the file's pages: opening or reading says the store is damaged."""
-
-    @workflow
-    def filled() -> None:
-        step(lambda ctx: ok({"blob": "x" * 20_000}), name="a")
-
-    with SQLiteStore(db) as store:
-        for n in range(5):
-            run_workflow(filled, run_id=f"r{n}", store=store)
-    conn = sqlite3.connect(db)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    size = db.stat().st_size
-    with open(db, "r+b") as file:
-        file.seek(size // 2)
-        file.write(os.urandom(8192))
-
-    def read_everything() -> None:
-        with SQLiteStore(db) as store:
-            store.list_runs()
-            for n in range(5):
-                store.get_run(f"r{n}")
-
-    with pytest.raises(StoreError, match=r"runs\.db") as caught:
-        read_everything()
-    assert "damaged" in str(caught.value) or "malformed" in str(caught.value)
-
-
-def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
-    """Not SQLite, or SQLite holding other tables: refused, naming what was found."""
-    text = tmp_path / "notes.txt"
-    text.write_text("hello " * 1000)
-    with pytest.raises(StoreError, match="is not a flowdsl store, or the file is damaged"):
-        SQLiteStore(text)
-    other = tmp_path / "other.db"
-    conn = sqlite3.connect(other)
-    conn.execute("CREATE TABLE customers (id INTEGER)")
-    conn.close()
-    with pytest.raises(StoreError, match=r"not a flowdsl store \(its tables: customers\)"):
-        SQLiteStore(other)
-
-
-def test_a_partial_schema_is_refused_naming_what_is_missing(db: Path) -> None:
-    """A schema table without its runs table, or a table short of columns."""
-    conn = sqlite3.connect(db)
-    conn.execute("CREATE TABLE flowdsl_schema (version INTEGER NOT NULL)")
-    conn.execute("INSERT INTO flowdsl_schema VALUES (?)", (SCHEMA_VERSION,))
-    conn.commit()
-    conn.close()
-    with pytest.raises(StoreError, match="tables flowdsl_attempts, flowdsl_runs are missing"):
-        SQLiteStore(db)
-    SQLiteStore(db.with_name("fresh.db")).close()
-    edit(db.with_name("fresh.db"), "ALTER TABLE flowdsl_runs DROP COLUMN lease_epoch")
-    with pytest.raises(StoreError, match="table flowdsl_runs lacks the columns lease_epoch"):
-        SQLiteStore(db.with_name("fresh.db"))
-
-
-# The tables of schema version 1, as the first release wrote them.
-SCHEMA_1 = (
-    "CREATE TABLE flowdsl_schema (version INTEGER NOT NULL)",
-    """CREATE TABLE flowdsl_runs (
-        run_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL,
-        fingerprint TEXT NOT NULL, shape TEXT NOT NULL, input TEXT NOT NULL, output TEXT,
-        error TEXT, failed_step TEXT, compensations TEXT, started REAL NOT NULL,
-        updated REAL NOT NULL, duration REAL, owner TEXT, heartbeat REAL,
-        resumes INTEGER NOT NULL DEFAULT 0)""",
-    "CREATE INDEX flowdsl_runs_by_status ON flowdsl_runs (status, started)",
-    """CREATE TABLE flowdsl_attempts (
-        seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, step TEXT NOT NULL,
-        visit INTEGER NOT NULL, attempt INTEGER NOT NULL, status TEXT NOT NULL,
-        final INTEGER NOT NULL, outcome TEXT NOT NULL, started REAL NOT NULL,
-        duration REAL NOT NULL, worker TEXT NOT NULL, UNIQUE (run_id, step, visit, attempt))""",
-    "INSERT INTO flowdsl_schema VALUES (1)",
-)
-
-
-def test_a_schema_1_store_is_migrated_and_its_runs_resume(db: Path) -> None:
-    """An unfinished run journaled by the first release resumes after the upgrade."""
-    calls: list[str] = []
-
-    @workflow
-    def old() -> None:
-        step(lambda ctx: calls.append("a") or ok({"a": 1}), name="a")
-        step(lambda ctx: calls.append("b") or ok({"b": 2}), name="b")
-
-    conn = sqlite3.connect(db)
-    for statement in SCHEMA_1:
-        conn.execute(statement)
-    plan = old.plan
-    conn.execute(
-        "INSERT INTO flowdsl_runs (run_id, workflow, status, fingerprint, shape, input, "
-        "started, updated, owner, heartbeat) VALUES ('r1', 'old', 'running', ?, ?, '{}', 1, 1, "
-        "'gone-host|1|1', 1)",
-        (plan.fingerprint, '["' + '","'.join(plan.shape) + '"]'),
-    )
-    conn.execute(
-        "INSERT INTO flowdsl_attempts (run_id, step, visit, attempt, status, final, outcome, "
-        "started, duration, worker) VALUES ('r1', 'a', 1, 1, 'succeeded', 1, "
-        '\'{"$":"ok","v":{"a":1}}\', 1, 0.1, \'gone-host|1|1\')'
-    )
-    conn.commit()
-    conn.close()
-    with SQLiteStore(db) as store:
-        resumed = resume_runs(store)
-    assert [("r1", "completed", {"a": 1, "b": 2})] == [
-        (r.run_id, r.status, dict(r.output)) for r in resumed
-    ]
-    assert ["b"] == calls  # a was journaled by the old release: not run again
-    conn = sqlite3.connect(db)
-    assert [(SCHEMA_VERSION,)] == conn.execute("SELECT version FROM flowdsl_schema").fetchall()
-    conn.close()
-
-
-# -- the file's permissions --------------------------------------------------------------------
-
-
-def test_the_journal_and_its_wal_files_are_private(db: Path) -> None:
-    """Inputs and outputs are in clear: the file, -wal and -shm are readable by the owner only."""
-    old = os.umask(0o022)
-    try:
-
-        @workflow
-        def secret() -> None:
-            step(lambda ctx: ok({"token": "s3cr3t"}), name="a")
-
-        with SQLiteStore(db) as store:
-            run_workflow(secret, run_id="r1", store=store)
-            for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
-                assert path.exists(), path
-                assert 0o600 == stat.S_IMODE(path.stat().st_mode), path
-    finally:
-        os.umask(old)

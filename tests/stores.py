@@ -1,0 +1,281 @@
+"""Store kits: a fresh database per test, and the back doors the store suites need.
+
+A kit stands for one kind of store. It hands out store objects on its
+database (`StoreKit.open`), names that database by URL for child processes
+and the command line (`StoreKit.url`), and reads or edits the database behind
+the store's back, as another process, a crash or a damaged disk would. The
+durable, crash and fault suites make and poke stores only through a kit, so
+every kind runs them unchanged: to add a kind, write its kit here (its SQL
+lives in the kit, never in a test) and add it to `KITS`.
+
+The back doors, each implemented per kind:
+
+- `set_owner`: another process claims a run (a new owner, lease and epoch).
+- `lease_expires`, `status_of`, `has_run`, `attempt_rows`: what the
+  database says now, read on a connection of the kit's own.
+- `damage`: one part of one run made unreadable (see `DAMAGES`).
+- `write_lock`: another connection holding the write lock, so the store's
+  writes wait until it is given back.
+- `forget_renewals`: the store no longer knows its leases hold, as after its
+  process was paused.
+"""
+
+from __future__ import annotations
+
+import abc
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar, Final, NamedTuple, Protocol, Self
+
+from flowdsl import SQLiteStore, Store
+
+__all__ = [
+    "DAMAGES",
+    "KITS",
+    "AttemptRow",
+    "OpenStore",
+    "SQLiteKit",
+    "StoreKit",
+    "WriteLock",
+]
+
+DAMAGES: Final = ("journal", "input", "definition", "output", "status")
+"""The parts of a run `StoreKit.damage` can make unreadable:
+
+- ``journal``: the outcomes of its journal entries are not JSON;
+- ``input``: its input is not JSON;
+- ``definition``: its recorded definition shape is JSON, but not a list of steps;
+- ``output``: its output is not JSON;
+- ``status``: its status is one flowdsl does not know.
+"""
+
+
+class OpenStore(Store, Protocol):
+    """A store that is also its own context manager (closed on exit)."""
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+
+class AttemptRow(NamedTuple):
+    """One journaled step attempt, as the database holds it."""
+
+    run_id: str
+    step: str
+    visit: int
+    attempt: int
+    status: str
+    """``succeeded`` or ``failed``."""
+    worker: str
+    """The owner token of the process that committed it."""
+
+
+class WriteLock(Protocol):
+    """Another connection's hold on the database's write lock."""
+
+    def take(self) -> None:
+        """Take the lock; the store's writes wait from now on (its reads do not)."""
+        ...
+
+    def give_back(self) -> None:
+        """Release the lock (once taken) and close the connection."""
+        ...
+
+
+class StoreKit(abc.ABC):
+    """One kind of store on one fresh database (see the module docstring)."""
+
+    kind: ClassVar[str]
+    """The name of the kind, the test id of its runs: ``sqlite``."""
+
+    def __init__(self) -> None:
+        self._opened: list[OpenStore] = []
+        self._locks: list[WriteLock] = []
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """The database's store URL, for child processes and the CLI."""
+
+    def open(self, **options: Any) -> OpenStore:
+        """A new store object on the database (``lease=`` and the kind's other options)."""
+        store = self._open(**options)
+        self._opened.append(store)
+        return store
+
+    def write_lock(self) -> WriteLock:
+        """A connection of its own that can hold the write lock (given back at teardown)."""
+        lock = self._write_lock()
+        self._locks.append(lock)
+        return lock
+
+    def close(self) -> None:
+        """Give back every write lock, then close every store `open` made (idempotent)."""
+        for lock in self._locks:
+            lock.give_back()
+        for store in self._opened:
+            store.close()
+        self._locks.clear()
+        self._opened.clear()
+
+    @abc.abstractmethod
+    def _open(self, **options: Any) -> OpenStore: ...
+
+    @abc.abstractmethod
+    def _write_lock(self) -> WriteLock: ...
+
+    @abc.abstractmethod
+    def set_owner(self, run_id: str, owner: str, lease_expires: float, epoch: int = 99) -> None:
+        """Make `owner` hold `run_id`, running, as a new claim (its fencing epoch changes)."""
+
+    @abc.abstractmethod
+    def lease_expires(self, run_id: str) -> float:
+        """When the lease on `run_id` expires (seconds since the epoch, the database's clock)."""
+
+    @abc.abstractmethod
+    def status_of(self, run_id: str) -> tuple[str, str | None] | None:
+        """The run's status and owner as the database says now; None when there is no such run."""
+
+    @abc.abstractmethod
+    def has_run(self, run_id: str) -> bool:
+        """Whether the database holds `run_id` (False too when no store made its tables yet)."""
+
+    @abc.abstractmethod
+    def attempt_rows(self) -> list[AttemptRow]:
+        """Every journaled step attempt of every run, in commit order."""
+
+    @abc.abstractmethod
+    def damage(self, run_id: str, part: str) -> None:
+        """Make one part of `run_id` unreadable; `part` is one of `DAMAGES`."""
+
+    @abc.abstractmethod
+    def forget_renewals(self, store: Store) -> None:
+        """Make `store` no longer know that its leases hold, as after a pause of its process."""
+
+
+# -- SQLite ------------------------------------------------------------------------------------
+
+_SQLITE_DAMAGE: Final = {
+    "journal": "UPDATE flowdsl_attempts SET outcome = '{not json' WHERE run_id = ?",
+    "input": "UPDATE flowdsl_runs SET input = '[1, 2' WHERE run_id = ?",
+    "definition": 'UPDATE flowdsl_runs SET shape = \'{"$": "nope"}\' WHERE run_id = ?',
+    "output": "UPDATE flowdsl_runs SET output = '{\"$\": 1' WHERE run_id = ?",
+    "status": "UPDATE flowdsl_runs SET status = 'exploded' WHERE run_id = ?",
+}
+
+
+class _SQLiteWriteLock:
+    """``BEGIN IMMEDIATE`` on a connection of its own (usable from any thread)."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn: sqlite3.Connection | None = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False
+        )
+        self.held = False
+
+    def take(self) -> None:
+        assert self.conn is not None, "this lock was given back"
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.held = True
+
+    def give_back(self) -> None:
+        if self.conn is None:
+            return
+        if self.held:
+            self.conn.execute("COMMIT")
+            self.held = False
+        self.conn.close()
+        self.conn = None
+
+
+class SQLiteKit(StoreKit):
+    """`SQLiteStore` on ``runs.db`` in the test's temporary directory."""
+
+    kind = "sqlite"
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        self.path = directory / "runs.db"
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.path.resolve()}"  # an absolute path: four slashes
+
+    def _open(self, **options: Any) -> OpenStore:
+        return SQLiteStore(self.path, **options)
+
+    def _write_lock(self) -> WriteLock:
+        return _SQLiteWriteLock(self.path)
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path)
+        try:
+            with conn:  # commits what the block wrote
+                yield conn
+        finally:
+            conn.close()
+
+    def set_owner(self, run_id: str, owner: str, lease_expires: float, epoch: int = 99) -> None:
+        with self._connection() as conn:
+            conn.execute(
+                "UPDATE flowdsl_runs SET status = 'running', owner = ?, lease_expires = ?, "
+                "lease_epoch = ? WHERE run_id = ?",
+                (owner, lease_expires, epoch, run_id),
+            )
+
+    def lease_expires(self, run_id: str) -> float:
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT lease_expires FROM flowdsl_runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return float(row[0])
+
+    def status_of(self, run_id: str) -> tuple[str, str | None] | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT status, owner FROM flowdsl_runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def has_run(self, run_id: str) -> bool:
+        if not self.path.exists():
+            return False
+        with self._connection() as conn:
+            found = (
+                conn.execute(
+                    "SELECT name FROM sqlite_master WHERE name = 'flowdsl_runs'"
+                ).fetchone()
+                and conn.execute(
+                    "SELECT 1 FROM flowdsl_runs WHERE run_id = ?", (run_id,)
+                ).fetchone()
+            )
+        return bool(found)
+
+    def attempt_rows(self) -> list[AttemptRow]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT run_id, step, visit, attempt, status, worker FROM flowdsl_attempts "
+                "WHERE kind = 'step' ORDER BY seq"
+            ).fetchall()
+        return [AttemptRow(*row) for row in rows]
+
+    def damage(self, run_id: str, part: str) -> None:
+        assert part in DAMAGES, f"damage() takes one of {DAMAGES}, got {part!r}"
+        with self._connection() as conn:
+            conn.execute(_SQLITE_DAMAGE[part], (run_id,))
+
+    def forget_renewals(self, store: Store) -> None:
+        assert isinstance(store, SQLiteStore), store
+        store._writer.confirmed = 0.0
+
+
+# -- the kinds the suites run on ---------------------------------------------------------------
+
+KITS: Final[dict[str, Callable[[Path], StoreKit]]] = {
+    SQLiteKit.kind: SQLiteKit,
+}
+"""Each kind's kit factory, given the test's temporary directory (`store_kit` runs each)."""

@@ -1,0 +1,232 @@
+"""The SQLite store as a file: its URLs and path, schema and migrations, damaged files, permissions.
+
+These tests are about what only `SQLiteStore` has (a file, WAL mode, SQLite's
+own DDL), so they build it directly; what every store must do is tested once
+per kind of store in test_durable.py, test_crash.py and test_store_faults.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowdsl import SQLiteStore, Store, ok, resume_runs, run_workflow, step, workflow
+from flowdsl.errors import StoreError, UsageError
+
+# isort: split
+# flowdsl's internals these tests reach into (remap here when the modules move):
+from flowdsl.stores._sqlite import SCHEMA_VERSION
+
+pytestmark = pytest.mark.usefixtures("flowdsl_registry")  # each test defines its own workflows
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "runs.db"
+
+
+def edit(db: Path, sql: str, *args: object) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            conn.execute(sql, args)
+    finally:
+        conn.close()
+
+
+# -- the path and URLs -------------------------------------------------------------------------
+
+
+def test_store_urls_and_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """store= takes a store, 'sqlite:///relative', 'sqlite:////absolute' or a path."""
+
+    @workflow
+    def tiny() -> None:
+        @step
+        async def a(ctx: Any) -> Any:
+            return 1
+
+    monkeypatch.chdir(tmp_path)
+    assert "completed" == run_workflow(tiny, run_id="a", store="sqlite:///rel.db").status
+    assert (
+        "completed" == run_workflow(tiny, run_id="b", store=f"sqlite:///{tmp_path}/abs.db").status
+    )
+    assert "completed" == run_workflow(tiny, run_id="c", store=tmp_path / "path.db").status
+    for name in ("rel.db", "abs.db", "path.db"):
+        assert (tmp_path / name).exists()
+    with pytest.raises(UsageError, match="'postgres://x' names a PostgreSQL store"):
+        run_workflow(tiny, store="postgres://x")
+    with pytest.raises(UsageError, match="store= takes a store object"):
+        run_workflow(tiny, store=42)
+    with pytest.raises(UsageError, match="needs the path of a database file"):
+        SQLiteStore(":memory:")
+    with SQLiteStore(tmp_path / "x.db") as store:
+        assert isinstance(store, Store)
+
+
+def test_a_bad_path_is_a_store_error(tmp_path: Path) -> None:
+    """A file that cannot be opened fails when the store is made, naming it."""
+    with pytest.raises(StoreError, match=r"could not open the store at .*missing"):
+        SQLiteStore(tmp_path / "missing" / "runs.db")
+
+
+# -- the schema ------------------------------------------------------------------------------
+
+
+def test_the_schema_is_versioned(tmp_path: Path) -> None:
+    """A new file records the schema version; one from a newer release is refused."""
+    db = tmp_path / "runs.db"
+    SQLiteStore(db).close()
+    conn = sqlite3.connect(db)
+    try:
+        assert [(SCHEMA_VERSION,)] == conn.execute("SELECT version FROM flowdsl_schema").fetchall()
+        assert "wal" == conn.execute("PRAGMA journal_mode").fetchone()[0]
+        with conn:
+            conn.execute("UPDATE flowdsl_schema SET version = 99")
+    finally:
+        conn.close()
+    with pytest.raises(StoreError, match="written by a newer flowdsl \\(journal schema 99"):
+        SQLiteStore(db)
+
+
+def test_a_partial_schema_is_refused_naming_what_is_missing(db: Path) -> None:
+    """A schema table without its runs table, or a table short of columns."""
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE flowdsl_schema (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO flowdsl_schema VALUES (?)", (SCHEMA_VERSION,))
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="tables flowdsl_attempts, flowdsl_runs are missing"):
+        SQLiteStore(db)
+    SQLiteStore(db.with_name("fresh.db")).close()
+    edit(db.with_name("fresh.db"), "ALTER TABLE flowdsl_runs DROP COLUMN lease_epoch")
+    with pytest.raises(StoreError, match="table flowdsl_runs lacks the columns lease_epoch"):
+        SQLiteStore(db.with_name("fresh.db"))
+
+
+# The tables of schema version 1, as the first release wrote them.
+SCHEMA_1 = (
+    "CREATE TABLE flowdsl_schema (version INTEGER NOT NULL)",
+    """CREATE TABLE flowdsl_runs (
+        run_id TEXT PRIMARY KEY, workflow TEXT NOT NULL, status TEXT NOT NULL,
+        fingerprint TEXT NOT NULL, shape TEXT NOT NULL, input TEXT NOT NULL, output TEXT,
+        error TEXT, failed_step TEXT, compensations TEXT, started REAL NOT NULL,
+        updated REAL NOT NULL, duration REAL, owner TEXT, heartbeat REAL,
+        resumes INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX flowdsl_runs_by_status ON flowdsl_runs (status, started)",
+    """CREATE TABLE flowdsl_attempts (
+        seq INTEGER PRIMARY KEY, run_id TEXT NOT NULL, step TEXT NOT NULL,
+        visit INTEGER NOT NULL, attempt INTEGER NOT NULL, status TEXT NOT NULL,
+        final INTEGER NOT NULL, outcome TEXT NOT NULL, started REAL NOT NULL,
+        duration REAL NOT NULL, worker TEXT NOT NULL, UNIQUE (run_id, step, visit, attempt))""",
+    "INSERT INTO flowdsl_schema VALUES (1)",
+)
+
+
+def test_a_schema_1_store_is_migrated_and_its_runs_resume(db: Path) -> None:
+    """An unfinished run journaled by the first release resumes after the upgrade."""
+    calls: list[str] = []
+
+    @workflow
+    def old() -> None:
+        step(lambda ctx: calls.append("a") or ok({"a": 1}), name="a")
+        step(lambda ctx: calls.append("b") or ok({"b": 2}), name="b")
+
+    conn = sqlite3.connect(db)
+    for statement in SCHEMA_1:
+        conn.execute(statement)
+    plan = old.plan
+    conn.execute(
+        "INSERT INTO flowdsl_runs (run_id, workflow, status, fingerprint, shape, input, "
+        "started, updated, owner, heartbeat) VALUES ('r1', 'old', 'running', ?, ?, '{}', 1, 1, "
+        "'gone-host|1|1', 1)",
+        (plan.fingerprint, '["' + '","'.join(plan.shape) + '"]'),
+    )
+    conn.execute(
+        "INSERT INTO flowdsl_attempts (run_id, step, visit, attempt, status, final, outcome, "
+        "started, duration, worker) VALUES ('r1', 'a', 1, 1, 'succeeded', 1, "
+        '\'{"$":"ok","v":{"a":1}}\', 1, 0.1, \'gone-host|1|1\')'
+    )
+    conn.commit()
+    conn.close()
+    with SQLiteStore(db) as store:
+        resumed = resume_runs(store)
+    assert [("r1", "completed", {"a": 1, "b": 2})] == [
+        (r.run_id, r.status, dict(r.output)) for r in resumed
+    ]
+    assert ["b"] == calls  # a was journaled by the old release: not run again
+    conn = sqlite3.connect(db)
+    assert [(SCHEMA_VERSION,)] == conn.execute("SELECT version FROM flowdsl_schema").fetchall()
+    conn.close()
+
+
+# -- damaged files and files that are not stores ----------------------------------------------
+
+
+def test_a_file_with_damaged_pages_is_a_store_error(db: Path) -> None:
+    """Garbage over the file's pages: opening or reading says the store is damaged."""
+
+    @workflow
+    def filled() -> None:
+        step(lambda ctx: ok({"blob": "x" * 20_000}), name="a")
+
+    with SQLiteStore(db) as store:
+        for n in range(5):
+            run_workflow(filled, run_id=f"r{n}", store=store)
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    size = db.stat().st_size
+    with open(db, "r+b") as file:
+        file.seek(size // 2)
+        file.write(os.urandom(8192))
+
+    def read_everything() -> None:
+        with SQLiteStore(db) as store:
+            store.list_runs()
+            for n in range(5):
+                store.get_run(f"r{n}")
+
+    with pytest.raises(StoreError, match=r"runs\.db") as caught:
+        read_everything()
+    assert "damaged" in str(caught.value) or "malformed" in str(caught.value)
+
+
+def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
+    """Not SQLite, or SQLite holding other tables: refused, naming what was found."""
+    text = tmp_path / "notes.txt"
+    text.write_text("hello " * 1000)
+    with pytest.raises(StoreError, match="is not a flowdsl store, or the file is damaged"):
+        SQLiteStore(text)
+    other = tmp_path / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE customers (id INTEGER)")
+    conn.close()
+    with pytest.raises(StoreError, match=r"not a flowdsl store \(its tables: customers\)"):
+        SQLiteStore(other)
+
+
+# -- the file's permissions --------------------------------------------------------------------
+
+
+def test_the_journal_and_its_wal_files_are_private(db: Path) -> None:
+    """Inputs and outputs are in clear: the file, -wal and -shm are readable by the owner only."""
+    old = os.umask(0o022)
+    try:
+
+        @workflow
+        def secret() -> None:
+            step(lambda ctx: ok({"token": "s3cr3t"}), name="a")
+
+        with SQLiteStore(db) as store:
+            run_workflow(secret, run_id="r1", store=store)
+            for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+                assert path.exists(), path
+                assert 0o600 == stat.S_IMODE(path.stat().st_mode), path
+    finally:
+        os.umask(old)
