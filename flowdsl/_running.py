@@ -108,13 +108,13 @@ async def arun_workflow(
     rid = check_run_id(run_id) or uuid.uuid4().hex
     plan = planned(wf.plan)
     found = run_listeners(plan.name, rid, check_listeners(listeners))
-    invokers = with_builtins(executors)
+    where = with_builtins(executors)
     if store is None:
-        return await execute(plan, data, rid, timeout=timeout, listeners=found, invokers=invokers)
+        return await execute(plan, data, rid, timeout=timeout, listeners=found, executors=where)
     opened, owned = open_store(store)
     try:
         run = await run_durably(
-            plan, data, rid, opened, timeout=timeout, listeners=found, invokers=invokers
+            plan, data, rid, opened, timeout=timeout, listeners=found, executors=where
         )
     finally:
         if owned:
@@ -296,7 +296,7 @@ async def aresume_runs(
         if changed:
             raise IncompatibleDefinition("\n".join(changed))
         extra = check_listeners(listeners)
-        invokers = with_builtins(executors)
+        where = with_builtins(executors)
         gate = asyncio.Semaphore(concurrency)
         runs: list[Run | None] = [None] * len(pending)
 
@@ -311,7 +311,7 @@ async def aresume_runs(
                         opened,
                         timeout=timeout,
                         listeners=found,
-                        invokers=invokers,
+                        executors=where,
                         resuming=True,
                     )
                 except Exception as exc:  # kept for later: it must not cancel the other runs

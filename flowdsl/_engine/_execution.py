@@ -79,10 +79,10 @@ class _Execution:
         "current",
         "due",
         "emit",
+        "executors",
         "expired",
         "hook",
         "interrupted",
-        "invokers",
         "journal",
         "limit",
         "plan",
@@ -104,7 +104,7 @@ class _Execution:
         run_id: str,
         root: Scope,
         emit: Listener | None,
-        invokers: Mapping[str, Invoker],
+        executors: Mapping[str, Invoker],
         journal: Journal | None,
         hook: AttemptHook | None,
     ) -> None:
@@ -112,7 +112,7 @@ class _Execution:
         self.run_id = run_id
         self.root = root
         self.emit = emit
-        self.invokers = invokers
+        self.executors = executors
         self.journal = journal
         self.hook = hook
         self.records: list[StepRecord] = []
@@ -487,7 +487,7 @@ class _Execution:
             return run_in_thread(call_blocking, node.fn, ctx)
         if mode is AGEN:
             return self.drain(node, node.fn(ctx))
-        invoker = self.invokers.get(node.executor)  # type: ignore[arg-type]
+        invoker = self.executors.get(node.executor)  # type: ignore[arg-type]
         if invoker is None:
             return self.no_executor(node)
         return invoker(node, ctx)
@@ -501,7 +501,7 @@ class _Execution:
         return outcome
 
     async def no_executor(self, node: StepNode) -> object:
-        known = ", ".join(repr(n) for n in ("thread", *self.invokers))
+        known = ", ".join(repr(n) for n in ("thread", *self.executors))
         msg = (
             f"workflow {self.plan.name!r}, step {node.name!r} ({node.where}) asks for "
             f"executor {node.executor!r}, which this run does not have; pass "
@@ -583,7 +583,7 @@ async def execute(
     *,
     timeout: float | None = None,
     listeners: tuple[Listener, ...] = (),
-    invokers: Mapping[str, Invoker] | None = None,
+    executors: Mapping[str, Invoker] | None = None,
     journal: Journal | None = None,
     hook: AttemptHook | None = None,
     resumed: bool = False,
@@ -593,11 +593,11 @@ async def execute(
     A failing step fails the run (compensations then run); the run's own
     timeout fails it with a `TimeoutError` reason. Cancellation from outside
     is never turned into a failure: it propagates after the run is reported
-    as "cancelled" to listeners and the journal. ``invokers`` maps executor
+    as "cancelled" to listeners and the journal. ``executors`` maps executor
     names to where steps run (the run assembly adds the built-in ones).
     """
     emit = fan_out(listeners)
-    state = _Execution(plan, run_id, Scope(initial=input), emit, invokers or {}, journal, hook)
+    state = _Execution(plan, run_id, Scope(initial=input), emit, executors or {}, journal, hook)
     if emit is not None:
         emit(RunStarted(plan.name, run_id=run_id, resumed=resumed))
     state.start_clock(timeout if timeout is not None else plan.timeout)

@@ -250,7 +250,7 @@ async def run_durably(
     *,
     timeout: float | None,
     listeners: tuple[Listener, ...],
-    invokers: Mapping[str, Invoker] | None,
+    executors: Mapping[str, Invoker] | None,
     resuming: bool = False,
 ) -> Run | None:
     """Start, return or resume one run; None when `resuming` and another process has it."""
@@ -293,7 +293,7 @@ async def run_durably(
             run_id,
             timeout=timeout,
             listeners=listeners,
-            invokers=invokers,
+            executors=executors,
             journal=journal,
             resumed=not opened.new,
         )

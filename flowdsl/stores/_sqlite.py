@@ -225,7 +225,7 @@ class _Job:
         """What `fn` returned (read by later jobs; reset when its transaction failed)."""
 
 
-def _settle(items: list[tuple[asyncio.Future[Any], object, BaseException | None]]) -> None:
+def _resolve(items: list[tuple[asyncio.Future[Any], object, BaseException | None]]) -> None:
     for future, result, error in items:
         if future.done():  # the caller was cancelled; the write happened anyway
             continue
@@ -319,7 +319,7 @@ class _Writer:
             except queue.Empty:
                 return
             if job is not None:
-                self.settle([(job, None, error)])
+                self.wake([(job, None, error)])
 
     def loop(self, conn: sqlite3.Connection) -> None:
         jobs = self.jobs
@@ -401,11 +401,11 @@ class _Writer:
                 if type(result) is Opened and result.claim is not None:
                     _deactivate(self, result.run_id)
             error = StoreError(f"could not write to the store at {self.path!r}: {exc}")
-            self.settle([(job, None, error) for job in batch])
+            self.wake([(job, None, error) for job in batch])
             return
         if renewed is not None:
             self.renewed(now, renewed)
-        self.settle(results)
+        self.wake(results)
 
     def renewed(self, now: float, rows: list[tuple[str, int]]) -> None:
         """After a renewal: the claims it did not find are lost (another owner took them)."""
@@ -427,7 +427,7 @@ class _Writer:
         return damaged(run_id, "journal", exc)
 
     @staticmethod
-    def settle(results: list[tuple[_Job, object, BaseException | None]]) -> None:
+    def wake(results: list[tuple[_Job, object, BaseException | None]]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for job, result, error in results:
             if job.loop is None or job.future is None:
@@ -438,7 +438,7 @@ class _Writer:
             items.append((job.future, result, error))
         for loop, items in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-                loop.call_soon_threadsafe(_settle, items)
+                loop.call_soon_threadsafe(_resolve, items)
 
 
 # -- jobs: run by the writer thread inside its transaction ------------------------------------
