@@ -1146,3 +1146,16 @@ def test_one_run_failing_to_resume_does_not_cancel_the_others(
     good = store.get_run("good")
     assert good is not None
     assert ("completed", {"done": "good"}) == (good.status, dict(good.output))
+
+
+def test_a_stored_run_carries_its_definition_fingerprint(store: Store) -> None:
+    """store.get_run(...).fingerprint is the definition the run was journaled with."""
+
+    @workflow
+    def printed() -> None:
+        step(lambda ctx: ok({"a": 1}), name="a")
+
+    run = run_workflow(printed, run_id="f1", store=store)
+    stored = store.get_run("f1")
+    assert stored is not None
+    assert (printed.plan.fingerprint,) * 2 == (run.fingerprint, stored.fingerprint)

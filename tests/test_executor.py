@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -1554,3 +1555,120 @@ def test_an_output_the_step_changes_later_is_not_changed_in_the_context() -> Non
 
     r = run(leaky)
     assert (1, ["a"]) == (r.output["count"], r.output["items"])
+
+
+# -- seams: cancelled attempts, the attempt hook, visits, fingerprints ---------------------
+
+
+def test_a_cancelled_attempt_is_closed_with_a_cancelled_step_finished() -> None:
+    """A fail_fast sibling's attempt gets StepFinished(status='cancelled') after StepStarted."""
+    events: list[Event] = []
+
+    @workflow
+    def racing() -> None:
+        with parallel():
+
+            @step
+            async def waits(ctx: Any) -> None:
+                await asyncio.Event().wait()
+
+            @step
+            async def fails(ctx: Any) -> Any:
+                await asyncio.sleep(0)
+                return error("no")
+
+    r = run(racing, listeners=[events.append])
+    assert "failed" == r.status
+    waits = [
+        (type(e).__name__, getattr(e, "status", None))
+        for e in events
+        if getattr(e, "step", "") == "waits"
+    ]
+    assert [("StepStarted", None), ("StepFinished", "cancelled")] == waits
+
+
+class RecordingHook:
+    """An attempt hook that keeps what it saw: enter, ended(outcome), exit(exception)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, int, object]] = []
+
+    @contextlib.contextmanager
+    def __call__(self, node: Any, ctx: Any) -> Iterator[Any]:
+        hook = self
+
+        class Seen:
+            def ended(self, outcome: object, failed: bool) -> None:
+                hook.seen.append(("ended", node.name, ctx.attempt, ("failed" if failed else "ok")))
+
+        self.seen.append(("enter", node.name, ctx.attempt, None))
+        try:
+            yield Seen()
+        except BaseException as exc:
+            self.seen.append(("exit", node.name, ctx.attempt, type(exc).__name__))
+            raise
+        self.seen.append(("exit", node.name, ctx.attempt, None))
+
+
+def test_the_attempt_hook_wraps_every_attempt_and_is_told_how_it_ended() -> None:
+    """Entered and exited once per attempt: successes, failures, retries, timeouts, cancels."""
+    from flowdsl._engine._execution import execute
+
+    @workflow
+    def hooked() -> None:
+        step(lambda ctx: 1, name="plain")
+
+        @step(retry=Retry(max_attempts=2, base=0))
+        def flaky(ctx: Any) -> Any:
+            return error("again") if ctx.attempt == 1 else ok()
+
+        with parallel():
+
+            @step(timeout=0.01)
+            async def slow(ctx: Any) -> None:
+                await asyncio.Event().wait()
+
+            @step
+            async def sibling(ctx: Any) -> None:
+                await asyncio.Event().wait()
+
+    hook = RecordingHook()
+    result = asyncio.run(execute(hooked.plan, None, "r1", hook=hook))
+    assert ("failed", "slow") == (result.status, result.failed_step)
+    assert [
+        ("enter", "plain", 1, None),
+        ("ended", "plain", 1, "ok"),
+        ("exit", "plain", 1, None),
+        ("enter", "flaky", 1, None),
+        ("ended", "flaky", 1, "failed"),
+        ("exit", "flaky", 1, None),
+        ("enter", "flaky", 2, None),
+        ("ended", "flaky", 2, "ok"),
+        ("exit", "flaky", 2, None),
+    ] == hook.seen[:9]
+    rest = hook.seen[9:]
+    assert ("ended", "slow", 1, "failed") in rest  # a timed-out attempt is a failed one
+    assert ("exit", "sibling", 1, "CancelledError") in rest  # closed when cancelled
+    assert sorted(e[1] for e in rest if e[0] == "enter") == sorted(
+        e[1] for e in rest if e[0] == "exit"
+    )
+
+
+def test_step_records_carry_the_visit_and_runs_the_fingerprint() -> None:
+    """A goto loop's second visit is visit 2; Run.fingerprint is the definition's."""
+
+    @workflow
+    def looping() -> None:
+        @step
+        def count(ctx: Any) -> Any:
+            return ok({"n": ctx.get("n", 0) + 1})
+
+        @step(routes=("count",))
+        def again(ctx: Any) -> Any:
+            return goto("count") if ctx["n"] < 2 else ok()
+
+    r = run(looping)
+    assert [("count", 1), ("again", 1), ("count", 2), ("again", 2)] == [
+        (s.name, s.visit) for s in r.steps
+    ]
+    assert looping.plan.fingerprint == r.fingerprint

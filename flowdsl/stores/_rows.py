@@ -66,6 +66,7 @@ def build_run(
     attempts: Iterable[Attempt],
     owner: str | None = None,
     lease_expires: float | None = None,
+    fingerprint: str = "",
 ) -> Run:
     """A `Run` from a store's rows; `StoreError` naming the run when they cannot be read.
 
@@ -95,6 +96,7 @@ def build_run(
         started=started,
         owner=owner,
         lease_expires=lease_expires,
+        fingerprint=fingerprint,
     )
 
 

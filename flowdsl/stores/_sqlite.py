@@ -172,9 +172,8 @@ def _load_attempts(conn: sqlite3.Connection, run_id: str) -> tuple[Attempt, ...]
 
 
 def _run_from_row(row: Sequence[Any], attempts: Iterable[Attempt]) -> Run:
-    (run_id, workflow, status, _, _, data, output, error, failed_step, comps, started, duration) = (
-        row[:12]
-    )
+    (run_id, workflow, status, fingerprint, _, data, output, error, failed_step, comps) = row[:10]
+    started, duration = row[10], row[11]
     owner, lease_expires = row[12], row[13]
     if status not in _STATUSES:
         raise damaged(run_id, "status", f"{status!r} is not a run status")
@@ -192,6 +191,7 @@ def _run_from_row(row: Sequence[Any], attempts: Iterable[Attempt]) -> Run:
         attempts=attempts,
         owner=owner if status == "running" else None,
         lease_expires=lease_expires if status == "running" else None,
+        fingerprint=fingerprint,
     )
 
 
