@@ -1157,3 +1157,11 @@ def test_thread_executor_steps_see_the_callers_contextvars() -> None:
             return await arun_workflow(tenanted, executors={"pool": pool})
 
     assert "acme" == asyncio.run(main()).output["who"]
+
+
+def test_a_nan_io_timeout_is_refused() -> None:
+    """io_timeout=nan once slipped through (nan <= 0 is False): the shared check refuses it."""
+    with pytest.raises(
+        ExecutorConfigError, match=r"io_timeout=...\) must be a number of seconds > 0"
+    ):
+        DaskExecutor("tcp://127.0.0.1:1", io_timeout=float("nan"))

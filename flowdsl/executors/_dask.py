@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
+from .._checks import require, seconds_problem
 from .._engine._context import Context
 from .._plan import StepNode
 from ..errors import ExecutorConfigError, ExecutorError, UsageError, WorkerLost
@@ -118,13 +119,10 @@ class DaskExecutor(Executor):
         io_timeout: float = 60.0,
         scatter_threshold: int = _SCATTER_THRESHOLD,
     ) -> None:
-        if (
-            not isinstance(io_timeout, int | float)
-            or isinstance(io_timeout, bool)
-            or io_timeout <= 0
-        ):
-            msg = f"DaskExecutor(io_timeout=...) takes a number of seconds > 0, got {io_timeout!r}"
-            raise ExecutorConfigError(msg)
+        require(
+            seconds_problem(io_timeout, "DaskExecutor(io_timeout=...)", optional=False),
+            ExecutorConfigError,
+        )
         if (
             not isinstance(scatter_threshold, int | float)
             or isinstance(scatter_threshold, bool)

@@ -22,6 +22,7 @@ import weakref
 from concurrent.futures.process import BrokenProcessPool
 from typing import Final
 
+from .._checks import count_problem, require
 from .._engine._context import Context
 from .._plan import StepNode
 from ..errors import ExecutorConfigError, ExecutorError, WorkerLost
@@ -48,11 +49,10 @@ class ProcessExecutor(Executor):
     """
 
     def __init__(self, max_workers: int | None = None, *, start_method: str | None = None) -> None:
-        if max_workers is not None and (
-            not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1
-        ):
-            msg = f"ProcessExecutor(max_workers=...) takes an int >= 1 or None, got {max_workers!r}"
-            raise ExecutorConfigError(msg)
+        require(
+            count_problem(max_workers, "ProcessExecutor(max_workers=...)", optional=True),
+            ExecutorConfigError,
+        )
         if start_method is not None and start_method not in _START_METHODS:
             msg = (
                 f"ProcessExecutor(start_method=...) takes 'spawn' or 'forkserver', got "

@@ -7,6 +7,7 @@ import contextvars
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from .._checks import count_problem, require
 from .._engine._blocking import call_blocking
 from .._engine._context import Context
 from .._plan import StepNode
@@ -31,11 +32,10 @@ class ThreadExecutor(Executor):
     """
 
     def __init__(self, max_workers: int | None = None) -> None:
-        if max_workers is not None and (
-            not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1
-        ):
-            msg = f"ThreadExecutor(max_workers=...) takes an int >= 1 or None, got {max_workers!r}"
-            raise ExecutorConfigError(msg)
+        require(
+            count_problem(max_workers, "ThreadExecutor(max_workers=...)", optional=True),
+            ExecutorConfigError,
+        )
         self.max_workers = max_workers
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False

@@ -37,6 +37,7 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Literal
 
+from .._checks import require, seconds_problem
 from .._engine._run import Run, RunStatus
 from ..errors import StoreError, UsageError
 from ._codec import Undecodable, decode, dumps
@@ -817,14 +818,8 @@ class SQLiteStore:
         if synchronous not in ("normal", "full"):
             msg = f"synchronous= must be 'normal' or 'full', got {synchronous!r}"
             raise UsageError(msg)
-        for name, value in (("busy_timeout", busy_timeout), ("lease", lease)):
-            if (
-                not isinstance(value, int | float)
-                or isinstance(value, bool)
-                or not 0 < value < float("inf")
-            ):
-                msg = f"{name}= must be a number of seconds > 0, got {value!r}"
-                raise UsageError(msg)
+        require(seconds_problem(busy_timeout, "busy_timeout=", optional=False))
+        require(seconds_problem(lease, "lease=", optional=False))
         self.path = text
         self.busy_timeout = float(busy_timeout)
         self.lease = float(lease)

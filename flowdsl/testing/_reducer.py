@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from .._checks import count_problem, require
 from .._engine._context import Context, Scope
 from .._outcome import Goto
 from .._plan import End, Node, ParallelNode, Plan, StepNode, is_async_callable
@@ -195,9 +196,7 @@ def check_reducer(
                 "plain (sync) test, not from a running event loop"
             )
             raise UsageError(msg)
-    if not isinstance(max_examples, int) or max_examples < 1:
-        msg = f"check_reducer(): max_examples must be an int >= 1, got {max_examples!r}"
-        raise UsageError(msg)
+    require(count_problem(max_examples, "check_reducer(): max_examples"))
 
     keys = node.keys
     dicts = st.dictionaries(st.text(min_size=1, max_size=4), values(), max_size=3)
