@@ -13,7 +13,7 @@ from ..result import Err, Ok
 
 __all__ = ["CompensationRecord", "Run", "RunStatus", "StepRecord"]
 
-RunStatus: TypeAlias = Literal["completed", "failed", "cancelled", "running"]
+RunStatus: TypeAlias = Literal["queued", "running", "waiting", "completed", "failed", "cancelled"]
 
 
 class StepRecord(NamedTuple):

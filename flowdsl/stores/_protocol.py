@@ -29,7 +29,18 @@ from .._engine._run import Run, RunStatus
 from .._engine._seams import STEP
 from ..errors import StoreError
 
-__all__ = ["Attempt", "Claim", "Ending", "Opened", "Pending", "RunHeader", "Store"]
+__all__ = [
+    "Attempt",
+    "Claim",
+    "ClaimRequest",
+    "Ending",
+    "Opened",
+    "Pending",
+    "QueueLimits",
+    "RunHeader",
+    "Store",
+    "Ticket",
+]
 
 
 @attrs.frozen
@@ -120,6 +131,39 @@ class Pending:
     status: RunStatus
 
 
+@attrs.frozen
+class Ticket:
+    """How a run is queued (`Store.enqueue`): its queue, its priority, when it may start."""
+
+    queue: str
+    priority: int
+    """Higher first within a queue; then oldest first."""
+    available_at: float
+    """Wall-clock seconds since the epoch: not claimed before then (``delay=``)."""
+
+
+@attrs.frozen
+class QueueLimits:
+    """What a `Queue` declares: the store enforces it across every worker."""
+
+    name: str
+    concurrency: int | None
+    """At most this many runs of the queue running at once (None: no limit)."""
+    rate_limit: tuple[int, float] | None
+    """At most n starts in any window of `period` seconds, ``(n, period)``; None: no limit."""
+
+
+@attrs.frozen
+class ClaimRequest:
+    """What a worker asks `Store.claim` for: up to `limit` runs it can execute."""
+
+    limit: int
+    known: tuple[tuple[str, str], ...]
+    """The (workflow, fingerprint) pairs this worker has registered: only those are claimed."""
+    queues: tuple[str, ...] | None = None
+    """The queues it serves (None: every queue)."""
+
+
 @runtime_checkable
 class Store(Protocol):
     """Where durable runs are journaled (`SQLiteStore` is the embedded one).
@@ -181,4 +225,39 @@ class Store(Protocol):
         on_damaged: Callable[[str, StoreError], None] | None = None,
     ) -> list[Pending]:
         """Unfinished runs that no live owner holds, oldest first (damaged ones as in list_runs)."""
+        ...
+
+    # -- queues and workers --------------------------------------------------------------
+
+    async def enqueue(self, header: RunHeader, ticket: Ticket) -> Opened:
+        """Commit the run as "queued" and return at once; nothing is claimed.
+
+        A `run_id` the store holds already queues nothing: the run is returned
+        as it is (`Opened.claim` is None; `Opened.finished` is set when it ended).
+        """
+        ...
+
+    async def claim(self, request: ClaimRequest) -> list[Opened]:
+        """Atomically claim up to ``request.limit`` runs for this process.
+
+        Candidates, in order: unfinished runs of the known workflows whose owner
+        is gone (their lease expired, or they were released), then queued runs
+        whose ``available_at`` has come, higher priority first, then oldest.
+        Each queue's `QueueLimits` hold across all workers: at most
+        ``concurrency`` of its runs in status "running", at most n first starts
+        in any window of ``period`` seconds. Each `Opened` carries its claim and
+        its journal, as `open_run` does.
+        """
+        ...
+
+    async def declare_queues(self, queues: tuple[QueueLimits, ...]) -> None:
+        """Record queues' limits (a worker does when it starts; the newest declaration wins)."""
+        ...
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when a run may have become claimable, or after `timeout` seconds.
+
+        A store that can be notified (PostgreSQL ``LISTEN``) returns on the
+        notification; one that cannot polls (SQLite: at most every 50 ms).
+        """
         ...
