@@ -14,6 +14,7 @@ with ``ok`` / ``error`` / ``goto`` routing::
 """
 
 from ._define._dsl import parallel, sequence, step
+from ._define._queues import Queue
 from ._define._registry import get_workflow, workflows
 from ._engine._context import Context
 from ._engine._events import (
@@ -29,14 +30,18 @@ from ._engine._run import CompensationRecord, Run, StepRecord
 from ._outcome import Goto, error, goto, ok, parallel_ok, parallel_result, parallel_results
 from ._plan import END, Plan, Retry
 from ._running import (
+    RunHandle,
     aresume_runs,
     arun_many,
     arun_workflow,
+    astart_workflow,
     resume_runs,
     run_many,
     run_workflow,
+    start_workflow,
     stream_workflow,
 )
+from ._worker import Worker
 from ._workflow import Workflow, workflow
 from .errors import (
     DefinitionError,
@@ -70,11 +75,13 @@ __all__ = [
     "GraphNode",
     "Ok",
     "Plan",
+    "Queue",
     "RecordedError",
     "Result",
     "Retry",
     "Run",
     "RunFinished",
+    "RunHandle",
     "RunStarted",
     "SQLiteStore",
     "StepChunk",
@@ -84,12 +91,14 @@ __all__ = [
     "Store",
     "UnwrapError",
     "UsageError",
+    "Worker",
     "Workflow",
     "WorkflowFailed",
     "WorkflowNotFound",
     "aresume_runs",
     "arun_many",
     "arun_workflow",
+    "astart_workflow",
     "error",
     "get_workflow",
     "goto",
@@ -103,6 +112,7 @@ __all__ = [
     "run_many",
     "run_workflow",
     "sequence",
+    "start_workflow",
     "step",
     "stream_workflow",
     "to_dot",

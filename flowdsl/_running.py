@@ -10,12 +10,14 @@ the built-in process pool), and, for a durable run, the store
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._checks import count_problem, require
+from ._checks import count_problem, require, seconds_problem
 from ._define import _registry
+from ._define._queues import DEFAULT_QUEUE, Queue
 from ._engine._events import (
     Event,
     Listener,
@@ -40,24 +42,28 @@ from ._engine._options import (
 from ._engine._run import Run
 from ._engine._seams import Invoker
 from ._plan import Plan
-from .errors import IncompatibleDefinition, UsageError, WorkflowNotFound
+from .errors import IncompatibleDefinition, StoreError, UsageError, WorkflowNotFound
 from .executors._builtin import with_builtins
 from .stores import open_store
-from .stores._journal import incompatible, run_durably
+from .stores._journal import incompatible, run_durably, run_header
+from .stores._protocol import Ticket
 
 if TYPE_CHECKING:
     from ._workflow import Workflow
 
 __all__ = [
     "RUN_OPTIONS",
+    "RunHandle",
     "aresume_runs",
     "arun_many",
     "arun_workflow",
+    "astart_workflow",
     "check_options",
     "resolve",
     "resume_runs",
     "run_many",
     "run_workflow",
+    "start_workflow",
     "stream_workflow",
 ]
 
@@ -341,3 +347,149 @@ def resume_runs(store: object, **options: Any) -> list[Run]:
         ("concurrency", "timeout", "executors", "listeners", "include_cancelled"),
     )
     return asyncio.run(aresume_runs(store, **options))
+
+
+# -- queued runs -------------------------------------------------------------------------------
+
+_ENDED = ("completed", "failed", "cancelled")
+
+
+class RunHandle:
+    """A run started with `start_workflow`: ``handle.run_id``, ``status()``, ``result()``.
+
+    It reads the run from the store each time it is asked; it holds no
+    connection of its own between calls when the store was named by URL.
+    """
+
+    __slots__ = ("_store", "run_id")
+
+    def __init__(self, run_id: str, store: object) -> None:
+        self.run_id = run_id
+        self._store = store
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.run_id!r})"
+
+    def _get(self) -> Run:
+        opened, owned = open_store(self._store, must_exist=True)
+        try:
+            run = opened.get_run(self.run_id)
+        finally:
+            if owned:
+                opened.close()
+        if run is None:
+            msg = f"run {self.run_id!r} is not in the store (it was deleted, or pruned)"
+            raise StoreError(msg)
+        return run
+
+    def status(self) -> str:
+        """The run's status now: "queued", "running", "waiting", "completed", ..."""
+        return self._get().status
+
+    def result(self, timeout: float | None = None) -> Run:
+        """Wait for the run to end and return its `Run`; `TimeoutError` after `timeout` s.
+
+        The run goes on when the wait times out.
+        """
+        no_running_loop("RunHandle.result", "RunHandle.aresult")
+        return asyncio.run(self.aresult(timeout))
+
+    async def aresult(self, timeout: float | None = None) -> Run:
+        """`result` on the running event loop."""
+        check_timeout(timeout)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            run = await asyncio.to_thread(self._get)
+            if run.status in _ENDED:
+                return run
+            if deadline is not None and loop.time() >= deadline:
+                msg = (
+                    f"run {self.run_id!r} has not finished within {timeout:g}s (it is "
+                    f"{run.status}); it goes on: ask again, or wait longer"
+                )
+                raise TimeoutError(msg)
+            pause = 0.05 if deadline is None else max(0.0, min(0.05, deadline - loop.time()))
+            await asyncio.sleep(pause)
+
+
+async def astart_workflow(
+    workflow: str | Workflow,
+    input: Mapping[str, Any] | None = None,
+    *,
+    store: object,
+    queue: str | Queue | None = None,
+    run_id: str | None = None,
+    priority: int = 0,
+    delay: float | None = None,
+) -> RunHandle:
+    """`start_workflow` on the running event loop."""
+    wf = resolve(workflow)
+    data = check_input(wf.name, input)
+    rid = check_run_id(run_id) or uuid.uuid4().hex
+    name = _queue_name(queue)
+    require(count_problem(priority, "priority=", minimum=-(2**31)))
+    require(seconds_problem(delay, "delay=", zero=True))
+    if store is None:
+        msg = "start_workflow() needs store=: a queued run lives in a store, e.g. store='sqlite:///runs.db'"
+        raise UsageError(msg)
+    header = run_header(planned(wf.plan), data, rid)
+    ticket = Ticket(name, priority, time.time() + (delay or 0.0))
+    opened, owned = open_store(store)
+    try:
+        found = await opened.enqueue(header, ticket)
+    finally:
+        if owned:
+            opened.close()
+    if not found.new and found.workflow != wf.name:
+        msg = (
+            f"run {rid!r} in the store belongs to workflow {found.workflow!r}, not {wf.name!r}; "
+            f"use another run_id"
+        )
+        raise UsageError(msg)
+    return RunHandle(rid, store)
+
+
+def start_workflow(
+    workflow: str | Workflow,
+    input: Mapping[str, Any] | None = None,
+    *,
+    store: object,
+    queue: str | Queue | None = None,
+    run_id: str | None = None,
+    priority: int = 0,
+    delay: float | None = None,
+) -> RunHandle:
+    """Queue a run for a worker and return at once; nothing runs here.
+
+    The run is committed as "queued" in `store` (a store object or URL), on
+    `queue` (a `Queue` or its name; "default" when None), with ``priority``
+    (higher first within its queue) and, with ``delay=`` seconds, not before
+    then. Called again with a ``run_id`` the store holds, it returns a handle
+    to that run and queues nothing. Like `run_workflow` it needs the workflow
+    registered: its definition's fingerprint is recorded, and only a worker
+    with the same definition runs it.
+    """
+    no_running_loop("start_workflow", "astart_workflow")
+    return asyncio.run(
+        astart_workflow(
+            workflow,
+            input,
+            store=store,
+            queue=queue,
+            run_id=run_id,
+            priority=priority,
+            delay=delay,
+        )
+    )
+
+
+def _queue_name(queue: object) -> str:
+    if queue is None:
+        return DEFAULT_QUEUE
+    if isinstance(queue, Queue):
+        return queue.name
+    if isinstance(queue, str) and queue:
+        return queue
+    msg = f"queue= takes a Queue or a queue name, got {queue!r}"
+    raise UsageError(msg)

@@ -21,7 +21,8 @@ def test_core_names_of_the_design_are_exported() -> None:
         "run_workflow", "arun_workflow", "run_many", "arun_many", "stream_workflow",
         "parallel_ok", "parallel_result", "parallel_results", "get_workflow", "workflows",
         "Ok", "Err", "ErrorGroup", "Run", "StepStarted", "StepChunk", "StepFinished",
-        "RunFinished", "DefinitionError", "FlowError", "WorkflowFailed", "register_type",
+        "RunFinished", "DefinitionError", "FlowError", "WorkflowFailed",
+        "Queue", "start_workflow", "Worker", "RunHandle", "register_type",
     }  # fmt: skip
     assert set() == promised - set(flowdsl.__all__)
 

@@ -42,6 +42,7 @@ LAYERS = {
         "flowdsl.__main__",
         "flowdsl._running",
         "flowdsl._workflow",
+        "flowdsl._worker",
         "flowdsl.cli",
         "flowdsl.testing",
     },

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ..errors import DefinitionError, WorkflowNotFound
+from . import _queues
 
 if TYPE_CHECKING:
     from .._workflow import Workflow
@@ -46,15 +47,18 @@ def unregister(name: str) -> None:
 
 @contextmanager
 def isolated() -> Iterator[dict[str, Workflow]]:
-    """Run a block with a registry of its own; the previous one is restored after."""
+    """Run a block with a registry of its own (workflows and queues); restored after."""
     global _WORKFLOWS
     with _LOCK:
         saved, _WORKFLOWS = _WORKFLOWS, dict(_WORKFLOWS)
+    queues = dict(_queues._QUEUES)
     try:
         yield _WORKFLOWS
     finally:
         with _LOCK:
             _WORKFLOWS = saved
+        _queues._QUEUES.clear()
+        _queues._QUEUES.update(queues)
 
 
 def get_workflow(name: str) -> Workflow:

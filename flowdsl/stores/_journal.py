@@ -2,7 +2,7 @@
 
 `run_durably` opens the run in the store (creates it, returns it when it is
 finished, or claims it to resume it), then executes the plan with a
-`_RunJournal`: the engine asks it for recorded outcomes before running a step
+`RunJournal`: the engine asks it for recorded outcomes before running a step
 (`replayed`), hands it every entry (`record`), which is committed before the
 engine goes on, and checks the run's lease before an attempt when it may
 have lost it. This is the engine's `Journal` seam, implemented for any
@@ -45,7 +45,7 @@ from ._rows import damaged, step_record
 
 _OK_NONE: Final = Ok(None)
 
-__all__ = ["incompatible", "run_durably"]
+__all__ = ["RunJournal", "incompatible", "run_claimed", "run_durably", "run_header"]
 
 
 def _wait_out_cancel(task: asyncio.Future[Any]) -> Any:
@@ -70,10 +70,20 @@ def _wait_out_cancel(task: asyncio.Future[Any]) -> Any:
     return wait()
 
 
-class _RunJournal:
+class RunJournal:
     """The executor's `Journal` for one durable run: one claim of it in one store."""
 
-    __slots__ = ("claim", "finished", "history", "plan", "replay", "run_id", "store", "undo")
+    __slots__ = (
+        "claim",
+        "finished",
+        "handing_over",
+        "history",
+        "plan",
+        "replay",
+        "run_id",
+        "store",
+        "undo",
+    )
 
     def __init__(self, store: Store, plan: Plan, claim: Claim, attempts: Iterable[Attempt]) -> None:
         self.store = store
@@ -81,6 +91,8 @@ class _RunJournal:
         self.claim = claim
         self.run_id = claim.run_id
         self.finished = False
+        self.handing_over = False
+        """Set by a worker that stops: the run's end is a hand-over, not its final record."""
         self.history: list[StepRecord] = []
         self.undo: dict[tuple[str, int], CompensationRecord] = {}
         replay: dict[tuple[str, str, int], list[Any]] = {}
@@ -191,6 +203,10 @@ class _RunJournal:
         )
 
     async def finish(self, run: Run) -> None:
+        if self.handing_over:  # cancelled by a worker that stops: another worker resumes it
+            self.store.release(self.claim)
+            self.finished = True
+            return
         comps = [
             [c.step, c.status, c.duration, None if c.error is None else encode_reason(c.error)]
             for c in run.compensations
@@ -242,18 +258,8 @@ def _refuse(opened: Opened, plan: Plan, run_id: str) -> StoreError:
     )
 
 
-async def run_durably(
-    plan: Plan,
-    data: Mapping[str, Any] | None,
-    run_id: str,
-    store: Store,
-    *,
-    timeout: float | None,
-    listeners: tuple[Listener, ...],
-    executors: Mapping[str, Invoker] | None,
-    resuming: bool = False,
-) -> Run | None:
-    """Start, return or resume one run; None when `resuming` and another process has it."""
+def run_header(plan: Plan, data: Mapping[str, Any] | None, run_id: str) -> RunHeader:
+    """What a store is asked to create: the run, its definition and its journaled input."""
     try:
         text = dumps(encode(data))
     except Unencodable as exc:
@@ -267,9 +273,22 @@ async def run_durably(
             f"{f': {exc.why}' if exc.why else ''}. {exc.hint}"
         )
         raise SerializationError(msg) from None
-    opened = await store.open_run(
-        RunHeader(run_id, plan.name, plan.fingerprint, plan.shape, text, time.time())
-    )
+    return RunHeader(run_id, plan.name, plan.fingerprint, plan.shape, text, time.time())
+
+
+async def run_durably(
+    plan: Plan,
+    data: Mapping[str, Any] | None,
+    run_id: str,
+    store: Store,
+    *,
+    timeout: float | None,
+    listeners: tuple[Listener, ...],
+    executors: Mapping[str, Invoker] | None,
+    resuming: bool = False,
+) -> Run | None:
+    """Start, return or resume one run; None when `resuming` and another process has it."""
+    opened = await store.open_run(run_header(plan, data, run_id))
     if opened.finished is not None and opened.workflow == plan.name:
         # Nothing executes, whatever the definition is now; listeners (a stream) still
         # hear how the run ended, so RunFinished is always the last event of a call.
@@ -277,25 +296,54 @@ async def run_durably(
         if emit is not None:
             emit(RunFinished(opened.finished))
         return opened.finished
-    claim = opened.claim
-    if claim is None:
+    if opened.claim is None:
         if resuming and opened.workflow == plan.name and opened.fingerprint == plan.fingerprint:
             return None
         raise _refuse(opened, plan, run_id)
-    journal: _RunJournal | None = None
+    return await run_claimed(
+        plan,
+        opened,
+        store,
+        data=data,
+        timeout=timeout,
+        listeners=listeners,
+        executors=executors,
+    )
+
+
+async def run_claimed(
+    plan: Plan,
+    opened: Opened,
+    store: Store,
+    *,
+    data: Mapping[str, Any] | None = None,
+    timeout: float | None,
+    listeners: tuple[Listener, ...],
+    executors: Mapping[str, Invoker] | None,
+    journal: RunJournal | None = None,
+) -> Run:
+    """Execute a run this process has claimed (`opened.claim`), journaled in `store`.
+
+    A new run executes `data`; any other its journaled input. `journal` is
+    the run's journal when the caller keeps a handle on it (a worker does, to
+    hand the run over when it stops); one is made otherwise.
+    """
+    claim = opened.claim
+    assert claim is not None
     try:
-        journal = _RunJournal(store, plan, claim, opened.attempts)
+        if journal is None:
+            journal = RunJournal(store, plan, claim, opened.attempts)
         if not opened.new:
-            data = _decode_input(run_id, opened.input)
+            data = _decode_input(opened.run_id, opened.input)
         run = await execute(
             plan,
             data,
-            run_id,
+            opened.run_id,
             timeout=timeout,
             listeners=listeners,
             executors=executors,
             journal=journal,
-            resumed=not opened.new,
+            resumed=not (opened.new or opened.fresh),
         )
     except BaseExceptionGroup as group:
         if journal is None or not journal.finished:

@@ -102,6 +102,8 @@ class Opened:
     """The recorded run, when it completed or failed: nothing is executed."""
     owner: str | None = None
     """Who executes the run, when it is unfinished but not claimed."""
+    fresh: bool = False
+    """The run never ran before: a queued run claimed for the first time (not a resume)."""
 
     @property
     def claimed(self) -> bool:

@@ -42,19 +42,30 @@ from .._engine._run import Run, RunStatus
 from ..errors import StoreError, UsageError
 from ._codec import Undecodable, decode, dumps
 from ._owner import owner_alive, owner_token
-from ._protocol import Attempt, Claim, Ending, Opened, Pending, RunHeader
+from ._protocol import (
+    Attempt,
+    Claim,
+    ClaimRequest,
+    Ending,
+    Opened,
+    Pending,
+    QueueLimits,
+    RunHeader,
+    Ticket,
+)
 from ._rows import build_run, damaged, readable
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 _log = logging.getLogger("flowdsl")
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The journal schema this release writes (kept in the ``flowdsl_schema`` table).
 
 1: the first release. 2: leases (``lease_expires``, ``lease_epoch``) and
 journal entries of several kinds (``kind``: step attempts, reducer outcomes,
-compensations).
+compensations). 3: queues (``queue``, ``priority``, ``available_at``,
+``queued_at``, ``claimed_at`` and the ``flowdsl_queues`` table).
 """
 
 _RUNS: Final = """
@@ -75,7 +86,21 @@ _RUNS: Final = """
         owner         TEXT,
         lease_expires REAL,
         lease_epoch   INTEGER NOT NULL DEFAULT 0,
-        resumes       INTEGER NOT NULL DEFAULT 0
+        resumes       INTEGER NOT NULL DEFAULT 0,
+        queue         TEXT NOT NULL DEFAULT 'default',
+        priority      INTEGER NOT NULL DEFAULT 0,
+        available_at  REAL,
+        queued_at     REAL,
+        claimed_at    REAL
+    )
+"""
+_QUEUES: Final = """
+    CREATE TABLE IF NOT EXISTS flowdsl_queues (
+        name        TEXT PRIMARY KEY,
+        concurrency INTEGER,
+        rate_count  INTEGER,
+        rate_period REAL,
+        updated     REAL NOT NULL
     )
 """
 _ATTEMPTS: Final = """
@@ -97,27 +122,32 @@ _ATTEMPTS: Final = """
 """
 _INDEXES: Final = (
     "CREATE INDEX IF NOT EXISTS flowdsl_runs_by_status ON flowdsl_runs (status, started)",
+    "CREATE INDEX IF NOT EXISTS flowdsl_runs_queued ON flowdsl_runs "
+    "(status, queue, priority, queued_at)",
+    "CREATE INDEX IF NOT EXISTS flowdsl_runs_starts ON flowdsl_runs (queue, claimed_at)",
 )
 _COLUMNS: Final = {
     "flowdsl_runs": (
         "run_id", "workflow", "status", "fingerprint", "shape", "input", "output", "error",
         "failed_step", "compensations", "started", "updated", "duration", "owner",
-        "lease_expires", "lease_epoch", "resumes",
+        "lease_expires", "lease_epoch", "resumes", "queue", "priority", "available_at",
+        "queued_at", "claimed_at",
     ),
     "flowdsl_attempts": (
         "seq", "run_id", "kind", "step", "visit", "attempt", "status", "final", "outcome",
         "started", "duration", "worker",
     ),
+    "flowdsl_queues": ("name", "concurrency", "rate_count", "rate_period", "updated"),
 }  # fmt: skip
 """What each table must have (a file may have more: columns an older schema left behind)."""
 
 _RUN_COLUMNS: Final = (
     "run_id, workflow, status, fingerprint, shape, input, output, error, failed_step, "
-    "compensations, started, duration, owner, lease_expires, lease_epoch"
+    "compensations, started, duration, owner, lease_expires, lease_epoch, claimed_at"
 )
 _ATTEMPT_COLUMNS: Final = "step, visit, attempt, status, final, outcome, started, duration, kind"
 _FINISHED: Final = ("completed", "failed")
-_STATUSES: Final = ("running", "completed", "failed", "cancelled")
+_STATUSES: Final = ("queued", "running", "waiting", "completed", "failed", "cancelled")
 
 # Runs executing in this process, by (database file, run_id): a run this
 # process owns but no longer executes (its call raised) can be claimed again.
@@ -494,8 +524,8 @@ def _open_job(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> O
         )
         conn.execute(
             "INSERT INTO flowdsl_runs (run_id, workflow, status, fingerprint, shape, input, "
-            "started, updated, owner, lease_expires, lease_epoch) "
-            "VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, 1)",
+            "started, updated, owner, lease_expires, lease_epoch, queued_at, claimed_at) "
+            "VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
             (
                 header.run_id,
                 header.workflow,
@@ -506,43 +536,185 @@ def _open_job(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> O
                 now,
                 me,
                 now + writer.lease,
+                now,
+                now,
             ),
         )
         _activate(writer, header.run_id, 1)
         return opened
-    run_id, workflow, status, fingerprint, shape, data = row[:6]
-    started, owner, lease_expires, epoch = row[10], row[12], row[13], row[14]
-
-    def found(claim: Claim | None, attempts: tuple[Attempt, ...] = (), **more: Any) -> Opened:
-        return Opened(
-            run_id=run_id,
-            claim=claim,
-            new=False,
-            workflow=workflow,
-            fingerprint=fingerprint,
-            shape=_shape(run_id, shape),
-            input=data,
-            started=started,
-            attempts=attempts,
-            **more,
-        )
-
-    if status in _FINISHED:
-        return found(None, finished=_run_from_row(row, _load_attempts(conn, run_id)))
+    if row[2] in _FINISHED:
+        return _found(row, None, finished=_run_from_row(row, _load_attempts(conn, row[0])))
+    workflow, fingerprint, owner, lease_expires = row[1], row[3], row[12], row[13]
     if (
         workflow != header.workflow
         or fingerprint != header.fingerprint
-        or not _claimable(writer, run_id, owner, lease_expires)
+        or not _claimable(writer, header.run_id, owner, lease_expires)
     ):
-        return found(None, owner=owner)
-    opened = found(Claim(run_id, epoch + 1), _load_attempts(conn, run_id))
+        return _found(row, None, owner=owner)
+    return _take(writer, conn, row, now)
+
+
+def _found(row: Sequence[Any], claim: Claim | None, **more: Any) -> Opened:
+    """What a store row says about a run: `claim` set when this process just claimed it."""
+    run_id = row[0]
+    return Opened(
+        run_id=run_id,
+        claim=claim,
+        new=False,
+        workflow=row[1],
+        fingerprint=row[3],
+        shape=_shape(run_id, row[4]),
+        input=row[5],
+        started=row[10],
+        fresh=row[15] is None,
+        **more,
+    )
+
+
+def _take(writer: _Writer, conn: sqlite3.Connection, row: Sequence[Any], now: float) -> Opened:
+    """Claim the run of `row` for this process (inside the writer's transaction)."""
+    run_id, epoch = row[0], row[14] + 1
+    opened = _found(row, Claim(run_id, epoch), attempts=_load_attempts(conn, run_id))
     conn.execute(
         "UPDATE flowdsl_runs SET status = 'running', owner = ?, lease_expires = ?, "
-        "lease_epoch = ?, updated = ?, resumes = resumes + 1 WHERE run_id = ?",
-        (me, now + writer.lease, epoch + 1, now, run_id),
+        "lease_epoch = ?, updated = ?, resumes = resumes + 1, "
+        "claimed_at = coalesce(claimed_at, ?) WHERE run_id = ?",
+        (owner_token(), now + writer.lease, epoch, now, now, run_id),
     )
-    _activate(writer, run_id, epoch + 1)
+    _activate(writer, run_id, epoch)
     return opened
+
+
+def _enqueue_job(
+    writer: _Writer, conn: sqlite3.Connection, header: RunHeader, ticket: Ticket
+) -> Opened:
+    row = conn.execute(
+        f"SELECT {_RUN_COLUMNS} FROM flowdsl_runs WHERE run_id = ?", (header.run_id,)
+    ).fetchone()
+    if row is not None:  # the run_id is taken: queue nothing, say what it is
+        finished = None
+        if row[2] in _FINISHED:
+            finished = _run_from_row(row, _load_attempts(conn, row[0]))
+        return _found(row, None, owner=row[12], finished=finished)
+    now = time.time()
+    conn.execute(
+        "INSERT INTO flowdsl_runs (run_id, workflow, status, fingerprint, shape, input, "
+        "started, updated, queue, priority, available_at, queued_at) "
+        "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            header.run_id,
+            header.workflow,
+            header.fingerprint,
+            dumps(list(header.shape)),
+            header.input,
+            header.started,
+            now,
+            ticket.queue,
+            ticket.priority,
+            ticket.available_at,
+            now,
+        ),
+    )
+    return Opened(
+        run_id=header.run_id,
+        claim=None,
+        new=True,
+        workflow=header.workflow,
+        fingerprint=header.fingerprint,
+        shape=header.shape,
+        input=header.input,
+        started=header.started,
+        fresh=True,
+    )
+
+
+def _capacity(conn: sqlite3.Connection, queue: str, now: float) -> int | None:
+    """How many more runs of `queue` may start now (None: no limit), by its declared limits."""
+    limits = conn.execute(
+        "SELECT concurrency, rate_count, rate_period FROM flowdsl_queues WHERE name = ?", (queue,)
+    ).fetchone()
+    if limits is None:
+        return None
+    concurrency, rate_count, rate_period = limits
+    room: int | None = None
+    if concurrency is not None:
+        running = conn.execute(
+            "SELECT count(*) FROM flowdsl_runs WHERE queue = ? AND status = 'running'", (queue,)
+        ).fetchone()[0]
+        room = max(0, concurrency - running)
+    if rate_count is not None:
+        started = conn.execute(
+            "SELECT count(*) FROM flowdsl_runs WHERE queue = ? AND claimed_at > ?",
+            (queue, now - rate_period),
+        ).fetchone()[0]
+        left = max(0, rate_count - started)
+        room = left if room is None else min(room, left)
+    return room
+
+
+def _claim_job(writer: _Writer, conn: sqlite3.Connection, request: ClaimRequest) -> list[Opened]:
+    """Claim runs for a worker; the writer's one transaction makes it atomic (see Store.claim)."""
+    now = time.time()
+    known = set(request.known)
+    names = sorted({name for name, _ in known})
+    if not names or request.limit < 1:
+        return []
+    where = f"workflow IN ({', '.join('?' for _ in names)})"
+    args: list[Any] = list(names)
+    if request.queues is not None:
+        where += f" AND queue IN ({', '.join('?' for _ in request.queues)})"
+        args.extend(request.queues)
+    me = owner_token()
+    claimed: list[Opened] = []
+    # Runs whose owner is gone first: they hold a slot of their queue already.
+    host_prefix = me.rsplit("|", 2)[0] + "|"  # this host and PID namespace
+    orphans = conn.execute(
+        f"SELECT {_RUN_COLUMNS} FROM flowdsl_runs WHERE status = 'running' AND {where} "
+        f"AND (owner IS NULL OR lease_expires < ? OR (owner LIKE ? AND owner != ?)) "
+        f"ORDER BY started, run_id",
+        (*args, now, host_prefix + "%", me),
+    ).fetchall()
+    for row in orphans:
+        if len(claimed) >= request.limit:
+            return claimed
+        if (row[1], row[3]) in known and _claimable(writer, row[0], row[12], row[13]):
+            claimed.append(_take(writer, conn, row, now))
+    rooms: dict[str, int | None] = {}
+    queued = conn.execute(
+        f"SELECT {_RUN_COLUMNS}, queue FROM flowdsl_runs WHERE status = 'queued' AND {where} "
+        f"AND available_at <= ? ORDER BY priority DESC, queued_at, run_id",
+        (*args, now),
+    )
+    for row in queued:
+        if len(claimed) >= request.limit:
+            break
+        if (row[1], row[3]) not in known:
+            continue
+        name = row[-1]
+        if name not in rooms:
+            rooms[name] = _capacity(conn, name, now)
+        room = rooms[name]
+        if room is not None:
+            if room <= 0:
+                continue
+            rooms[name] = room - 1
+        claimed.append(_take(writer, conn, row, now))
+    return claimed
+
+
+def _declare_job(
+    writer: _Writer, conn: sqlite3.Connection, queues: tuple[QueueLimits, ...]
+) -> None:
+    now = time.time()
+    for declared in queues:
+        count, period = declared.rate_limit if declared.rate_limit is not None else (None, None)
+        conn.execute(
+            "INSERT INTO flowdsl_queues (name, concurrency, rate_count, rate_period, updated) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+            "concurrency = excluded.concurrency, rate_count = excluded.rate_count, "
+            "rate_period = excluded.rate_period, updated = excluded.updated",
+            (declared.name, declared.concurrency, count, period, now),
+        )
 
 
 def _lost(claim: Claim) -> StoreError:
@@ -640,6 +812,15 @@ def _release_job(
         _deactivate(writer, claim.run_id)
 
 
+def _abandon_claims_job(writer: _Writer, conn: sqlite3.Connection, claiming: _Job) -> None:
+    """After a `_claim_job` whose caller was cancelled: give back every claim it made."""
+    claimed = claiming.result
+    if isinstance(claimed, list):
+        for opened in claimed:
+            if opened.claim is not None:
+                _release_job(writer, conn, opened.claim, None)
+
+
 def _abandon_job(
     writer: _Writer, conn: sqlite3.Connection, opening: _Job, status: str | None
 ) -> None:
@@ -729,7 +910,7 @@ def _schema(conn: sqlite3.Connection, path: str) -> None:
             f"this release reads {SCHEMA_VERSION}); upgrade flowdsl to use it"
         )
         raise StoreError(msg)
-    missing = sorted(set(_COLUMNS) - tables)
+    missing = sorted({"flowdsl_runs", "flowdsl_attempts"} - tables)  # in every version
     if missing:
         raise _partial(path, f"tables {', '.join(missing)} are missing")
     for version in range(found, SCHEMA_VERSION):
@@ -755,6 +936,7 @@ def _partial(path: str, what: str) -> StoreError:
 def _create(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS flowdsl_schema (version INTEGER NOT NULL)")
     conn.execute(_RUNS)
+    conn.execute(_QUEUES)
     conn.execute(_ATTEMPTS.format(name="flowdsl_attempts"))
     for statement in _INDEXES:
         conn.execute(statement)
@@ -776,7 +958,26 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE flowdsl_attempts_2 RENAME TO flowdsl_attempts")
 
 
-_MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {1: _migrate_1_to_2}
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    """Queues: where each run waits, in which order, since when; and the queues' limits."""
+    for column in (
+        "queue TEXT NOT NULL DEFAULT 'default'",
+        "priority INTEGER NOT NULL DEFAULT 0",
+        "available_at REAL",
+        "queued_at REAL",
+        "claimed_at REAL",
+    ):
+        conn.execute(f"ALTER TABLE flowdsl_runs ADD COLUMN {column}")
+    conn.execute("UPDATE flowdsl_runs SET queued_at = started, claimed_at = started")
+    conn.execute(_QUEUES)
+    for statement in _INDEXES:
+        conn.execute(statement)
+
+
+_MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {
+    1: _migrate_1_to_2,
+    2: _migrate_2_to_3,
+}
 """Schema version n -> n + 1, run in order inside one transaction when a store is opened."""
 
 
@@ -993,6 +1194,33 @@ class SQLiteStore:
     def lost(self, claim: Claim) -> bool:
         """True when a renewal found the claim taken, or the leases were not renewed in time."""
         return self._writer.may_have_lost(claim)
+
+    async def enqueue(self, header: RunHeader, ticket: Ticket) -> Opened:
+        """Commit the run as queued; see `Store.enqueue`."""
+        opened: Opened = await self._submit(_enqueue_job, header, ticket)[1]
+        return opened
+
+    async def claim(self, request: ClaimRequest) -> list[Opened]:
+        """Claim runs for a worker; see `Store.claim`.
+
+        A caller cancelled while the claims are written gives them back as soon
+        as they commit (their runs are then claimable by anyone at once).
+        """
+        job, future = self._submit(_claim_job, request)
+        try:
+            claimed: list[Opened] = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            self._writer.submit(_Job(_abandon_claims_job, (job,), None, None))
+            raise
+        return claimed
+
+    async def declare_queues(self, queues: tuple[QueueLimits, ...]) -> None:
+        """Record the queues' limits; see `Store.declare_queues`."""
+        await self._submit(_declare_job, queues)[1]
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """SQLite cannot be notified: a poll, at most every 50 ms."""
+        await asyncio.sleep(min(timeout, 0.05))
 
     def release(self, claim: Claim, status: RunStatus | None = None) -> None:
         """Give up owning an unfinished run so it can be resumed (written in the background)."""

@@ -1,0 +1,251 @@
+"""`Worker`: runs queued runs from a store, shared with other workers on any host.
+
+A worker imports the modules it is given (workflows and queues register
+themselves), writes the queues' limits into the store, then loops: claim as
+many runs as it has free slots (`Store.claim`: atomic across workers, within
+every queue's limits, runs whose owner died first), run each as a task, and
+wait for work (PostgreSQL wakes it with a notification; SQLite polls) or for
+a slot to free up. Each run is executed by `stores.run_claimed` with the
+run's lease renewed by the store: a worker that dies loses its leases and
+another resumes its runs from the journal.
+
+Stopping (`stop()`, SIGTERM or SIGINT under `run()`) stops claiming, lets the
+runs in hand finish for ``grace`` seconds, then hands the rest back: each is
+cancelled here and released in the store, unfinished and unowned, for
+another worker to resume (it is not recorded as cancelled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Iterable, Sequence
+from types import FrameType
+from typing import Any
+
+from ._checks import count_problem, require, seconds_problem
+from ._define import _registry
+from ._define._queues import Queue, declared_queues
+from ._engine._options import no_running_loop, planned, run_listeners
+from ._engine._run import Run
+from .errors import StoreError, UsageError, WorkflowNotFound
+from .executors._builtin import with_builtins
+from .stores import open_store
+from .stores._journal import RunJournal, run_claimed
+from .stores._protocol import ClaimRequest, Opened, QueueLimits, Store
+
+__all__ = ["Worker"]
+
+_log = logging.getLogger("flowdsl")
+
+
+class Worker:
+    """Runs the queued runs of a store: ``Worker(store, modules=["app.flows"]).run()``.
+
+    ``store`` is a store object or URL; ``modules`` are what the CLI takes
+    (``pkg.module`` or ``path/to/file.py``), imported when the worker starts;
+    ``queues=None`` serves every queue, else the names (or `Queue` objects)
+    given. At most ``concurrency`` runs execute at once in this worker.
+    ``grace`` is how long `stop` lets running runs finish before handing them
+    back. ``poll`` bounds how long the worker waits between looks at the store
+    when nothing wakes it (a delayed run's time comes, a lease expires).
+    """
+
+    def __init__(
+        self,
+        store: object,
+        modules: Iterable[str] = (),
+        *,
+        queues: Iterable[str | Queue] | None = None,
+        concurrency: int = 10,
+        grace: float = 30.0,
+        poll: float = 1.0,
+    ) -> None:
+        require(count_problem(concurrency, "concurrency="))
+        require(seconds_problem(grace, "grace=", optional=False, zero=True))
+        require(seconds_problem(poll, "poll=", optional=False))
+        if isinstance(modules, str):
+            msg = f"modules= takes a list of modules or files, got the string {modules!r}; write modules=[{modules!r}]"
+            raise UsageError(msg)
+        self.store = store
+        self.modules = tuple(modules)
+        self.queues = None if queues is None else tuple(_queue_name(q) for q in queues)
+        self.concurrency = concurrency
+        self.grace = float(grace)
+        self.poll = float(poll)
+        self._stopping = threading.Event()
+        self._wake: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+
+    def __repr__(self) -> str:
+        return f"Worker({self.store!r}, queues={self.queues!r}, concurrency={self.concurrency})"
+
+    # -- control ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming runs and drain (see the class docstring); safe from any thread."""
+        self._stopping.set()
+        wake = self._wake
+        if wake is not None:
+            loop, event = wake
+            with contextlib.suppress(RuntimeError):  # the loop has closed: it stopped already
+                loop.call_soon_threadsafe(event.set)
+
+    def run(self) -> None:
+        """Run until stopped by `stop`, SIGTERM or SIGINT (then exit normally)."""
+        no_running_loop("Worker.run", "Worker.arun")
+        installed: list[tuple[signal.Signals, Any]] = []
+        if threading.current_thread() is threading.main_thread():
+
+            def on_signal(signum: int, frame: FrameType | None) -> None:
+                self.stop()
+
+            installed.extend(
+                (signum, signal.signal(signum, on_signal))
+                for signum in (signal.SIGTERM, signal.SIGINT)
+            )
+        try:
+            asyncio.run(self.arun())
+        finally:
+            for signum, previous in installed:
+                signal.signal(signum, previous)
+
+    async def arun(self) -> None:
+        """Run on the running event loop until `stop` (signals are left to the caller)."""
+        _import(self.modules)
+        store, owned = open_store(self.store)
+        try:
+            await self._serve(store)
+        finally:
+            if owned:
+                store.close()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _serve(self, store: Store) -> None:
+        loop = asyncio.get_running_loop()
+        kick = asyncio.Event()
+        self._wake = (loop, kick)
+        if self._stopping.is_set():
+            return
+        known = tuple(
+            sorted((name, wf.plan.fingerprint) for name, wf in _registry.workflows().items())
+        )
+        limits = tuple(
+            QueueLimits(q.name, q.concurrency, q.rate_limit) for q in declared_queues().values()
+        )
+        if limits:
+            await store.declare_queues(limits)
+        active: dict[asyncio.Task[Run | None], RunJournal] = {}
+        try:
+            while not self._stopping.is_set():
+                free = self.concurrency - len(active)
+                claimed: list[Opened] = []
+                if free > 0 and known:
+                    try:
+                        claimed = await store.claim(ClaimRequest(free, known, self.queues))
+                    except StoreError as exc:  # the database is away: try again after a poll
+                        _log.warning("could not claim runs: %s", exc)
+                for opened in claimed:
+                    self._start(store, opened, active, kick)
+                if claimed and len(active) < self.concurrency:
+                    continue  # there may be more work waiting: look again at once
+                await self._wait(store, kick)
+        finally:
+            await self._drain(active)
+
+    def _start(
+        self,
+        store: Store,
+        opened: Opened,
+        active: dict[asyncio.Task[Run | None], RunJournal],
+        kick: asyncio.Event,
+    ) -> None:
+        assert opened.claim is not None
+        plan = planned(_registry.get_workflow(opened.workflow).plan)
+        journal = RunJournal(store, plan, opened.claim, opened.attempts)
+        task = asyncio.create_task(self._execute(store, plan, opened, journal))
+        active[task] = journal
+
+        def done(finished: asyncio.Task[Run | None]) -> None:
+            active.pop(finished, None)
+            kick.set()
+
+        task.add_done_callback(done)
+
+    async def _execute(
+        self, store: Store, plan: Any, opened: Opened, journal: RunJournal
+    ) -> Run | None:
+        try:
+            return await run_claimed(
+                plan,
+                opened,
+                store,
+                timeout=None,
+                listeners=run_listeners(plan.name, opened.run_id, ()),
+                executors=with_builtins(None),
+                journal=journal,
+            )
+        except asyncio.CancelledError:
+            raise
+        except StoreError as exc:  # its lease was taken over: the run goes on elsewhere
+            _log.warning("run %r stopped in this worker: %s", opened.run_id, exc)
+        except Exception:
+            _log.exception("run %r raised in this worker (not a failed step)", opened.run_id)
+        return None
+
+    async def _wait(self, store: Store, kick: asyncio.Event) -> None:
+        """Until a slot frees up, the worker is stopped, or the store may have work."""
+        kick.clear()
+        kicked = asyncio.ensure_future(kick.wait())
+        work = asyncio.ensure_future(store.wait_for_work(self.poll))
+        try:
+            await asyncio.wait({kicked, work}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (kicked, work):
+                waiter.cancel()
+            await asyncio.gather(kicked, work, return_exceptions=True)
+
+    async def _drain(self, active: dict[asyncio.Task[Run | None], RunJournal]) -> None:
+        """Let the runs in hand finish within the grace period, then hand the rest back."""
+        if not active:
+            return
+        tasks = set(active)
+        _, pending = await asyncio.wait(tasks, timeout=self.grace)
+        for task in pending:
+            journal = active.get(task)
+            if journal is not None:
+                journal.handing_over = True
+            task.cancel()
+        if pending:
+            _log.info("handing %d runs back to the store for other workers", len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _queue_name(queue: object) -> str:
+    if isinstance(queue, Queue):
+        return queue.name
+    if isinstance(queue, str) and queue:
+        return queue
+    msg = f"queues= takes queue names or Queue objects, got {queue!r}"
+    raise UsageError(msg)
+
+
+def _import(modules: Sequence[str]) -> None:
+    """Import what the worker was given; a module that cannot be is a `UsageError`."""
+    from .cli._errors import CliError
+    from .cli._targets import import_source
+
+    for ref in modules:
+        try:
+            import_source(ref)
+        except CliError as exc:
+            raise UsageError(f"Worker: {exc.message}") from None
+    if not _registry.workflows():
+        msg = (
+            "Worker: no workflow is registered in this process; give modules= the modules "
+            "(or files) that define the workflows it should run"
+        )
+        raise WorkflowNotFound(msg)
