@@ -42,7 +42,13 @@ from ._engine._options import (
 from ._engine._run import Run
 from ._engine._seams import Invoker
 from ._plan import Plan
-from .errors import IncompatibleDefinition, StoreError, UsageError, WorkflowNotFound
+from .errors import (
+    IncompatibleDefinition,
+    ResultTimeout,
+    StoreError,
+    UsageError,
+    WorkflowNotFound,
+)
 from .executors._builtin import with_builtins
 from .stores import open_store
 from .stores._journal import incompatible, run_durably, run_header
@@ -408,7 +414,7 @@ class RunHandle:
                     f"run {self.run_id!r} has not finished within {timeout:g}s (it is "
                     f"{run.status}); it goes on: ask again, or wait longer"
                 )
-                raise TimeoutError(msg)
+                raise ResultTimeout(msg)
             pause = 0.05 if deadline is None else max(0.0, min(0.05, deadline - loop.time()))
             await asyncio.sleep(pause)
 

@@ -10,6 +10,7 @@ builtin mixin where one makes ``except`` clauses read naturally::
      ├── UsageError (TypeError)            a call given the wrong kind of thing (input, option)
      ├── InvalidArgument (ValueError)      a call given a value out of range (gather(limit=0))
      ├── RunningLoopError (RuntimeError)   a sync run function called from a running event loop
+     ├── ResultTimeout (TimeoutError)      RunHandle.result(timeout=) before the run ended
      ├── UnwrapError (ValueError)          Err.unwrap() / Result.unwrap() on an Err
      ├── ErrorGroup                        several failure reasons as one (flowdsl.result)
      ├── RecordedError                     a failure reason read back from a journal (flowdsl)
@@ -39,6 +40,7 @@ __all__ = [
     "IncompatibleDefinition",
     "InvalidArgument",
     "KeyNotFound",
+    "ResultTimeout",
     "RunError",
     "RunningLoopError",
     "SerializationError",
@@ -128,6 +130,10 @@ class ExecutorConfigError(ExecutorError, ValueError):
 
 class UsageError(FlowError, TypeError):
     """A run function was called the wrong way (bad input, an unknown option)."""
+
+
+class ResultTimeout(FlowError, TimeoutError):
+    """``RunHandle.result(timeout=)`` ran out of time; the run itself goes on."""
 
 
 class RunningLoopError(FlowError, RuntimeError):
