@@ -980,3 +980,51 @@ def test_a_damaged_run_is_named_and_the_others_still_listed(tmp_path: Path) -> N
     assert "run 'h-2' is damaged in the store: its output cannot be read" in listed.stderr
     assert "Traceback" not in listed.stderr
     assert_clean_error(flowdsl("runs", "show", "h-2", "--store", store), 2, "run 'h-2' is damaged")
+
+
+def test_worker_runs_queued_runs_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
+    """flowdsl worker executes what start_workflow queued; SIGTERM stops it with exit 0."""
+    import signal
+    import time
+
+    store = str(tmp_path / "runs.db")
+    queue = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import hello; from flowdsl import start_workflow\n"
+            f"for i in range(3): start_workflow('greet', {{'name': str(i)}}, store={store!r}, "
+            "run_id=f'q{i}')",
+        ],
+        cwd=FIXTURES,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**ENV, "PYTHONPATH": str(FIXTURES)},
+        check=False,
+    )
+    assert 0 == queue.returncode, queue.stderr
+    worker = subprocess.Popen(
+        [str(SCRIPT), "worker", "hello.py", "--store", store, "--concurrency", "2"],
+        cwd=FIXTURES,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        listed: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            listed = json.loads(flowdsl("runs", "list", "--store", store).stdout)
+            if all(run["status"] == "completed" for run in listed) and len(listed) == 3:
+                break
+            time.sleep(0.05)
+        assert ["completed"] * 3 == [run["status"] for run in listed]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, errors = worker.communicate(timeout=60)
+    assert 0 == worker.returncode, errors
+    assert "serving every queue" in errors
+    assert "stopped" in errors
+    shown = json.loads(flowdsl("runs", "show", "q1", "--store", store).stdout)
+    assert {"name": "1", "greeting": "hello 1"} == shown["output"]

@@ -1,4 +1,4 @@
-"""The click command tree: ``flowdsl run | check | graph | runs list | show | resume``.
+"""The click command tree: ``flowdsl run | check | graph | runs ... | worker``.
 
 Each command only declares its arguments and hands them to the plain function
 in `_commands` that does the work; the options several commands share are the
@@ -20,6 +20,7 @@ from ._commands import (
     cmd_runs_list,
     cmd_runs_resume,
     cmd_runs_show,
+    cmd_worker,
 )
 
 __all__ = ["cli"]
@@ -140,7 +141,9 @@ def runs() -> None:
 @runs.command("list")
 @_existing_store_option()
 @click.option(
-    "--status", type=click.Choice(["running", "completed", "failed", "cancelled"]), default=None
+    "--status",
+    type=click.Choice(["queued", "running", "waiting", "completed", "failed", "cancelled"]),
+    default=None,
 )
 @click.option(
     "--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True
@@ -181,3 +184,50 @@ def runs_resume(
 ) -> int:
     """Resume an unfinished run (a completed one is printed, not run again)."""
     return cmd_runs_resume(store_path, run_id, modules, log_format, output, quiet)
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True, metavar="MODULE_OR_FILE...")
+@click.option(
+    "--store",
+    "store_path",
+    required=True,
+    metavar="URL",
+    help="The store whose queued runs to execute (shared with the other workers).",
+)
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    metavar="NAME",
+    help="Serve this queue (repeatable); every queue when not given.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="How many runs this worker executes at once.",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="On SIGTERM or Ctrl-C: seconds the runs in hand get to finish before they are handed back.",
+)
+@_log_format_option()
+def worker(
+    sources: tuple[str, ...],
+    store_path: str,
+    queues: tuple[str, ...],
+    concurrency: int,
+    grace: float,
+    log_format: str,
+) -> int:
+    """Execute the queued runs of a store until SIGTERM or Ctrl-C (then exit 0).
+
+    MODULE_OR_FILE are the modules (or files) that define the workflows and queues
+    to run; several workers, on any hosts, may serve one store.
+    """
+    return cmd_worker(sources, store_path, queues, concurrency, grace, log_format)

@@ -7,6 +7,7 @@ arguments; a problem the user can fix is raised as `CliError`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shlex
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -285,3 +286,47 @@ def cmd_runs_resume(
         )
     resume = _resume_command(run_id, store_path, modules)
     return finish_run(run, output, log_format, quiet, resume=resume)
+
+
+def cmd_worker(
+    sources: Sequence[str],
+    store_path: str,
+    queues: Sequence[str],
+    concurrency: int,
+    grace: float,
+    log_format: str,
+) -> int:
+    """``flowdsl worker``: serve the store's queues until SIGTERM or Ctrl-C, then exit 0."""
+    from .._worker import Worker
+
+    configure_logging(log_format, sys.stderr.isatty())
+    handler = logging.StreamHandler(sys.stderr)  # what the worker logs: takeovers, hand-backs
+    handler.setFormatter(logging.Formatter("flowdsl worker: %(levelname)s: %(message)s"))
+    log = logging.getLogger("flowdsl")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    for ref in sources:
+        try:
+            import_source(ref)
+        except DefinitionError as exc:
+            raise CliError(f"definition error: {exc}") from None
+    store = open_store(store_path)
+    try:
+        worker = Worker(
+            store,
+            queues=queues or None,
+            concurrency=concurrency,
+            grace=grace,
+        )
+        print(
+            f"flowdsl worker: serving {', '.join(queues) if queues else 'every queue'} of "
+            f"{store_path} with {concurrency} slots; workflows: "
+            f"{', '.join(sorted(workflows())) or 'none'}",
+            file=sys.stderr,
+            flush=True,
+        )
+        worker.run()
+    finally:
+        store.close()
+    print("flowdsl worker: stopped", file=sys.stderr, flush=True)
+    return 0
