@@ -36,8 +36,8 @@ FLOWS = Path(__file__).resolve().with_name("worker_flows.py")
 def start_workers(store: str, count: int, marks: Path) -> list[subprocess.Popen[bytes]]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "BENCH_MARKS": str(marks)}
     code = (
-        "import sys; sys.path.insert(0, %r); import worker_flows; from flowdsl import Worker; "
-        "Worker(%r, concurrency=10, poll=0.2).run()" % (str(FLOWS.parent), store)
+        f"import sys; sys.path.insert(0, {str(FLOWS.parent)!r}); import worker_flows; "
+        f"from flowdsl import Worker; Worker({store!r}, concurrency=10, poll=0.2).run()"
     )
     return [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO) for _ in range(count)]
 
