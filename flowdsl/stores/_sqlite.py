@@ -1206,6 +1206,8 @@ class SQLiteStore:
         A caller cancelled while the claims are written gives them back as soon
         as they commit (their runs are then claimable by anyone at once).
         """
+        if not await asyncio.to_thread(self._anything_to_claim, request):
+            return []  # an idle poll never takes the file's write lock
         job, future = self._submit(_claim_job, request)
         try:
             claimed: list[Opened] = await asyncio.shield(future)
@@ -1213,6 +1215,30 @@ class SQLiteStore:
             self._writer.submit(_Job(_abandon_claims_job, (job,), None, None))
             raise
         return claimed
+
+    def _anything_to_claim(self, request: ClaimRequest) -> bool:
+        """A read-only look: whether `claim` could find a run now (it may still find none)."""
+        names = sorted({name for name, _ in request.known})
+        if not names or request.limit < 1:
+            return False
+        where = f"workflow IN ({', '.join('?' for _ in names)})"
+        args: list[Any] = list(names)
+        if request.queues is not None:
+            where += f" AND queue IN ({', '.join('?' for _ in request.queues)})"
+            args.extend(request.queues)
+        now = time.time()
+
+        def read(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                f"SELECT 1 FROM flowdsl_runs WHERE {where} AND ("
+                f"(status = 'queued' AND available_at <= ?) OR (status = 'running' AND "
+                f"(owner IS NULL OR lease_expires < ? OR owner LIKE ?))) LIMIT 1",
+                (*args, now, now, owner_token().rsplit("|", 2)[0] + "|%"),
+            ).fetchone()
+            return row is not None
+
+        found: bool = self._reading("the claimable runs", read)
+        return found
 
     async def declare_queues(self, queues: tuple[QueueLimits, ...]) -> None:
         """Record the queues' limits; see `Store.declare_queues`."""
