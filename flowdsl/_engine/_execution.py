@@ -32,6 +32,7 @@ from .._plan import AGEN, ASYNC, END, SYNC, THREAD, End, Node, Plan, StepNode
 from ..errors import ExecutorError, GotoError, TransitionLimitExceeded
 from ..result import Err, Ok
 from ._blocking import call_blocking, run_in_thread
+from ._clock import clock
 from ._blocks import branch_goto, run_parallel
 from ._compensation import compensate
 from ._context import Context, Scope
@@ -312,8 +313,9 @@ class _Execution:
             delay = self.failed(node, visit, attempt, started, duration, outcome, retrying)
             if delay is None:
                 return policy.settle(Failed(name, outcome.error))  # type: ignore[attr-defined]
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if delay > 0:  # flowdsl's clock: a test's fake clock moves it
+                now = clock()
+                await now.sleep_until(now.now() + delay)
 
     async def attempt(self, node: StepNode, ctx: Context, started: float) -> object:
         """One attempt bounded by the step's timeout and wrapped by the attempt hook."""
