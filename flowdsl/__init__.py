@@ -16,6 +16,7 @@ with ``ok`` / ``error`` / ``goto`` routing::
 from ._define._dsl import parallel, sequence, step
 from ._define._queues import Queue
 from ._define._registry import get_workflow, workflows
+from ._define._waits import sleep_for, sleep_until, wait_for_event
 from ._engine._context import Context
 from ._engine._events import (
     CompensationFinished,
@@ -26,7 +27,7 @@ from ._engine._events import (
     StepFinished,
     StepStarted,
 )
-from ._engine._run import CompensationRecord, Run, StepRecord
+from ._engine._run import CompensationRecord, Run, StepRecord, Waiting
 from ._outcome import Goto, error, goto, ok, parallel_ok, parallel_result, parallel_results
 from ._plan import END, Plan, Retry
 from ._running import (
@@ -41,6 +42,7 @@ from ._running import (
     start_workflow,
     stream_workflow,
 )
+from ._sending import asend_event, send_event
 from ._worker import Worker
 from ._workflow import Workflow, workflow
 from .errors import (
@@ -91,6 +93,7 @@ __all__ = [
     "Store",
     "UnwrapError",
     "UsageError",
+    "Waiting",
     "Worker",
     "Workflow",
     "WorkflowFailed",
@@ -98,6 +101,7 @@ __all__ = [
     "aresume_runs",
     "arun_many",
     "arun_workflow",
+    "asend_event",
     "astart_workflow",
     "error",
     "get_workflow",
@@ -111,13 +115,17 @@ __all__ = [
     "resume_runs",
     "run_many",
     "run_workflow",
+    "send_event",
     "sequence",
+    "sleep_for",
+    "sleep_until",
     "start_workflow",
     "step",
     "stream_workflow",
     "to_dot",
     "to_json",
     "to_mermaid",
+    "wait_for_event",
     "workflow",
     "workflows",
 ]

@@ -34,8 +34,10 @@ __all__ = [
     "ParallelNode",
     "Plan",
     "Retry",
+    "Schedule",
     "SequenceNode",
     "StepNode",
+    "WaitNode",
     "Where",
     "is_async_callable",
     "replace_steps",
@@ -182,7 +184,48 @@ class ParallelNode:
     """False for a block without ``name=`` (named ``parallel#n``: the n-th block)."""
 
 
-Node: TypeAlias = StepNode | SequenceNode | ParallelNode
+@attrs.frozen(eq=False)
+class WaitNode:
+    """A compiled wait: ``sleep_for``, ``sleep_until`` or ``wait_for_event``.
+
+    `kind` is ``"sleep"`` or ``"wait"`` (an event). How long: `seconds` (a
+    fixed sleep_for), `until` (a fixed sleep_until, epoch seconds), or `fn`
+    (``fn(ctx)`` returns the seconds or the aware datetime), for an event its
+    `timeout` (None: no timeout). `on_timeout` routes a timed-out event wait
+    (None: the run fails, as a failing step does).
+    """
+
+    name: str
+    key: str
+    kind: str
+    how: str
+    """``"sleep_for"``, ``"sleep_until"`` or ``"event"``."""
+    seconds: float | None
+    until: float | None
+    fn: Callable[..., Any] | None
+    event: str | None
+    timeout: float | None
+    on_timeout: str | End | None
+    where: Where
+    top_index: int
+
+
+Node: TypeAlias = StepNode | SequenceNode | ParallelNode | WaitNode
+
+CatchUp: TypeAlias = Literal["latest", "all", "none"]
+CATCH_UPS: Final = ("latest", "all", "none")
+
+
+@attrs.frozen
+class Schedule:
+    """``@workflow(schedule=...)``: when workers start runs of the workflow on their own."""
+
+    cron: str
+    """A cron expression (five fields, or six with seconds), checked with croniter."""
+    timezone: str
+    """The IANA time zone the expression is read in (``"UTC"``, ``"Europe/Paris"``)."""
+    catch_up: CatchUp
+    """Ticks missed while no worker ran: ``"latest"`` (the most recent once), ``"all"``, ``"none"``."""
 
 
 @attrs.frozen(eq=False)
@@ -198,6 +241,10 @@ class Plan:
     """goto target table: top-level step name -> index in `nodes`."""
     steps: Mapping[str, StepNode]
     """Every step of the workflow, by name, in declaration order."""
+    waits: Mapping[str, WaitNode] = attrs.field(factory=dict, kw_only=True)
+    """Every wait of the workflow, by name, in declaration order."""
+    schedule: Schedule | None = attrs.field(default=None, kw_only=True)
+    """When workers start runs on their own (``@workflow(schedule=...)``), else None."""
     timeout: float | None
     max_transitions: int
     shape: tuple[str, ...]
@@ -246,6 +293,8 @@ def replace_steps(
             else:
                 mode = ASYNC if is_async_callable(fn) else SYNC
             return attrs.evolve(node, fn=fn, mode=mode)
+        if isinstance(node, WaitNode):
+            return node
         return attrs.evolve(node, children=tuple(swap(c) for c in node.children))
 
     nodes = tuple(swap(n) for n in plan.nodes)
@@ -254,7 +303,7 @@ def replace_steps(
     def collect(node: Node) -> None:
         if isinstance(node, StepNode):
             steps[node.name] = node
-        else:
+        elif not isinstance(node, WaitNode):
             for child in node.children:
                 collect(child)
 

@@ -10,7 +10,6 @@ the built-in process pool), and, for a durable run, the store
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ._checks import count_problem, require, seconds_problem
 from ._define import _registry
 from ._define._queues import DEFAULT_QUEUE, Queue
+from ._engine._clock import clock
 from ._engine._events import (
     Event,
     Listener,
@@ -440,7 +440,7 @@ async def astart_workflow(
         msg = "start_workflow() needs store=: a queued run lives in a store, e.g. store='sqlite:///runs.db'"
         raise UsageError(msg)
     header = run_header(planned(wf.plan), data, rid)
-    ticket = Ticket(name, priority, time.time() + (delay or 0.0))
+    ticket = Ticket(name, priority, clock().now() + (delay or 0.0))
     opened, owned = open_store(store)
     try:
         found = await opened.enqueue(header, ticket)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as _dt
 import logging
 import signal
 import threading
@@ -28,14 +29,16 @@ from typing import Any
 
 from ._checks import count_problem, require, seconds_problem
 from ._define import _registry
-from ._define._queues import Queue, declared_queues
+from ._define._queues import DEFAULT_QUEUE, Queue, declared_queues
+from ._define._schedules import due_ticks, next_tick, tick_run_id
+from ._engine._clock import clock
 from ._engine._options import no_running_loop, planned, run_listeners
 from ._engine._run import Run
 from .errors import StoreError, UsageError, WorkflowNotFound
 from .executors._builtin import with_builtins
 from .stores import open_store
-from .stores._journal import RunJournal, run_claimed
-from .stores._protocol import ClaimRequest, Opened, QueueLimits, Store
+from .stores._journal import RunJournal, run_claimed, run_header
+from .stores._protocol import ClaimRequest, Opened, QueueLimits, Store, Ticket
 
 __all__ = ["Worker"]
 
@@ -52,6 +55,13 @@ class Worker:
     ``grace`` is how long `stop` lets running runs finish before handing them
     back. ``poll`` bounds how long the worker waits between looks at the store
     when nothing wakes it (a delayed run's time comes, a lease expires).
+
+    A run whose waits (`wait_for_event`, `sleep_for`, ...) have lasted
+    ``park_after`` seconds with nothing else of it running is **parked**: it
+    holds no slot and no lease until an event or a deadline wakes it, and is
+    then claimed again like a queued run (by any worker). The workers also
+    start the runs of scheduled workflows (``@workflow(schedule=...)``), one
+    per tick, into the "default" queue.
     """
 
     def __init__(
@@ -63,10 +73,12 @@ class Worker:
         concurrency: int = 10,
         grace: float = 30.0,
         poll: float = 1.0,
+        park_after: float = 1.0,
     ) -> None:
         require(count_problem(concurrency, "concurrency="))
         require(seconds_problem(grace, "grace=", optional=False, zero=True))
         require(seconds_problem(poll, "poll=", optional=False))
+        require(seconds_problem(park_after, "park_after=", optional=False, zero=True))
         if isinstance(modules, str):
             msg = f"modules= takes a list of modules or files, got the string {modules!r}; write modules=[{modules!r}]"
             raise UsageError(msg)
@@ -76,6 +88,7 @@ class Worker:
         self.concurrency = concurrency
         self.grace = float(grace)
         self.poll = float(poll)
+        self.park_after = float(park_after)
         self._stopping = threading.Event()
         self._wake: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
@@ -139,20 +152,23 @@ class Worker:
         if limits:
             await store.declare_queues(limits)
         active: dict[asyncio.Task[Run | None], RunJournal] = {}
+        ticker = _Ticker(store)
         try:
             while not self._stopping.is_set():
+                await ticker.tick()
                 free = self.concurrency - len(active)
                 claimed: list[Opened] = []
                 if free > 0 and known:
+                    request = ClaimRequest(free, known, self.queues, now=clock().now())
                     try:
-                        claimed = await store.claim(ClaimRequest(free, known, self.queues))
+                        claimed = await store.claim(request)
                     except StoreError as exc:  # the database is away: try again after a poll
                         _log.warning("could not claim runs: %s", exc)
                 for opened in claimed:
                     self._start(store, opened, active, kick)
                 if claimed and len(active) < self.concurrency:
                     continue  # there may be more work waiting: look again at once
-                await self._wait(store, kick)
+                await self._wait(store, kick, ticker.wait(self.poll))
         finally:
             await self._drain(active)
 
@@ -166,6 +182,7 @@ class Worker:
         assert opened.claim is not None
         plan = planned(_registry.get_workflow(opened.workflow).plan)
         journal = RunJournal(store, plan, opened.claim, opened.attempts)
+        journal.park_after = self.park_after
         task = asyncio.create_task(self._execute(store, plan, opened, journal))
         active[task] = journal
 
@@ -196,11 +213,11 @@ class Worker:
             _log.exception("run %r raised in this worker (not a failed step)", opened.run_id)
         return None
 
-    async def _wait(self, store: Store, kick: asyncio.Event) -> None:
+    async def _wait(self, store: Store, kick: asyncio.Event, timeout: float) -> None:
         """Until a slot frees up, the worker is stopped, or the store may have work."""
         kick.clear()
         kicked = asyncio.ensure_future(kick.wait())
-        work = asyncio.ensure_future(store.wait_for_work(self.poll))
+        work = asyncio.ensure_future(store.wait_for_work(timeout))
         try:
             await asyncio.wait({kicked, work}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -222,6 +239,47 @@ class Worker:
         if pending:
             _log.info("handing %d runs back to the store for other workers", len(pending))
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+class _Ticker:
+    """Starts the runs of the registered scheduled workflows, one per tick (see `_schedules`)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.due: dict[str, float] = {}  # workflow -> when its next tick comes
+        self.schedules = {
+            name: wf.plan.schedule
+            for name, wf in _registry.workflows().items()
+            if wf.plan.schedule is not None
+        }
+
+    def wait(self, poll: float) -> float:
+        """How long the worker may wait for work before the next tick (at most `poll`)."""
+        if not self.due:
+            return poll
+        return max(0.0, min(poll, min(self.due.values()) - clock().now()))
+
+    async def tick(self) -> None:
+        now = clock().now()
+        for name, schedule in self.schedules.items():
+            if now < self.due.get(name, now):
+                continue
+            try:
+                previous = await self.store.observe_schedule(name, now)
+                for tick in due_ticks(schedule, previous, now):
+                    await self.start(name, tick)
+            except StoreError as exc:  # the database is away: the next look catches up
+                _log.warning("could not start the scheduled runs of %r: %s", name, exc)
+                continue
+            self.due[name] = next_tick(schedule, now)
+
+    async def start(self, name: str, tick: _dt.datetime) -> None:
+        plan = planned(_registry.get_workflow(name).plan)
+        run_id = tick_run_id(name, tick)
+        header = run_header(plan, {"scheduled_at": tick}, run_id)
+        opened = await self.store.enqueue(header, Ticket(DEFAULT_QUEUE, 0, clock().now()))
+        if opened.new:
+            _log.info("scheduled run %r of %r queued", run_id, name)
 
 
 def _queue_name(queue: object) -> str:

@@ -8,7 +8,7 @@ the body (`_define`) and registers the result; the object runs itself
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from ._define._dsl import DEFAULT_MAX_TRANSITIONS, record_workflow
 from ._define._registry import register
@@ -87,6 +87,9 @@ def workflow(
     timeout: float | None = None,
     max_transitions: int = DEFAULT_MAX_TRANSITIONS,
     executor: str | None = None,
+    schedule: str | None = None,
+    timezone: str | None = None,
+    catch_up: Literal["latest", "all", "none"] | None = None,
 ) -> Callable[[Callable[[], object]], Workflow]: ...
 def workflow(
     fn_or_name: Callable[[], object] | str | None = None,
@@ -96,6 +99,9 @@ def workflow(
     max_transitions: int = DEFAULT_MAX_TRANSITIONS,
     name: str | None = None,
     executor: str | None = None,
+    schedule: str | None = None,
+    timezone: str | None = None,
+    catch_up: Literal["latest", "all", "none"] | None = None,
 ) -> Workflow | Callable[[Callable[[], object]], Workflow]:
     """Declare a workflow: the body is run once, now, to record its steps.
 
@@ -105,16 +111,23 @@ def workflow(
     ``@step(executor="inline")`` keeps one on the event loop). The returned
     `Workflow` is registered under its name and can be run with
     ``run_workflow(name, input)`` or ``wf.run(input)``.
+
+    ``schedule="0 2 * * *"`` makes workers start a run at every tick of the
+    cron expression, read in ``timezone`` (default ``"UTC"``), with the input
+    ``{"scheduled_at": tick}`` and the run id ``"{name}@{tick.isoformat()}"``;
+    ``catch_up`` says which ticks missed while no worker ran still run:
+    ``"latest"`` (the default: the most recent, once), ``"all"`` or ``"none"``.
     """
+    timing = (schedule, timezone, catch_up)
     if callable(fn_or_name):
-        return _define(fn_or_name, name, timeout, max_transitions, executor)
+        return _define(fn_or_name, name, timeout, max_transitions, executor, timing)
     if fn_or_name is not None and not isinstance(fn_or_name, str):
         msg = f"@workflow takes a name string, got {fn_or_name!r}; write @workflow('my_flow')"
         raise DefinitionError(msg)
     chosen = fn_or_name if fn_or_name is not None else name
 
     def decorate(body: Callable[[], object]) -> Workflow:
-        return _define(body, chosen, timeout, max_transitions, executor)
+        return _define(body, chosen, timeout, max_transitions, executor, timing)
 
     return decorate
 
@@ -125,7 +138,8 @@ def _define(
     timeout: object,
     max_transitions: object,
     executor: object,
+    timing: tuple[object, object, object],
 ) -> Workflow:
-    workflow = Workflow(record_workflow(body, name, timeout, max_transitions, executor))
+    workflow = Workflow(record_workflow(body, name, timeout, max_transitions, executor, timing))
     register(workflow)
     return workflow

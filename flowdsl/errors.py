@@ -6,6 +6,7 @@ builtin mixin where one makes ``except`` clauses read naturally::
     FlowError
      ├── DefinitionError (TypeError)       a workflow definition is invalid (import time)
      ├── WorkflowNotFound (LookupError)    no workflow registered under a name
+     ├── RunNotFound (LookupError)         no run with that id (in the store, or in this process)
      ├── KeyNotFound (KeyError)            a branch's result or a graph node that is not there
      ├── UsageError (TypeError)            a call given the wrong kind of thing (input, option)
      ├── InvalidArgument (ValueError)      a call given a value out of range (gather(limit=0))
@@ -42,6 +43,7 @@ __all__ = [
     "KeyNotFound",
     "ResultTimeout",
     "RunError",
+    "RunNotFound",
     "RunningLoopError",
     "SerializationError",
     "StoreError",
@@ -64,6 +66,10 @@ class DefinitionError(FlowError, TypeError):
 
 class WorkflowNotFound(FlowError, LookupError):
     """No workflow is registered under the requested name."""
+
+
+class RunNotFound(FlowError, LookupError):
+    """No run has the id asked for: not in the store, or not executing in this process."""
 
 
 class KeyNotFound(FlowError, KeyError):

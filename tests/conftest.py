@@ -7,9 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from stores import KITS, StoreKit
 
 from flowdsl import Store
+
+# Hypothesis's per-example deadline times examples, and a loaded CI machine makes it
+# fail at random; speed is measured in benchmarks/, never in a unit test.
+settings.register_profile("flowdsl", deadline=None)
+settings.load_profile("flowdsl")
 
 
 @pytest.fixture(scope="session")

@@ -61,7 +61,15 @@ ALLOWED_RAISES: dict[tuple[str, str, str], str] = {
     ("flowdsl._running", "aresume_runs", "ExceptionGroup"): "several runs' own errors",
 }
 # Internal control flow: raised and caught inside flowdsl, never seen by a caller.
-INTERNAL = {"Failed", "Unencodable", "Undecodable", "Unregistered", "_Bad", "_Failure"}
+INTERNAL = {
+    "Failed",
+    "Unencodable",
+    "Undecodable",
+    "Unregistered",
+    "_Bad",
+    "_BadDeadline",
+    "_Failure",
+}
 
 
 def _raises() -> list[tuple[str, str, str, int, object]]:

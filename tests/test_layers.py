@@ -41,6 +41,7 @@ LAYERS = {
         "flowdsl",
         "flowdsl.__main__",
         "flowdsl._running",
+        "flowdsl._sending",
         "flowdsl._workflow",
         "flowdsl._worker",
         "flowdsl.cli",

@@ -808,9 +808,15 @@ def test_events_and_fakes_are_exported() -> None:
     """flowdsl.testing's public names."""
     import flowdsl.testing
 
-    assert ["Events", "Fake", "capture_events", "check_reducer", "override_steps"] == sorted(
-        flowdsl.testing.__all__
-    )
+    assert [
+        "Events",
+        "Fake",
+        "FakeClock",
+        "capture_events",
+        "check_reducer",
+        "fake_clock",
+        "override_steps",
+    ] == sorted(flowdsl.testing.__all__)
     assert issubclass(Events, list)
 
 

@@ -12,6 +12,7 @@ workflow body).
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import inspect
 
@@ -34,19 +35,41 @@ from .._plan import (
     ParallelNode,
     Plan,
     Retry,
+    Schedule,
     SequenceNode,
     StepNode,
+    WaitNode,
     Where,
     is_async_callable,
 )
 from ..errors import DefinitionError
-from ._spec import NodeSpec, ParallelSpec, SequenceSpec, StepSpec, WorkflowSpec
+from ._schedules import schedule_problems
+from ._spec import NodeSpec, ParallelSpec, SequenceSpec, StepSpec, WaitSpec, WorkflowSpec
 
 __all__ = ["compile_workflow"]
 
 _ON_ERROR = ("fail_fast", "complete_all")
 _RESERVED_KEYS = ("__results__",)
 _EXECUTOR_HINT = "'inline', 'thread', 'process' or a name given in executors="
+
+
+def _schedule(spec: WorkflowSpec) -> tuple[Schedule | None, list[str]]:
+    """The workflow's `Schedule` (None without ``schedule=``), and what is wrong with it."""
+    if spec.schedule is None:
+        given = [
+            option
+            for option, value in (("timezone=", spec.timezone), ("catch_up=", spec.catch_up))
+            if value is not None
+        ]
+        if given:
+            return None, [f"{' and '.join(given)} only apply with schedule='<cron>'"]
+        return None, []
+    timezone = "UTC" if spec.timezone is None else spec.timezone
+    catch_up = "latest" if spec.catch_up is None else spec.catch_up
+    problems = schedule_problems(spec.schedule, timezone, catch_up)
+    if problems:
+        return None, problems
+    return Schedule(spec.schedule, timezone, catch_up), []  # type: ignore[arg-type]
 
 
 def _executor_problem(value: object) -> str | None:
@@ -66,7 +89,8 @@ class _PlanBuilder:
         self.blocks: dict[str, Where] = {}
         self.shape: list[str] = []
         self.top_steps: dict[str, int] = {}
-        self.routes: list[tuple[StepSpec, str]] = []
+        self.routes: list[tuple[str, Where, str]] = []  # (what declares it, where, target)
+        self.waits: dict[str, WaitNode] = {}
         self.parallels = 0  # parallel blocks lowered so far (naming the unnamed ones)
 
     # -- errors --------------------------------------------------------------------------
@@ -91,7 +115,8 @@ class _PlanBuilder:
         if not isinstance(spec.name, str) or not spec.name:
             msg = f"{spec.where}: a workflow name must be a non-empty string, got {spec.name!r}"
             raise DefinitionError(msg)
-        problems = [
+        schedule, problems = _schedule(spec)
+        problems += [
             p
             for p in (
                 seconds_problem(spec.timeout, "timeout"),
@@ -109,8 +134,8 @@ class _PlanBuilder:
         if problems:
             raise self.fail("", spec.where, problems)
         nodes = self.lower_sequence(spec.children, path="", top=True)
-        for step_spec, target in self.routes:
-            self.check_route(step_spec, target)
+        for what, where, target in self.routes:
+            self.check_route(what, where, target)
         shape = tuple(self.shape)
         timeout = spec.timeout
         return Plan(
@@ -120,6 +145,8 @@ class _PlanBuilder:
             nodes=nodes,
             targets=dict(self.top_steps),
             steps=dict(self.steps),
+            waits=dict(self.waits),
+            schedule=schedule,
             timeout=float(timeout) if timeout is not None else None,  # type: ignore[arg-type]
             max_transitions=spec.max_transitions,  # type: ignore[arg-type]
             shape=shape,
@@ -141,6 +168,8 @@ class _PlanBuilder:
                 self.lower_sequence(child.children, path, top, out)
             elif isinstance(child, StepSpec):
                 out.append(self.lower_step(child, path, len(out) if top else -1))
+            elif isinstance(child, WaitSpec):
+                out.append(self.lower_wait(child, path, len(out) if top else -1))
             else:
                 out.append(self.lower_parallel(child, path, len(out) if top else -1))
         return tuple(out)
@@ -158,6 +187,8 @@ class _PlanBuilder:
             )
         if isinstance(child, StepSpec):
             return self.lower_step(child, path, -1)
+        if isinstance(child, WaitSpec):
+            return self.lower_wait(child, path, -1)
         return self.lower_parallel(child, path, -1)
 
     def check_sequence(self, spec: SequenceSpec) -> None:
@@ -187,7 +218,11 @@ class _PlanBuilder:
         problems.extend(self.option_problems(spec))
         if problems:
             raise self.fail(what, spec.where, problems)
-        self.routes.extend((spec, target) for target in spec.routes if isinstance(target, str))
+        self.routes.extend(
+            (f"step {name!r}", spec.where, target)
+            for target in spec.routes
+            if isinstance(target, str)
+        )
         key = spec.key
         node = StepNode(
             name=name,
@@ -223,6 +258,11 @@ class _PlanBuilder:
         if name in self.blocks:
             problems.append(
                 f"a block is already named {name!r} (at {self.blocks[name]}); rename one of them"
+            )
+        if name in self.waits:
+            problems.append(
+                f"a wait is already named {name!r} (at {self.waits[name].where}); rename one "
+                f"of them"
             )
         returns_problem = name_problem(spec.returns, "returns=", optional=True)
         if returns_problem is not None:
@@ -306,6 +346,109 @@ class _PlanBuilder:
             return REMOTE, executor, problems
         return (ASYNC if is_async else SYNC), None, problems
 
+    # -- waits ---------------------------------------------------------------------------
+
+    def lower_wait(self, spec: WaitSpec, path: str, top_index: int) -> WaitNode:
+        how = spec.how
+        if spec.name is not None:
+            name: object = spec.name
+        elif how == "event":
+            name = spec.value
+        else:  # by line: name= keeps a long sleep's name when the file is edited above it
+            name = f"{how}@{spec.where.line}"
+        call = "wait_for_event" if how == "event" else how
+        if not isinstance(name, str) or not name:
+            raise self.fail(
+                call, spec.where, f"the wait's name must be a non-empty string, got {name!r}"
+            )
+        what = f"wait {name!r}"
+        problems: list[str] = []
+        if name in self.step_specs or name in self.blocks or name in self.waits:
+            other = (
+                self.step_specs[name].where
+                if name in self.step_specs
+                else self.blocks.get(name) or self.waits[name].where
+            )
+            twice = " (two waits for one event need name=)" if how == "event" else ""
+            problems.append(f"duplicate name {name!r}, also used at {other}{twice}")
+        seconds: float | None = None
+        until: float | None = None
+        fn = spec.value if callable(spec.value) and how != "event" else None
+        if how == "sleep_for" and fn is None:
+            bad = seconds_problem(spec.value, "sleep_for()'s seconds", optional=False, zero=True)
+            if bad is None:
+                seconds = float(spec.value)  # type: ignore[arg-type]
+            else:
+                problems.append(f"{bad}, or a function of the context returning them")
+        elif how == "sleep_until" and fn is None:
+            if isinstance(spec.value, _dt.datetime) and spec.value.utcoffset() is not None:
+                until = spec.value.timestamp()
+            elif isinstance(spec.value, _dt.datetime):
+                problems.append(
+                    f"sleep_until() needs a time-zone-aware datetime, got the naive "
+                    f"{spec.value!r}; write datetime(..., tzinfo=timezone.utc)"
+                )
+            else:
+                problems.append(
+                    f"sleep_until() takes an aware datetime, or a function of the context "
+                    f"returning one, got {spec.value!r}"
+                )
+        if fn is not None:
+            arity = arity_problem(fn, 1, f"{call}'s function(ctx)")
+            if arity is not None:
+                problems.append(arity)
+        key = name
+        if how == "event":
+            if not isinstance(spec.value, str) or not spec.value:
+                problems.append(f"the event must be a non-empty string, got {spec.value!r}")
+            returns = name_problem(spec.returns, "returns=", optional=True)
+            if returns is not None:
+                problems.append(returns)
+            elif spec.returns is not None:
+                key = spec.returns  # type: ignore[assignment]
+            timeout = seconds_problem(spec.timeout, "timeout=")
+            if timeout is not None:
+                problems.append(timeout)
+            target = spec.on_timeout
+            if target is not None and not isinstance(target, str | End):
+                problems.append(f"on_timeout= takes a step name, END or None, got {target!r}")
+            elif target is not None and top_index < 0:
+                problems.append(
+                    f"on_timeout={target!r} is only for a top-level wait: inside a parallel "
+                    f"branch a wait cannot route (a goto in a branch is an error); leave it "
+                    f"None, so a timeout fails the branch"
+                )
+            elif target is not None and spec.timeout is None:
+                problems.append("on_timeout= needs timeout=: without one the wait never times out")
+        if key in self.keys or key in _RESERVED_KEYS:
+            holder = self.keys.get(key, "parallel results")
+            problems.append(f"duplicate result key {key!r}: {holder!r} stores its value there")
+        if problems:
+            raise self.fail(what, spec.where, problems)
+        if how == "event" and isinstance(spec.on_timeout, str):
+            self.routes.append((what, spec.where, spec.on_timeout))
+        node = WaitNode(
+            name=name,
+            key=key,
+            kind="wait" if how == "event" else "sleep",
+            how=how,
+            seconds=seconds,
+            until=until,
+            fn=fn,
+            event=spec.value if how == "event" else None,  # type: ignore[arg-type]
+            timeout=float(spec.timeout) if spec.timeout is not None else None,  # type: ignore[arg-type]
+            on_timeout=spec.on_timeout,  # type: ignore[arg-type]
+            where=spec.where,
+            top_index=top_index,
+        )
+        self.waits[name] = node
+        if how == "event":
+            self.keys[key] = name
+        if top_index >= 0:
+            self.top_steps[name] = top_index
+        self.shape.append(f"wait {path}{name} {how} -> {key}")
+        return node
+
     # -- blocks --------------------------------------------------------------------------
 
     def lower_parallel(self, spec: ParallelSpec, path: str, top_index: int) -> ParallelNode:
@@ -374,6 +517,13 @@ class _PlanBuilder:
                 where,
                 f"duplicate block name; another block is named {name!r} at {self.blocks[name]}",
             )
+        if name in self.waits:
+            raise self.fail(
+                f"{kind} {name!r}",
+                where,
+                f"a wait is already named {name!r} (at {self.waits[name].where}); rename one "
+                f"of them",
+            )
         if name in self.step_specs:
             raise self.fail(
                 f"{kind} {name!r}",
@@ -383,7 +533,7 @@ class _PlanBuilder:
             )
         self.blocks[name] = where  # type: ignore[index]
 
-    def check_route(self, spec: StepSpec, target: str) -> None:
+    def check_route(self, what: str, where: Where, target: str) -> None:
         if target in self.top_steps:
             return
         known = ", ".join(repr(n) for n in self.top_steps)
@@ -396,7 +546,7 @@ class _PlanBuilder:
             problem = (
                 f"declared route {target!r} is not a step of this workflow; known steps: {known}"
             )
-        raise self.fail(f"step {spec.name!r}", spec.where, problem)
+        raise self.fail(what, where, problem)
 
 
 def compile_workflow(spec: WorkflowSpec) -> Plan:

@@ -53,8 +53,12 @@ def record_workflow(
     timeout: object,
     max_transitions: object,
     executor: object = None,
+    schedule: tuple[object, object, object] = (None, None, None),
 ) -> Plan:
-    """Run a workflow body once to record its steps, then compile it (checking everything)."""
+    """Run a workflow body once to record its steps, then compile it (checking everything).
+
+    `schedule` is ``(cron, timezone, catch_up)`` as given to ``@workflow``.
+    """
     code = getattr(body, "__code__", None)
     where = (
         Where(code.co_filename, code.co_firstlineno) if code is not None else Where("<unknown>", 0)
@@ -79,6 +83,9 @@ def record_workflow(
         timeout=timeout,
         max_transitions=max_transitions,
         executor=executor,
+        schedule=schedule[0],
+        timezone=schedule[1],
+        catch_up=schedule[2],
         qualname=f"{getattr(body, '__module__', '?')}.{getattr(body, '__qualname__', wf_name)}",
         where=where,
     )

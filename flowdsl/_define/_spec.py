@@ -20,6 +20,7 @@ __all__ = [
     "ParallelSpec",
     "SequenceSpec",
     "StepSpec",
+    "WaitSpec",
     "WorkflowSpec",
 ]
 
@@ -70,7 +71,22 @@ class ParallelSpec:
     where: Where
 
 
-NodeSpec: TypeAlias = StepSpec | SequenceSpec | ParallelSpec
+@attrs.frozen(eq=False)
+class WaitSpec:
+    """``sleep_for``, ``sleep_until`` or ``wait_for_event`` as recorded: arguments as given."""
+
+    how: str
+    """``"sleep_for"``, ``"sleep_until"`` or ``"event"``."""
+    name: str | None
+    value: object
+    """The seconds, the datetime, or a function of the context returning one; the event name."""
+    returns: object
+    timeout: object
+    on_timeout: object
+    where: Where
+
+
+NodeSpec: TypeAlias = StepSpec | SequenceSpec | ParallelSpec | WaitSpec
 BlockSpec: TypeAlias = SequenceSpec | ParallelSpec
 
 
@@ -86,3 +102,6 @@ class WorkflowSpec:
     where: Where
     executor: object = None
     """Where steps without an ``executor=`` of their own run (``@workflow(executor=...)``)."""
+    schedule: object = None
+    timezone: object = None
+    catch_up: object = None

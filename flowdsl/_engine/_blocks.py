@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from .._outcome import Goto
-from .._plan import End, Node, ParallelNode, SequenceNode, StepNode
+from .._plan import End, Node, ParallelNode, SequenceNode, StepNode, WaitNode
 from ..errors import GotoError
 from ..result import Err, Ok
 from ._context import IMMUTABLE, Context, FrozenDict, Scope, freeze
@@ -61,13 +61,20 @@ async def run_parallel(run: _Execution, node: ParallelNode, scope: Scope) -> str
     tasks: list[asyncio.Task[object]] = policy.tasks if type(policy) is FailFast else []
     limit = asyncio.Semaphore(node.max_concurrency) if node.max_concurrency else None
     step = run.step
-    async with asyncio.TaskGroup() as group:
-        spawn = group.create_task
-        for child in node.children:
-            if limit is None and type(child) is StepNode:
-                tasks.append(spawn(step(child, scope, version, policy)))
-            else:
-                tasks.append(spawn(_branch(run, child, scope, version, policy, limit)))
+    parker = run.parker
+    if parker is not None:  # this thread pauses while its branches run (see _parking)
+        parker.threads_changed(-1)
+    try:
+        async with asyncio.TaskGroup() as group:
+            spawn = group.create_task
+            for child in node.children:
+                if limit is None and parker is None and type(child) is StepNode:
+                    tasks.append(spawn(step(child, scope, version, policy)))
+                else:
+                    tasks.append(spawn(_branch(run, child, scope, version, policy, limit)))
+    finally:
+        if parker is not None:
+            parker.threads_changed(1)
     if type(policy) is FailFast and policy.failure is not None:
         raise policy.failure  # the first failure: the siblings were cancelled and awaited
     raw = [task.result() for task in tasks]
@@ -147,29 +154,49 @@ async def _branch(
     policy: Policy,
     limit: asyncio.Semaphore | None,
 ) -> object:
-    """A branch that is a block, or any branch under max_concurrency: its Ok or Err."""
+    """A branch that is a block or a wait, any branch under max_concurrency or of a run that
+    may park: its Ok or Err."""
     try:
         if limit is None:
-            return await _branch_result(run, child, scope, version, policy)
+            return await _active(run, child, scope, version, policy)
         async with limit:
-            return await _branch_result(run, child, scope, version, policy)
+            return await _active(run, child, scope, version, policy)
     except Failed as failure:
         return policy.settle(failure)
     except (KeyboardInterrupt, SystemExit) as exc:  # a reducer's, nested in this branch
         run.interrupt(exc)
 
 
+async def _active(
+    run: _Execution, child: Node, scope: Scope, version: int, policy: Policy
+) -> Ok[Any] | Err[Any]:
+    """The branch, counted as an active thread of a run that may park while it runs."""
+    parker = run.parker
+    if parker is None:
+        return await _branch_result(run, child, scope, version, policy)
+    parker.threads_changed(1)
+    try:
+        return await _branch_result(run, child, scope, version, policy)
+    finally:
+        parker.threads_changed(-1)
+
+
 async def _branch_result(
     run: _Execution, child: Node, scope: Scope, version: int, policy: Policy
 ) -> Ok[Any] | Err[Any]:
     """Run one branch on the block's snapshot; its value for `results`, or raise Failed."""
-    if type(child) is StepNode:
-        return as_result(await run.step(child, scope, version, policy))
+    kind = type(child)
+    if kind is StepNode:
+        return as_result(await run.step(child, scope, version, policy))  # type: ignore[arg-type]
+    if kind is WaitNode:
+        return as_result(await run.wait(child, scope, version, policy))  # type: ignore[arg-type]
     own = Scope(scope, version)
-    nodes = child.children if type(child) is SequenceNode else (child,)
+    nodes = child.children if kind is SequenceNode else (child,)  # type: ignore[union-attr]
     for node in nodes:
         if type(node) is StepNode:
             route = run.apply(node.key, await run.step(node, own, own.version), own)
+        elif type(node) is WaitNode:
+            route = run.apply(node.key, await run.wait(node, own, own.version), own)
         else:
             route = await run_parallel(run, node, own)  # type: ignore[arg-type]
         if route is not None:

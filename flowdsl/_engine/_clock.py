@@ -11,6 +11,7 @@ runs in other threads follow the same fake time as the test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import threading
@@ -56,7 +57,9 @@ class FakeClock:
     def __init__(self, start: float | None = None) -> None:
         self._now = time.time() if start is None else float(start)
         self._lock = threading.Lock()
-        self._sleepers: list[tuple[float, int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._sleepers: list[
+            tuple[float, int, asyncio.AbstractEventLoop, asyncio.Future[None]]
+        ] = []
         self._order = itertools.count()
 
     def now(self) -> float:
@@ -77,10 +80,8 @@ class FakeClock:
             while self._sleepers and self._sleepers[0][0] <= self._now:
                 due.append(heapq.heappop(self._sleepers))
         for _, _, loop, future in due:
-            try:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(_wake, future)
-            except RuntimeError:  # that loop has closed: nobody waits any more
-                pass
 
     @property
     def sleepers(self) -> int:

@@ -21,21 +21,25 @@ The hot path is deliberate (docs/performance.md): the common attempt (an
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import inspect
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, Final, NoReturn
 
+import attrs
+
+from .._checks import seconds_problem
 from .._outcome import Goto
-from .._plan import AGEN, ASYNC, END, SYNC, THREAD, End, Node, Plan, StepNode
-from ..errors import ExecutorError, GotoError, TransitionLimitExceeded
+from .._plan import AGEN, ASYNC, END, SYNC, THREAD, End, Node, Plan, StepNode, WaitNode
+from ..errors import ExecutorError, GotoError, TransitionLimitExceeded, UsageError
 from ..result import Err, Ok
 from ._blocking import call_blocking, run_in_thread
-from ._clock import clock
 from ._blocks import branch_goto, run_parallel
+from ._clock import clock
 from ._compensation import compensate
-from ._context import Context, Scope
+from ._context import Context, FrozenDict, Scope, freeze
 from ._events import (
     Listener,
     RunFinished,
@@ -45,9 +49,11 @@ from ._events import (
     StepStarted,
     fan_out,
 )
+from ._mailbox import Inbox, executing
+from ._parking import Parker
 from ._policies import IN_SEQUENCE, Failed, Policy
-from ._run import CompensationRecord, Run, StepRecord
-from ._seams import STEP, AttemptHook, Entry, Invoker, Journal
+from ._run import CompensationRecord, Run, StepRecord, Waiting
+from ._seams import DUE, STEP, AttemptHook, Entry, Invoker, Journal
 
 __all__ = ["execute"]
 
@@ -64,6 +70,48 @@ def _retries(node: StepNode, attempt: int, exception: BaseException | None) -> b
         and attempt < retry.max_attempts
         and (exception is None or isinstance(exception, retry.retry_on))
     )
+
+
+class _BadDeadline(Exception):
+    """A wait's deadline could not be had: `reason` is the wait's failure."""
+
+    def __init__(self, reason: Exception) -> None:
+        self.reason = reason
+
+
+def _when(node: WaitNode, ctx: Context, now: float) -> float | None:
+    """When a wait first reached `now` ends (epoch seconds; None: an event without a timeout)."""
+    if node.how == "event":
+        return None if node.timeout is None else now + node.timeout
+    if node.how == "sleep_for":
+        seconds = node.seconds if node.fn is None else node.fn(ctx)
+        problem = seconds_problem(seconds, "sleep_for()'s function", optional=False, zero=True)
+        if problem is not None:
+            raise UsageError(f"wait {node.name!r}: {problem}")
+        return now + seconds  # type: ignore[operator]
+    return node.until if node.fn is None else _timestamp(node, node.fn(ctx))
+
+
+def _timestamp(node: WaitNode, when: object) -> float:
+    """What a sleep_until function returned, as epoch seconds (it must be an aware datetime)."""
+    if isinstance(when, _dt.datetime) and when.utcoffset() is not None:
+        return when.timestamp()
+    if isinstance(when, _dt.datetime):
+        msg = (
+            f"wait {node.name!r}: sleep_until()'s function returned the naive datetime "
+            f"{when!r}; return an aware one: datetime(..., tzinfo=timezone.utc)"
+        )
+    else:
+        msg = f"wait {node.name!r}: sleep_until()'s function must return an aware datetime, got {when!r}"
+    raise UsageError(msg)
+
+
+def _on_timeout(node: WaitNode) -> object:
+    """A timed-out event wait's outcome: a failure, or where ``on_timeout`` goes."""
+    if node.on_timeout is None:
+        msg = f"wait {node.name!r} for event {node.event!r} timed out after {node.timeout:g}s"
+        return Err(TimeoutError(msg))
+    return Goto(node.on_timeout)
 
 
 def _timeout_reason(node: StepNode) -> TimeoutError:
@@ -83,9 +131,13 @@ class _Execution:
         "executors",
         "expired",
         "hook",
+        "inbox",
         "interrupted",
         "journal",
         "limit",
+        "parked_visits",
+        "parker",
+        "parking",
         "plan",
         "records",
         "root",
@@ -116,6 +168,10 @@ class _Execution:
         self.executors = executors
         self.journal = journal
         self.hook = hook
+        self.inbox: Inbox | None = None  # events sent to a run without a store (see _mailbox)
+        self.parker: Parker | None = None  # a worker's run with waits (see start_parker)
+        self.parking: Waiting | None = None  # set when the run parks: what it waits for
+        self.parked_visits: tuple[tuple[str, int], ...] = ()  # and which visits of which waits
         self.records: list[StepRecord] = []
         self.compensable: list[tuple[StepNode, Scope, int, object, int]] = []
         self.visits: dict[str, int] = {}
@@ -146,6 +202,22 @@ class _Execution:
         self.clock = loop.time
         self.due = loop.time() + limit
         self.timer = loop.call_at(self.due, self.expire, True)
+
+    def start_parker(self) -> None:
+        """A run its journal can park (a worker's, with waits) gets a `Parker`."""
+        journal = self.journal
+        if journal is not None and self.plan.waits:
+            after = journal.park_after
+            if after is not None:
+                self.parker = Parker(after, self.park)
+
+    def park(self, waiting: Waiting, visits: tuple[tuple[str, int], ...]) -> None:
+        """Every thread of the run waits (see `Parker`): stop it here, to be parked by `execute`."""
+        if self.parking is None and self.interrupted is None and self.task is not None:
+            self.parking = waiting
+            self.parked_visits = visits
+            self.task.cancel()
+            self.task_cancels += 1
 
     def forget_cancels(self) -> None:
         """Take back the run task's cancellations `interrupt` asked for (they were delivered)."""
@@ -216,6 +288,8 @@ class _Execution:
             node = nodes[index]
             if type(node) is StepNode:
                 route = self.apply(node.key, await self.step(node, root, root.version), root)
+            elif type(node) is WaitNode:
+                route = self.apply(node.key, await self.wait(node, root, root.version), root)
             else:
                 route = await run_parallel(self, node, root)  # type: ignore[arg-type]
             if route is None:
@@ -472,6 +546,148 @@ class _Execution:
             return policy.settle(Failed(node.name, branch_goto(self.plan.name, node, done)))
         return done
 
+    # -- waits -------------------------------------------------------------------------------
+
+    async def wait(
+        self, node: WaitNode, scope: Scope, version: int, policy: Policy = IN_SEQUENCE
+    ) -> object:
+        """Run a wait to its outcome: ``Ok(None)`` after a sleep, ``Ok({key: payload})`` for an
+        event, or what its timeout says (a failure, or a goto); settled like a step's."""
+        name = node.name
+        self.current = name
+        visits = self.visits
+        visit = visits[name] = visits.get(name, 0) + 1
+        journal = self.journal
+        if journal is not None:
+            _, done = journal.replayed(STEP, name, visit)
+            if done is not None:
+                return await self.waited(node, visit, None, done, policy)
+        ctx = Context(scope, version, self.run_id, name, 1, visit)
+        emit = self.emit
+        if emit is not None:
+            emit(StepStarted(name, 1, run_id=self.run_id))
+        started = _perf()
+        parker = self.parker
+        token = object()  # this visit of the wait, told from others (branches, items) waiting
+        journaled = False
+        try:
+            try:
+                due = await self.deadline(node, ctx, visit)
+            except _BadDeadline as bad:  # fn(ctx) raised, or returned a bad deadline
+                outcome: object = Err(bad.reason)
+            else:
+                if parker is not None:
+                    parker.enter(token, name, visit, node.event, due)
+                if node.how == "event":
+                    got, payload = await self.receive(node, visit, due)
+                    if got:  # the journal took the event and recorded this outcome in one commit
+                        outcome = Ok(FrozenDict({node.key: freeze(payload)}))
+                        journaled = True
+                    else:
+                        outcome = _on_timeout(node)
+                else:
+                    if due is not None:
+                        await clock().sleep_until(due)
+                    outcome = _OK_NONE
+        except asyncio.CancelledError:
+            if self.parking is None:  # parking is no cancellation: the run goes on later
+                self.cancelled(name, 1, started)
+            raise
+        except (KeyboardInterrupt, SystemExit) as exc:
+            self.cancelled(name, 1, started)
+            self.interrupt(exc)
+        finally:
+            if parker is not None:
+                parker.leave(token)
+        return await self.waited(node, visit, started, outcome, policy, journaled)
+
+    async def deadline(self, node: WaitNode, ctx: Context, visit: int) -> float | None:
+        """When the wait ends (epoch seconds; None: an event without a timeout).
+
+        A durable run journals it when the wait is first reached, so a resumed
+        run waits only what remains.
+        """
+        journal = self.journal
+        if journal is not None:
+            _, recorded = journal.replayed(DUE, node.name, visit)
+            if recorded is not None:
+                return recorded.value  # type: ignore[attr-defined, no-any-return]
+        now = clock().now()
+        try:
+            due = _when(node, ctx, now)
+        except Exception as exc:  # the wait's own failure, as a step's raised exception is
+            raise _BadDeadline(exc) from None
+        if journal is not None:
+            await journal.record(
+                Entry(
+                    kind=DUE,
+                    name=node.name,
+                    visit=visit,
+                    attempt=1,
+                    outcome=Ok(due),
+                    failed=False,
+                    retrying=False,
+                    started=now,
+                    duration=0.0,
+                )
+            )
+        return due
+
+    async def receive(self, node: WaitNode, visit: int, due: float | None) -> tuple[bool, object]:
+        """The event's payload: from the journal's store (durable), else this process's inbox."""
+        event: str = node.event  # type: ignore[assignment]
+        if self.journal is not None:
+            return await self.journal.receive(node.name, visit, node.key, event, due)
+        assert self.inbox is not None  # made by execute for a run with waits
+        return await self.inbox.receive(event, clock().sleep_until, due)
+
+    async def waited(
+        self,
+        node: WaitNode,
+        visit: int,
+        started: float | None,
+        outcome: object,
+        policy: Policy,
+        journaled: bool = False,
+    ) -> object:
+        """Record a finished wait (an attempt of its own) and settle it like a step's outcome.
+
+        `started` is None for a wait replayed from the journal (recorded already).
+        """
+        name = node.name
+        failed = type(outcome) is Err
+        if started is not None:
+            duration = _perf() - started
+            if self.journal is not None and not journaled:
+                outcome = await self.journal.record(
+                    Entry(
+                        kind=STEP,
+                        name=name,
+                        visit=visit,
+                        attempt=1,
+                        outcome=outcome,
+                        failed=failed,
+                        retrying=False,
+                        started=self.wall(started),
+                        duration=duration,
+                    )
+                )
+                failed = type(outcome) is Err
+            reason = outcome.error if failed else None  # type: ignore[attr-defined]
+            status = "failed" if failed else "succeeded"
+            self.records.append(
+                _new_record(
+                    StepRecord, (name, 1, status, self.wall(started), duration, reason, visit)
+                )
+            )
+            if self.emit is not None:
+                self.emit(StepFinished(name, status, duration, error=reason, run_id=self.run_id))
+        if failed:
+            return policy.settle(Failed(name, outcome.error))  # type: ignore[attr-defined]
+        if policy.branch and type(outcome) is Goto:
+            return policy.settle(Failed(name, branch_goto(self.plan.name, node, outcome)))
+        return outcome
+
     # -- the attempt's body ----------------------------------------------------------------
 
     def invoke(self, node: StepNode, ctx: Context) -> Awaitable[object]:
@@ -603,13 +819,21 @@ async def execute(
     if emit is not None:
         emit(RunStarted(plan.name, run_id=run_id, resumed=resumed))
     state.start_clock(timeout if timeout is not None else plan.timeout)
+    state.start_parker()
     error: object = None
     failed_step: str | None = None
+    mailbox = None
+    if plan.waits and journal is None:  # send_event(run_id, ...) reaches it in this process
+        state.inbox = Inbox(run_id)
+        mailbox = executing(run_id, state.inbox)
+        mailbox.__enter__()
     try:
         await state.main()
     except Failed as failure:
         error, failed_step = failure.reason, failure.step
     except asyncio.CancelledError as cancel:
+        if state.parking is not None:
+            return await _parked(state, state.parking, cancel)
         if not state.timed_out():
             await _stopped(state, state.finish("cancelled"), cancel)
         failed_step = state.current
@@ -620,6 +844,10 @@ async def execute(
     finally:
         if state.timer is not None:
             state.timer.cancel()
+        if state.parker is not None:
+            state.parker.close()
+        if mailbox is not None:
+            mailbox.__exit__()
     if failed_step is None and error is None:
         run = state.finish("completed")
     else:
@@ -630,6 +858,22 @@ async def execute(
         run = state.finish("failed", error, failed_step, compensations)
     await _report(run, state.emit, state.journal)
     return run
+
+
+async def _parked(state: _Execution, waiting: Waiting, cancel: asyncio.CancelledError) -> Run:
+    """Every thread of the run waited long enough: give it up as "waiting" (see `Parker`).
+
+    No step was in flight. A cancel of the caller's that came meanwhile is
+    raised once the run is parked.
+    """
+    state.forget_cancels()
+    task = state.task
+    journal = state.journal
+    assert journal is not None
+    await journal.park(waiting, state.parked_visits)
+    if task is not None and task.cancelling():
+        raise cancel
+    return attrs.evolve(state.finish("waiting"), waiting=waiting)
 
 
 async def _stopped(state: _Execution, run: Run, cancel: asyncio.CancelledError) -> NoReturn:

@@ -11,7 +11,7 @@ import attrs
 from ..errors import WorkflowFailed
 from ..result import Err, Ok
 
-__all__ = ["CompensationRecord", "Run", "RunStatus", "StepRecord"]
+__all__ = ["CompensationRecord", "Run", "RunStatus", "StepRecord", "Waiting"]
 
 RunStatus: TypeAlias = Literal["queued", "running", "waiting", "completed", "failed", "cancelled"]
 
@@ -48,6 +48,18 @@ class CompensationRecord(NamedTuple):
     """Why a failed compensation failed; None on success."""
 
 
+@attrs.frozen
+class Waiting:
+    """What a parked run waits for (`Run.waiting`): its waits, their events, until when."""
+
+    waits: tuple[str, ...]
+    """The names of the waits the run is in (several, in parallel branches)."""
+    events: tuple[str, ...] = ()
+    """The events they wait for; the first to arrive wakes the run."""
+    until: float | None = None
+    """When the earliest deadline passes (epoch seconds); None: only an event wakes it."""
+
+
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -56,8 +68,9 @@ class Run:
     """A run of a workflow: its status, output and the record of every attempt.
 
     Run calls return it once the run has ended; ``status`` is then
-    "completed", "failed" or "cancelled" ("running" is only seen on an
-    unfinished run read from a durable store).
+    "completed", "failed" or "cancelled". An unfinished run read from a
+    durable store is "queued", "running" or "waiting" (parked by a worker
+    until an event or a deadline wakes it, see `waiting`).
     """
 
     run_id: str
@@ -65,7 +78,8 @@ class Run:
     workflow: str
     """The workflow's registered name."""
     status: RunStatus
-    """"completed", "failed", "cancelled" (from outside), or "running" (an unfinished stored run)."""
+    """"completed", "failed", "cancelled" (from outside); a stored unfinished run's "queued",
+    "running" or "waiting"."""
     output: Mapping[str, Any] = _EMPTY
     """The final context (input merged with every step's output), read-only."""
     error: Any = None
@@ -86,6 +100,8 @@ class Run:
     """When the owner's lease on an unfinished stored run runs out (epoch seconds), else None."""
     fingerprint: str = ""
     """The fingerprint of the definition the run was started with (its shape's hash)."""
+    waiting: Waiting | None = None
+    """What a parked run (status "waiting") waits for and until when, else None."""
 
     def __repr__(self) -> str:
         # Short on purpose: asyncio reprs a task's result in places (3.11's Runner.run

@@ -20,9 +20,10 @@ import attrs
 if TYPE_CHECKING:
     from .._plan import StepNode
     from ._context import Context
-    from ._run import CompensationRecord, Run
+    from ._run import CompensationRecord, Run, Waiting
 
 __all__ = [
+    "DUE",
     "REDUCE",
     "STEP",
     "UNDO",
@@ -39,6 +40,8 @@ REDUCE: Final = "reduce"
 """`Entry.kind` of a parallel block's ``into=`` reducer outcome."""
 UNDO: Final = "undo"
 """`Entry.kind` of a finished compensation (its outcome is ``Ok(None)`` or ``Err(reason)``)."""
+DUE: Final = "due"
+"""`Entry.kind` of a wait's deadline, journaled when the wait is first reached (``Ok(when)``)."""
 
 
 class Invoker(Protocol):
@@ -99,6 +102,29 @@ class Journal(Protocol):
 
     async def finish(self, run: Run) -> None:
         """Record the run's final status (written even if the caller is cancelled meanwhile)."""
+        ...
+
+    async def receive(
+        self, name: str, visit: int, key: str, event: str, due: float | None
+    ) -> tuple[bool, object]:
+        """Wait for `event` until `due`: ``(True, payload)`` once one is taken, else ``(False, None)``.
+
+        Taking the event and journaling the wait's outcome (``Ok({key: payload})``)
+        is one commit, so each event is delivered to exactly one visit of a wait.
+        """
+        ...
+
+    @property
+    def park_after(self) -> float | None:
+        """Seconds a run may wait with nothing else running before it is parked (None: never)."""
+        ...
+
+    async def park(self, waiting: Waiting, visits: tuple[tuple[str, int], ...]) -> None:
+        """Give the run up until an event or a deadline of `waiting` wakes it (a worker's run).
+
+        `visits` are the (wait, visit) pairs waiting: one whose outcome is in
+        the journal already (it took its event as the run parked) wakes it now.
+        """
         ...
 
 

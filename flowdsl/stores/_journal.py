@@ -12,6 +12,7 @@ have lost it. This is the engine's `Journal` seam, implemented for any
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import time
 from collections.abc import Iterable, Mapping
@@ -19,9 +20,11 @@ from typing import Any, Final
 
 import attrs
 
+from .._engine._clock import clock
 from .._engine._events import Listener, RunFinished, fan_out
 from .._engine._execution import execute
-from .._engine._run import CompensationRecord, Run, StepRecord
+from .._engine._mailbox import executing
+from .._engine._run import CompensationRecord, Run, StepRecord, Waiting
 from .._engine._seams import STEP, UNDO, Entry, Invoker
 from .._outcome import Goto
 from .._plan import Plan
@@ -44,6 +47,16 @@ from ._protocol import Attempt, Claim, Ending, Opened, RunHeader, Store
 from ._rows import damaged, step_record
 
 _OK_NONE: Final = Ok(None)
+_EVENT_POLL: Final = 60.0
+"""How long one look at a run's mailbox waits before the claim is checked again."""
+_MARK: Final = "\x00flowdsl-payload\x00"
+
+
+def _payload_wrap(key: str) -> tuple[str, str]:
+    """The JSON around an event's payload in a wait's journaled outcome ``Ok({key: payload})``."""
+    before, after = dumps(encode(Ok({key: _MARK}))).split(dumps(_MARK))
+    return before, after
+
 
 __all__ = ["RunJournal", "incompatible", "run_claimed", "run_durably", "run_header"]
 
@@ -78,6 +91,7 @@ class RunJournal:
         "finished",
         "handing_over",
         "history",
+        "park_after",
         "plan",
         "replay",
         "run_id",
@@ -93,6 +107,8 @@ class RunJournal:
         self.finished = False
         self.handing_over = False
         """Set by a worker that stops: the run's end is a hand-over, not its final record."""
+        self.park_after: float | None = None
+        """Set by a worker: how long the run may wait in place before it is parked."""
         self.history: list[StepRecord] = []
         self.undo: dict[tuple[str, int], CompensationRecord] = {}
         replay: dict[tuple[str, str, int], list[Any]] = {}
@@ -182,6 +198,56 @@ class RunJournal:
             ),
         )
         return outcome
+
+    async def receive(
+        self, name: str, visit: int, key: str, event: str, due: float | None
+    ) -> tuple[bool, object]:
+        """Take the next event for `event` from the run's mailbox in the store, until `due`."""
+        store, claim, now = self.store, self.claim, clock().now
+        started = now()
+        wrap = _payload_wrap(key)
+        while True:
+            entry = Attempt(name, visit, 1, True, True, "", started, now() - started)
+            # Never half-taken: a cancel (the run parking, its caller) waits for the commit.
+            taking = asyncio.ensure_future(store.take_event(claim, event, entry, wrap))
+            payload = await _wait_out_cancel(taking)
+            if payload is not None:
+                return True, self.payload(name, payload)
+            left = _EVENT_POLL if due is None else min(due - now(), _EVENT_POLL)
+            if left <= 0:
+                return False, None
+            if store.lost(claim):
+                await self.check()
+            arrived = asyncio.ensure_future(store.wait_for_event(self.run_id, event, left))
+            if due is None:
+                await arrived
+                continue
+            deadline = asyncio.ensure_future(clock().sleep_until(due))
+            try:
+                await asyncio.wait({arrived, deadline}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in (arrived, deadline):
+                    waiter.cancel()
+                await asyncio.gather(arrived, deadline, return_exceptions=True)
+
+    def payload(self, name: str, text: str) -> Any:
+        """An event's payload, decoded strictly (it was encoded strictly when sent)."""
+        try:
+            return decode(text, strict=True)
+        except Unregistered as exc:
+            msg = (
+                f"run {self.run_id!r}: the event taken by wait {name!r} holds {exc.type!r}, "
+                f"which this process does not know; import the module that registers it "
+                f"(flowdsl.register_type) and resume the run"
+            )
+            raise StoreError(msg) from None
+        except Undecodable as exc:
+            raise damaged(self.run_id, f"event taken by wait {name!r}", exc) from None
+
+    async def park(self, waiting: Waiting, visits: tuple[tuple[str, int], ...]) -> None:
+        parking = self.store.park(self.claim, waiting, visits)
+        await _wait_out_cancel(asyncio.ensure_future(parking))
+        self.finished = True
 
     def unencodable(self, entry: Entry, outcome: object, exc: Unencodable) -> str:
         path = exc.path  # innermost first: the key in the context is last
@@ -335,16 +401,18 @@ async def run_claimed(
             journal = RunJournal(store, plan, claim, opened.attempts)
         if not opened.new:
             data = _decode_input(opened.run_id, opened.input)
-        run = await execute(
-            plan,
-            data,
-            opened.run_id,
-            timeout=timeout,
-            listeners=listeners,
-            executors=executors,
-            journal=journal,
-            resumed=not (opened.new or opened.fresh),
-        )
+        # A run with waits is reachable by send_event(run_id, ...) without store= here.
+        with executing(opened.run_id, store) if plan.waits else contextlib.nullcontext():
+            run = await execute(
+                plan,
+                data,
+                opened.run_id,
+                timeout=timeout,
+                listeners=listeners,
+                executors=executors,
+                journal=journal,
+                resumed=not (opened.new or opened.fresh),
+            )
     except BaseExceptionGroup as group:
         if journal is None or not journal.finished:
             store.release(claim)

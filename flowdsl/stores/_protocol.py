@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from .._engine._run import Run, RunStatus
+from .._engine._run import Run, RunStatus, Waiting
 from .._engine._seams import STEP
 from ..errors import StoreError
 
@@ -164,6 +164,9 @@ class ClaimRequest:
     """The (workflow, fingerprint) pairs this worker has registered: only those are claimed."""
     queues: tuple[str, ...] | None = None
     """The queues it serves (None: every queue)."""
+    now: float | None = None
+    """flowdsl's clock (epoch seconds), which delays and wait deadlines are measured on;
+    None: the store's. Leases always use the store's own clock."""
 
 
 @runtime_checkable
@@ -261,5 +264,51 @@ class Store(Protocol):
 
         A store that can be notified (PostgreSQL ``LISTEN``) returns on the
         notification; one that cannot polls (SQLite: at most every 50 ms).
+        A parked run's deadline counts: the wait ends by the earliest one.
+        """
+        ...
+
+    # -- waits and events ----------------------------------------------------------------
+
+    async def send_event(self, run_id: str, event: str, payload: str) -> None:
+        """Commit an event (`payload`: JSON) to the run's mailbox for `event`, last in line.
+
+        A parked run waiting for `event` becomes claimable at once. An unknown
+        run is `RunNotFound`; a completed or failed one refuses it (`UsageError`).
+        """
+        ...
+
+    async def take_event(
+        self, claim: Claim, event: str, entry: Attempt, wrap: tuple[str, str]
+    ) -> str | None:
+        """Take the oldest event of the run's mailbox for `event`; its payload, or None.
+
+        In the same commit `entry` is journaled with the outcome
+        ``wrap[0] + payload + wrap[1]``, so an event is taken by exactly one
+        wait, and only while `claim` holds the run.
+        """
+        ...
+
+    async def wait_for_event(self, run_id: str, event: str, timeout: float) -> None:
+        """Return when an event for the run may have arrived, or after `timeout` seconds."""
+        ...
+
+    async def park(
+        self, claim: Claim, waiting: Waiting, visits: tuple[tuple[str, int], ...]
+    ) -> None:
+        """Give the run up as "waiting": no owner, no lease, until it is woken.
+
+        It is claimable again (by `claim`, as a woken run) once ``waiting.until``
+        passes or one of ``waiting.events`` is in its mailbox; at once when one
+        is there already, or when one of the waiting `visits` (wait name,
+        visit) has its outcome journaled. `StoreError` when the claim was lost.
+        """
+        ...
+
+    async def observe_schedule(self, workflow: str, now: float) -> float | None:
+        """Note that a worker looked at `workflow`'s schedule at `now` (epoch seconds).
+
+        Returns when one last looked (the latest of every worker's looks),
+        or None the first time: a schedule's history starts then.
         """
         ...

@@ -6,17 +6,27 @@ Every store builds its `Run`s here, so a row that cannot be read is the same
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from types import MappingProxyType
 from typing import Any
 
-from .._engine._run import CompensationRecord, Run, RunStatus, StepRecord
+from .._engine._run import CompensationRecord, Run, RunStatus, StepRecord, Waiting
 from .._engine._seams import STEP
 from ..errors import StoreError
 from ._codec import Undecodable, decode
 from ._protocol import Attempt
 
-__all__ = ["build_run", "damaged", "readable", "step_record"]
+__all__ = [
+    "build_run",
+    "damaged",
+    "no_such_run",
+    "readable",
+    "refused_event",
+    "step_record",
+    "waited_events",
+    "waiting_text",
+]
 
 
 def damaged(run_id: str, where: str, why: object) -> StoreError:
@@ -67,6 +77,7 @@ def build_run(
     owner: str | None = None,
     lease_expires: float | None = None,
     fingerprint: str = "",
+    waiting: str | None = None,
 ) -> Run:
     """A `Run` from a store's rows; `StoreError` naming the run when they cannot be read.
 
@@ -97,7 +108,28 @@ def build_run(
         owner=owner,
         lease_expires=lease_expires,
         fingerprint=fingerprint,
+        waiting=None if waiting is None else _waiting(run_id, waiting),
     )
+
+
+def waiting_text(waiting: Waiting) -> str:
+    """How a store keeps `Run.waiting` (JSON)."""
+    return json.dumps(
+        {"waits": list(waiting.waits), "events": list(waiting.events), "until": waiting.until}
+    )
+
+
+def _waiting(run_id: str, text: str) -> Waiting:
+    found = _decode(run_id, "waiting", text)
+    try:
+        waits, events, until = found["waits"], found["events"], found["until"]
+        return Waiting(
+            tuple(str(w) for w in waits),
+            tuple(str(e) for e in events),
+            None if until is None else float(until),
+        )
+    except (TypeError, KeyError, ValueError):
+        raise damaged(run_id, "waiting", f"{found!r} is not what a parked run waits for") from None
 
 
 def readable(
@@ -111,3 +143,22 @@ def readable(
         except StoreError as exc:
             on_damaged(row[0], exc)
     return runs
+
+
+def waited_events(run_id: str, text: str | None) -> tuple[str, ...]:
+    """The events a parked run's `waiting` column says it waits for."""
+    return () if text is None else _waiting(run_id, text).events
+
+
+def no_such_run(run_id: str, where: str) -> str:
+    return (
+        f"no run {run_id!r} in the store at {where!r}; check the run id "
+        f"(flowdsl runs list --store ...) and the store"
+    )
+
+
+def refused_event(run_id: str, event: str, status: str) -> str:
+    return (
+        f"run {run_id!r} has {status}: it waits for nothing any more, so the event "
+        f"{event!r} is refused; send it to a run that is not finished"
+    )

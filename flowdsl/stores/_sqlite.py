@@ -37,9 +37,11 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Literal
 
+import attrs
+
 from .._checks import require, seconds_problem
-from .._engine._run import Run, RunStatus
-from ..errors import StoreError, UsageError
+from .._engine._run import Run, RunStatus, Waiting
+from ..errors import RunNotFound, StoreError, UsageError
 from ._codec import Undecodable, decode, dumps
 from ._owner import owner_alive, owner_token
 from ._protocol import (
@@ -53,19 +55,28 @@ from ._protocol import (
     RunHeader,
     Ticket,
 )
-from ._rows import build_run, damaged, readable
+from ._rows import (
+    build_run,
+    damaged,
+    no_such_run,
+    readable,
+    refused_event,
+    waited_events,
+    waiting_text,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 _log = logging.getLogger("flowdsl")
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """The journal schema this release writes (kept in the ``flowdsl_schema`` table).
 
 1: the first release. 2: leases (``lease_expires``, ``lease_epoch``) and
 journal entries of several kinds (``kind``: step attempts, reducer outcomes,
 compensations). 3: queues (``queue``, ``priority``, ``available_at``,
-``queued_at``, ``claimed_at`` and the ``flowdsl_queues`` table).
+``queued_at``, ``claimed_at`` and the ``flowdsl_queues`` table). 4: waits
+(``waiting``, the ``flowdsl_events`` mailbox and ``flowdsl_schedules``).
 """
 
 _RUNS: Final = """
@@ -91,7 +102,26 @@ _RUNS: Final = """
         priority      INTEGER NOT NULL DEFAULT 0,
         available_at  REAL,
         queued_at     REAL,
-        claimed_at    REAL
+        claimed_at    REAL,
+        waiting       TEXT
+    )
+"""
+_EVENTS: Final = """
+    CREATE TABLE IF NOT EXISTS flowdsl_events (
+        seq      INTEGER PRIMARY KEY,
+        run_id   TEXT NOT NULL,
+        event    TEXT NOT NULL,
+        payload  TEXT NOT NULL,
+        sent     REAL NOT NULL,
+        taken    REAL,
+        taken_by TEXT
+    )
+"""
+_SCHEDULES: Final = """
+    CREATE TABLE IF NOT EXISTS flowdsl_schedules (
+        workflow TEXT PRIMARY KEY,
+        since    REAL NOT NULL,
+        checked  REAL NOT NULL
     )
 """
 _QUEUES: Final = """
@@ -125,34 +155,58 @@ _INDEXES: Final = (
     "CREATE INDEX IF NOT EXISTS flowdsl_runs_queued ON flowdsl_runs "
     "(status, queue, priority, queued_at)",
     "CREATE INDEX IF NOT EXISTS flowdsl_runs_starts ON flowdsl_runs (queue, claimed_at)",
+    "CREATE INDEX IF NOT EXISTS flowdsl_events_mailbox ON flowdsl_events (run_id, event, taken, seq)",
+    "CREATE INDEX IF NOT EXISTS flowdsl_runs_waking ON flowdsl_runs (status, available_at)",
 )
 _COLUMNS: Final = {
     "flowdsl_runs": (
         "run_id", "workflow", "status", "fingerprint", "shape", "input", "output", "error",
         "failed_step", "compensations", "started", "updated", "duration", "owner",
         "lease_expires", "lease_epoch", "resumes", "queue", "priority", "available_at",
-        "queued_at", "claimed_at",
+        "queued_at", "claimed_at", "waiting",
     ),
     "flowdsl_attempts": (
         "seq", "run_id", "kind", "step", "visit", "attempt", "status", "final", "outcome",
         "started", "duration", "worker",
     ),
     "flowdsl_queues": ("name", "concurrency", "rate_count", "rate_period", "updated"),
+    "flowdsl_events": ("seq", "run_id", "event", "payload", "sent", "taken", "taken_by"),
+    "flowdsl_schedules": ("workflow", "since", "checked"),
 }  # fmt: skip
 """What each table must have (a file may have more: columns an older schema left behind)."""
 
 _RUN_COLUMNS: Final = (
     "run_id, workflow, status, fingerprint, shape, input, output, error, failed_step, "
-    "compensations, started, duration, owner, lease_expires, lease_epoch, claimed_at"
+    "compensations, started, duration, owner, lease_expires, lease_epoch, claimed_at, waiting"
 )
 _ATTEMPT_COLUMNS: Final = "step, visit, attempt, status, final, outcome, started, duration, kind"
 _FINISHED: Final = ("completed", "failed")
+_WOKEN: Final = 0.0
+"""`available_at` of a parked run an event woke: claimable now, whatever the claimer's clock."""
 _STATUSES: Final = ("queued", "running", "waiting", "completed", "failed", "cancelled")
 
 # Runs executing in this process, by (database file, run_id): a run this
 # process owns but no longer executes (its call raised) can be claimed again.
 _ACTIVE: set[tuple[str, str]] = set()
 _ACTIVE_LOCK = threading.Lock()
+
+# Waits for events in this process, by (database file, run_id, event): an event
+# sent from this process wakes them at once; one sent from another is polled for.
+_MAIL: dict[tuple[str, str, str], set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]] = {}
+_MAIL_LOCK = threading.Lock()
+
+
+def _wake_mail(key: tuple[str, str, str]) -> None:
+    with _MAIL_LOCK:
+        waiters = list(_MAIL.get(key, ()))
+    for loop, future in waiters:
+        with contextlib.suppress(RuntimeError):  # its loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(_settle, future)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
@@ -223,6 +277,7 @@ def _run_from_row(row: Sequence[Any], attempts: Iterable[Attempt]) -> Run:
         owner=owner if status == "running" else None,
         lease_expires=lease_expires if status == "running" else None,
         fingerprint=fingerprint,
+        waiting=row[16] if status == "waiting" else None,
     )
 
 
@@ -577,7 +632,7 @@ def _take(writer: _Writer, conn: sqlite3.Connection, row: Sequence[Any], now: fl
     opened = _found(row, Claim(run_id, epoch), attempts=_load_attempts(conn, run_id))
     conn.execute(
         "UPDATE flowdsl_runs SET status = 'running', owner = ?, lease_expires = ?, "
-        "lease_epoch = ?, updated = ?, resumes = resumes + 1, "
+        "lease_epoch = ?, updated = ?, resumes = resumes + 1, waiting = NULL, "
         "claimed_at = coalesce(claimed_at, ?) WHERE run_id = ?",
         (owner_token(), now + writer.lease, epoch, now, now, run_id),
     )
@@ -680,10 +735,11 @@ def _claim_job(writer: _Writer, conn: sqlite3.Connection, request: ClaimRequest)
         if (row[1], row[3]) in known and _claimable(writer, row[0], row[12], row[13]):
             claimed.append(_take(writer, conn, row, now))
     rooms: dict[str, int | None] = {}
+    # Then queued runs, and parked runs an event or a deadline woke (`_park_job`).
     queued = conn.execute(
-        f"SELECT {_RUN_COLUMNS}, queue FROM flowdsl_runs WHERE status = 'queued' AND {where} "
-        f"AND available_at <= ? ORDER BY priority DESC, queued_at, run_id",
-        (*args, now),
+        f"SELECT {_RUN_COLUMNS}, queue FROM flowdsl_runs WHERE status IN ('queued', 'waiting') "
+        f"AND {where} AND available_at <= ? ORDER BY priority DESC, queued_at, run_id",
+        (*args, request.now if request.now is not None else now),
     )
     for row in queued:
         if len(claimed) >= request.limit:
@@ -812,6 +868,126 @@ def _release_job(
         _deactivate(writer, claim.run_id)
 
 
+def _send_job(
+    writer: _Writer, conn: sqlite3.Connection, run_id: str, event: str, payload: str
+) -> None:
+    row = conn.execute(
+        "SELECT status, waiting FROM flowdsl_runs WHERE run_id = ?", (run_id,)
+    ).fetchone()
+    if row is None:
+        raise RunNotFound(no_such_run(run_id, writer.path))
+    status, waiting = row
+    if status in _FINISHED:
+        raise UsageError(refused_event(run_id, event, status))
+    now = time.time()
+    conn.execute(
+        "INSERT INTO flowdsl_events (run_id, event, payload, sent) VALUES (?, ?, ?, ?)",
+        (run_id, event, payload, now),
+    )
+    if status == "waiting" and event in waited_events(run_id, waiting):
+        conn.execute(
+            "UPDATE flowdsl_runs SET available_at = ?, updated = ? "
+            "WHERE run_id = ? AND status = 'waiting'",
+            (_WOKEN, now, run_id),
+        )
+
+
+def _take_event_job(
+    writer: _Writer,
+    conn: sqlite3.Connection,
+    claim: Claim,
+    event: str,
+    entry: Attempt,
+    wrap: tuple[str, str],
+) -> str | None:
+    if conn.execute(_HOLDS, (claim.run_id, owner_token(), claim.epoch)).fetchone() is None:
+        raise _lost(claim)
+    row = conn.execute(
+        "SELECT seq, payload FROM flowdsl_events WHERE run_id = ? AND event = ? "
+        "AND taken IS NULL ORDER BY seq LIMIT 1",
+        (claim.run_id, event),
+    ).fetchone()
+    if row is None:
+        return None
+    seq, payload = row
+    conn.execute(
+        "UPDATE flowdsl_events SET taken = ?, taken_by = ? WHERE seq = ?",
+        (time.time(), f"{entry.step}#{entry.visit}", seq),
+    )
+    _append_job(writer, conn, claim, attrs.evolve(entry, outcome=wrap[0] + payload + wrap[1]))
+    return str(payload)
+
+
+def _park_job(
+    writer: _Writer,
+    conn: sqlite3.Connection,
+    claim: Claim,
+    waiting: Waiting,
+    visits: tuple[tuple[str, int], ...],
+) -> None:
+    try:
+        run_id = claim.run_id
+        events = waiting.events
+        # Woken already: an event it waits for is in its mailbox, or a wait took its event
+        # (journaled its outcome) as the run was being parked.
+        woken = bool(events) and _one(
+            conn,
+            f"SELECT 1 FROM flowdsl_events WHERE run_id = ? AND taken IS NULL "
+            f"AND event IN ({', '.join('?' for _ in events)}) LIMIT 1",
+            (run_id, *events),
+        )
+        woken = woken or any(
+            _one(
+                conn,
+                "SELECT 1 FROM flowdsl_attempts WHERE run_id = ? AND kind = 'step' "
+                "AND step = ? AND visit = ? AND final = 1 LIMIT 1",
+                (run_id, name, visit),
+            )
+            for name, visit in visits
+        )
+        wake = _WOKEN if woken else waiting.until  # an event is there already: claimable now
+        cursor = conn.execute(
+            "UPDATE flowdsl_runs SET status = 'waiting', owner = NULL, lease_expires = NULL, "
+            "available_at = ?, waiting = ?, updated = ? "
+            "WHERE run_id = ? AND owner = ? AND lease_epoch = ?",
+            (
+                wake,
+                waiting_text(waiting),
+                time.time(),
+                claim.run_id,
+                owner_token(),
+                claim.epoch,
+            ),
+        )
+        if cursor.rowcount != 1:
+            raise _lost(claim)
+    finally:
+        _deactivate(writer, claim.run_id)
+
+
+def _one(conn: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> bool:
+    return conn.execute(sql, args).fetchone() is not None
+
+
+def _observe_job(
+    writer: _Writer, conn: sqlite3.Connection, workflow: str, now: float
+) -> float | None:
+    row = conn.execute(
+        "SELECT checked FROM flowdsl_schedules WHERE workflow = ?", (workflow,)
+    ).fetchone()
+    if row is None:
+        conn.execute(
+            "INSERT INTO flowdsl_schedules (workflow, since, checked) VALUES (?, ?, ?)",
+            (workflow, now, now),
+        )
+        return None
+    conn.execute(
+        "UPDATE flowdsl_schedules SET checked = max(checked, ?) WHERE workflow = ?",
+        (now, workflow),
+    )
+    return float(row[0])
+
+
 def _abandon_claims_job(writer: _Writer, conn: sqlite3.Connection, claiming: _Job) -> None:
     """After a `_claim_job` whose caller was cancelled: give back every claim it made."""
     claimed = claiming.result
@@ -937,6 +1113,8 @@ def _create(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS flowdsl_schema (version INTEGER NOT NULL)")
     conn.execute(_RUNS)
     conn.execute(_QUEUES)
+    conn.execute(_EVENTS)
+    conn.execute(_SCHEDULES)
     conn.execute(_ATTEMPTS.format(name="flowdsl_attempts"))
     for statement in _INDEXES:
         conn.execute(statement)
@@ -970,13 +1148,23 @@ def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
         conn.execute(f"ALTER TABLE flowdsl_runs ADD COLUMN {column}")
     conn.execute("UPDATE flowdsl_runs SET queued_at = started, claimed_at = started")
     conn.execute(_QUEUES)
-    for statement in _INDEXES:
+    for statement in _INDEXES[:3]:
+        conn.execute(statement)
+
+
+def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
+    """Waits: what a parked run waits for, the runs' mailboxes, and the schedules' history."""
+    conn.execute("ALTER TABLE flowdsl_runs ADD COLUMN waiting TEXT")
+    conn.execute(_EVENTS)
+    conn.execute(_SCHEDULES)
+    for statement in _INDEXES[3:]:
         conn.execute(statement)
 
 
 _MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
+    3: _migrate_3_to_4,
 }
 """Schema version n -> n + 1, run in order inside one transaction when a store is opened."""
 
@@ -1227,13 +1415,15 @@ class SQLiteStore:
             where += f" AND queue IN ({', '.join('?' for _ in request.queues)})"
             args.extend(request.queues)
         now = time.time()
+        due = request.now if request.now is not None else now
 
         def read(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
                 f"SELECT 1 FROM flowdsl_runs WHERE {where} AND ("
-                f"(status = 'queued' AND available_at <= ?) OR (status = 'running' AND "
-                f"(owner IS NULL OR lease_expires < ? OR owner LIKE ?))) LIMIT 1",
-                (*args, now, now, owner_token().rsplit("|", 2)[0] + "|%"),
+                f"(status IN ('queued', 'waiting') AND available_at <= ?) OR "
+                f"(status = 'running' AND (owner IS NULL OR lease_expires < ? OR owner LIKE ?))"
+                f") LIMIT 1",
+                (*args, due, now, owner_token().rsplit("|", 2)[0] + "|%"),
             ).fetchone()
             return row is not None
 
@@ -1247,6 +1437,75 @@ class SQLiteStore:
     async def wait_for_work(self, timeout: float) -> None:
         """SQLite cannot be notified: a poll, at most every 50 ms."""
         await asyncio.sleep(min(timeout, 0.05))
+
+    # -- waits and events ------------------------------------------------------------------
+
+    async def send_event(self, run_id: str, event: str, payload: str) -> None:
+        """Commit an event to the run's mailbox; see `Store.send_event`."""
+        await self._submit(_send_job, run_id, event, payload)[1]
+        _wake_mail((self._writer.key, run_id, event))
+
+    async def take_event(
+        self, claim: Claim, event: str, entry: Attempt, wrap: tuple[str, str]
+    ) -> str | None:
+        """Take the oldest event for `event` and journal `entry` in one commit."""
+        payload: str | None = await self._submit(_take_event_job, claim, event, entry, wrap)[1]
+        return payload
+
+    async def wait_for_event(self, run_id: str, event: str, timeout: float) -> None:
+        """Until an event for the run is in its mailbox, or `timeout` seconds.
+
+        One sent from this process wakes the wait at once; one sent from
+        another is found by a read, every 50 ms at first, then less often (at
+        least every second).
+        """
+        loop = asyncio.get_running_loop()
+        key = (self._writer.key, run_id, event)
+        future: asyncio.Future[None] = loop.create_future()
+        me = (loop, future)
+        with _MAIL_LOCK:
+            _MAIL.setdefault(key, set()).add(me)
+        try:
+            deadline = loop.time() + timeout
+            pause = 0.05
+            while not await asyncio.to_thread(self._has_event, run_id, event):
+                left = deadline - loop.time()
+                if left <= 0:
+                    return
+                done, _ = await asyncio.wait({future}, timeout=min(pause, left))
+                if done:
+                    return
+                pause = min(pause * 2, 1.0)
+        finally:
+            with _MAIL_LOCK:
+                waiters = _MAIL.get(key)
+                if waiters is not None:
+                    waiters.discard(me)
+                    if not waiters:
+                        del _MAIL[key]
+
+    def _has_event(self, run_id: str, event: str) -> bool:
+        def read(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT 1 FROM flowdsl_events WHERE run_id = ? AND event = ? AND taken IS NULL "
+                "LIMIT 1",
+                (run_id, event),
+            ).fetchone()
+            return row is not None
+
+        found: bool = self._reading(f"the mailbox of run {run_id!r}", read)
+        return found
+
+    async def park(
+        self, claim: Claim, waiting: Waiting, visits: tuple[tuple[str, int], ...]
+    ) -> None:
+        """Give the run up as "waiting" until it is woken; see `Store.park`."""
+        await self._submit(_park_job, claim, waiting, visits)[1]
+
+    async def observe_schedule(self, workflow: str, now: float) -> float | None:
+        """Note a look at `workflow`'s schedule; see `Store.observe_schedule`."""
+        before: float | None = await self._submit(_observe_job, workflow, now)[1]
+        return before
 
     def release(self, claim: Claim, status: RunStatus | None = None) -> None:
         """Give up owning an unfinished run so it can be resumed (written in the background)."""

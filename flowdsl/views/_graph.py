@@ -13,6 +13,7 @@ formats always agree::
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 import attrs
 
-from .._plan import END, MODE_NAMES, ParallelNode, Plan, Retry, SequenceNode, StepNode
+from .._plan import END, MODE_NAMES, ParallelNode, Plan, Retry, SequenceNode, StepNode, WaitNode
 from ..errors import KeyNotFound
 
 if TYPE_CHECKING:
@@ -37,7 +38,9 @@ __all__ = [
     "to_mermaid",
 ]
 
-NodeKind: TypeAlias = Literal["start", "end", "step", "fork", "join", "reducer", "compensation"]
+NodeKind: TypeAlias = Literal[
+    "start", "end", "step", "sleep", "wait", "fork", "join", "reducer", "compensation"
+]
 EdgeKind: TypeAlias = Literal["next", "route", "compensate"]
 BlockKind: TypeAlias = Literal["parallel", "sequence"]
 
@@ -50,11 +53,14 @@ FORMAT: Final = "flowdsl.graph/1"
 class GraphNode:
     """A node of the graph.
 
-    ``kind`` is one of "start", "end", "step", "fork", "join", "reducer"
+    ``kind`` is one of "start", "end", "step", "sleep" (``sleep_for``,
+    ``sleep_until``), "wait" (``wait_for_event``), "fork", "join", "reducer"
     (a block's ``into=``) or "compensation" (a step's ``compensate=``).
     ``block`` is the id of the innermost block that holds it. ``info`` holds
     the kind's details: for a step ``step``, ``key``, ``mode``, ``retry``,
-    ``timeout``, ``executor``, ``routes``; for a fork ``on_error`` and
+    ``timeout``, ``executor``, ``routes``; for a sleep or a wait ``wait``
+    (its name), ``how``, ``seconds``, ``until``, ``event``, ``key``,
+    ``timeout``, ``on_timeout``; for a fork ``on_error`` and
     ``max_concurrency``; for a reducer or a compensation ``function``.
     """
 
@@ -154,15 +160,21 @@ class _Builder:
         last = self.chain(plan.nodes, None, start)
         end = self.add("end", "end", "end", None)
         self.link(last, end)
-        for step in plan.steps.values():
-            for route in step.routes:
+        routes = [(step.name, step.routes, "goto") for step in plan.steps.values()]
+        routes.extend(
+            (wait.name, (wait.on_timeout,), "on timeout")
+            for wait in plan.waits.values()
+            if wait.on_timeout is not None
+        )
+        for name, targets, label in routes:
+            for route in targets:
                 if isinstance(route, str) and route in plan.targets:
                     target = self.step_ids[route]
                 elif route is END:
                     target = end
                 else:  # pragma: no cover - the compiler rejects unknown routes
                     continue
-                self.link(self.step_ids[step.name], target, "route", "goto")
+                self.link(self.step_ids[name], target, "route", label)
         return Graph(
             workflow=plan.name,
             qualname=plan.qualname,
@@ -184,6 +196,10 @@ class _Builder:
             node_id = self.step(node, block)
             self.link(prev, node_id)
             self.compensation(node, node_id, block)
+            return node_id
+        if isinstance(node, WaitNode):
+            node_id = self.wait(node, block)
+            self.link(prev, node_id)
             return node_id
         if isinstance(node, SequenceNode):
             seq = self.unique(f"sequence:{node.key}")
@@ -218,6 +234,32 @@ class _Builder:
             "routes": [r if isinstance(r, str) else "END" for r in node.routes],
         }
         node_id = self.add("step", f"step:{node.name}", label, block, node.where, info)
+        self.step_ids[node.name] = node_id
+        return node_id
+
+    def wait(self, node: WaitNode, block: str | None) -> str:
+        if node.how == "event":
+            detail = f"event {node.event}"
+            if node.timeout is not None:
+                detail += f", timeout {_seconds(node.timeout)}"
+        elif node.seconds is not None:
+            detail = f"sleep {_seconds(node.seconds)}"
+        elif node.until is not None:
+            detail = "until " + _dt.datetime.fromtimestamp(node.until, _dt.UTC).isoformat()
+        else:
+            detail = f"{node.how}({_fn_name(node.fn)})"
+        info: dict[str, object] = {
+            "wait": node.name,
+            "how": node.how,
+            "seconds": node.seconds,
+            "until": node.until,
+            "event": node.event,
+            "key": node.key,
+            "timeout": node.timeout,
+            "on_timeout": "END" if node.on_timeout is END else node.on_timeout,
+        }
+        label = f"{node.name}\n{detail}"
+        node_id = self.add(node.kind, f"{node.kind}:{node.name}", label, block, node.where, info)  # type: ignore[arg-type]
         self.step_ids[node.name] = node_id
         return node_id
 
@@ -431,6 +473,8 @@ _MERMAID_SHAPES: Final[Mapping[str, tuple[str, str]]] = {
     "start": ('(["', '"])'),
     "end": ('(["', '"])'),
     "step": ('["', '"]'),
+    "sleep": ('(("', '"))'),
+    "wait": ('{"', '"}'),
     "fork": ('{{"', '"}}'),
     "join": ('{{"', '"}}'),
     "reducer": ('[/"', '"/]'),
@@ -441,6 +485,7 @@ _MERMAID_CLASSES: Final = (
     ("block", ("fork", "join"), "fill:#57606a,stroke:#57606a,color:#ffffff"),
     ("reducer", ("reducer",), "fill:#ddf4ff,stroke:#0969da"),
     ("undo", ("compensation",), "fill:#fff8f5,stroke:#cf222e,stroke-dasharray:4 3"),
+    ("waiting", ("sleep", "wait"), "fill:#fff8c5,stroke:#9a6700"),
 )
 
 
@@ -499,6 +544,8 @@ _DOT_NODE_ATTRS: Final[Mapping[str, str]] = {
     "start": 'shape=oval, style=filled, fillcolor="#f6f8fa"',
     "end": 'shape=oval, style=filled, fillcolor="#f6f8fa"',
     "step": "shape=box, style=rounded",
+    "sleep": 'shape=ellipse, style=filled, fillcolor="#fff8c5", color="#9a6700"',
+    "wait": 'shape=diamond, style=filled, fillcolor="#fff8c5", color="#9a6700"',
     "fork": 'shape=box, style=filled, fillcolor="#57606a", fontcolor="#ffffff", fontsize=9, height=0.2',
     "join": 'shape=box, style=filled, fillcolor="#57606a", fontcolor="#ffffff", fontsize=9, height=0.2',
     "reducer": 'shape=parallelogram, style=filled, fillcolor="#ddf4ff", color="#0969da"',

@@ -1,0 +1,91 @@
+"""Cron schedules: checked at import (`schedule_problems`), ticked by workers (`due_ticks`).
+
+A schedule is a cron expression read in an IANA time zone (croniter does the
+calendar: months, weekdays, daylight-saving gaps). Workers ask the store when
+a schedule was last looked at (`Store.observe_schedule`) and start one run
+per tick they find since then, with the run id `tick_run_id` gives it, so
+that any number of workers start each tick once. Which missed ticks run is
+the schedule's ``catch_up``: a tick is *missed* when it was found more than
+`ON_TIME` seconds after it came (no worker ran then).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import zoneinfo
+from typing import Final
+
+from croniter import croniter
+
+from .._plan import CATCH_UPS, Schedule
+
+__all__ = ["ON_TIME", "due_ticks", "next_tick", "schedule_problems", "tick_run_id"]
+
+ON_TIME: Final = 60.0
+"""A tick found up to this many seconds after it came is on time; later, it was missed."""
+
+
+def schedule_problems(cron: object, timezone: object, catch_up: object) -> list[str]:
+    """What is wrong with ``@workflow(schedule=cron, timezone=..., catch_up=...)``."""
+    problems: list[str] = []
+    if not isinstance(cron, str) or not cron.strip():
+        problems.append(f"schedule= takes a cron expression such as '0 2 * * *', got {cron!r}")
+    elif not croniter.is_valid(cron):
+        problems.append(
+            f"schedule={cron!r} is not a cron expression croniter accepts; write five fields "
+            f"(minute hour day-of-month month day-of-week), e.g. '0 2 * * *' for 02:00 daily"
+        )
+    if not isinstance(timezone, str) or not timezone:
+        problems.append(f"timezone= takes an IANA time zone name such as 'UTC', got {timezone!r}")
+    else:
+        try:
+            zoneinfo.ZoneInfo(timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            problems.append(
+                f"timezone={timezone!r} is not a known time zone; use an IANA name such as "
+                f"'UTC' or 'Europe/Paris'"
+            )
+    if catch_up not in CATCH_UPS:
+        problems.append(f"catch_up= must be 'latest', 'all' or 'none', got {catch_up!r}")
+    return problems
+
+
+def _aware(schedule: Schedule, when: float) -> _dt.datetime:
+    return _dt.datetime.fromtimestamp(when, zoneinfo.ZoneInfo(schedule.timezone))
+
+
+def next_tick(schedule: Schedule, after: float) -> float:
+    """The first tick strictly after `after` (epoch seconds)."""
+    tick: _dt.datetime = croniter(schedule.cron, _aware(schedule, after)).get_next(_dt.datetime)
+    return tick.timestamp()
+
+
+def due_ticks(schedule: Schedule, previous: float | None, now: float) -> list[_dt.datetime]:
+    """The ticks to start now, given when a worker last looked (`previous`; None: never).
+
+    On first sight only ``"latest"`` starts one: the most recent tick. Then
+    every tick in (previous, now]: ``"all"`` starts each, ``"latest"`` the
+    last, ``"none"`` those on time (see `ON_TIME`).
+    """
+    if previous is None:
+        if schedule.catch_up != "latest":
+            return []
+        last: _dt.datetime = croniter(schedule.cron, _aware(schedule, now)).get_prev(_dt.datetime)
+        return [last]
+    ticks: list[_dt.datetime] = []
+    found = croniter(schedule.cron, _aware(schedule, previous))
+    while True:
+        tick: _dt.datetime = found.get_next(_dt.datetime)
+        if tick.timestamp() > now:
+            break
+        ticks.append(tick)
+    if schedule.catch_up == "all":
+        return ticks
+    if schedule.catch_up == "latest":
+        return ticks[-1:]
+    return [tick for tick in ticks if now - tick.timestamp() <= ON_TIME]
+
+
+def tick_run_id(workflow: str, tick: _dt.datetime) -> str:
+    """The run id of a tick's run: the same in every worker, so a tick starts once."""
+    return f"{workflow}@{tick.isoformat()}"
