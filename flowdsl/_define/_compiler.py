@@ -357,6 +357,10 @@ class _PlanBuilder:
         else:  # by line: name= keeps a long sleep's name when the file is edited above it
             name = f"{how}@{spec.where.line}"
         call = "wait_for_event" if how == "event" else how
+        if how == "event" and (not isinstance(spec.value, str) or not spec.value):
+            raise self.fail(
+                call, spec.where, f"the event must be a non-empty string, got {spec.value!r}"
+            )
         if not isinstance(name, str) or not name:
             raise self.fail(
                 call, spec.where, f"the wait's name must be a non-empty string, got {name!r}"
@@ -399,8 +403,6 @@ class _PlanBuilder:
                 problems.append(arity)
         key = name
         if how == "event":
-            if not isinstance(spec.value, str) or not spec.value:
-                problems.append(f"the event must be a non-empty string, got {spec.value!r}")
             returns = name_problem(spec.returns, "returns=", optional=True)
             if returns is not None:
                 problems.append(returns)
