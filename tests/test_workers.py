@@ -370,6 +370,8 @@ def test_start_workflow_needs_the_workflow_registered(store_kit: StoreKit) -> No
         ({"priority": "high"}, r"priority= must be an int .*, got 'high'"),
         ({"priority": 1.5}, r"priority= must be an int .*, got 1.5"),
         ({"priority": True}, r"priority= must be an int .*, got True"),
+        ({"priority": 2**31}, r"priority= must be an int from -2147483648 to 2147483647"),
+        ({"priority": -(2**31) - 1}, r"priority= must be an int from -2147483648 to 2147483647"),
         ({"delay": -1}, r"delay= must be a number of seconds >= 0 or None, got -1"),
         ({"delay": "soon"}, r"delay= must be a number of seconds >= 0 or None, got 'soon'"),
         ({"delay": float("nan")}, r"delay= must be a number of seconds >= 0 or None, got nan"),
