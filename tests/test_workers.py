@@ -417,6 +417,25 @@ def test_queue_and_worker_settings_are_checked() -> None:
         Worker("sqlite:///unused.db", modules="app")
 
 
+@pytest.mark.parametrize(
+    ("queues", "message"),
+    [
+        ("emails", r"queues= takes a list of queues, got 'emails'; write queues=\['emails'\]"),
+        (Queue, r"queues= takes a list of queues, got Queue\('emails'.*\]"),
+        ([], r"queues= is empty: the worker would serve no queue; .* queues=None"),
+        (["emails", 3], r"queues= takes queue names or Queue objects, got 3"),
+        (3, r"queues= takes a list of queue names or Queue objects, or None, got 3"),
+    ],
+)
+def test_a_worker_is_given_a_list_of_queues(queues: Any, message: str) -> None:
+    """One queue name (or Queue) where a list is due, or no queue at all, is a UsageError."""
+    with _registry.isolated():
+        if queues is Queue:
+            queues = Queue("emails")
+        with pytest.raises(UsageError, match=message):
+            Worker("sqlite:///unused.db", queues=queues)
+
+
 # -- the order of claims, and delays ----------------------------------------------------------
 
 
