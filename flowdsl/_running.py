@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncGenerator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ._checks import count_problem, require, seconds_problem
 from ._define import _registry
@@ -434,7 +434,7 @@ async def astart_workflow(
     data = check_input(wf.name, input)
     rid = check_run_id(run_id) or uuid.uuid4().hex
     name = _queue_name(queue)
-    require(count_problem(priority, "priority=", minimum=-(2**31)))
+    require(_priority_problem(priority))
     require(seconds_problem(delay, "delay=", zero=True))
     if store is None:
         msg = "start_workflow() needs store=: a queued run lives in a store, e.g. store='sqlite:///runs.db'"
@@ -487,6 +487,20 @@ def start_workflow(
             priority=priority,
             delay=delay,
         )
+    )
+
+
+_PRIORITIES: Final = range(-(2**31), 2**31)
+"""A queued run's priority is a 32-bit int: what every store's priority column holds."""
+
+
+def _priority_problem(priority: object) -> str | None:
+    fine = isinstance(priority, int) and not isinstance(priority, bool) and priority in _PRIORITIES
+    if fine:
+        return None
+    return (
+        f"priority= must be an int from {_PRIORITIES.start} to {_PRIORITIES.stop - 1} "
+        f"(higher runs first), got {priority!r}"
     )
 
 

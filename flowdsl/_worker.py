@@ -84,7 +84,7 @@ class Worker:
             raise UsageError(msg)
         self.store = store
         self.modules = tuple(modules)
-        self.queues = None if queues is None else tuple(_queue_name(q) for q in queues)
+        self.queues = _queue_names(queues)
         self.concurrency = concurrency
         self.grace = float(grace)
         self.poll = float(poll)
@@ -280,6 +280,27 @@ class _Ticker:
         opened = await self.store.enqueue(header, Ticket(DEFAULT_QUEUE, 0, clock().now()))
         if opened.new:
             _log.info("scheduled run %r of %r queued", run_id, name)
+
+
+def _queue_names(queues: object) -> tuple[str, ...] | None:
+    """What ``queues=`` names: None (every queue), or the queues' names, at least one."""
+    if queues is None:
+        return None
+    if isinstance(queues, str | Queue):
+        name = _queue_name(queues)
+        msg = f"queues= takes a list of queues, got {queues!r}; write queues=[{name!r}]"
+        raise UsageError(msg)
+    if not isinstance(queues, Iterable):
+        msg = f"queues= takes a list of queue names or Queue objects, or None, got {queues!r}"
+        raise UsageError(msg)
+    names = tuple(_queue_name(queue) for queue in queues)
+    if not names:
+        msg = (
+            "queues= is empty: the worker would serve no queue; name the queues it serves, "
+            "or pass queues=None to serve every queue"
+        )
+        raise UsageError(msg)
+    return names
 
 
 def _queue_name(queue: object) -> str:

@@ -11,6 +11,8 @@ lives in the kit, never in a test) and add it to `KITS`.
 The back doors, each implemented per kind:
 
 - `set_owner`: another process claims a run (a new owner, lease and epoch).
+- `make_available`: a delayed queued run made claimable now, without waiting.
+- `claimed_at`: when a queued run was first claimed (its start, for rate limits).
 - `lease_expires`, `status_of`, `has_run`, `attempt_rows`: what the
   database says now, read on a connection of the kit's own.
 - `damage`: one part of one run made unreadable (see `DAMAGES`).
@@ -132,6 +134,14 @@ class StoreKit(abc.ABC):
         """Make `owner` hold `run_id`, running, as a new claim (its fencing epoch changes)."""
 
     @abc.abstractmethod
+    def make_available(self, run_id: str) -> None:
+        """Make a queued run claimable now, as if its ``delay=`` had passed already."""
+
+    @abc.abstractmethod
+    def claimed_at(self, run_id: str) -> float | None:
+        """When `run_id` was first claimed (seconds since the epoch, the database's clock)."""
+
+    @abc.abstractmethod
     def lease_expires(self, run_id: str) -> float:
         """When the lease on `run_id` expires (seconds since the epoch, the database's clock)."""
 
@@ -226,6 +236,19 @@ class SQLiteKit(StoreKit):
                 "lease_epoch = ? WHERE run_id = ?",
                 (owner, lease_expires, epoch, run_id),
             )
+
+    def make_available(self, run_id: str) -> None:
+        with self._connection() as conn:
+            conn.execute(
+                "UPDATE flowdsl_runs SET available_at = queued_at WHERE run_id = ?", (run_id,)
+            )
+
+    def claimed_at(self, run_id: str) -> float | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT claimed_at FROM flowdsl_runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
 
     def lease_expires(self, run_id: str) -> float:
         with self._connection() as conn:

@@ -46,8 +46,8 @@ from flowdsl import (
 from flowdsl._engine import _mailbox
 from flowdsl.errors import (
     DefinitionError,
-    RunNotFound,
     RunningLoopError,
+    RunNotFound,
     SerializationError,
     UsageError,
 )
@@ -115,7 +115,8 @@ def test_waits_are_named_by_line_or_event_and_drawn_in_every_format() -> None:
     assert "wait" == kinds["approved"]
     timeout_edges = [e for e in graph.edges if e.kind == "route" and "escalate" in e.target]
     assert timeout_edges, "on_timeout is drawn as a route edge"
-    assert "approved" in to_mermaid(graph) and "approved" in to_dot(graph)
+    assert "approved" in to_mermaid(graph)
+    assert "approved" in to_dot(graph)
     drawn = json.loads(to_json(graph))
     assert {"sleep", "wait"} <= {n["kind"] for n in drawn["nodes"]}
 
@@ -621,15 +622,18 @@ def test_a_parked_run_says_what_it_waits_for_and_wakes_at_its_deadline(store: St
         await until(lambda: store.get_run("nap-1").status == "waiting", "parked")  # type: ignore[union-attr]
         run = store.get_run("nap-1")
         assert run is not None
-        assert run.owner is None and run.lease_expires is None
+        assert run.owner is None
+        assert run.lease_expires is None
         assert run.waiting is not None
         assert {"call", "nap"} == set(run.waiting.waits)
         assert ("call",) == run.waiting.events
         assert run.waiting.until == pytest.approx(started + DAY, abs=1)
         clock.advance(DAY)
         await until(
-            lambda: (r := store.get_run("nap-1")) is not None
-            and r.waiting == Waiting(("call",), ("call",), None),
+            lambda: (
+                (r := store.get_run("nap-1")) is not None
+                and r.waiting == Waiting(("call",), ("call",), None)
+            ),
             "woken by the deadline, parked again on the event alone",
         )
         await asend_event("nap-1", "call", "hello", store=store)
@@ -662,7 +666,9 @@ def test_a_run_with_a_step_in_flight_is_not_parked(store: Store) -> None:
         await until(lambda: store.get_run("busy-1").status == "running", "running")  # type: ignore[union-attr]
         await asyncio.sleep(0.2)
         run = store.get_run("busy-1")
-        assert run is not None and "running" == run.status and run.owner is not None
+        assert run is not None
+        assert "running" == run.status
+        assert run.owner is not None
         release.set()
         await until(lambda: store.get_run("busy-1").status == "waiting", "parked after the step")  # type: ignore[union-attr]
         await asend_event("busy-1", "late", 1, store=store)
@@ -690,7 +696,9 @@ def test_a_wait_shorter_than_park_after_waits_in_place(store: Store) -> None:
         await until(lambda: store.get_run("brief-1").status == "running", "running")  # type: ignore[union-attr]
         await asyncio.sleep(0.2)
         run = store.get_run("brief-1")
-        assert run is not None and run.owner is not None and run.waiting is None
+        assert run is not None
+        assert run.owner is not None
+        assert run.waiting is None
         await asend_event("brief-1", "soon", None, store=store)
         await until(lambda: store.get_run("brief-1").status == "completed", "done")  # type: ignore[union-attr]
         worker.stop()
