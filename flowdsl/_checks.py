@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import math
 from types import FunctionType
+from typing import Final
 
 from ._plan import BACKOFFS, Retry
 from .errors import UsageError
@@ -48,14 +49,25 @@ def seconds_problem(
     return f"{name} must be a number of seconds {bound}{none}, got {value!r}"
 
 
+INT32_MAX: Final = 2**31 - 1
+"""The largest count a store keeps in an integer column (PostgreSQL ``integer``)."""
+
+
 def count_problem(
-    value: object, name: str, *, minimum: int = 1, optional: bool = False
+    value: object,
+    name: str,
+    *,
+    minimum: int = 1,
+    optional: bool = False,
+    maximum: int | None = None,
 ) -> str | None:
-    """A whole number of things: an int >= `minimum`, or None if `optional`."""
+    """A whole number of things: an int >= `minimum` (and <= `maximum`), or None if `optional`."""
     if value is None and optional:
         return None
     if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
-        return None
+        if maximum is None or value <= maximum:
+            return None
+        return f"{name} must be at most {maximum}, got {value!r}"
     none = " or None" if optional else ""
     return f"{name} must be an int >= {minimum}{none}, got {value!r}"
 

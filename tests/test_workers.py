@@ -407,6 +407,11 @@ def test_queue_and_worker_settings_are_checked() -> None:
             Queue("q", concurrency=0)
         with pytest.raises(DefinitionError, match=r"rate_limit= takes \(count, seconds\)"):
             Queue("q", rate_limit=5)  # type: ignore[arg-type]
+        # A store keeps the limits in integer columns: what does not fit is refused here.
+        with pytest.raises(DefinitionError, match=r"concurrency= must be at most 2147483647"):
+            Queue("q", concurrency=2**63)
+        with pytest.raises(DefinitionError, match=r"rate_limit's count must be at most"):
+            Queue("q", rate_limit=(2**31, 1.0))
         Queue("q", concurrency=2)
         Queue("q", concurrency=2)  # the same declaration again (a module imported twice)
         with pytest.raises(DefinitionError, match=r"Queue\('q'\) .* is declared already"):

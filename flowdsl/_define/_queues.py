@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from .._checks import count_problem, seconds_problem
+from .._checks import INT32_MAX, count_problem, seconds_problem
 from .._plan import Where
 from ..errors import DefinitionError
 
@@ -51,7 +51,7 @@ class Queue:
                 None
                 if isinstance(name, str) and name
                 else f"a queue name must be a non-empty string, got {name!r}",
-                count_problem(concurrency, "concurrency=", optional=True),
+                count_problem(concurrency, "concurrency=", optional=True, maximum=INT32_MAX),
                 _rate_problem(rate_limit),
             )
             if p is not None
@@ -81,7 +81,7 @@ def _rate_problem(rate_limit: object) -> str | None:
     if not isinstance(rate_limit, tuple) or len(rate_limit) != 2:
         return f"rate_limit= takes (count, seconds), e.g. (100, 60.0), got {rate_limit!r}"
     count, period = rate_limit
-    return count_problem(count, "rate_limit's count") or seconds_problem(
+    return count_problem(count, "rate_limit's count", maximum=INT32_MAX) or seconds_problem(
         period, "rate_limit's period", optional=False
     )
 
