@@ -1282,10 +1282,8 @@ class SQLiteStore:
         ``"flowdsl"``), so one damaged run never hides the others.
         """
         if status is not None and status not in _STATUSES:
-            msg = (
-                f"status must be 'running', 'completed', 'failed', 'cancelled' or None, "
-                f"got {status!r}"
-            )
+            known = ", ".join(repr(s) for s in _STATUSES)
+            msg = f"status must be one of {known}, or None; got {status!r}"
             raise UsageError(msg)
         where, args = ("WHERE status = ?", (status,)) if status is not None else ("", ())
 
