@@ -43,6 +43,7 @@ from flowdsl import (
     wait_for_event,
     workflow,
 )
+from flowdsl._define import _registry
 from flowdsl._engine import _mailbox
 from flowdsl.errors import (
     DefinitionError,
@@ -70,24 +71,14 @@ async def until(
     raise AssertionError(f"{what} never held")
 
 
-def line_of(fn: Callable[..., Any], text: str) -> int:
-    """The line of `fn`'s source file that contains `text` (for the default wait names)."""
-    import inspect
-
-    lines, first = inspect.getsourcelines(fn)
-    for offset, line in enumerate(lines):
-        if text in line:
-            return first + offset
-    raise AssertionError(f"{text!r} is not in {fn.__name__}")
-
-
 # -- definitions --------------------------------------------------------------------------
 
 
-def test_waits_are_named_by_line_or_event_and_drawn_in_every_format() -> None:
-    """Default names: sleep_for@LINE, sleep_until@LINE, the event; kinds sleep and wait."""
+def test_waits_are_named_by_kind_and_order_or_event_and_drawn_in_every_format() -> None:
+    """Default names: sleep_for#n, sleep_until#n, the event; kinds sleep and wait."""
 
-    def body() -> None:
+    @workflow("named")
+    def wf() -> None:
         @step
         async def submit(ctx: Any) -> Any:
             return ok()
@@ -95,23 +86,24 @@ def test_waits_are_named_by_line_or_event_and_drawn_in_every_format() -> None:
         sleep_for(60)
         sleep_until(dt.datetime(2030, 1, 1, tzinfo=UTC))
         wait_for_event("approved", timeout=DAY, on_timeout="escalate")
+        sleep_for(5)
 
         @step
         async def escalate(ctx: Any) -> Any:
             return ok()
 
-    wf = workflow("named")(body)
     names = [n.name for n in wf.plan.nodes]
     assert [
         "submit",
-        f"sleep_for@{line_of(body, 'sleep_for(60)')}",
-        f"sleep_until@{line_of(body, 'sleep_until(')}",
+        "sleep_for#1",
+        "sleep_until#1",
         "approved",
+        "sleep_for#2",
         "escalate",
     ] == names
     graph = wf.graph()
     kinds = {n.label.split("\n")[0]: n.kind for n in graph.nodes}
-    assert "sleep" == kinds[names[1]] == kinds[names[2]]
+    assert "sleep" == kinds["sleep_for#1"] == kinds["sleep_until#1"]
     assert "wait" == kinds["approved"]
     timeout_edges = [e for e in graph.edges if e.kind == "route" and "escalate" in e.target]
     assert timeout_edges, "on_timeout is drawn as a route edge"
@@ -119,6 +111,25 @@ def test_waits_are_named_by_line_or_event_and_drawn_in_every_format() -> None:
     assert "approved" in to_dot(graph)
     drawn = json.loads(to_json(graph))
     assert {"sleep", "wait"} <= {n["kind"] for n in drawn["nodes"]}
+
+
+def test_an_edit_above_an_unnamed_wait_keeps_its_name_and_the_fingerprint() -> None:
+    """Names never carry a line number: moving a wait down a file strands no durable run."""
+
+    def define(blank_lines: int) -> str:
+        source = "\n" * blank_lines + (
+            "@workflow('moved')\n"
+            "def moved():\n"
+            "    sleep_for(60)\n"
+            "    wait_for_event('go', timeout=5)\n"
+        )
+        namespace: dict[str, Any] = {"workflow": workflow, "sleep_for": sleep_for}
+        namespace["wait_for_event"] = wait_for_event
+        with _registry.isolated():
+            exec(compile(source, "moved.py", "exec"), namespace)
+            return str(namespace["moved"].plan.fingerprint)
+
+    assert define(0) == define(40)
 
 
 def test_two_waits_for_one_event_need_names() -> None:

@@ -89,6 +89,7 @@ class _PlanBuilder:
         self.blocks: dict[str, Where] = {}
         self.shape: list[str] = []
         self.top_steps: dict[str, int] = {}
+        self.counts: dict[str, int] = {}  # unnamed waits of each kind so far (their names)
         self.routes: list[tuple[str, Where, str]] = []  # (what declares it, where, target)
         self.waits: dict[str, WaitNode] = {}
         self.parallels = 0  # parallel blocks lowered so far (naming the unnamed ones)
@@ -354,8 +355,9 @@ class _PlanBuilder:
             name: object = spec.name
         elif how == "event":
             name = spec.value
-        else:  # by line: name= keeps a long sleep's name when the file is edited above it
-            name = f"{how}@{spec.where.line}"
+        else:  # by kind and order, never by line: an edit above it changes nothing
+            self.counts[how] = self.counts.get(how, 0) + 1
+            name = f"{how}#{self.counts[how]}"
         call = "wait_for_event" if how == "event" else how
         if how == "event" and (not isinstance(spec.value, str) or not spec.value):
             raise self.fail(

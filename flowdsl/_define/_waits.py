@@ -50,9 +50,8 @@ def sleep_for(seconds: float | Callable[[Any], float], *, name: str | None = Non
     """Wait `seconds` (or ``seconds(ctx)``) on flowdsl's clock, then go on.
 
     Durable: the deadline is journaled when the wait is first reached, so a
-    resumed run sleeps only what remains. Named ``sleep_for@LINE`` unless
-    ``name=`` is given (give one to a long sleep: a run resumed after an
-    edit above the line would otherwise not find it).
+    resumed run sleeps only what remains. Named ``sleep_for#n`` (the
+    workflow's n-th unnamed sleep_for) unless ``name=`` is given.
     """
     _record(WaitSpec("sleep_for", name, seconds, None, None, None, _where()), "sleep_for()")
 
