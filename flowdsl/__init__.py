@@ -54,7 +54,7 @@ from .errors import (
     WorkflowNotFound,
 )
 from .result import Err, ErrorGroup, Ok, Result
-from .stores import SQLiteStore, Store
+from .stores import PostgresStore, SQLiteStore, Store
 from .stores._codec import RecordedError, register_type
 from .views import Graph, GraphBlock, GraphEdge, GraphNode, to_dot, to_json, to_mermaid
 
@@ -77,6 +77,7 @@ __all__ = [
     "GraphNode",
     "Ok",
     "Plan",
+    "PostgresStore",
     "Queue",
     "RecordedError",
     "Result",

@@ -7,26 +7,46 @@ Every store builds its `Run`s here, so a row that cannot be read is the same
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 from .._engine._run import CompensationRecord, Run, RunStatus, StepRecord, Waiting
 from .._engine._seams import STEP
 from ..errors import StoreError
 from ._codec import Undecodable, decode
-from ._protocol import Attempt
+from ._protocol import Attempt, Claim, Opened
 
 __all__ = [
+    "ATTEMPT_COLUMNS",
+    "FINISHED",
+    "RUN_COLUMNS",
+    "STATUSES",
+    "WOKEN",
+    "attempt_from_row",
     "build_run",
     "damaged",
+    "found_run",
     "no_such_run",
     "readable",
     "refused_event",
+    "run_from_row",
+    "shape_of",
     "step_record",
     "waited_events",
     "waiting_text",
 ]
+
+
+RUN_COLUMNS: Final = (
+    "run_id, workflow, status, fingerprint, shape, input, output, error, failed_step, "
+    "compensations, started, duration, owner, lease_expires, lease_epoch, claimed_at, waiting"
+)
+ATTEMPT_COLUMNS: Final = "step, visit, attempt, status, final, outcome, started, duration, kind"
+FINISHED: Final = ("completed", "failed")
+WOKEN: Final = 0.0
+"""`available_at` of a parked run an event woke: claimable now, whatever the claimer's clock."""
+STATUSES: Final = ("queued", "running", "waiting", "completed", "failed", "cancelled")
 
 
 def damaged(run_id: str, where: str, why: object) -> StoreError:
@@ -161,4 +181,74 @@ def refused_event(run_id: str, event: str, status: str) -> str:
     return (
         f"run {run_id!r} has {status}: it waits for nothing any more, so the event "
         f"{event!r} is refused; send it to a run that is not finished"
+    )
+
+
+def attempt_from_row(row: Sequence[Any]) -> Attempt:
+    """An `Attempt` from a journal row (`ATTEMPT_COLUMNS`)."""
+    step, visit, attempt, status, final, outcome, started, duration, kind = row
+    return Attempt(
+        step,
+        visit,
+        attempt,
+        status == "succeeded",
+        bool(final),
+        outcome,
+        started,
+        duration,
+        kind=kind,
+    )
+
+
+def run_from_row(row: Sequence[Any], attempts: Iterable[Attempt]) -> Run:
+    """A `Run` from a run row (`RUN_COLUMNS`) and its journal."""
+    (run_id, workflow, status, fingerprint, _, data, output, error, failed_step, comps) = row[:10]
+    started, duration = row[10], row[11]
+    owner, lease_expires = row[12], row[13]
+    if status not in STATUSES:
+        raise damaged(run_id, "status", f"{status!r} is not a run status")
+    return build_run(
+        run_id=run_id,
+        workflow=workflow,
+        status=status,
+        input=data,
+        output=output,
+        error=error,
+        failed_step=failed_step,
+        compensations=comps,
+        started=started,
+        duration=duration,
+        attempts=attempts,
+        owner=owner if status == "running" else None,
+        lease_expires=lease_expires if status == "running" else None,
+        fingerprint=fingerprint,
+        waiting=row[16] if status == "waiting" else None,
+    )
+
+
+def shape_of(run_id: str, text: str) -> tuple[str, ...]:
+    """The recorded definition shape (a JSON list of lines) of a run."""
+    try:
+        shape = decode(text)
+    except Undecodable as exc:
+        raise damaged(run_id, "definition fingerprint", exc) from None
+    if not isinstance(shape, list) or not all(isinstance(line, str) for line in shape):
+        raise damaged(run_id, "definition fingerprint", "not a list of lines")
+    return tuple(shape)
+
+
+def found_run(row: Sequence[Any], claim: Claim | None, **more: Any) -> Opened:
+    """What a store row says about a run: `claim` set when this process just claimed it."""
+    run_id = row[0]
+    return Opened(
+        run_id=run_id,
+        claim=claim,
+        new=False,
+        workflow=row[1],
+        fingerprint=row[3],
+        shape=shape_of(run_id, row[4]),
+        input=row[5],
+        started=row[10],
+        fresh=row[15] is None,
+        **more,
     )

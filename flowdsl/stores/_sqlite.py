@@ -34,7 +34,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Literal
 
 import attrs
@@ -42,7 +42,7 @@ import attrs
 from .._checks import require, seconds_problem
 from .._engine._run import Run, RunStatus, Waiting
 from ..errors import RunNotFound, StoreError, UsageError
-from ._codec import Undecodable, decode, dumps
+from ._codec import Undecodable, dumps
 from ._owner import owner_alive, owner_token
 from ._protocol import (
     Attempt,
@@ -56,11 +56,19 @@ from ._protocol import (
     Ticket,
 )
 from ._rows import (
-    build_run,
+    ATTEMPT_COLUMNS,
+    FINISHED,
+    RUN_COLUMNS,
+    STATUSES,
+    WOKEN,
+    attempt_from_row,
     damaged,
+    found_run,
     no_such_run,
     readable,
     refused_event,
+    run_from_row,
+    shape_of,
     waited_events,
     waiting_text,
 )
@@ -175,15 +183,6 @@ _COLUMNS: Final = {
 }  # fmt: skip
 """What each table must have (a file may have more: columns an older schema left behind)."""
 
-_RUN_COLUMNS: Final = (
-    "run_id, workflow, status, fingerprint, shape, input, output, error, failed_step, "
-    "compensations, started, duration, owner, lease_expires, lease_epoch, claimed_at, waiting"
-)
-_ATTEMPT_COLUMNS: Final = "step, visit, attempt, status, final, outcome, started, duration, kind"
-_FINISHED: Final = ("completed", "failed")
-_WOKEN: Final = 0.0
-"""`available_at` of a parked run an event woke: claimable now, whatever the claimer's clock."""
-_STATUSES: Final = ("queued", "running", "waiting", "completed", "failed", "cancelled")
 
 # Runs executing in this process, by (database file, run_id): a run this
 # process owns but no longer executes (its call raised) can be claimed again.
@@ -233,62 +232,12 @@ def _connect(path: str, timeout: float) -> sqlite3.Connection:
     return conn
 
 
-def _attempt(row: Sequence[Any]) -> Attempt:
-    step, visit, attempt, status, final, outcome, started, duration, kind = row
-    return Attempt(
-        step,
-        visit,
-        attempt,
-        status == "succeeded",
-        bool(final),
-        outcome,
-        started,
-        duration,
-        kind=kind,
-    )
-
-
 def _load_attempts(conn: sqlite3.Connection, run_id: str) -> tuple[Attempt, ...]:
     rows = conn.execute(
-        f"SELECT {_ATTEMPT_COLUMNS} FROM flowdsl_attempts WHERE run_id = ? ORDER BY seq",
+        f"SELECT {ATTEMPT_COLUMNS} FROM flowdsl_attempts WHERE run_id = ? ORDER BY seq",
         (run_id,),
     ).fetchall()
-    return tuple(_attempt(row) for row in rows)
-
-
-def _run_from_row(row: Sequence[Any], attempts: Iterable[Attempt]) -> Run:
-    (run_id, workflow, status, fingerprint, _, data, output, error, failed_step, comps) = row[:10]
-    started, duration = row[10], row[11]
-    owner, lease_expires = row[12], row[13]
-    if status not in _STATUSES:
-        raise damaged(run_id, "status", f"{status!r} is not a run status")
-    return build_run(
-        run_id=run_id,
-        workflow=workflow,
-        status=status,
-        input=data,
-        output=output,
-        error=error,
-        failed_step=failed_step,
-        compensations=comps,
-        started=started,
-        duration=duration,
-        attempts=attempts,
-        owner=owner if status == "running" else None,
-        lease_expires=lease_expires if status == "running" else None,
-        fingerprint=fingerprint,
-        waiting=row[16] if status == "waiting" else None,
-    )
-
-
-def _shape(run_id: str, text: str) -> tuple[str, ...]:
-    try:
-        shape = decode(text)
-    except Undecodable as exc:
-        raise damaged(run_id, "definition fingerprint", exc) from None
-    if not isinstance(shape, list) or not all(isinstance(line, str) for line in shape):
-        raise damaged(run_id, "definition fingerprint", "not a list of lines")
-    return tuple(shape)
+    return tuple(attempt_from_row(row) for row in rows)
 
 
 class _Job:
@@ -563,7 +512,7 @@ def _open_job(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> O
     # Everything that can fail comes before the one write, so a failing job changes nothing.
     me = owner_token()
     row = conn.execute(
-        f"SELECT {_RUN_COLUMNS} FROM flowdsl_runs WHERE run_id = ?", (header.run_id,)
+        f"SELECT {RUN_COLUMNS} FROM flowdsl_runs WHERE run_id = ?", (header.run_id,)
     ).fetchone()
     now = time.time()
     if row is None:
@@ -597,39 +546,22 @@ def _open_job(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> O
         )
         _activate(writer, header.run_id, 1)
         return opened
-    if row[2] in _FINISHED:
-        return _found(row, None, finished=_run_from_row(row, _load_attempts(conn, row[0])))
+    if row[2] in FINISHED:
+        return found_run(row, None, finished=run_from_row(row, _load_attempts(conn, row[0])))
     workflow, fingerprint, owner, lease_expires = row[1], row[3], row[12], row[13]
     if (
         workflow != header.workflow
         or fingerprint != header.fingerprint
         or not _claimable(writer, header.run_id, owner, lease_expires)
     ):
-        return _found(row, None, owner=owner)
+        return found_run(row, None, owner=owner)
     return _take(writer, conn, row, now)
-
-
-def _found(row: Sequence[Any], claim: Claim | None, **more: Any) -> Opened:
-    """What a store row says about a run: `claim` set when this process just claimed it."""
-    run_id = row[0]
-    return Opened(
-        run_id=run_id,
-        claim=claim,
-        new=False,
-        workflow=row[1],
-        fingerprint=row[3],
-        shape=_shape(run_id, row[4]),
-        input=row[5],
-        started=row[10],
-        fresh=row[15] is None,
-        **more,
-    )
 
 
 def _take(writer: _Writer, conn: sqlite3.Connection, row: Sequence[Any], now: float) -> Opened:
     """Claim the run of `row` for this process (inside the writer's transaction)."""
     run_id, epoch = row[0], row[14] + 1
-    opened = _found(row, Claim(run_id, epoch), attempts=_load_attempts(conn, run_id))
+    opened = found_run(row, Claim(run_id, epoch), attempts=_load_attempts(conn, run_id))
     conn.execute(
         "UPDATE flowdsl_runs SET status = 'running', owner = ?, lease_expires = ?, "
         "lease_epoch = ?, updated = ?, resumes = resumes + 1, waiting = NULL, "
@@ -644,13 +576,13 @@ def _enqueue_job(
     writer: _Writer, conn: sqlite3.Connection, header: RunHeader, ticket: Ticket
 ) -> Opened:
     row = conn.execute(
-        f"SELECT {_RUN_COLUMNS} FROM flowdsl_runs WHERE run_id = ?", (header.run_id,)
+        f"SELECT {RUN_COLUMNS} FROM flowdsl_runs WHERE run_id = ?", (header.run_id,)
     ).fetchone()
     if row is not None:  # the run_id is taken: queue nothing, say what it is
         finished = None
-        if row[2] in _FINISHED:
-            finished = _run_from_row(row, _load_attempts(conn, row[0]))
-        return _found(row, None, owner=row[12], finished=finished)
+        if row[2] in FINISHED:
+            finished = run_from_row(row, _load_attempts(conn, row[0]))
+        return found_run(row, None, owner=row[12], finished=finished)
     now = time.time()
     conn.execute(
         "INSERT INTO flowdsl_runs (run_id, workflow, status, fingerprint, shape, input, "
@@ -724,7 +656,7 @@ def _claim_job(writer: _Writer, conn: sqlite3.Connection, request: ClaimRequest)
     # Runs whose owner is gone first: they hold a slot of their queue already.
     host_prefix = me.rsplit("|", 2)[0] + "|"  # this host and PID namespace
     orphans = conn.execute(
-        f"SELECT {_RUN_COLUMNS} FROM flowdsl_runs WHERE status = 'running' AND {where} "
+        f"SELECT {RUN_COLUMNS} FROM flowdsl_runs WHERE status = 'running' AND {where} "
         f"AND (owner IS NULL OR lease_expires < ? OR (owner LIKE ? AND owner != ?)) "
         f"ORDER BY started, run_id",
         (*args, now, host_prefix + "%", me),
@@ -737,7 +669,7 @@ def _claim_job(writer: _Writer, conn: sqlite3.Connection, request: ClaimRequest)
     rooms: dict[str, int | None] = {}
     # Then queued runs, and parked runs an event or a deadline woke (`_park_job`).
     queued = conn.execute(
-        f"SELECT {_RUN_COLUMNS}, queue FROM flowdsl_runs WHERE status IN ('queued', 'waiting') "
+        f"SELECT {RUN_COLUMNS}, queue FROM flowdsl_runs WHERE status IN ('queued', 'waiting') "
         f"AND {where} AND available_at <= ? ORDER BY priority DESC, queued_at, run_id",
         (*args, request.now if request.now is not None else now),
     )
@@ -877,7 +809,7 @@ def _send_job(
     if row is None:
         raise RunNotFound(no_such_run(run_id, writer.path))
     status, waiting = row
-    if status in _FINISHED:
+    if status in FINISHED:
         raise UsageError(refused_event(run_id, event, status))
     now = time.time()
     conn.execute(
@@ -888,7 +820,7 @@ def _send_job(
         conn.execute(
             "UPDATE flowdsl_runs SET available_at = ?, updated = ? "
             "WHERE run_id = ? AND status = 'waiting'",
-            (_WOKEN, now, run_id),
+            (WOKEN, now, run_id),
         )
 
 
@@ -945,7 +877,7 @@ def _park_job(
             )
             for name, visit in visits
         )
-        wake = _WOKEN if woken else waiting.until  # an event is there already: claimable now
+        wake = WOKEN if woken else waiting.until  # an event is there already: claimable now
         cursor = conn.execute(
             "UPDATE flowdsl_runs SET status = 'waiting', owner = NULL, lease_expires = NULL, "
             "available_at = ?, waiting = ?, updated = ? "
@@ -1262,12 +1194,12 @@ class SQLiteStore:
 
         def read(conn: sqlite3.Connection) -> tuple[Any, tuple[Attempt, ...]]:
             row = conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM flowdsl_runs WHERE run_id = ?", (run_id,)
+                f"SELECT {RUN_COLUMNS} FROM flowdsl_runs WHERE run_id = ?", (run_id,)
             ).fetchone()
             return row, (_load_attempts(conn, run_id) if row is not None else ())
 
         row, attempts = self._reading(f"run {run_id!r}", read)
-        return None if row is None else _run_from_row(row, attempts)
+        return None if row is None else run_from_row(row, attempts)
 
     def list_runs(
         self,
@@ -1281,31 +1213,31 @@ class SQLiteStore:
         ``on_damaged(run_id, error)``, or logged as a warning (logger
         ``"flowdsl"``), so one damaged run never hides the others.
         """
-        if status is not None and status not in _STATUSES:
-            known = ", ".join(repr(s) for s in _STATUSES)
+        if status is not None and status not in STATUSES:
+            known = ", ".join(repr(s) for s in STATUSES)
             msg = f"status must be one of {known}, or None; got {status!r}"
             raise UsageError(msg)
         where, args = ("WHERE status = ?", (status,)) if status is not None else ("", ())
 
         def read(conn: sqlite3.Connection) -> tuple[list[Any], dict[str, list[Attempt]]]:
             rows = conn.execute(
-                f"SELECT {_RUN_COLUMNS} FROM flowdsl_runs {where} ORDER BY started, run_id", args
+                f"SELECT {RUN_COLUMNS} FROM flowdsl_runs {where} ORDER BY started, run_id", args
             ).fetchall()
             attempts: dict[str, list[Attempt]] = {row[0]: [] for row in rows}
             for row in conn.execute(
-                f"SELECT run_id, {_ATTEMPT_COLUMNS} FROM flowdsl_attempts "
+                f"SELECT run_id, {ATTEMPT_COLUMNS} FROM flowdsl_attempts "
                 f"WHERE run_id IN (SELECT run_id FROM flowdsl_runs {where}) ORDER BY seq",
                 args,
             ):
                 found = attempts.get(row[0])
                 if found is not None:
-                    found.append(_attempt(row[1:]))
+                    found.append(attempt_from_row(row[1:]))
             return rows, attempts
 
         rows, attempts = self._reading("the runs", read)
         return readable(
             rows,
-            lambda row: _run_from_row(row, attempts[row[0]]),
+            lambda row: run_from_row(row, attempts[row[0]]),
             on_damaged if on_damaged is not None else _warn_damaged,
         )
 
@@ -1334,7 +1266,7 @@ class SQLiteStore:
                 continue
             try:
                 pending.append(
-                    Pending(run_id, workflow, fingerprint, _shape(run_id, shape), status)
+                    Pending(run_id, workflow, fingerprint, shape_of(run_id, shape), status)
                 )
             except StoreError as exc:
                 (on_damaged or _warn_damaged)(run_id, exc)

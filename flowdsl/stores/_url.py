@@ -43,22 +43,24 @@ def _sqlite_url(url: str, rest: str, must_exist: bool) -> Store:
     raise UsageError(msg)
 
 
-def _no_postgres(url: str, rest: str, must_exist: bool) -> Store:
-    msg = (
-        f"store URL {url!r} names a PostgreSQL store, which this version of flowdsl does "
-        f"not have yet; use a SQLite store: 'sqlite:///runs.db' or a file path"
-    )
-    raise UsageError(msg)
+def _postgres_url(url: str, rest: str, must_exist: bool) -> Store:
+    """The store of a ``postgresql://`` URL (a database is never created by opening it)."""
+    from ._postgres import PostgresStore  # psycopg is imported only when a URL asks for it
+
+    return PostgresStore(url)
 
 
 # Store URLs, ``scheme://rest``: each scheme's opener takes (url, rest, must_exist).
 _SCHEMES: Final[dict[str, Callable[[str, str, bool], Store]]] = {
     "sqlite": _sqlite_url,
-    "postgresql": _no_postgres,
-    "postgres": _no_postgres,
+    "postgresql": _postgres_url,
+    "postgres": _postgres_url,
 }
 
-_STORE_FORMS: Final = "'sqlite:///relative/path.db', 'sqlite:////absolute/path.db' or a file path"
+_STORE_FORMS: Final = (
+    "'sqlite:///relative/path.db', 'sqlite:////absolute/path.db', a file path, "
+    "or 'postgresql://user@host:5432/db'"
+)
 
 
 def open_store(store: object, *, must_exist: bool = False) -> tuple[Store, bool]:

@@ -1,0 +1,1464 @@
+"""`PostgresStore`: the store for many machines (psycopg 3, async, pooled).
+
+One store object owns a private event loop on a thread of its own, a
+`psycopg_pool.AsyncConnectionPool` on that loop, and one listening connection
+(``LISTEN``). Run calls on any loop or thread hand it coroutines and await
+their result, so a store is shared by every run of a process, as
+`SQLiteStore` is.
+
+**Group commit.** Journal entries are the hot path: every entry waiting when
+the previous write returns goes into one ``INSERT ... SELECT FROM unnest(...)``
+statement, one round trip and one commit for all of them, however many runs
+wrote them. The statement is fenced: it inserts an entry only while the run's
+row names this process and the entry's claim epoch, and it takes a share lock
+on those rows, so a claim by another process waits for it and then sees it.
+
+**Leases** use the database's clock (``now()``): a claim sets ``lease_expires``
+to the server's time plus ``lease``; a heartbeat renews every lease of this
+process every ``lease / 3`` seconds and learns which it lost. Claims by
+workers are ``FOR UPDATE SKIP LOCKED``; a queue's limits are counted under a
+lock on its row of ``flowdsl_queues``, so they hold across every worker.
+Workers wake on ``NOTIFY`` (a run queued, an event sent, a run released or
+parked with its event already there) and on the earliest deadline of a
+delayed or parked run, not by polling.
+
+Payloads are text columns holding the codec's JSON (see `docs/decisions.md`):
+the codec owns the format, and ``jsonb`` would parse and re-encode every
+write for nothing flowdsl reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import re
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Final, TypeVar
+
+from .._checks import require, seconds_problem
+from .._engine._clock import clock
+from .._engine._run import Run, RunStatus, Waiting
+from ..errors import RunNotFound, StoreError, UsageError
+from ._codec import dumps
+from ._owner import owner_alive, owner_token
+from ._protocol import (
+    Attempt,
+    Claim,
+    ClaimRequest,
+    Ending,
+    Opened,
+    Pending,
+    QueueLimits,
+    RunHeader,
+    Ticket,
+)
+from ._rows import (
+    ATTEMPT_COLUMNS,
+    FINISHED,
+    RUN_COLUMNS,
+    STATUSES,
+    WOKEN,
+    attempt_from_row,
+    damaged,
+    found_run,
+    no_such_run,
+    readable,
+    refused_event,
+    run_from_row,
+    shape_of,
+    waited_events,
+    waiting_text,
+)
+
+try:
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool
+except ImportError:  # pragma: no cover - the extra is not installed
+    psycopg = None  # type: ignore[assignment]
+
+__all__ = ["SCHEMA_VERSION", "PostgresStore"]
+
+_log = logging.getLogger("flowdsl")
+_T = TypeVar("_T")
+
+SCHEMA_VERSION: Final = 4
+"""The schema this release writes (``flowdsl_schema``); the same numbers as SQLite's.
+
+PostgreSQL stores begin at 4 (queues, waits, events and schedules): there is
+no older PostgreSQL schema to migrate from. A later release adds its steps to
+`_MIGRATIONS`.
+"""
+
+_NOW: Final = "extract(epoch from now())"
+_WORK: Final = "flowdsl_work"
+"""The channel a worker listens on: a run may have become claimable."""
+_EVENT: Final = "flowdsl_event"
+"""The channel a waiting run listens on: its payload is the run id an event was sent to."""
+
+_TABLES: Final = (
+    """CREATE TABLE flowdsl_runs (
+        run_id        text PRIMARY KEY,
+        workflow      text NOT NULL,
+        status        text NOT NULL,
+        fingerprint   text NOT NULL,
+        shape         text NOT NULL,
+        input         text NOT NULL,
+        output        text,
+        error         text,
+        failed_step   text,
+        compensations text,
+        started       double precision NOT NULL,
+        updated       double precision NOT NULL,
+        duration      double precision,
+        owner         text,
+        lease_expires double precision,
+        lease_epoch   bigint NOT NULL DEFAULT 0,
+        resumes       integer NOT NULL DEFAULT 0,
+        queue         text NOT NULL DEFAULT 'default',
+        priority      integer NOT NULL DEFAULT 0,
+        available_at  double precision,
+        queued_at     double precision,
+        claimed_at    double precision,
+        waiting       text
+    )""",
+    """CREATE TABLE flowdsl_attempts (
+        seq      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        run_id   text NOT NULL,
+        kind     text NOT NULL DEFAULT 'step',
+        step     text NOT NULL,
+        visit    integer NOT NULL,
+        attempt  integer NOT NULL,
+        status   text NOT NULL,
+        final    boolean NOT NULL,
+        outcome  text NOT NULL,
+        started  double precision NOT NULL,
+        duration double precision NOT NULL,
+        worker   text NOT NULL,
+        UNIQUE (run_id, kind, step, visit, attempt)
+    )""",
+    """CREATE TABLE flowdsl_queues (
+        name        text PRIMARY KEY,
+        concurrency integer,
+        rate_count  integer,
+        rate_period double precision,
+        updated     double precision NOT NULL
+    )""",
+    """CREATE TABLE flowdsl_events (
+        seq      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        run_id   text NOT NULL,
+        event    text NOT NULL,
+        payload  text NOT NULL,
+        sent     double precision NOT NULL,
+        taken    double precision,
+        taken_by text
+    )""",
+    """CREATE TABLE flowdsl_schedules (
+        workflow text PRIMARY KEY,
+        since    double precision NOT NULL,
+        checked  double precision NOT NULL
+    )""",
+    "CREATE INDEX flowdsl_runs_by_status ON flowdsl_runs (status, started)",
+    "CREATE INDEX flowdsl_runs_queued ON flowdsl_runs (status, queue, priority, queued_at)",
+    "CREATE INDEX flowdsl_runs_starts ON flowdsl_runs (queue, claimed_at)",
+    "CREATE INDEX flowdsl_runs_owner ON flowdsl_runs (owner) WHERE owner IS NOT NULL",
+    "CREATE INDEX flowdsl_runs_waking ON flowdsl_runs (status, available_at)",
+    "CREATE INDEX flowdsl_attempts_by_run ON flowdsl_attempts (run_id, seq)",
+    "CREATE INDEX flowdsl_events_mailbox ON flowdsl_events (run_id, event, seq) "
+    "WHERE taken IS NULL",
+)
+_COLUMNS: Final = {
+    "flowdsl_runs": (
+        "run_id", "workflow", "status", "fingerprint", "shape", "input", "output", "error",
+        "failed_step", "compensations", "started", "updated", "duration", "owner",
+        "lease_expires", "lease_epoch", "resumes", "queue", "priority", "available_at",
+        "queued_at", "claimed_at", "waiting",
+    ),
+    "flowdsl_attempts": (
+        "seq", "run_id", "kind", "step", "visit", "attempt", "status", "final", "outcome",
+        "started", "duration", "worker",
+    ),
+    "flowdsl_queues": ("name", "concurrency", "rate_count", "rate_period", "updated"),
+    "flowdsl_events": ("seq", "run_id", "event", "payload", "sent", "taken", "taken_by"),
+    "flowdsl_schedules": ("workflow", "since", "checked"),
+}  # fmt: skip
+_MIGRATIONS: Final[dict[int, Callable[[Any], None]]] = {}
+"""Schema version n -> n + 1 (a function of a sync connection), run in one transaction."""
+_SCHEMA_LOCK: Final = 7_346_512_019
+"""The advisory lock two processes opening a new database take, so one creates it."""
+
+# Runs executing in this process, by (database, run_id): a run this process
+# owns but no longer executes (its call raised) can be claimed again.
+_ACTIVE: set[tuple[str, str]] = set()
+_ACTIVE_LOCK = threading.Lock()
+
+_APPEND: Final = """
+    WITH held AS (
+        SELECT run_id, lease_epoch FROM flowdsl_runs
+        WHERE run_id = ANY(%(runs)s) AND owner = %(me)s
+        ORDER BY run_id FOR SHARE
+    )
+    INSERT INTO flowdsl_attempts
+        (run_id, kind, step, visit, attempt, status, final, outcome, started, duration, worker)
+    SELECT v.run_id, v.kind, v.step, v.visit, v.attempt, v.status, v.final, v.outcome,
+           v.started, v.duration, %(me)s
+    FROM unnest(%(run_id)s::text[], %(epoch)s::bigint[], %(kind)s::text[], %(step)s::text[],
+                %(visit)s::integer[], %(attempt)s::integer[], %(status)s::text[],
+                %(final)s::boolean[], %(outcome)s::text[], %(started)s::float8[],
+                %(duration)s::float8[])
+         WITH ORDINALITY AS v(run_id, epoch, kind, step, visit, attempt, status, final,
+                              outcome, started, duration, n)
+    JOIN held ON held.run_id = v.run_id AND held.lease_epoch = v.epoch
+    ORDER BY v.n
+    RETURNING run_id, kind, step, visit, attempt
+"""
+_HOLDS: Final = (
+    "SELECT 1 FROM flowdsl_runs WHERE run_id = %s AND owner = %s AND lease_epoch = %s FOR SHARE"
+)
+
+
+def _missing_extra() -> UsageError:
+    return UsageError(
+        "PostgresStore needs psycopg 3 and psycopg-pool: pip install 'flowdsl[postgres]'"
+    )
+
+
+def _shown(dsn: str) -> str:
+    """The DSN as messages show it: any password replaced by ``***``."""
+    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    return re.sub(r"(password\s*=\s*)(\S+)", r"\1***", dsn)
+
+
+def _lost(claim: Claim) -> StoreError:
+    return StoreError(
+        f"run {claim.run_id!r} is no longer owned by this process (its lease was taken over "
+        f"by another process, or the run finished); nothing more of it is recorded here, "
+        f"and this call stops it"
+    )
+
+
+class _Leases:
+    """The runs this store holds (run id -> epoch), what a renewal found lost, and until when
+    the leases were last confirmed (this host's clock). Read from any thread under `lock`."""
+
+    def __init__(self, lease: float) -> None:
+        self.lease = lease
+        self.lock = threading.Lock()
+        self.claims: dict[str, int] = {}
+        self.lost: set[Claim] = set()
+        self.confirmed = 0.0
+
+    def may_have_lost(self, claim: Claim) -> bool:
+        with self.lock:
+            return claim in self.lost or time.time() > self.confirmed
+
+    def hold(self, key: str, claim: Claim) -> None:
+        with _ACTIVE_LOCK:
+            _ACTIVE.add((key, claim.run_id))
+        with self.lock:
+            self.claims[claim.run_id] = claim.epoch
+            if self.confirmed < time.time():
+                self.confirmed = time.time() + self.lease
+
+    def drop(self, key: str, run_id: str) -> None:
+        with _ACTIVE_LOCK:
+            _ACTIVE.discard((key, run_id))
+        with self.lock:
+            self.claims.pop(run_id, None)
+
+    def renewed(self, sent: float, rows: Sequence[tuple[str, int]]) -> None:
+        held = set(rows)
+        with self.lock:
+            self.confirmed = sent + self.lease
+            for run_id, epoch in list(self.claims.items()):
+                if (run_id, epoch) not in held:
+                    del self.claims[run_id]
+                    self.lost.add(Claim(run_id, epoch))
+
+    def lose(self, claim: Claim) -> None:
+        with self.lock:
+            self.claims.pop(claim.run_id, None)
+            self.lost.add(claim)
+
+
+class _Waiters:
+    """Futures on any event loop, woken by notifications the listener receives."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_key: dict[tuple[str, str], set[tuple[asyncio.AbstractEventLoop, Any]]] = {}
+
+    def add(self, key: tuple[str, str]) -> tuple[asyncio.AbstractEventLoop, Any]:
+        loop = asyncio.get_running_loop()
+        me = (loop, loop.create_future())
+        with self.lock:
+            self.by_key.setdefault(key, set()).add(me)
+        return me
+
+    def remove(self, key: tuple[str, str], me: tuple[asyncio.AbstractEventLoop, Any]) -> None:
+        with self.lock:
+            found = self.by_key.get(key)
+            if found is not None:
+                found.discard(me)
+                if not found:
+                    del self.by_key[key]
+
+    def wake(self, key: tuple[str, str] | None) -> None:
+        """Wake the waiters for `key` (None: every waiter, after the listener reconnected)."""
+        with self.lock:
+            if key is None:
+                waiters = [w for group in self.by_key.values() for w in group]
+            else:
+                waiters = list(self.by_key.get(key, ()))
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # its loop has closed
+                loop.call_soon_threadsafe(_settle, future)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: a caller that gave up does not log it
+
+
+class _Engine:
+    """What lives on the store's own event loop: the pool, the listener, the append lane."""
+
+    def __init__(self, dsn: str, where: str, key: str, lease: float, pool_size: int) -> None:
+        self.dsn = dsn
+        self.where = where
+        self.key = key
+        self.lease = lease
+        self.pool_size = pool_size
+        self.leases = _Leases(lease)
+        self.waiters = _Waiters()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+        self.closed = False
+        self.pid = os.getpid()
+        # Only touched on the store's loop:
+        self.pool: Any = None
+        self.pool_ready: asyncio.Future[None] | None = None
+        self.pending: list[tuple[Claim, Attempt, asyncio.Future[None]]] = []
+        self.flusher: asyncio.Task[None] | None = None
+        self.lane: asyncio.Lock | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.listening: asyncio.Event | None = None
+        self.listener: asyncio.Task[None] | None = None
+
+    # -- the thread and its loop (called from any thread) -----------------------------------
+
+    def submit(self, coro: Coroutine[Any, Any, _T]) -> concurrent.futures.Future[_T]:
+        if self.pid != os.getpid():
+            coro.close()
+            msg = (
+                f"the store at {self.where!r} was opened in the parent of this forked process; "
+                f"open a new PostgresStore in the child (a connection must not cross a fork)"
+            )
+            raise StoreError(msg)
+        with self.lock:
+            if self.closed:
+                coro.close()
+                msg = f"the store at {self.where!r} is closed; open a new PostgresStore"
+                raise StoreError(msg)
+            if self.loop is None:
+                self.loop = asyncio.new_event_loop()
+                self.thread = threading.Thread(
+                    target=self.loop.run_forever, name="flowdsl-postgres", daemon=True
+                )
+                self.thread.start()
+            loop = self.loop
+        return asyncio.run_coroutine_threadsafe(coro, loop)
+
+    def stop(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            loop, thread = self.loop, self.thread
+        if loop is None or thread is None:
+            return
+        if thread is threading.current_thread():  # pragma: no cover - closed from a store job
+            loop.call_soon(loop.stop)
+            return
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self.shutdown(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+    async def shutdown(self) -> None:
+        while self.tasks or (self.flusher is not None and not self.flusher.done()):
+            await asyncio.gather(
+                *self.tasks, *([self.flusher] if self.flusher else []), return_exceptions=True
+            )
+            if self.flusher is not None and self.flusher.done():
+                self.flusher = None
+        if self.listener is not None:
+            self.listener.cancel()
+            await asyncio.gather(self.listener, return_exceptions=True)
+        if self.pool is not None:
+            await self.pool.close()
+
+    def background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run `coro` on the store's loop; nobody waits for it (`close` does)."""
+        self.submit(self._tracked(coro))
+
+    async def _tracked(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        try:
+            await coro
+        except Exception as exc:
+            _log.warning("the store at %r: a background write failed: %s", self.where, exc)
+        finally:
+            self.tasks.discard(task)
+
+    # -- on the store's loop -----------------------------------------------------------------
+
+    async def connection(self) -> Any:
+        """The pool (opened on first use), whose ``connection()`` lends a connection."""
+        if self.pool is None:
+            self.lane = asyncio.Lock()
+            self.pool = AsyncConnectionPool(
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                kwargs={"autocommit": True},
+                open=False,
+                name="flowdsl",
+            )
+            self.pool_ready = asyncio.get_running_loop().create_future()
+            try:
+                await self.pool.open(wait=True, timeout=30.0)
+            except Exception as exc:
+                self.pool_ready.set_exception(exc)
+                _consume(self.pool_ready)
+                raise
+            self.pool_ready.set_result(None)
+            self.tasks.add(asyncio.create_task(self.heartbeat()))
+        elif self.pool_ready is not None and not self.pool_ready.done():
+            await asyncio.shield(self.pool_ready)
+        return self.pool
+
+    async def heartbeat(self) -> None:
+        """Renew this process's leases every ``lease / 3`` seconds while it holds any."""
+        task = asyncio.current_task()
+        try:
+            while True:
+                await asyncio.sleep(self.lease / 3)
+                with self.leases.lock:
+                    holding = bool(self.leases.claims)
+                if holding:
+                    try:
+                        await self.renew()
+                    except psycopg.Error as exc:
+                        _log.warning("could not renew leases at %r: %s", self.where, exc)
+        finally:
+            if task is not None:
+                self.tasks.discard(task)
+
+    async def renew(self) -> None:
+        pool = await self.connection()
+        assert self.lane is not None
+        async with self.lane, pool.connection() as conn:  # never beside an append: no deadlock
+            sent = time.time()
+            cursor = await conn.execute(
+                f"UPDATE flowdsl_runs SET lease_expires = {_NOW} + %s "
+                f"WHERE owner = %s AND status = 'running' RETURNING run_id, lease_epoch",
+                (self.lease, owner_token()),
+            )
+            rows = await cursor.fetchall()
+        self.leases.renewed(sent, rows)
+
+    async def append(self, claim: Claim, attempt: Attempt) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((claim, attempt, future))
+        if self.flusher is None or self.flusher.done():
+            self.flusher = asyncio.create_task(self.flush())
+        await future
+
+    async def flush(self) -> None:
+        """Write every pending journal entry in one statement, until none is pending."""
+        pool = await self.connection()
+        assert self.lane is not None
+        while self.pending:
+            batch, self.pending = self.pending, []
+            try:
+                async with self.lane, pool.connection() as conn:
+                    try:
+                        written = await self.insert(conn, batch)
+                    except psycopg.errors.IntegrityError:  # one entry is bad: find which
+                        written = set()
+                        for item in batch:
+                            try:
+                                written |= await self.insert(conn, [item])
+                            except psycopg.errors.IntegrityError as exc:
+                                item[2].set_exception(damaged(item[0].run_id, "journal", exc))
+            except psycopg.Error as exc:
+                error = StoreError(f"could not write to the store at {self.where!r}: {exc}")
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for claim, attempt, future in batch:
+                if future.done():
+                    continue
+                if (claim.run_id, attempt.kind, attempt.step, attempt.visit, attempt.attempt) in (
+                    written
+                ):
+                    future.set_result(None)
+                else:
+                    future.set_exception(_lost(claim))
+
+    @staticmethod
+    async def insert(
+        conn: Any, batch: Sequence[tuple[Claim, Attempt, Any]]
+    ) -> set[tuple[str, str, str, int, int]]:
+        columns: dict[str, list[Any]] = {
+            name: []
+            for name in (
+                "run_id", "epoch", "kind", "step", "visit", "attempt", "status", "final",
+                "outcome", "started", "duration",
+            )
+        }  # fmt: skip
+        for claim, a, _ in batch:
+            columns["run_id"].append(claim.run_id)
+            columns["epoch"].append(claim.epoch)
+            columns["kind"].append(a.kind)
+            columns["step"].append(a.step)
+            columns["visit"].append(a.visit)
+            columns["attempt"].append(a.attempt)
+            columns["status"].append("succeeded" if a.succeeded else "failed")
+            columns["final"].append(a.final)
+            columns["outcome"].append(a.outcome)
+            columns["started"].append(a.started)
+            columns["duration"].append(a.duration)
+        args = {
+            **columns,
+            "runs": sorted(set(columns["run_id"])),
+            "me": owner_token(),
+        }
+        cursor = await conn.execute(_APPEND, args)
+        return {tuple(row) for row in await cursor.fetchall()}
+
+    async def transaction(self, work: Callable[[Any], Awaitable[_T]]) -> _T:
+        """`work(conn)` inside one transaction on a pooled connection."""
+        pool = await self.connection()
+        async with pool.connection() as conn, conn.transaction():
+            return await work(conn)
+
+    async def notify(self, channel: str, payload: str = "") -> None:
+        pool = await self.connection()
+        async with pool.connection() as conn:
+            await conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+    # -- listening ---------------------------------------------------------------------------
+
+    async def listen_ready(self) -> bool:
+        """Start the listener once; whether it listens now (False: it is reconnecting)."""
+        if self.listening is None:
+            self.listening = asyncio.Event()
+            self.listener = asyncio.create_task(self.listen())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.listening.wait(), timeout=5.0)
+        return self.listening.is_set()
+
+    async def listen(self) -> None:
+        assert self.listening is not None
+        pause = 0.05
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {_WORK}")
+                    await conn.execute(f"LISTEN {_EVENT}")
+                    self.listening.set()
+                    self.waiters.wake(None)  # a notification may have been missed meanwhile
+                    pause = 0.05
+                    async for note in conn.notifies():
+                        if note.channel == _WORK:
+                            self.waiters.wake((_WORK, ""))
+                        else:
+                            self.waiters.wake((_EVENT, note.payload))
+            except psycopg.Error as exc:
+                _log.warning("listening at %r failed, reconnecting: %s", self.where, exc)
+            self.listening.clear()
+            self.waiters.wake(None)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
+def _claimable(key: str, run_id: str, owner: str | None, expires: float | None, now: float) -> bool:
+    """Whether a run row may be claimed (see `Store.open_run`), on the database's clock `now`."""
+    if owner is None:
+        return True
+    if owner == owner_token():
+        with _ACTIVE_LOCK:
+            return (key, run_id) not in _ACTIVE
+    if expires is None or expires < now:
+        return True
+    return owner_alive(owner) is False
+
+
+async def _attempts(conn: Any, run_id: str) -> tuple[Attempt, ...]:
+    cursor = await conn.execute(
+        f"SELECT {ATTEMPT_COLUMNS} FROM flowdsl_attempts WHERE run_id = %s ORDER BY seq",
+        (run_id,),
+    )
+    return tuple(attempt_from_row(row) for row in await cursor.fetchall())
+
+
+async def _row(conn: Any, run_id: str, lock: str = "") -> Any:
+    cursor = await conn.execute(
+        f"SELECT {RUN_COLUMNS}, {_NOW} FROM flowdsl_runs WHERE run_id = %s {lock}", (run_id,)
+    )
+    return await cursor.fetchone()
+
+
+async def _take(engine: _Engine, conn: Any, row: Sequence[Any]) -> Opened:
+    """Claim the run of `row` (locked by this transaction) for this process."""
+    run_id = row[0]
+    cursor = await conn.execute(
+        f"UPDATE flowdsl_runs SET status = 'running', owner = %s, lease_expires = {_NOW} + %s, "
+        f"lease_epoch = lease_epoch + 1, updated = %s, resumes = resumes + 1, waiting = NULL, "
+        f"claimed_at = coalesce(claimed_at, {_NOW}) WHERE run_id = %s RETURNING lease_epoch",
+        (owner_token(), engine.lease, time.time(), run_id),
+    )
+    found = await cursor.fetchone()
+    assert found is not None
+    return found_run(row, Claim(run_id, int(found[0])), attempts=await _attempts(conn, run_id))
+
+
+class PostgresStore:
+    """The store for many machines: one PostgreSQL database, shared by every worker.
+
+    ``dsn`` is a libpq connection string or URL (``postgresql://user@host:5432/db``;
+    ``?options=-csearch_path%3Dmyschema`` puts the tables in a schema of their
+    own). The tables are created on first use; an older schema is migrated
+    forward, a newer one refused. ``lease`` is how long a run this store
+    executes stays claimed without being renewed (renewed every ``lease / 3``
+    seconds, on the database's clock); ``pool_size`` caps the connections
+    this store opens (plus one that listens for notifications).
+
+    Needs ``pip install 'flowdsl[postgres]'``. Use it as a context manager, or
+    call ``close()`` when done.
+    """
+
+    def __init__(self, dsn: str, *, lease: float = 30.0, pool_size: int = 10) -> None:
+        if psycopg is None:  # pragma: no cover - the extra is not installed
+            raise _missing_extra()
+        if not isinstance(dsn, str) or not dsn.strip():
+            msg = (
+                f"PostgresStore needs a connection string such as "
+                f"'postgresql://user@localhost:5432/db', got {dsn!r}"
+            )
+            raise UsageError(msg)
+        require(seconds_problem(lease, "lease=", optional=False))
+        if not isinstance(pool_size, int) or isinstance(pool_size, bool) or pool_size < 1:
+            msg = f"pool_size= takes a whole number of connections >= 1, got {pool_size!r}"
+            raise UsageError(msg)
+        try:
+            psycopg.conninfo.conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError as exc:
+            msg = f"PostgresStore cannot read the connection string {_shown(dsn)!r}: {exc}"
+            raise UsageError(msg) from None
+        self.dsn = dsn
+        self.lease = float(lease)
+        self.where = _shown(dsn)
+        _init_schema(dsn, self.where)
+        self._engine = _Engine(dsn, self.where, dsn, self.lease, pool_size)
+        self._leases = self._engine.leases
+        self._close = weakref.finalize(self, _Engine.stop, self._engine)
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.where!r})"
+
+    def __enter__(self) -> PostgresStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Finish the writes in flight, close the connections and stop the store's thread."""
+        self._close()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    async def _call(self, coro: Coroutine[Any, Any, _T], *, shield: bool = True) -> _T:
+        """Run `coro` on the store's loop; a shielded write goes on if the caller is cancelled."""
+        wrapped = asyncio.wrap_future(self._engine.submit(coro))
+        if not shield:
+            return await wrapped
+        try:
+            return await asyncio.shield(wrapped)
+        except asyncio.CancelledError:
+            wrapped.add_done_callback(_consume)
+            raise
+
+    async def _write(self, what: str, coro: Coroutine[Any, Any, _T]) -> _T:
+        try:
+            return await coro
+        except psycopg.Error as exc:
+            msg = f"could not {what} in the store at {self.where!r}: {exc}"
+            raise StoreError(msg) from exc
+
+    def _read(self, what: str, read: Callable[[Any], Awaitable[_T]]) -> _T:
+        """`read(conn)` in one transaction, from sync code on any thread."""
+
+        async def work() -> _T:
+            try:
+                return await self._engine.transaction(read)
+            except psycopg.Error as exc:
+                msg = f"could not read {what} from the store at {self.where!r}: {exc}"
+                raise StoreError(msg) from exc
+
+        return self._engine.submit(work()).result()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> Run | None:
+        """The run named `run_id`, finished or not, or None when the store has no such run."""
+
+        async def read(conn: Any) -> tuple[Any, tuple[Attempt, ...]]:
+            row = await _row(conn, run_id)
+            return row, (await _attempts(conn, run_id) if row is not None else ())
+
+        row, attempts = self._read(f"run {run_id!r}", read)
+        return None if row is None else run_from_row(row, attempts)
+
+    def list_runs(
+        self,
+        status: RunStatus | None = None,
+        *,
+        on_damaged: Callable[[str, StoreError], None] | None = None,
+    ) -> list[Run]:
+        """Every run in the store (or only those with `status`), oldest first.
+
+        A run whose rows cannot be read is handed to ``on_damaged(run_id,
+        error)``, or logged as a warning, so one damaged run never hides the others.
+        """
+        if status is not None and status not in STATUSES:
+            known = ", ".join(repr(s) for s in STATUSES)
+            msg = f"status must be one of {known}, or None; got {status!r}"
+            raise UsageError(msg)
+        where, args = ("WHERE status = %s", (status,)) if status is not None else ("", ())
+
+        async def read(conn: Any) -> tuple[list[Any], dict[str, list[Attempt]]]:
+            cursor = await conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM flowdsl_runs {where} ORDER BY started, run_id", args
+            )
+            rows = await cursor.fetchall()
+            attempts: dict[str, list[Attempt]] = {row[0]: [] for row in rows}
+            cursor = await conn.execute(
+                f"SELECT run_id, {ATTEMPT_COLUMNS} FROM flowdsl_attempts "
+                f"WHERE run_id = ANY(%s) ORDER BY seq",
+                (list(attempts),),
+            )
+            for row in await cursor.fetchall():
+                attempts[row[0]].append(attempt_from_row(row[1:]))
+            return rows, attempts
+
+        rows, attempts = self._read("the runs", read)
+        return readable(
+            rows,
+            lambda row: run_from_row(row, attempts[row[0]]),
+            on_damaged if on_damaged is not None else _warn_damaged,
+        )
+
+    def resumable(
+        self,
+        *,
+        include_cancelled: bool = False,
+        on_damaged: Callable[[str, StoreError], None] | None = None,
+    ) -> list[Pending]:
+        """Unfinished runs that no live owner holds, oldest first (what `resume_runs` resumes)."""
+        statuses = ["running", "cancelled"] if include_cancelled else ["running"]
+
+        async def read(conn: Any) -> list[Any]:
+            cursor = await conn.execute(
+                f"SELECT run_id, workflow, fingerprint, shape, status, owner, lease_expires, "
+                f"{_NOW} FROM flowdsl_runs WHERE status = ANY(%s) ORDER BY started, run_id",
+                (statuses,),
+            )
+            return list(await cursor.fetchall())
+
+        pending: list[Pending] = []
+        for run_id, workflow, fingerprint, shape, status, owner, expires, now in self._read(
+            "the unfinished runs", read
+        ):
+            if not _claimable(self._engine.key, run_id, owner, expires, now):
+                continue
+            try:
+                pending.append(
+                    Pending(run_id, workflow, fingerprint, shape_of(run_id, shape), status)
+                )
+            except StoreError as exc:
+                (on_damaged or _warn_damaged)(run_id, exc)
+        return pending
+
+    # -- runs --------------------------------------------------------------------------------
+
+    async def open_run(self, header: RunHeader) -> Opened:
+        """Create the run, or claim it to resume it; see `Store.open_run`.
+
+        If the caller is cancelled while the claim is being written, the claim
+        is given back once it commits, and the run recorded as cancelled.
+        """
+        wrapped = asyncio.wrap_future(self._engine.submit(self._open(header)))
+        try:
+            opened: Opened = await asyncio.shield(wrapped)
+        except asyncio.CancelledError:
+
+            def abandon(future: asyncio.Future[Opened]) -> None:
+                if not future.cancelled() and future.exception() is None:
+                    claim = future.result().claim
+                    if claim is not None:
+                        self.release(claim, "cancelled")
+
+            wrapped.add_done_callback(abandon)
+            raise
+        return opened
+
+    async def _open(self, header: RunHeader) -> Opened:
+        engine = self._engine
+
+        async def work(conn: Any) -> Opened:
+            row = await _row(conn, header.run_id, "FOR UPDATE")
+            if row is None:
+                now = time.time()
+                cursor = await conn.execute(
+                    f"INSERT INTO flowdsl_runs (run_id, workflow, status, fingerprint, shape, "
+                    f"input, started, updated, owner, lease_expires, lease_epoch, queued_at, "
+                    f"claimed_at) VALUES (%s, %s, 'running', %s, %s, %s, %s, %s, %s, "
+                    f"{_NOW} + %s, 1, %s, {_NOW}) ON CONFLICT (run_id) DO NOTHING RETURNING 1",
+                    (
+                        header.run_id,
+                        header.workflow,
+                        header.fingerprint,
+                        dumps(list(header.shape)),
+                        header.input,
+                        header.started,
+                        now,
+                        owner_token(),
+                        engine.lease,
+                        now,
+                    ),
+                )
+                if await cursor.fetchone() is not None:
+                    return Opened(
+                        run_id=header.run_id,
+                        claim=Claim(header.run_id, 1),
+                        new=True,
+                        workflow=header.workflow,
+                        fingerprint=header.fingerprint,
+                        shape=header.shape,
+                        input=header.input,
+                        started=header.started,
+                    )
+                row = await _row(conn, header.run_id, "FOR UPDATE")  # created meanwhile
+                assert row is not None
+            if row[2] in FINISHED:
+                attempts = await _attempts(conn, row[0])
+                return found_run(row, None, finished=run_from_row(row, attempts))
+            owner, expires = row[12], row[13]
+            if (
+                row[1] != header.workflow
+                or row[3] != header.fingerprint
+                or not _claimable(engine.key, header.run_id, owner, expires, row[-1])
+            ):
+                return found_run(row, None, owner=owner)
+            return await _take(engine, conn, row)
+
+        opened = await self._write(f"open run {header.run_id!r}", engine.transaction(work))
+        if opened.claim is not None:
+            engine.leases.hold(engine.key, opened.claim)
+        return opened
+
+    async def append(self, claim: Claim, attempt: Attempt) -> None:
+        """Commit one journal entry (group-committed with every other entry waiting)."""
+        await self._call(self._engine.append(claim, attempt))
+
+    async def finish_run(self, claim: Claim, ending: Ending) -> None:
+        """Commit the run's final record; the run is no longer owned."""
+        await self._call(self._finish(claim, ending))
+
+    async def _finish(self, claim: Claim, end: Ending) -> None:
+        engine = self._engine
+        try:
+            pool = await engine.connection()
+            async with pool.connection() as conn:
+                cursor = await self._write(
+                    f"finish run {claim.run_id!r}",
+                    conn.execute(
+                        "UPDATE flowdsl_runs SET status = %s, output = %s, error = %s, "
+                        "failed_step = %s, compensations = %s, duration = %s, updated = %s, "
+                        "owner = NULL, lease_expires = NULL "
+                        "WHERE run_id = %s AND owner = %s AND lease_epoch = %s",
+                        (
+                            end.status,
+                            end.output,
+                            end.error,
+                            end.failed_step,
+                            end.compensations,
+                            end.duration,
+                            time.time(),
+                            claim.run_id,
+                            owner_token(),
+                            claim.epoch,
+                        ),
+                    ),
+                )
+            if cursor.rowcount != 1:
+                raise _lost(claim)
+        finally:
+            engine.leases.drop(engine.key, claim.run_id)
+
+    async def holds(self, claim: Claim) -> bool:
+        """Whether `claim` still holds its run; renews its lease when it does."""
+        held: bool = await self._call(self._holds(claim))
+        return held
+
+    async def _holds(self, claim: Claim) -> bool:
+        engine = self._engine
+        pool = await engine.connection()
+        sent = time.time()
+        async with pool.connection() as conn:
+            cursor = await self._write(
+                f"renew the lease of run {claim.run_id!r}",
+                conn.execute(
+                    f"UPDATE flowdsl_runs SET lease_expires = {_NOW} + %s WHERE run_id = %s "
+                    f"AND owner = %s AND lease_epoch = %s",
+                    (engine.lease, claim.run_id, owner_token(), claim.epoch),
+                ),
+            )
+        holds = bool(cursor.rowcount == 1)
+        if not holds:
+            engine.leases.lose(claim)
+        else:
+            with engine.leases.lock:
+                if len(engine.leases.claims) == 1:
+                    engine.leases.confirmed = max(engine.leases.confirmed, sent + engine.lease)
+        return holds
+
+    def lost(self, claim: Claim) -> bool:
+        """True when a renewal found the claim taken, or the leases were not renewed in time."""
+        return self._leases.may_have_lost(claim)
+
+    def release(self, claim: Claim, status: RunStatus | None = None) -> None:
+        """Give up owning an unfinished run so it can be resumed (written in the background)."""
+        engine = self._engine
+        try:
+            engine.background(self._release(claim, status))
+        except StoreError:  # closed: its lease runs out, or this process is seen gone
+            engine.leases.drop(engine.key, claim.run_id)
+
+    async def _release(self, claim: Claim, status: str | None) -> None:
+        engine = self._engine
+        try:
+            pool = await engine.connection()
+            async with pool.connection() as conn:
+                await conn.execute(
+                    "WITH gone AS (UPDATE flowdsl_runs SET owner = NULL, lease_expires = NULL, "
+                    "status = coalesce(%s, status), updated = %s "
+                    "WHERE run_id = %s AND owner = %s AND lease_epoch = %s "
+                    "RETURNING status) "
+                    "SELECT pg_notify(%s, '') FROM gone WHERE status = 'running'",
+                    (status, time.time(), claim.run_id, owner_token(), claim.epoch, _WORK),
+                )
+        finally:
+            engine.leases.drop(engine.key, claim.run_id)
+
+    # -- queues and workers ------------------------------------------------------------------
+
+    async def enqueue(self, header: RunHeader, ticket: Ticket) -> Opened:
+        """Commit the run as queued (and wake a worker); see `Store.enqueue`."""
+        return await self._call(self._enqueue(header, ticket))
+
+    async def _enqueue(self, header: RunHeader, ticket: Ticket) -> Opened:
+        async def work(conn: Any) -> Opened:
+            now = time.time()
+            cursor = await conn.execute(
+                "WITH queued AS (INSERT INTO flowdsl_runs (run_id, workflow, status, "
+                "fingerprint, shape, input, started, updated, queue, priority, available_at, "
+                "queued_at) VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (run_id) DO NOTHING RETURNING run_id) "
+                "SELECT pg_notify(%s, '') FROM queued",
+                (
+                    header.run_id,
+                    header.workflow,
+                    header.fingerprint,
+                    dumps(list(header.shape)),
+                    header.input,
+                    header.started,
+                    now,
+                    ticket.queue,
+                    ticket.priority,
+                    ticket.available_at,
+                    now,
+                    _WORK,
+                ),
+            )
+            if await cursor.fetchone() is not None:
+                return Opened(
+                    run_id=header.run_id,
+                    claim=None,
+                    new=True,
+                    workflow=header.workflow,
+                    fingerprint=header.fingerprint,
+                    shape=header.shape,
+                    input=header.input,
+                    started=header.started,
+                    fresh=True,
+                )
+            row = await _row(conn, header.run_id)  # the run_id is taken: say what it is
+            assert row is not None
+            finished = None
+            if row[2] in FINISHED:
+                finished = run_from_row(row, await _attempts(conn, row[0]))
+            return found_run(row, None, owner=row[12], finished=finished)
+
+        return await self._write(f"queue run {header.run_id!r}", self._engine.transaction(work))
+
+    async def claim(self, request: ClaimRequest) -> list[Opened]:
+        """Claim runs for a worker (``FOR UPDATE SKIP LOCKED``); see `Store.claim`.
+
+        A caller cancelled while the claims are written gives them back as soon
+        as they commit.
+        """
+        if not request.known or request.limit < 1:
+            return []
+        wrapped = asyncio.wrap_future(self._engine.submit(self._claim(request)))
+        try:
+            claimed: list[Opened] = await asyncio.shield(wrapped)
+        except asyncio.CancelledError:
+
+            def abandon(future: asyncio.Future[list[Opened]]) -> None:
+                if not future.cancelled() and future.exception() is None:
+                    for opened in future.result():
+                        if opened.claim is not None:
+                            self.release(opened.claim)
+
+            wrapped.add_done_callback(abandon)
+            raise
+        return claimed
+
+    async def _claim(self, request: ClaimRequest) -> list[Opened]:
+        engine = self._engine
+        me = owner_token()
+        names = [name for name, _ in request.known]
+        prints = [fingerprint for _, fingerprint in request.known]
+        where = "(workflow, fingerprint) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+        args: list[Any] = [names, prints]
+        if request.queues is not None:
+            where += " AND queue = ANY(%s)"
+            args.append(list(request.queues))
+        due = request.now if request.now is not None else time.time()
+
+        async def work(conn: Any) -> list[Opened]:
+            claimed: list[Opened] = []
+            # Runs whose owner is gone first: they hold a slot of their queue already.
+            cursor = await conn.execute(
+                f"SELECT {RUN_COLUMNS}, {_NOW} FROM flowdsl_runs WHERE status = 'running' "
+                f"AND {where} AND (owner IS NULL OR lease_expires < {_NOW} "
+                f"OR (owner LIKE %s AND owner <> %s)) "
+                f"ORDER BY started, run_id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (*args, me.rsplit("|", 2)[0] + "|%", me, request.limit),
+            )
+            claimed.extend(
+                [
+                    await _take(engine, conn, row)
+                    for row in await cursor.fetchall()
+                    if _claimable(engine.key, row[0], row[12], row[13], row[-1])
+                ]
+            )
+            rooms: dict[str, int | None] = {}
+            closed: list[str] = []
+            while len(claimed) < request.limit:
+                # Queued runs, and parked runs an event or a deadline woke.
+                cursor = await conn.execute(
+                    f"SELECT {RUN_COLUMNS}, queue FROM flowdsl_runs "
+                    f"WHERE status IN ('queued', 'waiting') AND {where} AND available_at <= %s "
+                    f"AND NOT (queue = ANY(%s)) ORDER BY priority DESC, queued_at, run_id "
+                    f"LIMIT %s FOR UPDATE SKIP LOCKED",
+                    (*args, due, closed, request.limit - len(claimed)),
+                )
+                rows = await cursor.fetchall()
+                if not rows:
+                    break
+                for row in rows:
+                    if len(claimed) >= request.limit:
+                        break
+                    name = row[-1]
+                    if name in closed:
+                        continue
+                    if name not in rooms:
+                        rooms[name] = await _capacity(conn, name)
+                    room = rooms[name]
+                    if room is not None:
+                        if room <= 0:
+                            closed.append(name)
+                            continue
+                        rooms[name] = room - 1
+                    claimed.append(await _take(engine, conn, row))
+            return claimed
+
+        claimed = await self._write("claim runs", engine.transaction(work))
+        for opened in claimed:
+            assert opened.claim is not None
+            engine.leases.hold(engine.key, opened.claim)
+        return claimed
+
+    async def declare_queues(self, queues: tuple[QueueLimits, ...]) -> None:
+        """Record the queues' limits; see `Store.declare_queues`."""
+
+        async def work(conn: Any) -> None:
+            now = time.time()
+            for declared in queues:
+                count, period = declared.rate_limit or (None, None)
+                await conn.execute(
+                    "INSERT INTO flowdsl_queues (name, concurrency, rate_count, rate_period, "
+                    "updated) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+                    "concurrency = excluded.concurrency, rate_count = excluded.rate_count, "
+                    "rate_period = excluded.rate_period, updated = excluded.updated",
+                    (declared.name, declared.concurrency, count, period, now),
+                )
+
+        await self._call(self._write("declare queues", self._engine.transaction(work)))
+
+    async def wait_for_work(self, timeout: float) -> None:
+        """Until a ``NOTIFY`` says a run may be claimable, the earliest delayed or parked
+        run's time comes (on flowdsl's clock), or `timeout` seconds pass."""
+        engine = self._engine
+        if not await self._call(engine.listen_ready(), shield=False):
+            await asyncio.sleep(min(timeout, 0.05))  # reconnecting: poll meanwhile
+            return
+        key = (_WORK, "")
+        me = engine.waiters.add(key)
+        sleeper: asyncio.Future[None] | None = None
+        try:
+            earliest = await self._call(self._next_wake(clock().now()), shield=False)
+            waits: set[asyncio.Future[Any]] = {me[1]}
+            if earliest is not None:
+                sleeper = asyncio.ensure_future(clock().sleep_until(earliest))
+                waits.add(sleeper)
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            engine.waiters.remove(key, me)
+            if sleeper is not None:
+                sleeper.cancel()
+                await asyncio.gather(sleeper, return_exceptions=True)
+
+    async def _next_wake(self, now: float) -> float | None:
+        async def read(conn: Any) -> float | None:
+            cursor = await conn.execute(
+                "SELECT min(available_at) FROM flowdsl_runs "
+                "WHERE status IN ('queued', 'waiting') AND available_at > %s",
+                (now,),
+            )
+            row = await cursor.fetchone()
+            return None if row is None or row[0] is None else float(row[0])
+
+        return await self._write("read the next wake-up", self._engine.transaction(read))
+
+    # -- waits and events --------------------------------------------------------------------
+
+    async def send_event(self, run_id: str, event: str, payload: str) -> None:
+        """Commit an event to the run's mailbox (and wake whoever waits); see `Store.send_event`."""
+
+        async def work(conn: Any) -> None:
+            cursor = await conn.execute(
+                "SELECT status, waiting FROM flowdsl_runs WHERE run_id = %s FOR UPDATE",
+                (run_id,),
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                raise RunNotFound(no_such_run(run_id, self.where))
+            status, waiting = row
+            if status in FINISHED:
+                raise UsageError(refused_event(run_id, event, status))
+            now = time.time()
+            await conn.execute(
+                "INSERT INTO flowdsl_events (run_id, event, payload, sent) VALUES (%s, %s, %s, %s)",
+                (run_id, event, payload, now),
+            )
+            await conn.execute("SELECT pg_notify(%s, %s)", (_EVENT, run_id))
+            if status == "waiting" and event in waited_events(run_id, waiting):
+                await conn.execute(
+                    "UPDATE flowdsl_runs SET available_at = %s, updated = %s "
+                    "WHERE run_id = %s AND status = 'waiting'",
+                    (WOKEN, now, run_id),
+                )
+                await conn.execute("SELECT pg_notify(%s, '')", (_WORK,))
+
+        await self._call(self._write(f"send event {event!r}", self._engine.transaction(work)))
+
+    async def take_event(
+        self, claim: Claim, event: str, entry: Attempt, wrap: tuple[str, str]
+    ) -> str | None:
+        """Take the oldest event for `event` and journal `entry` in one commit."""
+
+        async def work(conn: Any) -> str | None:
+            me = owner_token()
+            cursor = await conn.execute(_HOLDS, (claim.run_id, me, claim.epoch))
+            if await cursor.fetchone() is None:
+                raise _lost(claim)
+            cursor = await conn.execute(
+                "SELECT seq, payload FROM flowdsl_events WHERE run_id = %s AND event = %s "
+                "AND taken IS NULL ORDER BY seq LIMIT 1 FOR UPDATE",
+                (claim.run_id, event),
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                return None
+            seq, payload = row
+            await conn.execute(
+                "UPDATE flowdsl_events SET taken = %s, taken_by = %s WHERE seq = %s",
+                (time.time(), f"{entry.step}#{entry.visit}", seq),
+            )
+            await conn.execute(
+                "INSERT INTO flowdsl_attempts (run_id, kind, step, visit, attempt, status, "
+                "final, outcome, started, duration, worker) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    claim.run_id,
+                    entry.kind,
+                    entry.step,
+                    entry.visit,
+                    entry.attempt,
+                    "succeeded" if entry.succeeded else "failed",
+                    entry.final,
+                    wrap[0] + payload + wrap[1],
+                    entry.started,
+                    entry.duration,
+                    me,
+                ),
+            )
+            return str(payload)
+
+        return await self._call(
+            self._write(f"take an event of run {claim.run_id!r}", self._engine.transaction(work))
+        )
+
+    async def wait_for_event(self, run_id: str, event: str, timeout: float) -> None:
+        """Until an event for the run may be in its mailbox (a ``NOTIFY``), or `timeout`."""
+        engine = self._engine
+        if not await self._call(engine.listen_ready(), shield=False):
+            await asyncio.sleep(min(timeout, 0.05))
+            return
+        key = (_EVENT, run_id)
+        me = engine.waiters.add(key)
+        try:
+
+            async def read(conn: Any) -> bool:
+                cursor = await conn.execute(
+                    "SELECT 1 FROM flowdsl_events WHERE run_id = %s AND event = %s "
+                    "AND taken IS NULL LIMIT 1",
+                    (run_id, event),
+                )
+                return await cursor.fetchone() is not None
+
+            there = await self._call(
+                self._write("read a mailbox", engine.transaction(read)), shield=False
+            )
+            if not there:
+                await asyncio.wait({me[1]}, timeout=timeout)
+        finally:
+            engine.waiters.remove(key, me)
+
+    async def park(
+        self, claim: Claim, waiting: Waiting, visits: tuple[tuple[str, int], ...]
+    ) -> None:
+        """Give the run up as "waiting" until it is woken; see `Store.park`."""
+        await self._call(self._park(claim, waiting, visits))
+
+    async def _park(
+        self, claim: Claim, waiting: Waiting, visits: tuple[tuple[str, int], ...]
+    ) -> None:
+        engine = self._engine
+
+        async def work(conn: Any) -> None:
+            run_id, me = claim.run_id, owner_token()
+            cursor = await conn.execute(
+                "SELECT 1 FROM flowdsl_runs WHERE run_id = %s AND owner = %s "
+                "AND lease_epoch = %s FOR UPDATE",
+                (run_id, me, claim.epoch),
+            )
+            if await cursor.fetchone() is None:
+                raise _lost(claim)
+            woken = False
+            if waiting.events:
+                cursor = await conn.execute(
+                    "SELECT 1 FROM flowdsl_events WHERE run_id = %s AND taken IS NULL "
+                    "AND event = ANY(%s) LIMIT 1",
+                    (run_id, list(waiting.events)),
+                )
+                woken = await cursor.fetchone() is not None
+            for name, visit in visits:
+                if woken:
+                    break
+                cursor = await conn.execute(
+                    "SELECT 1 FROM flowdsl_attempts WHERE run_id = %s AND kind = 'step' "
+                    "AND step = %s AND visit = %s AND final LIMIT 1",
+                    (run_id, name, visit),
+                )
+                woken = await cursor.fetchone() is not None
+            await conn.execute(
+                "UPDATE flowdsl_runs SET status = 'waiting', owner = NULL, lease_expires = NULL, "
+                "available_at = %s, waiting = %s, updated = %s WHERE run_id = %s",
+                (WOKEN if woken else waiting.until, waiting_text(waiting), time.time(), run_id),
+            )
+            if woken:
+                await conn.execute("SELECT pg_notify(%s, '')", (_WORK,))
+
+        try:
+            await self._write(f"park run {claim.run_id!r}", engine.transaction(work))
+        finally:
+            engine.leases.drop(engine.key, claim.run_id)
+
+    async def observe_schedule(self, workflow: str, now: float) -> float | None:
+        """Note a look at `workflow`'s schedule; see `Store.observe_schedule`."""
+
+        async def work(conn: Any) -> float | None:
+            cursor = await conn.execute(
+                "INSERT INTO flowdsl_schedules (workflow, since, checked) VALUES (%s, %s, %s) "
+                "ON CONFLICT (workflow) DO NOTHING RETURNING 1",
+                (workflow, now, now),
+            )
+            if await cursor.fetchone() is not None:
+                return None
+            cursor = await conn.execute(
+                "SELECT checked FROM flowdsl_schedules WHERE workflow = %s FOR UPDATE",
+                (workflow,),
+            )
+            row = await cursor.fetchone()
+            await conn.execute(
+                "UPDATE flowdsl_schedules SET checked = greatest(checked, %s) WHERE workflow = %s",
+                (now, workflow),
+            )
+            return float(row[0])
+
+        return await self._call(
+            self._write("record a schedule's look", self._engine.transaction(work))
+        )
+
+
+async def _capacity(conn: Any, queue: str) -> int | None:
+    """How many more runs of `queue` may start now (None: no limit), under a lock on its row."""
+    cursor = await conn.execute(
+        "SELECT concurrency, rate_count, rate_period FROM flowdsl_queues WHERE name = %s "
+        "FOR UPDATE",
+        (queue,),
+    )
+    limits = await cursor.fetchone()
+    if limits is None:
+        return None
+    concurrency, rate_count, rate_period = limits
+    room: int | None = None
+    if concurrency is not None:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM flowdsl_runs WHERE queue = %s AND status = 'running'", (queue,)
+        )
+        running = (await cursor.fetchone())[0]
+        room = max(0, concurrency - running)
+    if rate_count is not None:
+        cursor = await conn.execute(
+            f"SELECT count(*) FROM flowdsl_runs WHERE queue = %s AND claimed_at > {_NOW} - %s",
+            (queue, rate_period),
+        )
+        started = (await cursor.fetchone())[0]
+        left = max(0, rate_count - started)
+        room = left if room is None else min(room, left)
+    return room
+
+
+def _warn_damaged(run_id: str, error: StoreError) -> None:
+    _log.warning("%s", error)
+
+
+# -- opening the database ------------------------------------------------------------------
+
+
+def _init_schema(dsn: str, where: str) -> None:
+    """Create or migrate the tables (one process at a time), or refuse what is there."""
+    try:
+        with (
+            psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn,
+            conn.transaction(),
+        ):
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            _schema(conn, where)
+    except StoreError:
+        raise
+    except psycopg.Error as exc:
+        msg = f"could not open the store at {where!r}: {exc}".rstrip()
+        raise StoreError(msg) from exc
+
+
+def _schema(conn: Any, where: str) -> None:
+    schema = conn.execute("SELECT current_schema()").fetchone()[0]
+    if schema is None:
+        msg = (
+            f"the store at {where!r} has no schema to create its tables in (the search_path "
+            f"names none that exists); create the schema, or fix the search_path option"
+        )
+        raise StoreError(msg)
+    rows = conn.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = %s AND table_name LIKE 'flowdsl\\_%%'",
+        (schema,),
+    ).fetchall()
+    have: dict[str, set[str]] = {}
+    for table, column in rows:
+        have.setdefault(table, set()).add(column)
+    if not have:
+        for statement in (
+            "CREATE TABLE flowdsl_schema (version integer NOT NULL)",
+            *_TABLES,
+        ):
+            conn.execute(statement)
+        conn.execute("INSERT INTO flowdsl_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
+        return
+    if "flowdsl_schema" not in have:
+        raise _partial(where, "the flowdsl_schema table is missing")
+    found = conn.execute("SELECT max(version) FROM flowdsl_schema").fetchone()[0]
+    if not isinstance(found, int):
+        raise _partial(where, f"its schema version is {found!r}")
+    if found > SCHEMA_VERSION:
+        msg = (
+            f"the store at {where!r} was written by a newer flowdsl (journal schema {found}, "
+            f"this release reads {SCHEMA_VERSION}); upgrade flowdsl to use it"
+        )
+        raise StoreError(msg)
+    for version in range(found, SCHEMA_VERSION):
+        step = _MIGRATIONS.get(version)
+        if step is None:
+            raise _partial(where, f"schema {found} was never a PostgreSQL store's")
+        _log.info("migrating the store at %r from schema %d to %d", where, version, version + 1)
+        step(conn)
+    if found < SCHEMA_VERSION:
+        conn.execute("UPDATE flowdsl_schema SET version = %s", (SCHEMA_VERSION,))
+        return
+    for table, columns in _COLUMNS.items():
+        lacking = [column for column in columns if column not in have.get(table, ())]
+        if lacking:
+            raise _partial(where, f"table {table} lacks the columns {', '.join(lacking)}")
+
+
+def _partial(where: str, what: str) -> StoreError:
+    return StoreError(
+        f"the store at {where!r} has an incomplete flowdsl schema ({what}): it was damaged "
+        f"or written by something else; restore it from a backup or use another database"
+    )
