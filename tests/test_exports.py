@@ -23,6 +23,8 @@ def test_core_names_of_the_design_are_exported() -> None:
         "Ok", "Err", "ErrorGroup", "Run", "StepStarted", "StepChunk", "StepFinished",
         "RunFinished", "DefinitionError", "FlowError", "WorkflowFailed",
         "Queue", "start_workflow", "Worker", "RunHandle", "register_type",
+        "SQLiteStore", "PostgresStore", "Store",
+        "sleep_for", "sleep_until", "wait_for_event", "send_event", "asend_event", "Waiting",
     }  # fmt: skip
     assert set() == promised - set(flowdsl.__all__)
 

@@ -59,8 +59,11 @@ def test_store_urls_and_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert "completed" == run_workflow(tiny, run_id="c", store=tmp_path / "path.db").status
     for name in ("rel.db", "abs.db", "path.db"):
         assert (tmp_path / name).exists()
-    with pytest.raises(UsageError, match="'postgres://x' names a PostgreSQL store"):
-        run_workflow(tiny, store="postgres://x")
+    # A PostgreSQL URL opens a PostgresStore: nothing answers on port 1, and the error says where.
+    with pytest.raises(StoreError, match=r"could not open the store at 'postgres://u@127\.0\.0\.1:1/d'"):
+        run_workflow(tiny, store="postgres://u@127.0.0.1:1/d")
+    with pytest.raises(StoreError, match=r"'postgresql://u:\*\*\*@127\.0\.0\.1:1/d'"):
+        run_workflow(tiny, store="postgresql://u:secret@127.0.0.1:1/d")  # never shows a password
     with pytest.raises(UsageError, match="store= takes a store object"):
         run_workflow(tiny, store=42)
     with pytest.raises(UsageError, match="needs the path of a database file"):

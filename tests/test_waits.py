@@ -10,6 +10,7 @@ the end of this file.
 from __future__ import annotations
 
 import asyncio
+import time
 import datetime as dt
 import json
 import threading
@@ -256,9 +257,17 @@ def where(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store | No
 
 
 async def start(name: str, run_id: str, store: Store | None, data: Any = None) -> asyncio.Task[Run]:
-    """The run as a task, once it is executing (an event can reach it)."""
+    """The run as a task, once it is executing (an event can reach it).
+
+    With a store, once the store holds the run: a store may commit a run's
+    creation and an event on different connections, in either order.
+    """
     task = asyncio.create_task(arun_workflow(name, data or {}, run_id=run_id, store=store))
     await asyncio.sleep(0)
+    deadline = time.monotonic() + 10.0
+    while store is not None and store.get_run(run_id) is None:
+        assert time.monotonic() < deadline, f"run {run_id!r} was not created in 10 s"
+        await asyncio.sleep(0.005)
     return task
 
 

@@ -325,7 +325,7 @@ def _settle(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _consume(future: asyncio.Future[Any]) -> None:
+def _consume(future: asyncio.Future[Any] | concurrent.futures.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()  # retrieved: a caller that gave up does not log it
 
@@ -355,6 +355,7 @@ class _Engine:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.listening: asyncio.Event | None = None
         self.listener: asyncio.Task[None] | None = None
+        self.beating: asyncio.Task[None] | None = None
 
     # -- the thread and its loop (called from any thread) -----------------------------------
 
@@ -404,11 +405,17 @@ class _Engine:
             )
             if self.flusher is not None and self.flusher.done():
                 self.flusher = None
-        if self.listener is not None:
-            self.listener.cancel()
-            await asyncio.gather(self.listener, return_exceptions=True)
+        for task in (self.listener, self.beating):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self.pool is not None:
             await self.pool.close()
+        # Whatever a caller left behind (a wait it gave up on) ends with the loop.
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
 
     def background(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run `coro` on the store's loop; nobody waits for it (`close` does)."""
@@ -447,27 +454,22 @@ class _Engine:
                 _consume(self.pool_ready)
                 raise
             self.pool_ready.set_result(None)
-            self.tasks.add(asyncio.create_task(self.heartbeat()))
+            self.beating = asyncio.create_task(self.heartbeat())
         elif self.pool_ready is not None and not self.pool_ready.done():
             await asyncio.shield(self.pool_ready)
         return self.pool
 
     async def heartbeat(self) -> None:
         """Renew this process's leases every ``lease / 3`` seconds while it holds any."""
-        task = asyncio.current_task()
-        try:
-            while True:
-                await asyncio.sleep(self.lease / 3)
-                with self.leases.lock:
-                    holding = bool(self.leases.claims)
-                if holding:
-                    try:
-                        await self.renew()
-                    except psycopg.Error as exc:
-                        _log.warning("could not renew leases at %r: %s", self.where, exc)
-        finally:
-            if task is not None:
-                self.tasks.discard(task)
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            with self.leases.lock:
+                holding = bool(self.leases.claims)
+            if holding:
+                try:
+                    await self.renew()
+                except psycopg.Error as exc:
+                    _log.warning("could not renew leases at %r: %s", self.where, exc)
 
     async def renew(self) -> None:
         pool = await self.connection()
@@ -699,13 +701,13 @@ class PostgresStore:
 
     async def _call(self, coro: Coroutine[Any, Any, _T], *, shield: bool = True) -> _T:
         """Run `coro` on the store's loop; a shielded write goes on if the caller is cancelled."""
-        wrapped = asyncio.wrap_future(self._engine.submit(coro))
+        submitted = self._engine.submit(coro)
         if not shield:
-            return await wrapped
+            return await asyncio.wrap_future(submitted)
         try:
-            return await asyncio.shield(wrapped)
+            return await asyncio.shield(asyncio.wrap_future(submitted))
         except asyncio.CancelledError:
-            wrapped.add_done_callback(_consume)
+            submitted.add_done_callback(_consume)
             raise
 
     async def _write(self, what: str, coro: Coroutine[Any, Any, _T]) -> _T:
@@ -817,18 +819,20 @@ class PostgresStore:
         If the caller is cancelled while the claim is being written, the claim
         is given back once it commits, and the run recorded as cancelled.
         """
-        wrapped = asyncio.wrap_future(self._engine.submit(self._open(header)))
+        # The callback goes on the store loop's future: the caller's loop may be closed
+        # by the time the claim commits.
+        submitted = self._engine.submit(self._open(header))
         try:
-            opened: Opened = await asyncio.shield(wrapped)
+            opened: Opened = await asyncio.shield(asyncio.wrap_future(submitted))
         except asyncio.CancelledError:
 
-            def abandon(future: asyncio.Future[Opened]) -> None:
+            def abandon(future: concurrent.futures.Future[Opened]) -> None:
                 if not future.cancelled() and future.exception() is None:
                     claim = future.result().claim
                     if claim is not None:
                         self.release(claim, "cancelled")
 
-            wrapped.add_done_callback(abandon)
+            submitted.add_done_callback(abandon)
             raise
         return opened
 
@@ -1040,18 +1044,18 @@ class PostgresStore:
         """
         if not request.known or request.limit < 1:
             return []
-        wrapped = asyncio.wrap_future(self._engine.submit(self._claim(request)))
+        submitted = self._engine.submit(self._claim(request))
         try:
-            claimed: list[Opened] = await asyncio.shield(wrapped)
+            claimed: list[Opened] = await asyncio.shield(asyncio.wrap_future(submitted))
         except asyncio.CancelledError:
 
-            def abandon(future: asyncio.Future[list[Opened]]) -> None:
+            def abandon(future: concurrent.futures.Future[list[Opened]]) -> None:
                 if not future.cancelled() and future.exception() is None:
                     for opened in future.result():
                         if opened.claim is not None:
                             self.release(opened.claim)
 
-            wrapped.add_done_callback(abandon)
+            submitted.add_done_callback(abandon)
             raise
         return claimed
 
