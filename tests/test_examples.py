@@ -41,6 +41,7 @@ GUIDES = (
     "errors",
     "result",
     "streaming",
+    "waits",
     "../README",
 )
 SCRIPTS = {
