@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import itertools
 import re
@@ -20,11 +21,13 @@ from flowdsl import (
     Run,
     SQLiteStore,
     StepStarted,
+    arun_workflow,
+    asend_event,
     parallel_results,
     run_workflow,
 )
 from flowdsl._define import _registry
-from flowdsl.testing import capture_events, override_steps
+from flowdsl.testing import FakeClock, capture_events, fake_clock, override_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -38,12 +41,14 @@ GUIDES = (
     "errors",
     "result",
     "streaming",
+    "waits",
     "../README",
 )
 SCRIPTS = {
     "checkout": "failed at 'fetch_user'",
     "demo": "same attempts, same durations: True",
     "etl_fanout": "loaded: 6 rows",
+    "expense_approval": "exp-3 (5000 EUR): rejected by maria",
     "onboarding": "support_ticket",
     "order_routing": "status: awaiting_payment",
     "parallel_enrichment": "faster",
@@ -266,6 +271,94 @@ def test_demo_runs_durably_and_returns_the_recorded_run(
         third = run_workflow("onboard_user", demo.INPUT, run_id="onboard-ada", store=store)
     assert [] == events.of_type(StepStarted)
     assert demo.attempts(first) == demo.attempts(third)
+
+
+DAY = 86_400.0
+
+
+async def expense(clock: FakeClock, run_id: str, *script: tuple[float, str, object]) -> Run:
+    """Run expense_approval here; at each (days later, event, payload) send the event."""
+    task = asyncio.create_task(
+        arun_workflow("expense_approval", {"expense_id": run_id, "amount": 80.0}, run_id=run_id)
+    )
+    for days, event, payload in script:
+        while clock.sleepers == 0:  # until the run waits (its wait's deadline is a sleeper)
+            assert not task.done(), f"the run ended before waiting: {task.result()}"
+            await asyncio.sleep(0)
+        clock.advance(days * DAY)
+        if event:
+            await asend_event(run_id, event, payload)
+        await asyncio.sleep(0)
+    return await task
+
+
+def test_expense_approved_in_time_is_paid_and_not_escalated() -> None:
+    """Approved on day 2 of 3: paid once, approved by the team lead, no escalation."""
+    example = load("expense_approval")
+    with fake_clock() as clock:
+        run = asyncio.run(expense(clock, "x-1", (2, "approved", {"by": "ana"})))
+    assert ("completed", "paid", "ana") == (
+        run.status,
+        run.output["status"],
+        run.output["approved_by"],
+    )
+    assert ["submit", "approved", "pay"] == [record.name for record in run.steps]
+    assert "escalated" not in run.output
+    assert [("x-1", 80.0)] == [v for v in example.PAYMENTS.values() if v[0] == "x-1"]
+
+
+def test_expense_not_approved_in_time_is_escalated_then_approved() -> None:
+    """Three silent days: escalated; the manager's approval on day 4 pays it."""
+    example = load("expense_approval")
+    with fake_clock() as clock:
+        run = asyncio.run(
+            expense(
+                clock,
+                "x-2",
+                (3, "", None),
+                (1, "manager_decision", {"approved": True, "by": "maria"}),
+            )
+        )
+    assert ("completed", "paid", "maria") == (
+        run.status,
+        run.output["status"],
+        run.output["approved_by"],
+    )
+    assert run.output["escalated"] is True
+    assert ["submit", "approved", "escalate", "manager_decision", "decide", "pay"] == [
+        record.name for record in run.steps
+    ]
+    assert [("x-2", 80.0)] == [v for v in example.PAYMENTS.values() if v[0] == "x-2"]
+
+
+def test_expense_escalated_then_rejected_is_not_paid() -> None:
+    """The manager rejects: the run completes as rejected and pays nothing."""
+    example = load("expense_approval")
+    with fake_clock() as clock:
+        run = asyncio.run(
+            expense(
+                clock,
+                "x-3",
+                (3, "", None),
+                (1, "manager_decision", {"approved": False, "by": "maria"}),
+            )
+        )
+    assert ("completed", "rejected", "maria") == (
+        run.status,
+        run.output["status"],
+        run.output["rejected_by"],
+    )
+    assert "pay" not in [record.name for record in run.steps]
+    assert not [v for v in example.PAYMENTS.values() if v[0] == "x-3"]
+
+
+def test_expense_nobody_decides_fails_the_run_at_the_managers_deadline() -> None:
+    """Three days, then two more, without an answer: the run fails with TimeoutError."""
+    load("expense_approval")
+    with fake_clock() as clock:
+        run = asyncio.run(expense(clock, "x-4", (3, "", None), (2, "", None)))
+    assert ("failed", "manager_decision") == (run.status, run.failed_step)
+    assert isinstance(run.error, TimeoutError)
 
 
 @pytest.mark.parametrize("page", GUIDES)

@@ -725,3 +725,38 @@ def test_a_wait_shorter_than_park_after_waits_in_place(store: Store) -> None:
         await serving
 
     asyncio.run(main())
+
+
+def test_a_parked_run_whose_deadline_passed_times_out_instead_of_parking_again(
+    store: Store,
+) -> None:
+    """Woken at its deadline with park_after=0, an event wait times out; it does not park again."""
+
+    @workflow
+    def reminder() -> None:
+        wait_for_event("reply", timeout=DAY, on_timeout="nudge")
+
+        @step
+        async def answered(ctx: Any) -> Any:
+            return goto(END, {"answered": True})
+
+        @step
+        async def nudge(ctx: Any) -> Any:
+            return ok({"nudged": True})
+
+    async def main(clock: FakeClock) -> None:
+        worker = Worker(store, concurrency=1, park_after=0, poll=0.02)
+        serving = await serve(worker)
+        await astart_workflow("reminder", {}, store=store, run_id="remind-1")
+        await until(lambda: store.get_run("remind-1").status == "waiting", "parked")  # type: ignore[union-attr]
+        clock.advance(DAY)
+        await until(lambda: store.get_run("remind-1").status == "completed", "timed out")  # type: ignore[union-attr]
+        worker.stop()
+        await serving
+
+    with fake_clock() as clock:
+        asyncio.run(main(clock))
+    run = store.get_run("remind-1")
+    assert run is not None
+    assert run.output["nudged"] is True
+    assert ["reply", "nudge"] == [r.name for r in run.steps]

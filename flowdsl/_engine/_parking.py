@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from ._clock import clock
 from ._run import Waiting
 
 __all__ = ["Parker"]
@@ -67,10 +68,16 @@ class Parker:
 
     def fire(self) -> None:
         self.timer = None
-        if self.idle():
+        if self.idle() and not self.overdue():
             self.park(
                 self.waiting(), tuple((name, visit) for name, visit, _, _ in self.waits.values())
             )
+
+    def overdue(self) -> bool:
+        """Whether a wait's deadline has passed: it is ending now, so parking would only wake
+        the run again at once (with ``park_after=0``, again and again, never timing out)."""
+        now = clock().now()
+        return any(due is not None and due <= now for _, _, _, due in self.waits.values())
 
     def waiting(self) -> Waiting:
         """What the run waits for: every wait's name, their events, the earliest deadline."""
