@@ -60,7 +60,9 @@ def test_store_urls_and_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     for name in ("rel.db", "abs.db", "path.db"):
         assert (tmp_path / name).exists()
     # A PostgreSQL URL opens a PostgresStore: nothing answers on port 1, and the error says where.
-    with pytest.raises(StoreError, match=r"could not open the store at 'postgres://u@127\.0\.0\.1:1/d'"):
+    with pytest.raises(
+        StoreError, match=r"could not open the store at 'postgres://u@127\.0\.0\.1:1/d'"
+    ):
         run_workflow(tiny, store="postgres://u@127.0.0.1:1/d")
     with pytest.raises(StoreError, match=r"'postgresql://u:\*\*\*@127\.0\.0\.1:1/d'"):
         run_workflow(tiny, store="postgresql://u:secret@127.0.0.1:1/d")  # never shows a password

@@ -10,10 +10,10 @@ the end of this file.
 from __future__ import annotations
 
 import asyncio
-import time
 import datetime as dt
 import json
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
