@@ -39,7 +39,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from .._checks import require, seconds_problem
 from .._engine._clock import clock
@@ -333,8 +333,11 @@ def _consume(future: asyncio.Future[Any] | concurrent.futures.Future[Any]) -> No
 class _Engine:
     """What lives on the store's own event loop: the pool, the listener, the append lane."""
 
-    def __init__(self, dsn: str, where: str, key: str, lease: float, pool_size: int) -> None:
+    def __init__(
+        self, dsn: str, where: str, key: str, lease: float, pool_size: int, synchronous: bool
+    ) -> None:
         self.dsn = dsn
+        self.synchronous = synchronous
         self.where = where
         self.key = key
         self.lease = lease
@@ -443,6 +446,7 @@ class _Engine:
                 min_size=1,
                 max_size=self.pool_size,
                 kwargs={"autocommit": True},
+                configure=None if self.synchronous else _asynchronous_commits,
                 open=False,
                 name="flowdsl",
             )
@@ -561,10 +565,11 @@ class _Engine:
         async with pool.connection() as conn, conn.transaction():
             return await work(conn)
 
-    async def notify(self, channel: str, payload: str = "") -> None:
+    async def autocommit(self, work: Callable[[Any], Awaitable[_T]]) -> _T:
+        """`work(conn)` on a pooled connection, each statement committing on its own."""
         pool = await self.connection()
         async with pool.connection() as conn:
-            await conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+            return await work(conn)
 
     # -- listening ---------------------------------------------------------------------------
 
@@ -602,6 +607,11 @@ class _Engine:
             pause = min(pause * 2, 2.0)
 
 
+async def _asynchronous_commits(conn: Any) -> None:
+    """``synchronous_commit="off"``: a commit returns before the server flushes its WAL."""
+    await conn.execute("SET synchronous_commit = off")
+
+
 def _claimable(key: str, run_id: str, owner: str | None, expires: float | None, now: float) -> bool:
     """Whether a run row may be claimed (see `Store.open_run`), on the database's clock `now`."""
     if owner is None:
@@ -631,16 +641,36 @@ async def _row(conn: Any, run_id: str, lock: str = "") -> Any:
 
 async def _take(engine: _Engine, conn: Any, row: Sequence[Any]) -> Opened:
     """Claim the run of `row` (locked by this transaction) for this process."""
-    run_id = row[0]
+    return (await _take_many(engine, conn, [row]))[0]
+
+
+async def _take_many(engine: _Engine, conn: Any, rows: Sequence[Sequence[Any]]) -> list[Opened]:
+    """Claim the runs of `rows` (locked by this transaction): two statements for them all."""
+    if not rows:
+        return []
+    ids = [row[0] for row in rows]
     cursor = await conn.execute(
         f"UPDATE flowdsl_runs SET status = 'running', owner = %s, lease_expires = {_NOW} + %s, "
         f"lease_epoch = lease_epoch + 1, updated = %s, resumes = resumes + 1, waiting = NULL, "
-        f"claimed_at = coalesce(claimed_at, {_NOW}) WHERE run_id = %s RETURNING lease_epoch",
-        (owner_token(), engine.lease, time.time(), run_id),
+        f"claimed_at = coalesce(claimed_at, {_NOW}) WHERE run_id = ANY(%s) "
+        f"RETURNING run_id, lease_epoch",
+        (owner_token(), engine.lease, time.time(), ids),
     )
-    found = await cursor.fetchone()
-    assert found is not None
-    return found_run(row, Claim(run_id, int(found[0])), attempts=await _attempts(conn, run_id))
+    epochs = {run_id: int(epoch) for run_id, epoch in await cursor.fetchall()}
+    journals: dict[str, list[Attempt]] = {run_id: [] for run_id in ids}
+    ran = [row[0] for row in rows if row[15] is not None]  # a run never claimed has no journal
+    if ran:
+        cursor = await conn.execute(
+            f"SELECT run_id, {ATTEMPT_COLUMNS} FROM flowdsl_attempts WHERE run_id = ANY(%s) "
+            f"ORDER BY seq",
+            (ran,),
+        )
+        for found in await cursor.fetchall():
+            journals[found[0]].append(attempt_from_row(found[1:]))
+    return [
+        found_run(row, Claim(row[0], epochs[row[0]]), attempts=tuple(journals[row[0]]))
+        for row in rows
+    ]
 
 
 class PostgresStore:
@@ -654,11 +684,28 @@ class PostgresStore:
     seconds, on the database's clock); ``pool_size`` caps the connections
     this store opens (plus one that listens for notifications).
 
+    ``synchronous_commit="on"`` (the default) returns from every write once the
+    server has flushed it to disk: a committed step survives a crash of any
+    process and of the server's machine. ``"off"`` returns before that flush
+    (PostgreSQL's own setting of that name, for this store's connections
+    only): a crash of a flowdsl process still loses nothing committed, but a
+    crash of the PostgreSQL server may lose the last fraction of a second of
+    commits, so a step may run again after it. It makes a lone run's steps
+    several times cheaper where each flush is slow; concurrent runs share
+    their flushes either way.
+
     Needs ``pip install 'flowdsl[postgres]'``. Use it as a context manager, or
     call ``close()`` when done.
     """
 
-    def __init__(self, dsn: str, *, lease: float = 30.0, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        lease: float = 30.0,
+        pool_size: int = 10,
+        synchronous_commit: Literal["on", "off"] = "on",
+    ) -> None:
         if psycopg is None:  # pragma: no cover - the extra is not installed
             raise _missing_extra()
         if not isinstance(dsn, str) or not dsn.strip():
@@ -668,6 +715,9 @@ class PostgresStore:
             )
             raise UsageError(msg)
         require(seconds_problem(lease, "lease=", optional=False))
+        if synchronous_commit not in ("on", "off"):
+            msg = f"synchronous_commit= must be 'on' or 'off', got {synchronous_commit!r}"
+            raise UsageError(msg)
         if not isinstance(pool_size, int) or isinstance(pool_size, bool) or pool_size < 1:
             msg = f"pool_size= takes a whole number of connections >= 1, got {pool_size!r}"
             raise UsageError(msg)
@@ -680,7 +730,9 @@ class PostgresStore:
         self.lease = float(lease)
         self.where = _shown(dsn)
         _init_schema(dsn, self.where)
-        self._engine = _Engine(dsn, self.where, dsn, self.lease, pool_size)
+        self._engine = _Engine(
+            dsn, self.where, dsn, self.lease, pool_size, synchronous_commit == "on"
+        )
         self._leases = self._engine.leases
         self._close = weakref.finalize(self, _Engine.stop, self._engine)
 
@@ -992,6 +1044,7 @@ class PostgresStore:
         return await self._call(self._enqueue(header, ticket))
 
     async def _enqueue(self, header: RunHeader, ticket: Ticket) -> Opened:
+        # One statement, one round trip and its own commit, when the run_id is new.
         async def work(conn: Any) -> Opened:
             now = time.time()
             cursor = await conn.execute(
@@ -1034,7 +1087,7 @@ class PostgresStore:
                 finished = run_from_row(row, await _attempts(conn, row[0]))
             return found_run(row, None, owner=row[12], finished=finished)
 
-        return await self._write(f"queue run {header.run_id!r}", self._engine.transaction(work))
+        return await self._write(f"queue run {header.run_id!r}", self._engine.autocommit(work))
 
     async def claim(self, request: ClaimRequest) -> list[Opened]:
         """Claim runs for a worker (``FOR UPDATE SKIP LOCKED``); see `Store.claim`.
@@ -1072,7 +1125,6 @@ class PostgresStore:
         due = request.now if request.now is not None else time.time()
 
         async def work(conn: Any) -> list[Opened]:
-            claimed: list[Opened] = []
             # Runs whose owner is gone first: they hold a slot of their queue already.
             cursor = await conn.execute(
                 f"SELECT {RUN_COLUMNS}, {_NOW} FROM flowdsl_runs WHERE status = 'running' "
@@ -1081,29 +1133,27 @@ class PostgresStore:
                 f"ORDER BY started, run_id LIMIT %s FOR UPDATE SKIP LOCKED",
                 (*args, me.rsplit("|", 2)[0] + "|%", me, request.limit),
             )
-            claimed.extend(
-                [
-                    await _take(engine, conn, row)
-                    for row in await cursor.fetchall()
-                    if _claimable(engine.key, row[0], row[12], row[13], row[-1])
-                ]
-            )
+            chosen = [
+                row
+                for row in await cursor.fetchall()
+                if _claimable(engine.key, row[0], row[12], row[13], row[-1])
+            ]
             rooms: dict[str, int | None] = {}
             closed: list[str] = []
-            while len(claimed) < request.limit:
+            while len(chosen) < request.limit:
                 # Queued runs, and parked runs an event or a deadline woke.
                 cursor = await conn.execute(
                     f"SELECT {RUN_COLUMNS}, queue FROM flowdsl_runs "
                     f"WHERE status IN ('queued', 'waiting') AND {where} AND available_at <= %s "
-                    f"AND NOT (queue = ANY(%s)) ORDER BY priority DESC, queued_at, run_id "
-                    f"LIMIT %s FOR UPDATE SKIP LOCKED",
-                    (*args, due, closed, request.limit - len(claimed)),
+                    f"AND NOT (queue = ANY(%s)) AND NOT (run_id = ANY(%s)) "
+                    f"ORDER BY priority DESC, queued_at, run_id LIMIT %s FOR UPDATE SKIP LOCKED",
+                    (*args, due, closed, [r[0] for r in chosen], request.limit - len(chosen)),
                 )
                 rows = await cursor.fetchall()
                 if not rows:
                     break
                 for row in rows:
-                    if len(claimed) >= request.limit:
+                    if len(chosen) >= request.limit:
                         break
                     name = row[-1]
                     if name in closed:
@@ -1116,8 +1166,8 @@ class PostgresStore:
                             closed.append(name)
                             continue
                         rooms[name] = room - 1
-                    claimed.append(await _take(engine, conn, row))
-            return claimed
+                    chosen.append(row)
+            return await _take_many(engine, conn, chosen)
 
         claimed = await self._write("claim runs", engine.transaction(work))
         for opened in claimed:
