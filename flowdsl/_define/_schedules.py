@@ -60,6 +60,14 @@ def next_tick(schedule: Schedule, after: float) -> float:
     return tick.timestamp()
 
 
+def _latest(schedule: Schedule, now: float) -> _dt.datetime:
+    """The most recent tick at or before `now` (croniter's ``get_prev`` alone is strictly before)."""
+    found = croniter(schedule.cron, _aware(schedule, now))
+    last: _dt.datetime = found.get_prev(_dt.datetime)
+    after: _dt.datetime = croniter(schedule.cron, last).get_next(_dt.datetime)
+    return after if after.timestamp() <= now else last
+
+
 def due_ticks(schedule: Schedule, previous: float | None, now: float) -> list[_dt.datetime]:
     """The ticks to start now, given when a worker last looked (`previous`; None: never).
 
@@ -70,8 +78,7 @@ def due_ticks(schedule: Schedule, previous: float | None, now: float) -> list[_d
     if previous is None:
         if schedule.catch_up != "latest":
             return []
-        last: _dt.datetime = croniter(schedule.cron, _aware(schedule, now)).get_prev(_dt.datetime)
-        return [last]
+        return [_latest(schedule, now)]
     ticks: list[_dt.datetime] = []
     found = croniter(schedule.cron, _aware(schedule, previous))
     while True:
