@@ -18,6 +18,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowdsl import Run, Store, Worker, ok, step, workflow
 from flowdsl._define._schedules import ON_TIME, due_ticks
@@ -328,6 +330,48 @@ def test_first_sight_latest_is_the_most_recent_tick_at_or_before_now() -> None:
     assert [at] == due_ticks(schedule, None, at.timestamp() + 299)
     assert [] == due_ticks(Schedule("*/5 * * * *", "UTC", "all"), None, at.timestamp())
     assert [] == due_ticks(Schedule("*/5 * * * *", "UTC", "none"), None, at.timestamp())
+
+
+CRONS = ("* * * * *", "*/5 * * * *", "0 * * * *", "30 2 * * *", "* * * * * */15")
+"""Every minute, every five, hourly, daily at 02:30 (a DST hour in Paris), every 15 seconds."""
+
+
+@settings(max_examples=300)
+@given(
+    cron=st.sampled_from(CRONS),
+    zone=st.sampled_from(["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata"]),
+    previous=st.floats(
+        min_value=dt.datetime(2026, 3, 1, tzinfo=dt.UTC).timestamp(),
+        max_value=dt.datetime(2026, 11, 30, tzinfo=dt.UTC).timestamp(),
+    ),
+    gap=st.floats(min_value=0, max_value=3 * 3600),
+)
+def test_none_starts_no_more_than_latest_and_latest_no_more_than_all(
+    cron: str, zone: str, previous: float, gap: float
+) -> None:
+    """For any look, none is within latest, latest within all; latest ends where all ends."""
+    now = previous + gap
+    found = {
+        catch_up: due_ticks(Schedule(cron, zone, catch_up), previous, now)  # type: ignore[arg-type]
+        for catch_up in ("latest", "all", "none")
+    }
+    every = [tick.timestamp() for tick in found["all"]]
+    assert every == sorted(set(every))
+    assert all(previous < when <= now for when in every)
+    latest = [tick.timestamp() for tick in found["latest"]]
+    assert {tick.timestamp() for tick in found["none"]} <= set(latest) <= set(every)
+    assert every[-1:] == latest[-1:]
+    for tick in found["all"]:
+        canonical = dt.datetime.fromtimestamp(tick.timestamp(), zoneinfo.ZoneInfo(zone))
+        assert (canonical.isoformat(), canonical.fold) == (tick.isoformat(), tick.fold)
+
+
+def test_latest_after_a_late_look_keeps_every_tick_still_on_time() -> None:
+    """Two 15-second ticks came since a look 35 s ago: both on time, so "latest" starts both."""
+    at = dt.datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+    previous = at.timestamp() - 10
+    ticks = due_ticks(Schedule("* * * * * */15", "UTC", "latest"), previous, previous + 35)
+    assert [at, at + dt.timedelta(seconds=15)] == ticks
 
 
 # -- definitions ---------------------------------------------------------------------------
