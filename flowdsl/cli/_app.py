@@ -66,7 +66,7 @@ def _existing_store_option() -> Callable[[_F], _F]:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="flowdsl")
 def cli() -> None:
-    """Run, check and draw flowdsl workflows.
+    """Run, check and draw flowdsl workflows; serve, inspect and wake durable runs.
 
     TARGET is pkg.module:NAME or path/to/file.py:NAME, NAME being the
     workflow's registered name or the module attribute that holds it.
