@@ -23,6 +23,7 @@ import datetime as _dt
 import logging
 import signal
 import threading
+from collections import deque
 from collections.abc import Iterable, Sequence
 from types import FrameType
 from typing import Any
@@ -253,7 +254,7 @@ class _Ticker:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.due: dict[str, float] = {}  # workflow -> when its next tick comes
-        self.unqueued: dict[str, list[_dt.datetime]] = {}  # ticks found, runs not queued yet
+        self.unqueued: dict[str, deque[_dt.datetime]] = {}  # ticks found, runs not queued yet
         self.schedules = {
             name: wf.plan.schedule
             for name, wf in _registry.workflows().items()
@@ -269,7 +270,7 @@ class _Ticker:
     async def tick(self) -> None:
         now = clock().now()
         for name, schedule in self.schedules.items():
-            ticks = self.unqueued.setdefault(name, [])
+            ticks = self.unqueued.setdefault(name, deque())
             try:
                 if now >= self.due.get(name, now):
                     previous = await self.store.observe_schedule(name, now)
@@ -277,7 +278,7 @@ class _Ticker:
                     self.due[name] = next_tick(schedule, now)
                 while ticks:
                     await self.start(name, ticks[0])
-                    del ticks[0]
+                    ticks.popleft()
             except StoreError as exc:  # the database is away: the next pass tries again
                 _log.warning("could not start the scheduled runs of %r: %s", name, exc)
 
