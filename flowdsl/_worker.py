@@ -23,6 +23,7 @@ import datetime as _dt
 import logging
 import signal
 import threading
+from collections import deque
 from collections.abc import Iterable, Sequence
 from types import FrameType
 from typing import Any
@@ -242,11 +243,18 @@ class Worker:
 
 
 class _Ticker:
-    """Starts the runs of the registered scheduled workflows, one per tick (see `_schedules`)."""
+    """Starts the runs of the registered scheduled workflows, one per tick (see `_schedules`).
+
+    A look at a schedule (`Store.observe_schedule`) moves its history on at
+    once, so the ticks that look found are kept here until their runs are
+    queued: when the store refuses an enqueue, the next pass queues the rest
+    (run ids are the ticks', so none is queued twice).
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.due: dict[str, float] = {}  # workflow -> when its next tick comes
+        self.unqueued: dict[str, deque[_dt.datetime]] = {}  # ticks found, runs not queued yet
         self.schedules = {
             name: wf.plan.schedule
             for name, wf in _registry.workflows().items()
@@ -262,16 +270,17 @@ class _Ticker:
     async def tick(self) -> None:
         now = clock().now()
         for name, schedule in self.schedules.items():
-            if now < self.due.get(name, now):
-                continue
+            ticks = self.unqueued.setdefault(name, deque())
             try:
-                previous = await self.store.observe_schedule(name, now)
-                for tick in due_ticks(schedule, previous, now):
-                    await self.start(name, tick)
-            except StoreError as exc:  # the database is away: the next look catches up
+                if now >= self.due.get(name, now):
+                    previous = await self.store.observe_schedule(name, now)
+                    ticks.extend(due_ticks(schedule, previous, now))
+                    self.due[name] = next_tick(schedule, now)
+                while ticks:
+                    await self.start(name, ticks[0])
+                    ticks.popleft()
+            except StoreError as exc:  # the database is away: the next pass tries again
                 _log.warning("could not start the scheduled runs of %r: %s", name, exc)
-                continue
-            self.due[name] = next_tick(schedule, now)
 
     async def start(self, name: str, tick: _dt.datetime) -> None:
         plan = planned(_registry.get_workflow(name).plan)

@@ -12,7 +12,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -672,12 +675,153 @@ def test_reading_commands_never_create_a_store(tmp_path: Path) -> None:
             ["runs", "list", "--store", store, "--format", "table"],
             ["runs", "show", "r-1", "--store", store],
             ["runs", "resume", "r-1", "--store", store, "--module", "hello.py"],
+            ["events", "send", "r-1", "approved", "--store", store],
         ):
             assert_clean_error(flowdsl(*args), 2, f"no store at '{typo}': the file does not exist")
             assert not typo.exists(), args
     made = tmp_path / "new.db"  # `run --store` is how a store is made
     assert 0 == flowdsl("run", "hello.py", "--store", str(made), "-q").returncode
     assert made.exists()
+
+
+@contextmanager
+def parking_worker(store: Path) -> Iterator[None]:
+    """A worker in a thread of this process that parks runs at once (park_after=0)."""
+    from flowdsl import Worker
+
+    worker = Worker(str(store), park_after=0, poll=0.02, grace=1.0)
+    failures: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=serve, name="parking worker")
+    thread.start()
+    try:
+        yield
+    finally:
+        worker.stop()
+        thread.join(60)
+    assert not thread.is_alive(), "the worker did not stop"
+    if failures:
+        raise failures[0]
+
+
+def status_becomes(store: Path, run_id: str, status: str) -> Any:
+    """Wait (up to 60 s: the worker is a thread) until run `run_id` has `status`; return it."""
+    from flowdsl import SQLiteStore
+
+    deadline = time.monotonic() + 60
+    with SQLiteStore(store) as opened:
+        while True:
+            run = opened.get_run(run_id)
+            if run is not None and run.status == status:
+                return run
+            assert time.monotonic() < deadline, f"run {run_id!r} never became {status}: {run}"
+            time.sleep(0.01)
+
+
+@pytest.mark.usefixtures("flowdsl_registry")
+def test_runs_list_shows_parked_runs_and_events_send_wakes_them(tmp_path: Path) -> None:
+    """runs list says what a parked run waits for and until when; events send wakes it."""
+    from flowdsl import END, ok, start_workflow, step, wait_for_event, workflow
+
+    @workflow
+    def expense_cli() -> None:
+        wait_for_event("approved", returns="decision", timeout=86_400, on_timeout=END)
+
+        @step
+        async def pay(ctx: Any) -> Any:
+            return ok({"paid": ctx["decision"]["by"]})
+
+    @workflow
+    def open_ended_cli() -> None:
+        wait_for_event("note")
+
+    store = tmp_path / "runs.db"
+    with parking_worker(store):
+        before = time.time()
+        start_workflow("expense_cli", {}, store=store, run_id="exp-1")
+        start_workflow("open_ended_cli", {}, store=store, run_id="oe-1")
+        status_becomes(store, "exp-1", "waiting")
+        status_becomes(store, "oe-1", "waiting")
+
+        listed = flowdsl("runs", "list", "--store", str(store), "--status", "waiting")
+        assert 0 == listed.returncode, listed.stderr
+        waiting = {run["run_id"]: run["waiting"] for run in json.loads(listed.stdout)}
+        assert {"exp-1", "oe-1"} == set(waiting)
+        assert {"waits": ["note"], "events": ["note"], "until": None} == waiting["oe-1"]
+        assert (["approved"], ["approved"]) == (
+            waiting["exp-1"]["waits"],
+            waiting["exp-1"]["events"],
+        )
+        assert before + 86_400 <= waiting["exp-1"]["until"] <= time.time() + 86_400
+        table = flowdsl("runs", "list", "--store", str(store), "--format", "table")
+        assert 0 == table.returncode, table.stderr
+        header = next(line for line in table.stdout.splitlines() if "run_id" in line)
+        columns = [cell.strip() for cell in header.split("┃") if cell.strip()]
+        assert ["failed_step", "waits", "events", "until"] == columns[-4:]
+        until = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(waiting["exp-1"]["until"]))
+        expense_row = next(line for line in table.stdout.splitlines() if "exp-1" in line)
+        assert "approved" in expense_row
+        assert until in expense_row
+        note_row = next(line for line in table.stdout.splitlines() if "oe-1" in line)
+        note_cells = [cell.strip() for cell in note_row.split("│")][1:-1]
+        assert ["note", "note", ""] == note_cells[-3:], "only an event wakes it: no until"
+
+        sent = flowdsl(
+            "events", "send", "exp-1", "approved", "--data", '{"by": "ana"}', "--store", str(store)
+        )
+        assert 0 == sent.returncode, sent.stderr
+        assert "" == sent.stdout
+        assert "event 'approved' sent to run 'exp-1'" in sent.stderr
+        payload = tmp_path / "note.json"
+        payload.write_text("[1, 2]", encoding="utf-8")
+        noted = flowdsl(
+            "events", "send", "oe-1", "note", "--data", f"@{payload}", "--store", str(store)
+        )
+        assert 0 == noted.returncode, noted.stderr
+        paid = status_becomes(store, "exp-1", "completed")
+        done = status_becomes(store, "oe-1", "completed")
+    assert "ana" == paid.output["paid"]
+    assert [1, 2] == done.output["note"]
+    plain = json.loads(flowdsl("runs", "list", "--store", str(store)).stdout)
+    assert [None, None] == [run["waiting"] for run in plain], "finished runs wait for nothing"
+
+
+def test_events_send_errors_are_clear(tmp_path: Path) -> None:
+    """No such run, a finished run, bad --data: one message each, exit 2, nothing sent."""
+    store = str(tmp_path / "runs.db")
+    assert 0 == flowdsl("run", "hello.py", "--store", store, "--run-id", "h-1", "-q").returncode
+    assert_clean_error(
+        flowdsl("events", "send", "ghost", "approved", "--store", store),
+        2,
+        "Error: no run 'ghost' in",
+        f"flowdsl runs list --store {store}",
+    )
+    assert_clean_error(
+        flowdsl("events", "send", "h-1", "approved", "--store", store),
+        2,
+        "Error: run 'h-1' has completed",
+        "the event 'approved' is refused",
+    )
+    assert_clean_error(
+        flowdsl("events", "send", "h-1", "approved", "--data", "{by: ana}", "--store", store),
+        2,
+        "Error: --data is not valid JSON (Expecting property name enclosed in double quotes",
+        'pass JSON like --data \'{"name": "Ada"}\' or --data @data.json',
+    )
+    assert_clean_error(
+        flowdsl("events", "send", "h-1", "approved", "--data", "@missing.json", "--store", store),
+        2,
+        "Error: cannot read data file 'missing.json'",
+    )
+    missing = flowdsl("events", "send", "h-1", "--store", store)
+    assert 2 == missing.returncode
+    assert "Missing argument 'EVENT'" in missing.stderr
 
 
 def test_the_api_refuses_a_missing_store_only_when_asked(tmp_path: Path) -> None:

@@ -60,30 +60,41 @@ def next_tick(schedule: Schedule, after: float) -> float:
     return tick.timestamp()
 
 
+def _latest(schedule: Schedule, now: float) -> _dt.datetime:
+    """The most recent tick at or before `now` (croniter's ``get_prev`` alone is strictly before)."""
+    found = croniter(schedule.cron, _aware(schedule, now))
+    last: _dt.datetime = found.get_prev(_dt.datetime)
+    after: _dt.datetime = croniter(schedule.cron, last).get_next(_dt.datetime)
+    return _aware(schedule, (after if after.timestamp() <= now else last).timestamp())
+
+
 def due_ticks(schedule: Schedule, previous: float | None, now: float) -> list[_dt.datetime]:
     """The ticks to start now, given when a worker last looked (`previous`; None: never).
 
     On first sight only ``"latest"`` starts one: the most recent tick. Then
-    every tick in (previous, now]: ``"all"`` starts each, ``"latest"`` the
-    last, ``"none"`` those on time (see `ON_TIME`).
+    every tick in (previous, now]: ``"all"`` starts each, ``"none"`` those on
+    time (see `ON_TIME`), ``"latest"`` those on time or, when none is, the
+    last one; so each policy starts at least what the one before it does.
+    Each tick is the datetime `datetime.fromtimestamp` gives for its instant
+    in the schedule's zone (croniter marks some with ``fold=1`` needlessly).
     """
     if previous is None:
         if schedule.catch_up != "latest":
             return []
-        last: _dt.datetime = croniter(schedule.cron, _aware(schedule, now)).get_prev(_dt.datetime)
-        return [last]
+        return [_latest(schedule, now)]
     ticks: list[_dt.datetime] = []
     found = croniter(schedule.cron, _aware(schedule, previous))
     while True:
-        tick: _dt.datetime = found.get_next(_dt.datetime)
-        if tick.timestamp() > now:
+        tick: float = found.get_next(float)
+        if tick > now:
             break
-        ticks.append(tick)
+        ticks.append(_aware(schedule, tick))
     if schedule.catch_up == "all":
         return ticks
+    on_time = [tick for tick in ticks if now - tick.timestamp() <= ON_TIME]
     if schedule.catch_up == "latest":
-        return ticks[-1:]
-    return [tick for tick in ticks if now - tick.timestamp() <= ON_TIME]
+        return on_time or ticks[-1:]
+    return on_time
 
 
 def tick_run_id(workflow: str, tick: _dt.datetime) -> str:

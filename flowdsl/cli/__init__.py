@@ -1,4 +1,4 @@
-"""The flowdsl command line: ``flowdsl run | check | graph | runs`` (also ``python -m flowdsl``).
+"""The command line: ``flowdsl run | check | graph | runs | worker | events`` (or ``python -m``).
 
 It runs on click and rich, dependencies of flowdsl; where they cannot be imported,
 it says how to install them and exits 2. Exit codes: 0 a run completed (or a command

@@ -1,4 +1,4 @@
-"""The click command tree: ``flowdsl run | check | graph | runs ... | worker``.
+"""The click command tree: ``flowdsl run | check | graph | runs ... | worker | events send``.
 
 Each command only declares its arguments and hands them to the plain function
 in `_commands` that does the work; the options several commands share are the
@@ -15,6 +15,7 @@ import click
 from .. import __version__
 from ._commands import (
     cmd_check,
+    cmd_events_send,
     cmd_graph,
     cmd_run,
     cmd_runs_list,
@@ -65,7 +66,7 @@ def _existing_store_option() -> Callable[[_F], _F]:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="flowdsl")
 def cli() -> None:
-    """Run, check and draw flowdsl workflows.
+    """Run, check and draw flowdsl workflows; serve, inspect and wake durable runs.
 
     TARGET is pkg.module:NAME or path/to/file.py:NAME, NAME being the
     workflow's registered name or the module attribute that holds it.
@@ -144,12 +145,17 @@ def runs() -> None:
     "--status",
     type=click.Choice(["queued", "running", "waiting", "completed", "failed", "cancelled"]),
     default=None,
+    help="Only the runs with this status (waiting: parked until an event or a deadline).",
 )
 @click.option(
     "--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True
 )
 def runs_list(store_path: str, status: str | None, fmt: str) -> int:
-    """List the runs in a store, oldest first."""
+    """List the runs in a store, oldest first.
+
+    A parked run (status waiting) also shows what it waits for: its waits, their
+    events, and until when (the earliest deadline; none when only an event wakes it).
+    """
     return cmd_runs_list(store_path, status, fmt)
 
 
@@ -231,3 +237,28 @@ def worker(
     to run; several workers, on any hosts, may serve one store.
     """
     return cmd_worker(sources, store_path, queues, concurrency, grace, log_format)
+
+
+@cli.group()
+def events() -> None:
+    """Send events to runs that wait for them (wait_for_event)."""
+
+
+@events.command("send")
+@click.argument("run_id")
+@click.argument("event")
+@click.option(
+    "--data",
+    metavar="JSON|@FILE",
+    help="The event's payload: any JSON value, @file.json, or @- for standard input (default: null).",
+)
+@_existing_store_option()
+def events_send(run_id: str, event: str, data: str | None, store_path: str) -> int:
+    """Send EVENT to the run RUN_ID: committed in the store, then exit.
+
+    The event is kept in the run's mailbox until a wait for EVENT takes it, so the
+    run may be parked, queued, running, or not yet at its wait; a finished run
+    refuses it. Exit status: 0 sent; 2 no such run or store, a finished run, or bad
+    --data.
+    """
+    return cmd_events_send(store_path, run_id, event, data)

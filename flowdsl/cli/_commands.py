@@ -19,7 +19,14 @@ from .._engine._events import Event, RunFinished
 from .._engine._run import Run
 from .._running import arun_workflow
 from .._workflow import Workflow
-from ..errors import DefinitionError, FlowError, StoreError, UsageError, WorkflowNotFound
+from ..errors import (
+    DefinitionError,
+    FlowError,
+    RunNotFound,
+    StoreError,
+    UsageError,
+    WorkflowNotFound,
+)
 from ..stores import open_store as open_named_store
 from ..views import Graph
 from ._errors import CliError
@@ -31,6 +38,7 @@ from ._targets import (
     load_target,
     not_checkable,
     read_input,
+    read_json,
     split_target,
     stdout_to_stderr,
     workflows_in,
@@ -38,6 +46,7 @@ from ._targets import (
 
 __all__ = [
     "cmd_check",
+    "cmd_events_send",
     "cmd_graph",
     "cmd_run",
     "cmd_runs_list",
@@ -222,14 +231,18 @@ def cmd_graph(target: str, fmt: str) -> int:
     return 0
 
 
+def _no_run(run_id: str, store_path: str) -> CliError:
+    msg = f"no run {run_id!r} in {store_path!r}; list them with: flowdsl runs list --store {store_path}"
+    return CliError(msg)
+
+
 def _get_run(store: Any, run_id: str, store_path: str) -> Run:
     try:
         run: Run | None = store.get_run(run_id)
     except StoreError as exc:
         raise CliError(str(exc)) from None
     if run is None:
-        msg = f"no run {run_id!r} in {store_path!r}; list them with: flowdsl runs list --store {store_path}"
-        raise CliError(msg)
+        raise _no_run(run_id, store_path)
     return run
 
 
@@ -286,6 +299,22 @@ def cmd_runs_resume(
         )
     resume = _resume_command(run_id, store_path, modules)
     return finish_run(run, output, log_format, quiet, resume=resume)
+
+
+def cmd_events_send(store_path: str, run_id: str, event: str, data: str | None) -> int:
+    """``flowdsl events send``: commit the event in the run's mailbox; say so on stderr."""
+    from .._sending import send_event
+
+    payload = None if data is None else read_json(data, "--data")[1]
+    with opened_store(store_path, must_exist=True) as store:
+        try:
+            send_event(run_id, event, payload, store=store)
+        except RunNotFound:
+            raise _no_run(run_id, store_path) from None
+        except (UsageError, StoreError) as exc:  # a finished run, a bad name, a damaged store
+            raise CliError(str(exc)) from None
+    print(f"event {event!r} sent to run {run_id!r}", file=sys.stderr, flush=True)
+    return 0
 
 
 def cmd_worker(

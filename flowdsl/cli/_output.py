@@ -125,7 +125,8 @@ def print_json(value: object) -> None:
 
 
 def run_summary(run: Run) -> dict[str, object]:
-    """One line of ``runs list``."""
+    """One line of ``runs list``: ``waiting`` is what a parked run waits for, else None."""
+    waiting = run.waiting
     return {
         "run_id": run.run_id,
         "workflow": run.workflow,
@@ -133,7 +134,14 @@ def run_summary(run: Run) -> dict[str, object]:
         "failed_step": run.failed_step,
         "started": run.started,
         "duration": run.duration,
+        "waiting": None
+        if waiting is None
+        else {"waits": list(waiting.waits), "events": list(waiting.events), "until": waiting.until},
     }
+
+
+def _local_time(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
 
 
 def run_record(run: Run) -> dict[str, object]:
@@ -152,30 +160,36 @@ def print_runs_table(runs: Sequence[Run]) -> None:
 
     Off a terminal (a pipe, a file) each run is one line as wide as it needs;
     on a terminal the table fits the width when it can, wrapping only the
-    workflow and step names, and is drawn wider than the terminal when even
-    that cannot fit.
+    workflow, step and wait names, and is drawn wider than the terminal when
+    even that cannot fit. When a listed run is parked, three more columns say
+    what it waits for: its waits, their events, and until when (local time;
+    empty when only an event wakes it).
     """
     from rich.console import Console
     from rich.measure import Measurement
     from rich.table import Table
     from rich.text import Text
 
-    headers = ("run_id", "workflow", "status", "started", "duration", "failed_step")
-    rows = [
+    headers: tuple[str, ...] = ("run_id", "workflow", "status", "started", "duration")
+    headers += ("failed_step",)
+    rows: list[tuple[str, ...]] = [
         (
             run.run_id,
             run.workflow,
             run.status,
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started)),
+            _local_time(run.started),
             format_duration(run.duration),
             run.failed_step or "",
         )
         for run in runs
     ]
+    if any(run.waiting is not None for run in runs):
+        headers += ("waits", "events", "until")
+        rows = [row + _waiting_cells(run) for row, run in zip(rows, runs, strict=True)]
     table = Table()
     for index, header in enumerate(headers):
         # Names may wrap (never be cut); every other cell keeps one line, headers too.
-        wraps = header in ("workflow", "failed_step")
+        wraps = header in ("workflow", "failed_step", "waits", "events")
         widest = max([len(header), *(len(row[index]) for row in rows)]) if not wraps else 0
         table.add_column(
             header, no_wrap=not wraps, overflow="fold", min_width=max(len(header), widest)
@@ -186,3 +200,12 @@ def print_runs_table(runs: Sequence[Run]) -> None:
     needs = Measurement.get(console, console.options.update(max_width=1 << 20), table)
     console.width = max(console.width, needs.minimum) if console.is_terminal else needs.maximum
     console.print(table)
+
+
+def _waiting_cells(run: Run) -> tuple[str, str, str]:
+    """The waits, events and deadline cells of a run in the table; empty when it does not wait."""
+    waiting = run.waiting
+    if waiting is None:
+        return ("", "", "")
+    until = "" if waiting.until is None else _local_time(waiting.until)
+    return (", ".join(waiting.waits), ", ".join(waiting.events), until)

@@ -30,6 +30,7 @@ __all__ = [
     "load_target",
     "not_checkable",
     "read_input",
+    "read_json",
     "split_target",
     "stdout_to_stderr",
     "workflows_in",
@@ -259,14 +260,30 @@ def read_input(value: str | None) -> dict[str, Any] | None:
     """``--input``: a JSON object, ``@file.json``, or ``@-`` for standard input."""
     if value is None:
         return None
-    source = "--input"
+    source, data = read_json(value, "--input", "an object")
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        msg = f'{source} must be a JSON object like {{"name": "Ada"}}, got {type(data).__name__}'
+        raise CliError(msg)
+    return data
+
+
+def read_json(value: str, option: str, shape: str = "JSON") -> tuple[str, Any]:
+    """What `option` was given: any JSON value, ``@file.json``, or ``@-`` for standard input.
+
+    Returns where the text came from (for messages) and the value read;
+    `shape` is what a message asks for (``"an object"`` for ``--input``).
+    """
+    name = option.lstrip("-")
+    source = option
     text = value
     if value.startswith("@"):
         where = value[1:]
         if where == "-":
             source, text = "standard input", sys.stdin.read()
         else:
-            source = f"input file {where!r}"
+            source = f"{name} file {where!r}"
             try:
                 text = Path(where).read_text(encoding="utf-8")
             except OSError as exc:
@@ -283,15 +300,10 @@ def read_input(value: str | None) -> dict[str, Any] | None:
     except json.JSONDecodeError as exc:
         msg = (
             f"{source} is not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno}); "
-            f"""pass an object like --input '{{"name": "Ada"}}' or --input @input.json"""
+            f"""pass {shape} like {option} '{{"name": "Ada"}}' or {option} @{name}.json"""
         )
         raise CliError(msg) from None
     except RecursionError:
         msg = f"{source} is nested too deeply to read; flatten it"
         raise CliError(msg) from None
-    if data is None:
-        return None
-    if not isinstance(data, dict):
-        msg = f'{source} must be a JSON object like {{"name": "Ada"}}, got {type(data).__name__}'
-        raise CliError(msg)
-    return data
+    return source, data
