@@ -41,7 +41,15 @@ from typing import Any, NamedTuple, TypeVar
 import pytest
 from stores import StoreKit
 
-from flowdsl import Run, arun_workflow, run_workflow, send_event, start_workflow
+from flowdsl import (
+    Run,
+    Store,
+    arun_workflow,
+    asend_event,
+    run_workflow,
+    send_event,
+    start_workflow,
+)
 from flowdsl.testing import FakeClock, fake_clock
 
 # isort: split
@@ -372,6 +380,54 @@ def test_a_process_that_lost_its_waiting_run_cannot_consume_its_event(
     assert {"by": "ana"} == run.output["answered"]
     assert [("a", 1), ("reply", 1), ("b", 1)] == [row[:2] for row in steps_by(store_kit, "reply-2")]
     assert os.getpid() == steps_by(store_kit, "reply-2")[1][2], "the new owner took the event"
+
+
+def test_a_run_cancelled_while_it_takes_an_event_keeps_what_the_take_committed(
+    store_kit: StoreKit, files: Files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The take is held at the database's write lock when the run's caller gives up: the
+    cancel waits for the commit, so the event is taken and journaled together, once; the
+    resumed run replays it and the mailbox has nothing more to give."""
+    store = store_kit.open()
+    lock = store_kit.write_lock()
+    cls = type(store)
+    take_event = cls.take_event
+    sent = False
+    holding = asyncio.Event()
+
+    async def held_take(self: Store, claim: Any, event: str, entry: Any, wrap: Any) -> Any:
+        if sent and not holding.is_set():  # the take after the event was sent: hold it
+            lock.take()
+            holding.set()
+        return await take_event(self, claim, event, entry, wrap)
+
+    monkeypatch.setattr(cls, "take_event", held_take)
+
+    async def main() -> None:
+        nonlocal sent
+        task = asyncio.create_task(arun_workflow("replying", {}, run_id="take-1", store=store))
+        await until(lambda: [r for r in steps_by(store_kit, "take-1") if r[0] == "a"], "a done")
+        await asyncio.sleep(0.05)  # the wait looked at its empty mailbox
+        sent = True
+        await asend_event("take-1", "reply", "yes", store=store)
+        await asyncio.wait_for(holding.wait(), 20)
+        task.cancel()
+        await asyncio.sleep(0.1)
+        assert not task.done(), "the cancel waits for the take to commit"
+        lock.give_back()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert ("cancelled", None) == store_kit.status_of("take-1")
+    me = os.getpid()
+    assert [("a", 1, me), ("reply", 1, me)] == steps_by(store_kit, "take-1")
+    monkeypatch.undo()
+    run = run_workflow("replying", {}, run_id="take-1", store=store, timeout=10)
+    assert "completed" == run.status
+    assert "yes" == run.output["answered"]
+    assert ["take-1:a", "take-1:b"] == files.steps()
+    assert [("a", 1, me), ("reply", 1, me), ("b", 1, me)] == steps_by(store_kit, "take-1")
 
 
 # -- parked runs under workers -----------------------------------------------------------------
