@@ -11,8 +11,9 @@ same definitions, or by a worker in another child. What must hold:
   log and the store's attempt rows say so);
 - an event sent while no process runs the workflow is received on resume,
   each event exactly once, in order, whatever the crashes;
-- taking an event and journaling it are one fenced commit: a process that
-  lost the run cannot consume an event;
+- taking an event and journaling it are one fenced write: a process that
+  lost the run cannot consume an event, a take whose journal entry is
+  refused takes nothing, and a cancel during the take waits for its commit;
 - a parked run outlives its worker, and a new worker wakes it.
 
 Sleeps of days run on `flowdsl.testing.fake_clock` in the resuming process;
@@ -55,6 +56,10 @@ from flowdsl.testing import FakeClock, fake_clock
 # isort: split
 # flowdsl's internals these tests reach into (remap here when the modules move):
 from flowdsl._define import _registry
+from flowdsl.errors import StoreError
+from flowdsl.result import Ok
+from flowdsl.stores._codec import dumps, encode
+from flowdsl.stores._protocol import Attempt, Claim
 
 pytestmark = pytest.mark.skipif(
     not hasattr(signal, "SIGKILL") or not hasattr(signal, "SIGTERM"),
@@ -434,6 +439,32 @@ def test_a_run_cancelled_while_it_takes_an_event_keeps_what_the_take_committed(
     assert "yes" == run.output["answered"]
     assert ["take-1:a", "take-1:b"] == files.steps()
     assert [("a", 1, me), ("reply", 1, me), ("b", 1, me)] == steps_by(store_kit, "take-1")
+
+
+def test_a_take_whose_journal_entry_is_refused_leaves_the_event_in_the_mailbox(
+    store_kit: StoreKit, files: Files
+) -> None:
+    """Taking an event and journaling it are one write: when the wait's journal entry cannot
+    be written (the journal holds that visit's outcome already, written by another store
+    object of this process on the same claim), the event is not taken either, and the next
+    visit of the wait gets it."""
+    store, twin = store_kit.open(), store_kit.open()
+    forged = dumps(encode(Ok({"note": "forged"})))
+
+    async def main() -> None:
+        task = asyncio.create_task(arun_workflow("reading", {}, run_id="twin-1", store=store))
+        await until(lambda: any(r[0] == "a" for r in steps_by(store_kit, "twin-1")), "a done")
+        # A new run's first claim has epoch 1; this process's owner token is the twin's too.
+        await twin.append(Claim("twin-1", 1), Attempt("note", 1, 1, True, True, forged, 0.0, 0.0))
+        await asend_event("twin-1", "note", "one", store=store)
+        with pytest.raises(StoreError):
+            await asyncio.wait_for(task, 20)
+
+    asyncio.run(main())
+    send_event("twin-1", "note", "two", store=store)
+    run = run_workflow("reading", {}, run_id="twin-1", store=store, timeout=10)
+    assert "completed" == run.status
+    assert ("forged", "one") == tuple(run.output["seen"]), "the refused take took nothing"
 
 
 # -- parked runs under workers -----------------------------------------------------------------
