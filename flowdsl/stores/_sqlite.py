@@ -842,11 +842,14 @@ def _take_event_job(
     if row is None:
         return None
     seq, payload = row
+    # The journal entry first: a job that raises is not rolled back (the batch commits what
+    # it wrote before), so an entry that is refused (fenced, or that visit journaled already)
+    # must come before the event is marked taken, which leaves it for the next visit.
+    _append_job(writer, conn, claim, attrs.evolve(entry, outcome=wrap[0] + payload + wrap[1]))
     conn.execute(
         "UPDATE flowdsl_events SET taken = ?, taken_by = ? WHERE seq = ?",
         (time.time(), f"{entry.step}#{entry.visit}", seq),
     )
-    _append_job(writer, conn, claim, attrs.evolve(entry, outcome=wrap[0] + payload + wrap[1]))
     return str(payload)
 
 
