@@ -81,6 +81,15 @@ test-latest: $(UV_STAMP) system-deps | $(LATEST)/bin/python
 	  | grep -iE '^(attrs|click|cloudpickle|croniter|dask|distributed|hypothesis|psycopg|psycopg-pool|pytest|rich|structlog)=='
 	$(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
 
+# The PostgreSQL store tests use a server on 127.0.0.1:5432, or else a private
+# cluster of their own made with the system's binaries (tests/pgserver.py):
+# Debian's package is installed when neither exists, without starting its
+# service (a policy-rc.d refuses it while apt-get runs, unless one is there).
+PG_INSTALL = apt-get update -qq \
+  && { [ -e /usr/sbin/policy-rc.d ] || { printf '\043!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d \
+       && chmod +x /usr/sbin/policy-rc.d && trap 'rm -f /usr/sbin/policy-rc.d' EXIT; }; } \
+  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+
 # Graphviz renders the DOT export in the tests; installed here when missing and
 # we may (CI runs as root), so that test runs rather than skips.
 system-deps:
@@ -88,6 +97,11 @@ system-deps:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; \
 	  else echo "note: Graphviz 'dot' is missing; install graphviz to run the DOT render test"; fi; }
+	@$(PYTHON) -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null \
+	  || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    $(PG_INSTALL); \
+	  else echo "note: PostgreSQL is missing; install it (or set FLOWDSL_TEST_POSTGRES) to run the store tests on it"; fi; }
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py

@@ -20,16 +20,24 @@ The back doors, each implemented per kind:
   writes wait until it is given back.
 - `forget_renewals`: the store no longer knows its leases hold, as after its
   process was paused.
+
+A kit that cannot run on this machine (no PostgreSQL server) raises
+`KitUnavailable` when made: `store_kit` skips its tests, or fails them in CI.
 """
 
 from __future__ import annotations
 
 import abc
+import secrets
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Final, NamedTuple, Protocol, Self
+
+import pgserver
+import psycopg
+from psycopg import sql
 
 from flowdsl import SQLiteStore, Store
 
@@ -37,7 +45,9 @@ __all__ = [
     "DAMAGES",
     "KITS",
     "AttemptRow",
+    "KitUnavailable",
     "OpenStore",
+    "PostgresKit",
     "SQLiteKit",
     "StoreKit",
     "WriteLock",
@@ -52,6 +62,10 @@ DAMAGES: Final = ("journal", "input", "definition", "output", "status")
 - ``output``: its output is not JSON;
 - ``status``: its status is one flowdsl does not know.
 """
+
+
+class KitUnavailable(Exception):
+    """This kind of store cannot be tested here; the message says why and what to do."""
 
 
 class OpenStore(Store, Protocol):
@@ -296,9 +310,152 @@ class SQLiteKit(StoreKit):
         store._writer.confirmed = 0.0
 
 
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+_POSTGRES_DAMAGE: Final = {part: text.replace("?", "%s") for part, text in _SQLITE_DAMAGE.items()}
+
+
+class _PostgresWriteLock:
+    """``LOCK TABLE ... IN EXCLUSIVE MODE`` on a connection of its own: it waits the
+    store's writes and row locks (``FOR UPDATE``), not its plain reads."""
+
+    def __init__(self, url: str) -> None:
+        self.conn: psycopg.Connection[tuple[Any, ...]] | None = psycopg.connect(
+            url, autocommit=True
+        )
+        self.held = False
+
+    def take(self) -> None:
+        assert self.conn is not None, "this lock was given back"
+        self.conn.execute("BEGIN")
+        self.conn.execute(
+            "LOCK TABLE flowdsl_runs, flowdsl_attempts, flowdsl_events IN EXCLUSIVE MODE"
+        )
+        self.held = True
+
+    def give_back(self) -> None:
+        if self.conn is None:
+            return
+        if self.held:
+            self.conn.execute("COMMIT")
+            self.held = False
+        self.conn.close()
+        self.conn = None
+
+
+class PostgresKit(StoreKit):
+    """`PostgresStore` on a fresh schema ``t_<random>`` of the session's PostgreSQL database.
+
+    The server is `pgserver.shared`, started by the first kit. The store's URL
+    sets its connections' ``search_path`` to the schema, so its tables are the
+    test's own; `close` drops the schema with them.
+    """
+
+    kind = "postgresql"
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        try:
+            server = pgserver.shared()
+        except pgserver.ServerUnavailable as exc:
+            raise KitUnavailable(str(exc)) from exc
+        self.schema = f"t_{secrets.token_hex(6)}"
+        self._url = pgserver.with_search_path(server.url, self.schema)
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = psycopg.connect(
+            self._url, autocommit=True
+        )
+        self._conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.schema)))
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def close(self) -> None:
+        """Close what `StoreKit.close` closes, then drop the schema (idempotent)."""
+        try:
+            super().close()
+        finally:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                with conn:
+                    conn.execute("SET lock_timeout = '30s'")  # a leaked transaction: fail
+                    conn.execute(
+                        sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(self.schema))
+                    )
+
+    def _open(self, **options: Any) -> OpenStore:
+        from flowdsl import PostgresStore
+
+        store: OpenStore = PostgresStore(self._url, **options)
+        return store
+
+    def _write_lock(self) -> WriteLock:
+        return _PostgresWriteLock(self._url)
+
+    def _execute(self, query: str, params: tuple[Any, ...] = ()) -> psycopg.Cursor[Any]:
+        assert self._conn is not None, "this kit was closed"
+        return self._conn.execute(query, params)
+
+    def set_owner(self, run_id: str, owner: str, lease_expires: float, epoch: int = 99) -> None:
+        self._execute(
+            "UPDATE flowdsl_runs SET status = 'running', owner = %s, lease_expires = %s, "
+            "lease_epoch = %s WHERE run_id = %s",
+            (owner, lease_expires, epoch, run_id),
+        )
+
+    def make_available(self, run_id: str) -> None:
+        self._execute(
+            "UPDATE flowdsl_runs SET available_at = queued_at WHERE run_id = %s", (run_id,)
+        )
+
+    def claimed_at(self, run_id: str) -> float | None:
+        row = self._execute(
+            "SELECT claimed_at FROM flowdsl_runs WHERE run_id = %s", (run_id,)
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def lease_expires(self, run_id: str) -> float:
+        row = self._execute(
+            "SELECT lease_expires FROM flowdsl_runs WHERE run_id = %s", (run_id,)
+        ).fetchone()
+        assert row is not None, f"no run {run_id!r}"
+        return float(row[0])
+
+    def status_of(self, run_id: str) -> tuple[str, str | None] | None:
+        row = self._execute(
+            "SELECT status, owner FROM flowdsl_runs WHERE run_id = %s", (run_id,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def has_run(self, run_id: str) -> bool:
+        found = self._execute("SELECT to_regclass('flowdsl_runs') IS NOT NULL").fetchone()
+        if not (found and found[0]):
+            return False
+        row = self._execute("SELECT 1 FROM flowdsl_runs WHERE run_id = %s", (run_id,)).fetchone()
+        return row is not None
+
+    def attempt_rows(self) -> list[AttemptRow]:
+        rows = self._execute(
+            "SELECT run_id, step, visit, attempt, status, worker FROM flowdsl_attempts "
+            "WHERE kind = 'step' ORDER BY seq"
+        ).fetchall()
+        return [AttemptRow(*row) for row in rows]
+
+    def damage(self, run_id: str, part: str) -> None:
+        assert part in DAMAGES, f"damage() takes one of {DAMAGES}, got {part!r}"
+        self._execute(_POSTGRES_DAMAGE[part], (run_id,))
+
+    def forget_renewals(self, store: Store) -> None:
+        from flowdsl import PostgresStore
+
+        assert isinstance(store, PostgresStore), store
+        store._leases.confirmed = 0.0
+
+
 # -- the kinds the suites run on ---------------------------------------------------------------
 
 KITS: Final[dict[str, Callable[[Path], StoreKit]]] = {
     SQLiteKit.kind: SQLiteKit,
+    PostgresKit.kind: PostgresKit,
 }
 """Each kind's kit factory, given the test's temporary directory (`store_kit` runs each)."""
