@@ -180,6 +180,13 @@ def throwaway_database(admin_url: str = LOCAL_URL) -> Server:
     try:
         with _connect(admin_url) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+            # As in the private cluster: the tests kill flowdsl's processes, never the
+            # server, and a commit that waits for no disk flush keeps them fast.
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET synchronous_commit = off").format(
+                    sql.Identifier(database)
+                )
+            )
     except psycopg.Error as exc:
         raise ServerUnavailable(
             f"no trust-auth server for user postgres at {admin_url}: {_first_line(exc)}"
