@@ -66,7 +66,7 @@ def server_dsn(given: str | None) -> tuple[str, Callable[[], None]]:
     import pgserver  # the test suite's server: an existing one, or a private cluster
 
     server = pgserver.start()
-    return server.dsn, server.stop
+    return server.url, server.stop
 
 
 @contextmanager

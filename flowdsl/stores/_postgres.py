@@ -420,6 +420,17 @@ class _Engine:
             task.cancel()
         await asyncio.gather(*left, return_exceptions=True)
 
+    async def settle(self) -> None:
+        """Wait for the writes handed to the store before this one: the journal entries
+        pending and the releases in the background, so this process's writes commit in
+        the order it made them (as one writer thread gives SQLite)."""
+        me = asyncio.current_task()
+        earlier: list[asyncio.Future[Any]] = [t for t in self.tasks if t is not me]
+        if self.flusher is not None and not self.flusher.done() and self.flusher is not me:
+            earlier.append(self.flusher)
+        if earlier:
+            await asyncio.gather(*(asyncio.shield(t) for t in earlier), return_exceptions=True)
+
     def background(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run `coro` on the store's loop; nobody waits for it (`close` does)."""
         self.submit(self._tracked(coro))
@@ -890,6 +901,7 @@ class PostgresStore:
 
     async def _open(self, header: RunHeader) -> Opened:
         engine = self._engine
+        await engine.settle()  # a release of this run handed over before this open commits first
 
         async def work(conn: Any) -> Opened:
             row = await _row(conn, header.run_id, "FOR UPDATE")
@@ -954,6 +966,7 @@ class PostgresStore:
     async def _finish(self, claim: Claim, end: Ending) -> None:
         engine = self._engine
         try:
+            await engine.settle()  # an entry handed over before (by a cancelled branch) first
             pool = await engine.connection()
             async with pool.connection() as conn:
                 cursor = await self._write(
@@ -1024,6 +1037,7 @@ class PostgresStore:
     async def _release(self, claim: Claim, status: str | None) -> None:
         engine = self._engine
         try:
+            await engine.settle()  # a journal entry handed over before the release commits first
             pool = await engine.connection()
             async with pool.connection() as conn:
                 await conn.execute(
@@ -1114,6 +1128,7 @@ class PostgresStore:
 
     async def _claim(self, request: ClaimRequest) -> list[Opened]:
         engine = self._engine
+        await engine.settle()
         me = owner_token()
         names = [name for name, _ in request.known]
         prints = [fingerprint for _, fingerprint in request.known]
@@ -1302,9 +1317,13 @@ class PostgresStore:
             )
             return str(payload)
 
-        return await self._call(
-            self._write(f"take an event of run {claim.run_id!r}", self._engine.transaction(work))
-        )
+        async def take() -> str | None:
+            await self._engine.settle()
+            return await self._write(
+                f"take an event of run {claim.run_id!r}", self._engine.transaction(work)
+            )
+
+        return await self._call(take())
 
     async def wait_for_event(self, run_id: str, event: str, timeout: float) -> None:
         """Until an event for the run may be in its mailbox (a ``NOTIFY``), or `timeout`."""
@@ -1378,6 +1397,7 @@ class PostgresStore:
                 await conn.execute("SELECT pg_notify(%s, '')", (_WORK,))
 
         try:
+            await engine.settle()
             await self._write(f"park run {claim.run_id!r}", engine.transaction(work))
         finally:
             engine.leases.drop(engine.key, claim.run_id)
