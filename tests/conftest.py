@@ -58,6 +58,19 @@ def dask_client(dask_cluster: Any) -> Iterator[Any]:
         yield client
 
 
+def _kit(kind: str, tmp_path: Path) -> Iterator[StoreKit]:
+    try:
+        kit = KITS[kind](tmp_path)
+    except KitUnavailable as exc:
+        if os.environ.get("CI"):  # CI runs every kind: a missing server is an error there
+            pytest.fail(f"the {kind} store kit: {exc}", pytrace=False)
+        pytest.skip(f"the {kind} store kit: {exc}")
+    try:
+        yield kit
+    finally:
+        kit.close()
+
+
 @pytest.fixture(params=list(KITS), ids=list(KITS))
 def store_kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreKit]:
     """A fresh database of each kind of store in `stores.KITS` (the test runs once per kind).
@@ -66,16 +79,13 @@ def store_kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreK
     closed after it. A kind that cannot run here (`stores.KitUnavailable`: no
     PostgreSQL server) is skipped, and an error in CI (``CI`` set).
     """
-    try:
-        kit = KITS[request.param](tmp_path)
-    except KitUnavailable as exc:
-        if os.environ.get("CI"):  # CI runs every kind: a missing server is an error there
-            pytest.fail(f"the {request.param} store kit: {exc}", pytrace=False)
-        pytest.skip(f"the {request.param} store kit: {exc}")
-    try:
-        yield kit
-    finally:
-        kit.close()
+    yield from _kit(request.param, tmp_path)
+
+
+@pytest.fixture
+def pg_kit(tmp_path: Path) -> Iterator[StoreKit]:
+    """The PostgreSQL kit alone, for the tests of what only `PostgresStore` does."""
+    yield from _kit("postgresql", tmp_path)
 
 
 @pytest.fixture
