@@ -217,6 +217,19 @@ _APPEND: Final = """
     ORDER BY v.n
     RETURNING run_id, kind, step, visit, attempt
 """
+_APPEND_ONE: Final = """
+    WITH held AS (
+        SELECT 1 FROM flowdsl_runs
+        WHERE run_id = %(run_id)s AND owner = %(me)s AND lease_epoch = %(epoch)s FOR SHARE
+    )
+    INSERT INTO flowdsl_attempts
+        (run_id, kind, step, visit, attempt, status, final, outcome, started, duration, worker)
+    SELECT %(run_id)s, %(kind)s, %(step)s, %(visit)s, %(attempt)s, %(status)s, %(final)s,
+           %(outcome)s, %(started)s, %(duration)s, %(me)s
+    FROM held
+    RETURNING run_id, kind, step, visit, attempt
+"""
+"""`_APPEND` for a lone entry: the same fence, a cheaper statement."""
 _HOLDS: Final = (
     "SELECT 1 FROM flowdsl_runs WHERE run_id = %s AND owner = %s AND lease_epoch = %s FOR SHARE"
 )
@@ -359,6 +372,7 @@ class _Engine:
         self.listening: asyncio.Event | None = None
         self.listener: asyncio.Task[None] | None = None
         self.beating: asyncio.Task[None] | None = None
+        self.kept: Any = None
 
     # -- the thread and its loop (called from any thread) -----------------------------------
 
@@ -413,6 +427,9 @@ class _Engine:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         if self.pool is not None:
+            if self.kept is not None:
+                await self.pool.putconn(self.kept)
+                self.kept = None
             await self.pool.close()
         # Whatever a caller left behind (a wait it gave up on) ends with the loop.
         left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
@@ -486,10 +503,28 @@ class _Engine:
                 except psycopg.Error as exc:
                     _log.warning("could not renew leases at %r: %s", self.where, exc)
 
-    async def renew(self) -> None:
+    @contextlib.asynccontextmanager
+    async def lane_connection(self) -> Any:
+        """The append lane: one connection kept for journal writes and lease renewals.
+
+        Only one holder at a time, so an append and a renewal never lock rows in
+        opposite orders; a connection that failed goes back to the pool (which
+        drops it when broken) and the next holder gets another.
+        """
         pool = await self.connection()
         assert self.lane is not None
-        async with self.lane, pool.connection() as conn:  # never beside an append: no deadlock
+        async with self.lane:
+            if self.kept is None:
+                self.kept = await pool.getconn()
+            try:
+                yield self.kept
+            except psycopg.Error:
+                kept, self.kept = self.kept, None
+                await pool.putconn(kept)
+                raise
+
+    async def renew(self) -> None:
+        async with self.lane_connection() as conn:
             sent = time.time()
             cursor = await conn.execute(
                 f"UPDATE flowdsl_runs SET lease_expires = {_NOW} + %s "
@@ -508,12 +543,10 @@ class _Engine:
 
     async def flush(self) -> None:
         """Write every pending journal entry in one statement, until none is pending."""
-        pool = await self.connection()
-        assert self.lane is not None
         while self.pending:
             batch, self.pending = self.pending, []
             try:
-                async with self.lane, pool.connection() as conn:
+                async with self.lane_connection() as conn:
                     try:
                         written = await self.insert(conn, batch)
                     except psycopg.errors.IntegrityError:  # one entry is bad: find which
@@ -550,6 +583,26 @@ class _Engine:
                 "outcome", "started", "duration",
             )
         }  # fmt: skip
+        if len(batch) == 1:
+            claim, a, _ = batch[0]
+            cursor = await conn.execute(
+                _APPEND_ONE,
+                {
+                    "run_id": claim.run_id,
+                    "epoch": claim.epoch,
+                    "kind": a.kind,
+                    "step": a.step,
+                    "visit": a.visit,
+                    "attempt": a.attempt,
+                    "status": "succeeded" if a.succeeded else "failed",
+                    "final": a.final,
+                    "outcome": a.outcome,
+                    "started": a.started,
+                    "duration": a.duration,
+                    "me": owner_token(),
+                },
+            )
+            return {tuple(row) for row in await cursor.fetchall()}
         for claim, a, _ in batch:
             columns["run_id"].append(claim.run_id)
             columns["epoch"].append(claim.epoch)
