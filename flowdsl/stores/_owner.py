@@ -11,8 +11,16 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
 
-__all__ = ["describe_owner", "owner_alive", "owner_token"]
+__all__ = [
+    "claimable",
+    "describe_owner",
+    "executing",
+    "owner_alive",
+    "owner_token",
+    "stopped_executing",
+]
 
 
 _HOST = socket.gethostname()
@@ -99,3 +107,35 @@ def owner_alive(owner: str) -> bool | None:
     if stat[0] in (b"Z", b"X"):
         return False
     return not start or stat[1].decode() == start
+
+
+# Runs executing in this process, by (database, run_id), whatever the store: a run
+# this process owns but no longer executes (its call raised) can be claimed again.
+_EXECUTING: set[tuple[str, str]] = set()
+_EXECUTING_LOCK = threading.Lock()
+
+
+def executing(database: str, run_id: str) -> None:
+    """Note that this process executes `run_id` of `database` now."""
+    with _EXECUTING_LOCK:
+        _EXECUTING.add((database, run_id))
+
+
+def stopped_executing(database: str, run_id: str) -> None:
+    with _EXECUTING_LOCK:
+        _EXECUTING.discard((database, run_id))
+
+
+def claimable(
+    database: str, run_id: str, owner: str | None, expires: float | None, now: float
+) -> bool:
+    """Whether a run row may be claimed: no owner, this process not executing it any more,
+    its lease expired by `now` (the store's clock), or its owner known to be gone."""
+    if owner is None:
+        return True
+    if owner == owner_token():
+        with _EXECUTING_LOCK:
+            return (database, run_id) not in _EXECUTING
+    if expires is None or expires < now:
+        return True
+    return owner_alive(owner) is False

@@ -46,7 +46,7 @@ from .._engine._clock import clock
 from .._engine._run import Run, RunStatus, Waiting
 from ..errors import RunNotFound, StoreError, UsageError
 from ._codec import dumps
-from ._owner import owner_alive, owner_token
+from ._owner import claimable, executing, owner_token, stopped_executing
 from ._protocol import (
     Attempt,
     Claim,
@@ -62,18 +62,23 @@ from ._rows import (
     ATTEMPT_COLUMNS,
     FINISHED,
     RUN_COLUMNS,
-    STATUSES,
+    TABLE_COLUMNS,
     WOKEN,
     attempt_from_row,
+    check_status,
     damaged,
     found_run,
+    lost_claim,
+    newer_schema,
     no_such_run,
+    partial_schema,
     readable,
     refused_event,
     run_from_row,
     shape_of,
     waited_events,
     waiting_text,
+    warn_damaged,
 )
 
 try:
@@ -172,30 +177,10 @@ _TABLES: Final = (
     "CREATE INDEX flowdsl_events_mailbox ON flowdsl_events (run_id, event, seq) "
     "WHERE taken IS NULL",
 )
-_COLUMNS: Final = {
-    "flowdsl_runs": (
-        "run_id", "workflow", "status", "fingerprint", "shape", "input", "output", "error",
-        "failed_step", "compensations", "started", "updated", "duration", "owner",
-        "lease_expires", "lease_epoch", "resumes", "queue", "priority", "available_at",
-        "queued_at", "claimed_at", "waiting",
-    ),
-    "flowdsl_attempts": (
-        "seq", "run_id", "kind", "step", "visit", "attempt", "status", "final", "outcome",
-        "started", "duration", "worker",
-    ),
-    "flowdsl_queues": ("name", "concurrency", "rate_count", "rate_period", "updated"),
-    "flowdsl_events": ("seq", "run_id", "event", "payload", "sent", "taken", "taken_by"),
-    "flowdsl_schedules": ("workflow", "since", "checked"),
-}  # fmt: skip
 _MIGRATIONS: Final[dict[int, Callable[[Any], None]]] = {}
 """Schema version n -> n + 1 (a function of a sync connection), run in one transaction."""
 _SCHEMA_LOCK: Final = 7_346_512_019
 """The advisory lock two processes opening a new database take, so one creates it."""
-
-# Runs executing in this process, by (database, run_id): a run this process
-# owns but no longer executes (its call raised) can be claimed again.
-_ACTIVE: set[tuple[str, str]] = set()
-_ACTIVE_LOCK = threading.Lock()
 
 _APPEND: Final = """
     WITH held AS (
@@ -230,6 +215,8 @@ _APPEND_ONE: Final = """
     RETURNING run_id, kind, step, visit, attempt
 """
 """`_APPEND` for a lone entry: the same fence, a cheaper statement."""
+_ANOTHER: Final = "use another database or schema"
+"""What a damaged or foreign schema's message tells a user to do besides restoring a backup."""
 _HOLDS: Final = (
     "SELECT 1 FROM flowdsl_runs WHERE run_id = %s AND owner = %s AND lease_epoch = %s FOR SHARE"
 )
@@ -245,14 +232,6 @@ def _shown(dsn: str) -> str:
     """The DSN as messages show it: any password replaced by ``***``."""
     dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
     return re.sub(r"(password\s*=\s*)(\S+)", r"\1***", dsn)
-
-
-def _lost(claim: Claim) -> StoreError:
-    return StoreError(
-        f"run {claim.run_id!r} is no longer owned by this process (its lease was taken over "
-        f"by another process, or the run finished); nothing more of it is recorded here, "
-        f"and this call stops it"
-    )
 
 
 class _Leases:
@@ -271,16 +250,14 @@ class _Leases:
             return claim in self.lost or time.time() > self.confirmed
 
     def hold(self, key: str, claim: Claim) -> None:
-        with _ACTIVE_LOCK:
-            _ACTIVE.add((key, claim.run_id))
+        executing(key, claim.run_id)
         with self.lock:
             self.claims[claim.run_id] = claim.epoch
             if self.confirmed < time.time():
                 self.confirmed = time.time() + self.lease
 
     def drop(self, key: str, run_id: str) -> None:
-        with _ACTIVE_LOCK:
-            _ACTIVE.discard((key, run_id))
+        stopped_executing(key, run_id)
         with self.lock:
             self.claims.pop(run_id, None)
 
@@ -570,7 +547,7 @@ class _Engine:
                 ):
                     future.set_result(None)
                 else:
-                    future.set_exception(_lost(claim))
+                    future.set_exception(lost_claim(claim))
 
     @staticmethod
     async def insert(
@@ -674,18 +651,6 @@ class _Engine:
 async def _asynchronous_commits(conn: Any) -> None:
     """``synchronous_commit="off"``: a commit returns before the server flushes its WAL."""
     await conn.execute("SET synchronous_commit = off")
-
-
-def _claimable(key: str, run_id: str, owner: str | None, expires: float | None, now: float) -> bool:
-    """Whether a run row may be claimed (see `Store.open_run`), on the database's clock `now`."""
-    if owner is None:
-        return True
-    if owner == owner_token():
-        with _ACTIVE_LOCK:
-            return (key, run_id) not in _ACTIVE
-    if expires is None or expires < now:
-        return True
-    return owner_alive(owner) is False
 
 
 async def _attempts(conn: Any, run_id: str) -> tuple[Attempt, ...]:
@@ -868,10 +833,7 @@ class PostgresStore:
         A run whose rows cannot be read is handed to ``on_damaged(run_id,
         error)``, or logged as a warning, so one damaged run never hides the others.
         """
-        if status is not None and status not in STATUSES:
-            known = ", ".join(repr(s) for s in STATUSES)
-            msg = f"status must be one of {known}, or None; got {status!r}"
-            raise UsageError(msg)
+        check_status(status)
         where, args = ("WHERE status = %s", (status,)) if status is not None else ("", ())
 
         async def read(conn: Any) -> tuple[list[Any], dict[str, list[Attempt]]]:
@@ -893,7 +855,7 @@ class PostgresStore:
         return readable(
             rows,
             lambda row: run_from_row(row, attempts[row[0]]),
-            on_damaged if on_damaged is not None else _warn_damaged,
+            on_damaged if on_damaged is not None else warn_damaged,
         )
 
     def resumable(
@@ -917,14 +879,14 @@ class PostgresStore:
         for run_id, workflow, fingerprint, shape, status, owner, expires, now in self._read(
             "the unfinished runs", read
         ):
-            if not _claimable(self._engine.key, run_id, owner, expires, now):
+            if not claimable(self._engine.key, run_id, owner, expires, now):
                 continue
             try:
                 pending.append(
                     Pending(run_id, workflow, fingerprint, shape_of(run_id, shape), status)
                 )
             except StoreError as exc:
-                (on_damaged or _warn_damaged)(run_id, exc)
+                (on_damaged or warn_damaged)(run_id, exc)
         return pending
 
     # -- runs --------------------------------------------------------------------------------
@@ -998,7 +960,7 @@ class PostgresStore:
             if (
                 row[1] != header.workflow
                 or row[3] != header.fingerprint
-                or not _claimable(engine.key, header.run_id, owner, expires, row[-1])
+                or not claimable(engine.key, header.run_id, owner, expires, row[-1])
             ):
                 return found_run(row, None, owner=owner)
             return await _take(engine, conn, row)
@@ -1044,7 +1006,7 @@ class PostgresStore:
                     ),
                 )
             if cursor.rowcount != 1:
-                raise _lost(claim)
+                raise lost_claim(claim)
         finally:
             engine.leases.drop(engine.key, claim.run_id)
 
@@ -1204,7 +1166,7 @@ class PostgresStore:
             chosen = [
                 row
                 for row in await cursor.fetchall()
-                if _claimable(engine.key, row[0], row[12], row[13], row[-1])
+                if claimable(engine.key, row[0], row[12], row[13], row[-1])
             ]
             rooms: dict[str, int | None] = {}
             closed: list[str] = []
@@ -1336,7 +1298,7 @@ class PostgresStore:
             me = owner_token()
             cursor = await conn.execute(_HOLDS, (claim.run_id, me, claim.epoch))
             if await cursor.fetchone() is None:
-                raise _lost(claim)
+                raise lost_claim(claim)
             cursor = await conn.execute(
                 "SELECT seq, payload FROM flowdsl_events WHERE run_id = %s AND event = %s "
                 "AND taken IS NULL ORDER BY seq LIMIT 1 FOR UPDATE",
@@ -1423,7 +1385,7 @@ class PostgresStore:
                 (run_id, me, claim.epoch),
             )
             if await cursor.fetchone() is None:
-                raise _lost(claim)
+                raise lost_claim(claim)
             woken = False
             if waiting.events:
                 cursor = await conn.execute(
@@ -1511,10 +1473,6 @@ async def _capacity(conn: Any, queue: str) -> int | None:
     return room
 
 
-def _warn_damaged(run_id: str, error: StoreError) -> None:
-    _log.warning("%s", error)
-
-
 # -- opening the database ------------------------------------------------------------------
 
 
@@ -1559,33 +1517,24 @@ def _schema(conn: Any, where: str) -> None:
         conn.execute("INSERT INTO flowdsl_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
         return
     if "flowdsl_schema" not in have:
-        raise _partial(where, "the flowdsl_schema table is missing")
+        raise partial_schema(where, "the flowdsl_schema table is missing", _ANOTHER)
     found = conn.execute("SELECT max(version) FROM flowdsl_schema").fetchone()[0]
     if not isinstance(found, int):
-        raise _partial(where, f"its schema version is {found!r}")
+        raise partial_schema(where, f"its schema version is {found!r}", _ANOTHER)
     if found > SCHEMA_VERSION:
-        msg = (
-            f"the store at {where!r} was written by a newer flowdsl (journal schema {found}, "
-            f"this release reads {SCHEMA_VERSION}); upgrade flowdsl to use it"
-        )
-        raise StoreError(msg)
+        raise newer_schema(where, found, SCHEMA_VERSION)
     for version in range(found, SCHEMA_VERSION):
         step = _MIGRATIONS.get(version)
         if step is None:
-            raise _partial(where, f"schema {found} was never a PostgreSQL store's")
+            raise partial_schema(where, f"schema {found} was never a PostgreSQL store's", _ANOTHER)
         _log.info("migrating the store at %r from schema %d to %d", where, version, version + 1)
         step(conn)
     if found < SCHEMA_VERSION:
         conn.execute("UPDATE flowdsl_schema SET version = %s", (SCHEMA_VERSION,))
         return
-    for table, columns in _COLUMNS.items():
+    for table, columns in TABLE_COLUMNS.items():
         lacking = [column for column in columns if column not in have.get(table, ())]
         if lacking:
-            raise _partial(where, f"table {table} lacks the columns {', '.join(lacking)}")
-
-
-def _partial(where: str, what: str) -> StoreError:
-    return StoreError(
-        f"the store at {where!r} has an incomplete flowdsl schema ({what}): it was damaged "
-        f"or written by something else; restore it from a backup or use another database"
-    )
+            raise partial_schema(
+                where, f"table {table} lacks the columns {', '.join(lacking)}", _ANOTHER
+            )

@@ -7,13 +7,14 @@ Every store builds its `Run`s here, so a row that cannot be read is the same
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from types import MappingProxyType
 from typing import Any, Final
 
 from .._engine._run import CompensationRecord, Run, RunStatus, StepRecord, Waiting
 from .._engine._seams import STEP
-from ..errors import StoreError
+from ..errors import StoreError, UsageError
 from ._codec import Undecodable, decode
 from ._protocol import Attempt, Claim, Opened
 
@@ -22,12 +23,17 @@ __all__ = [
     "FINISHED",
     "RUN_COLUMNS",
     "STATUSES",
+    "TABLE_COLUMNS",
     "WOKEN",
     "attempt_from_row",
     "build_run",
+    "check_status",
     "damaged",
     "found_run",
+    "lost_claim",
+    "newer_schema",
     "no_such_run",
+    "partial_schema",
     "readable",
     "refused_event",
     "run_from_row",
@@ -35,6 +41,7 @@ __all__ = [
     "step_record",
     "waited_events",
     "waiting_text",
+    "warn_damaged",
 ]
 
 
@@ -47,6 +54,25 @@ FINISHED: Final = ("completed", "failed")
 WOKEN: Final = 0.0
 """`available_at` of a parked run an event woke: claimable now, whatever the claimer's clock."""
 STATUSES: Final = ("queued", "running", "waiting", "completed", "failed", "cancelled")
+
+TABLE_COLUMNS: Final = {
+    "flowdsl_runs": (
+        "run_id", "workflow", "status", "fingerprint", "shape", "input", "output", "error",
+        "failed_step", "compensations", "started", "updated", "duration", "owner",
+        "lease_expires", "lease_epoch", "resumes", "queue", "priority", "available_at",
+        "queued_at", "claimed_at", "waiting",
+    ),
+    "flowdsl_attempts": (
+        "seq", "run_id", "kind", "step", "visit", "attempt", "status", "final", "outcome",
+        "started", "duration", "worker",
+    ),
+    "flowdsl_queues": ("name", "concurrency", "rate_count", "rate_period", "updated"),
+    "flowdsl_events": ("seq", "run_id", "event", "payload", "sent", "taken", "taken_by"),
+    "flowdsl_schedules": ("workflow", "since", "checked"),
+}  # fmt: skip
+"""What each table of every store must have (one may have more: columns an older schema left)."""
+
+_log = logging.getLogger("flowdsl")
 
 
 def damaged(run_id: str, where: str, why: object) -> StoreError:
@@ -251,4 +277,40 @@ def found_run(row: Sequence[Any], claim: Claim | None, **more: Any) -> Opened:
         started=row[10],
         fresh=row[15] is None,
         **more,
+    )
+
+
+def check_status(status: object) -> None:
+    """`list_runs`'s `status`: a run status or None, else a `UsageError` listing them."""
+    if status is not None and status not in STATUSES:
+        known = ", ".join(repr(s) for s in STATUSES)
+        msg = f"status must be one of {known}, or None; got {status!r}"
+        raise UsageError(msg)
+
+
+def warn_damaged(run_id: str, error: StoreError) -> None:
+    """What `list_runs` does with a damaged run when no ``on_damaged`` is given."""
+    _log.warning("%s", error)
+
+
+def lost_claim(claim: Claim) -> StoreError:
+    """The error of a write whose claim another process took over (fencing)."""
+    return StoreError(
+        f"run {claim.run_id!r} is no longer owned by this process (its lease was taken over "
+        f"by another process, or the run finished); nothing more of it is recorded here, "
+        f"and this call stops it"
+    )
+
+
+def partial_schema(where: str, what: str, instead: str) -> StoreError:
+    return StoreError(
+        f"the store at {where!r} has an incomplete flowdsl schema ({what}): it was damaged "
+        f"or written by something else; restore it from a backup or {instead}"
+    )
+
+
+def newer_schema(where: str, found: int, reads: int) -> StoreError:
+    return StoreError(
+        f"the store at {where!r} was written by a newer flowdsl (journal schema {found}, "
+        f"this release reads {reads}); upgrade flowdsl to use it"
     )

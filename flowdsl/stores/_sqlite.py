@@ -43,7 +43,7 @@ from .._checks import require, seconds_problem
 from .._engine._run import Run, RunStatus, Waiting
 from ..errors import RunNotFound, StoreError, UsageError
 from ._codec import Undecodable, dumps
-from ._owner import owner_alive, owner_token
+from ._owner import claimable, executing, owner_token, stopped_executing
 from ._protocol import (
     Attempt,
     Claim,
@@ -59,18 +59,23 @@ from ._rows import (
     ATTEMPT_COLUMNS,
     FINISHED,
     RUN_COLUMNS,
-    STATUSES,
+    TABLE_COLUMNS,
     WOKEN,
     attempt_from_row,
+    check_status,
     damaged,
     found_run,
+    lost_claim,
+    newer_schema,
     no_such_run,
+    partial_schema,
     readable,
     refused_event,
     run_from_row,
     shape_of,
     waited_events,
     waiting_text,
+    warn_damaged,
 )
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -166,28 +171,7 @@ _INDEXES: Final = (
     "CREATE INDEX IF NOT EXISTS flowdsl_events_mailbox ON flowdsl_events (run_id, event, taken, seq)",
     "CREATE INDEX IF NOT EXISTS flowdsl_runs_waking ON flowdsl_runs (status, available_at)",
 )
-_COLUMNS: Final = {
-    "flowdsl_runs": (
-        "run_id", "workflow", "status", "fingerprint", "shape", "input", "output", "error",
-        "failed_step", "compensations", "started", "updated", "duration", "owner",
-        "lease_expires", "lease_epoch", "resumes", "queue", "priority", "available_at",
-        "queued_at", "claimed_at", "waiting",
-    ),
-    "flowdsl_attempts": (
-        "seq", "run_id", "kind", "step", "visit", "attempt", "status", "final", "outcome",
-        "started", "duration", "worker",
-    ),
-    "flowdsl_queues": ("name", "concurrency", "rate_count", "rate_period", "updated"),
-    "flowdsl_events": ("seq", "run_id", "event", "payload", "sent", "taken", "taken_by"),
-    "flowdsl_schedules": ("workflow", "since", "checked"),
-}  # fmt: skip
-"""What each table must have (a file may have more: columns an older schema left behind)."""
 
-
-# Runs executing in this process, by (database file, run_id): a run this
-# process owns but no longer executes (its call raised) can be claimed again.
-_ACTIVE: set[tuple[str, str]] = set()
-_ACTIVE_LOCK = threading.Lock()
 
 # Waits for events in this process, by (database file, run_id, event): an event
 # sent from this process wakes them at once; one sent from another is polled for.
@@ -482,19 +466,11 @@ class _Writer:
 def _claimable(
     writer: _Writer, run_id: str, owner: str | None, lease_expires: float | None
 ) -> bool:
-    if owner is None:
-        return True
-    if owner == owner_token():
-        with _ACTIVE_LOCK:
-            return (writer.key, run_id) not in _ACTIVE
-    if lease_expires is None or lease_expires < time.time():
-        return True
-    return owner_alive(owner) is False
+    return claimable(writer.key, run_id, owner, lease_expires, time.time())
 
 
 def _activate(writer: _Writer, run_id: str, epoch: int) -> None:
-    with _ACTIVE_LOCK:
-        _ACTIVE.add((writer.key, run_id))
+    executing(writer.key, run_id)
     with writer.lock:
         writer.claims[run_id] = epoch
         if not writer.confirmed or writer.confirmed < time.time():
@@ -502,8 +478,7 @@ def _activate(writer: _Writer, run_id: str, epoch: int) -> None:
 
 
 def _deactivate(writer: _Writer, run_id: str) -> None:
-    with _ACTIVE_LOCK:
-        _ACTIVE.discard((writer.key, run_id))
+    stopped_executing(writer.key, run_id)
     with writer.lock:
         writer.claims.pop(run_id, None)
 
@@ -705,14 +680,8 @@ def _declare_job(
         )
 
 
-def _lost(claim: Claim) -> StoreError:
-    return StoreError(
-        f"run {claim.run_id!r} is no longer owned by this process (its lease was taken over "
-        f"by another process, or the run finished); nothing more of it is recorded here, "
-        f"and this call stops it"
-    )
-
-
+_ANOTHER: Final = "give another path"
+"""What a damaged or foreign file's message tells a user to do besides restoring a backup."""
 _HOLDS: Final = "SELECT 1 FROM flowdsl_runs WHERE run_id = ? AND owner = ? AND lease_epoch = ?"
 
 
@@ -740,7 +709,7 @@ def _append_job(writer: _Writer, conn: sqlite3.Connection, claim: Claim, a: Atte
         ),
     )
     if cursor.rowcount != 1:
-        raise _lost(claim)
+        raise lost_claim(claim)
 
 
 def _finish_job(writer: _Writer, conn: sqlite3.Connection, claim: Claim, end: Ending) -> None:
@@ -763,7 +732,7 @@ def _finish_job(writer: _Writer, conn: sqlite3.Connection, claim: Claim, end: En
             ),
         )
         if cursor.rowcount != 1:
-            raise _lost(claim)
+            raise lost_claim(claim)
     finally:
         _deactivate(writer, claim.run_id)
 
@@ -833,7 +802,7 @@ def _take_event_job(
     wrap: tuple[str, str],
 ) -> str | None:
     if conn.execute(_HOLDS, (claim.run_id, owner_token(), claim.epoch)).fetchone() is None:
-        raise _lost(claim)
+        raise lost_claim(claim)
     row = conn.execute(
         "SELECT seq, payload FROM flowdsl_events WHERE run_id = ? AND event = ? "
         "AND taken IS NULL ORDER BY seq LIMIT 1",
@@ -895,7 +864,7 @@ def _park_job(
             ),
         )
         if cursor.rowcount != 1:
-            raise _lost(claim)
+            raise lost_claim(claim)
     finally:
         _deactivate(writer, claim.run_id)
 
@@ -999,7 +968,7 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
 def _schema(conn: sqlite3.Connection, path: str) -> None:
     """Inside the schema transaction: create, migrate, or check what the file holds."""
     tables = _tables(conn)
-    ours = {"flowdsl_schema", *_COLUMNS}
+    ours = {"flowdsl_schema", *TABLE_COLUMNS}
     if not tables & ours:
         if tables:
             msg = (
@@ -1011,37 +980,28 @@ def _schema(conn: sqlite3.Connection, path: str) -> None:
         conn.execute("INSERT INTO flowdsl_schema (version) VALUES (?)", (SCHEMA_VERSION,))
         return
     if "flowdsl_schema" not in tables:
-        raise _partial(path, "the flowdsl_schema table is missing")
+        raise partial_schema(path, "the flowdsl_schema table is missing", _ANOTHER)
     found = conn.execute("SELECT max(version) FROM flowdsl_schema").fetchone()[0]
     if not isinstance(found, int):
-        raise _partial(path, f"its schema version is {found!r}")
+        raise partial_schema(path, f"its schema version is {found!r}", _ANOTHER)
     if found > SCHEMA_VERSION:
-        msg = (
-            f"the store at {path!r} was written by a newer flowdsl (journal schema {found}, "
-            f"this release reads {SCHEMA_VERSION}); upgrade flowdsl to use it"
-        )
-        raise StoreError(msg)
+        raise newer_schema(path, found, SCHEMA_VERSION)
     missing = sorted({"flowdsl_runs", "flowdsl_attempts"} - tables)  # in every version
     if missing:
-        raise _partial(path, f"tables {', '.join(missing)} are missing")
+        raise partial_schema(path, f"tables {', '.join(missing)} are missing", _ANOTHER)
     for version in range(found, SCHEMA_VERSION):
         _log.info("migrating the store at %r from schema %d to %d", path, version, version + 1)
         _MIGRATIONS[version](conn)
     if found < SCHEMA_VERSION:
         conn.execute("DELETE FROM flowdsl_schema")
         conn.execute("INSERT INTO flowdsl_schema (version) VALUES (?)", (SCHEMA_VERSION,))
-    for table, columns in _COLUMNS.items():
+    for table, columns in TABLE_COLUMNS.items():
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         lacking = [column for column in columns if column not in have]
         if lacking:
-            raise _partial(path, f"table {table} lacks the columns {', '.join(lacking)}")
-
-
-def _partial(path: str, what: str) -> StoreError:
-    return StoreError(
-        f"the store at {path!r} has an incomplete flowdsl schema ({what}): it was damaged "
-        f"or written by something else; restore it from a backup or give another path"
-    )
+            raise partial_schema(
+                path, f"table {table} lacks the columns {', '.join(lacking)}", _ANOTHER
+            )
 
 
 def _create(conn: sqlite3.Connection) -> None:
@@ -1102,10 +1062,6 @@ _MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {
     3: _migrate_3_to_4,
 }
 """Schema version n -> n + 1, run in order inside one transaction when a store is opened."""
-
-
-def _warn_damaged(run_id: str, error: StoreError) -> None:
-    _log.warning("%s", error)
 
 
 class SQLiteStore:
@@ -1216,15 +1172,13 @@ class SQLiteStore:
         ``on_damaged(run_id, error)``, or logged as a warning (logger
         ``"flowdsl"``), so one damaged run never hides the others.
         """
-        if status is not None and status not in STATUSES:
-            known = ", ".join(repr(s) for s in STATUSES)
-            msg = f"status must be one of {known}, or None; got {status!r}"
-            raise UsageError(msg)
+        check_status(status)
         where, args = ("WHERE status = ?", (status,)) if status is not None else ("", ())
 
         def read(conn: sqlite3.Connection) -> tuple[list[Any], dict[str, list[Attempt]]]:
             rows = conn.execute(
-                f"SELECT {RUN_COLUMNS} FROM flowdsl_runs {where} ORDER BY started, run_id", args
+                f"SELECT {RUN_COLUMNS} FROM flowdsl_runs {where} ORDER BY started, run_id",
+                args,
             ).fetchall()
             attempts: dict[str, list[Attempt]] = {row[0]: [] for row in rows}
             for row in conn.execute(
@@ -1241,7 +1195,7 @@ class SQLiteStore:
         return readable(
             rows,
             lambda row: run_from_row(row, attempts[row[0]]),
-            on_damaged if on_damaged is not None else _warn_damaged,
+            on_damaged if on_damaged is not None else warn_damaged,
         )
 
     def resumable(
@@ -1272,7 +1226,7 @@ class SQLiteStore:
                     Pending(run_id, workflow, fingerprint, shape_of(run_id, shape), status)
                 )
             except StoreError as exc:
-                (on_damaged or _warn_damaged)(run_id, exc)
+                (on_damaged or warn_damaged)(run_id, exc)
         return pending
 
     # -- writing (the run functions call these) --------------------------------------------
@@ -1445,5 +1399,4 @@ class SQLiteStore:
         try:
             self._writer.submit(_Job(_release_job, (claim, status), None, None))
         except StoreError:  # closed: the owner check will see this process gone or idle
-            with _ACTIVE_LOCK:
-                _ACTIVE.discard((self._writer.key, claim.run_id))
+            stopped_executing(self._writer.key, claim.run_id)
