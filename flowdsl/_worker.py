@@ -23,7 +23,6 @@ import datetime as _dt
 import logging
 import signal
 import threading
-from collections import deque
 from collections.abc import Iterable, Sequence
 from types import FrameType
 from typing import Any
@@ -245,16 +244,16 @@ class Worker:
 class _Ticker:
     """Starts the runs of the registered scheduled workflows, one per tick (see `_schedules`).
 
-    A look at a schedule (`Store.observe_schedule`) moves its history on at
-    once, so the ticks that look found are kept here until their runs are
-    queued: when the store refuses an enqueue, the next pass queues the rest
-    (run ids are the ticks', so none is queued twice).
+    A look reads when the schedule was last looked at, queues the runs of the
+    ticks since, and only then records itself (`Store.observe_schedule`): a
+    worker that dies or loses the store in between leaves those ticks to the
+    next look, which finds them again (run ids are the ticks', so none is
+    queued twice).
     """
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.due: dict[str, float] = {}  # workflow -> when its next tick comes
-        self.unqueued: dict[str, deque[_dt.datetime]] = {}  # ticks found, runs not queued yet
         self.schedules = {
             name: wf.plan.schedule
             for name, wf in _registry.workflows().items()
@@ -270,16 +269,15 @@ class _Ticker:
     async def tick(self) -> None:
         now = clock().now()
         for name, schedule in self.schedules.items():
-            ticks = self.unqueued.setdefault(name, deque())
+            if now < self.due.get(name, now):
+                continue
             try:
-                if now >= self.due.get(name, now):
-                    previous = await self.store.observe_schedule(name, now)
-                    ticks.extend(due_ticks(schedule, previous, now))
-                    self.due[name] = next_tick(schedule, now)
-                while ticks:
-                    await self.start(name, ticks[0])
-                    ticks.popleft()
-            except StoreError as exc:  # the database is away: the next pass tries again
+                previous = await self.store.last_look(name)
+                for tick in due_ticks(schedule, previous, now):
+                    await self.start(name, tick)
+                await self.store.observe_schedule(name, now)
+                self.due[name] = next_tick(schedule, now)
+            except StoreError as exc:  # the database is away: the next pass looks again
                 _log.warning("could not start the scheduled runs of %r: %s", name, exc)
 
     async def start(self, name: str, tick: _dt.datetime) -> None:

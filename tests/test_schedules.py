@@ -251,6 +251,37 @@ def test_a_tick_whose_run_could_not_be_queued_is_queued_at_the_next_look(
     assert [tick_id("flaky", 2026, 1, 5, 10, 3)] == sorted(runs_of(store, "flaky"))
 
 
+def test_ticks_a_worker_found_but_could_not_queue_before_it_stopped_are_queued_by_the_next(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A look is recorded only once its ticks are queued: a worker that dies in between
+    (here: stopped while the database refuses every enqueue) leaves them to the next one."""
+    seen: list[dt.datetime] = []
+    scheduled("handed_on", "* * * * *", seen, catch_up="all")
+    looks = watch_looks(monkeypatch, store)
+    enqueue = store.enqueue
+    refusals: list[str] = []
+
+    async def refuse(header: Any, ticket: Any) -> Any:
+        refusals.append(header.run_id)
+        raise StoreError("the database is away (injected)")
+
+    async def main(clock: FakeClock) -> None:
+        async with workers(store):
+            await until(lambda: len(looks) == 1, "the first look")
+            monkeypatch.setattr(store, "enqueue", refuse)
+            clock.advance(MINUTE)  # 10:03:30: the 10:03 tick is due; its enqueue fails
+            await until(lambda: bool(refusals), "the refused enqueue")
+        monkeypatch.setattr(store, "enqueue", enqueue)  # the database is back; a new worker
+        async with workers(store):
+            await until(completed(store, tick_id("handed_on", 2026, 1, 5, 10, 3)), "the tick")
+
+    with fake_clock(START.timestamp()) as clock:
+        asyncio.run(main(clock))
+    assert tick_id("handed_on", 2026, 1, 5, 10, 3) in refusals
+    assert [tick_id("handed_on", 2026, 1, 5, 10, 3)] == sorted(runs_of(store, "handed_on"))
+
+
 def test_ticks_in_another_time_zone_are_named_in_it_across_a_fall_back(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:

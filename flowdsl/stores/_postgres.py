@@ -1417,6 +1417,20 @@ class PostgresStore:
         finally:
             engine.leases.drop(engine.key, claim.run_id)
 
+    async def last_look(self, workflow: str) -> float | None:
+        """When a look at `workflow`'s schedule was last recorded; see `Store.last_look`."""
+
+        async def read(conn: Any) -> float | None:
+            cursor = await conn.execute(
+                "SELECT checked FROM flowdsl_schedules WHERE workflow = %s", (workflow,)
+            )
+            row = await cursor.fetchone()
+            return None if row is None else float(row[0])
+
+        return await self._call(
+            self._write("read a schedule's looks", self._engine.autocommit(read)), shield=False
+        )
+
     async def observe_schedule(self, workflow: str, now: float) -> float | None:
         """Note a look at `workflow`'s schedule; see `Store.observe_schedule`."""
 

@@ -305,10 +305,16 @@ class Store(Protocol):
         """
         ...
 
+    async def last_look(self, workflow: str) -> float | None:
+        """When a worker last recorded a look at `workflow`'s schedule; None before the first."""
+        ...
+
     async def observe_schedule(self, workflow: str, now: float) -> float | None:
         """Note that a worker looked at `workflow`'s schedule at `now` (epoch seconds).
 
         Returns when one last looked (the latest of every worker's looks),
-        or None the first time: a schedule's history starts then.
+        or None the first time: a schedule's history starts then. A worker
+        records a look once the ticks it found are queued (`last_look` first),
+        so a worker that dies in between leaves them to the next look.
         """
         ...

@@ -1389,6 +1389,18 @@ class SQLiteStore:
         """Give the run up as "waiting" until it is woken; see `Store.park`."""
         await self._submit(_park_job, claim, waiting, visits)[1]
 
+    async def last_look(self, workflow: str) -> float | None:
+        """When a look at `workflow`'s schedule was last recorded; see `Store.last_look`."""
+
+        def read(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(
+                "SELECT checked FROM flowdsl_schedules WHERE workflow = ?", (workflow,)
+            ).fetchone()
+            return None if row is None else float(row[0])
+
+        found: float | None = await asyncio.to_thread(self._reading, "a schedule's looks", read)
+        return found
+
     async def observe_schedule(self, workflow: str, now: float) -> float | None:
         """Note a look at `workflow`'s schedule; see `Store.observe_schedule`."""
         before: float | None = await self._submit(_observe_job, workflow, now)[1]
