@@ -7,6 +7,7 @@ workers, waits) is tested on PostgreSQL by the suites that take `store_kit`.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -26,7 +27,9 @@ from flowdsl import (
     workflow,
 )
 from flowdsl.errors import StoreError, UsageError
-from flowdsl.stores import _postgres
+from flowdsl.stores import _owner, _postgres
+from flowdsl.stores._owner import owner_token
+from flowdsl.stores._protocol import ClaimRequest, Ending, RunHeader
 
 pytestmark = pytest.mark.usefixtures("flowdsl_registry")
 
@@ -168,3 +171,83 @@ def test_a_search_path_naming_no_schema_says_so(pg_kit: StoreKit) -> None:
     assert url != pg_kit.url
     with pytest.raises(StoreError, match="has no schema to create its tables in"):
         PostgresStore(url)
+
+
+def test_two_opens_of_one_run_in_one_process_claim_it_once(pg_kit: StoreKit) -> None:
+    """The run counts as executing here before its claim commits: the second open waits on
+    the row, sees it taken by this very process, and claims nothing."""
+    store = pg_kit.open()
+
+    async def main() -> list[int]:
+        counts = []
+        for n in range(30):
+            header = RunHeader(f"r{n}", "w", "fp", ("a",), "{}", time.time())
+            opened = await asyncio.gather(store.open_run(header), store.open_run(header))
+            counts.append(sum(o.claim is not None for o in opened))
+        return counts
+
+    assert [1] * 30 == asyncio.run(main())
+
+
+def test_a_dead_owner_on_this_host_is_claimed_at_once_beside_live_ones(pg_kit: StoreKit) -> None:
+    """Its lease holds for an hour, but its process is gone; live siblings' runs stay put."""
+    store = pg_kit.open()
+    host, namespace = owner_token().split("|")[:2]
+    parent = os.getppid()
+    stat = _owner._proc_stat(parent)
+    assert isinstance(stat, tuple)
+    live = f"{host}|{namespace}|{parent}|{stat[1].decode()}"
+    dead = f"{host}|{namespace}|999999999|1"
+
+    @workflow
+    def w() -> None:
+        step(lambda ctx: ok({"a": 1}), name="a")
+
+    fingerprint = w.plan.fingerprint
+    for n, owner in enumerate((live, live, live, dead)):
+        header = RunHeader(f"r{n}", "w", fingerprint, ("a",), "{}", time.time() + n)
+        asyncio.run(store.open_run(header))
+        pg_kit.set_owner(f"r{n}", owner, time.time() + 3600)
+    claimed = asyncio.run(store.claim(ClaimRequest(1, (("w", fingerprint),))))
+    assert ["r3"] == [opened.run_id for opened in claimed]
+    assert [("running", live)] * 3 == [pg_kit.status_of(f"r{n}") for n in range(3)]
+
+
+def test_an_event_for_a_run_id_too_long_for_a_notice_is_sent(pg_kit: StoreKit) -> None:
+    """A notice's payload is under 8,000 bytes; a longer run id still gets its events."""
+
+    @workflow
+    def waiting() -> None:
+        wait_for_event("go", returns="go")
+
+    store = pg_kit.open()
+    run_id = "r" * 9000
+
+    async def main() -> Any:
+        task = asyncio.create_task(arun_workflow(waiting, run_id=run_id, store=store))
+        deadline = time.monotonic() + 10
+        while store.get_run(run_id) is None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        await asend_event(run_id, "go", 1, store=store)
+        return await asyncio.wait_for(task, timeout=20)
+
+    assert 1 == asyncio.run(main()).output["go"]
+
+
+def test_close_finishes_a_write_in_flight(pg_kit: StoreKit) -> None:
+    """A run's final record handed to the store as it closes is committed, not cancelled."""
+    store = pg_kit.open()
+    header = RunHeader("c-1", "w", "fp", ("a",), "{}", time.time())
+    opened = asyncio.run(store.open_run(header))
+    assert opened.claim is not None
+    ending = Ending("completed", "{}", None, None, "[]", 0.1)
+
+    async def main() -> None:
+        finishing = asyncio.ensure_future(store.finish_run(opened.claim, ending))
+        await asyncio.sleep(0)  # handed over to the store's loop
+        await asyncio.to_thread(store.close)
+        await finishing
+
+    asyncio.run(main())
+    assert ("completed", None) == pg_kit.status_of("c-1")

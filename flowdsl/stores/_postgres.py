@@ -46,7 +46,7 @@ from .._engine._clock import clock
 from .._engine._run import Run, RunStatus, Waiting
 from ..errors import RunNotFound, StoreError, UsageError
 from ._codec import dumps
-from ._owner import claimable, executing, owner_token, stopped_executing
+from ._owner import claimable, executing, owner_alive, owner_token, stopped_executing
 from ._protocol import (
     Attempt,
     Claim,
@@ -101,6 +101,9 @@ no older PostgreSQL schema to migrate from. A later release adds its steps to
 """
 
 _NOW: Final = "extract(epoch from now())"
+_CLOCK: Final = "extract(epoch from clock_timestamp())"
+"""The server's time as a statement reads it (``now()`` is the transaction's start): a
+queue's starts are stamped and counted with it, so a slow claim cannot stretch the window."""
 _WORK: Final = "flowdsl_work"
 """The channel a worker listens on: a run may have become claimable."""
 _EVENT: Final = "flowdsl_event"
@@ -235,13 +238,14 @@ def _shown(dsn: str) -> str:
 
 
 class _Leases:
-    """The runs this store holds (run id -> epoch), what a renewal found lost, and until when
-    the leases were last confirmed (this host's clock). Read from any thread under `lock`."""
+    """The runs this store holds (run id -> epoch, and since when), what a renewal found
+    lost, and until when the leases were last confirmed (this host's clock). Read from
+    any thread under `lock`."""
 
     def __init__(self, lease: float) -> None:
         self.lease = lease
         self.lock = threading.Lock()
-        self.claims: dict[str, int] = {}
+        self.claims: dict[str, tuple[int, float]] = {}
         self.lost: set[Claim] = set()
         self.confirmed = 0.0
 
@@ -250,30 +254,58 @@ class _Leases:
             return claim in self.lost or time.time() > self.confirmed
 
     def hold(self, key: str, claim: Claim) -> None:
+        """This process executes `claim` from now on (called before the claim commits)."""
         executing(key, claim.run_id)
+        now = time.time()
         with self.lock:
-            self.claims[claim.run_id] = claim.epoch
-            if self.confirmed < time.time():
-                self.confirmed = time.time() + self.lease
+            self.claims[claim.run_id] = (claim.epoch, now)
+            self.lost.discard(claim)
+            if self.confirmed < now:
+                self.confirmed = now + self.lease
 
-    def drop(self, key: str, run_id: str) -> None:
-        stopped_executing(key, run_id)
+    def committed(self, claims: Sequence[Claim]) -> None:
+        """`claims` committed just now: a renewal sent before this may not have seen them."""
+        now = time.time()
         with self.lock:
-            self.claims.pop(run_id, None)
+            for claim in claims:
+                held = self.claims.get(claim.run_id)
+                if held is not None and held[0] == claim.epoch:
+                    self.claims[claim.run_id] = (claim.epoch, now)
+
+    def drop(self, key: str, claim: Claim) -> None:
+        """This process no longer executes `claim` (a later claim of the run is left alone)."""
+        with self.lock:
+            held = self.claims.get(claim.run_id)
+            if held is None or held[0] != claim.epoch:
+                return
+            del self.claims[claim.run_id]
+        stopped_executing(key, claim.run_id)
 
     def renewed(self, sent: float, rows: Sequence[tuple[str, int]]) -> None:
+        """After a renewal sent at `sent`: a claim held before then that it did not find is
+        lost. One made since may have committed after the renewal's snapshot: not judged."""
         held = set(rows)
         with self.lock:
             self.confirmed = sent + self.lease
-            for run_id, epoch in list(self.claims.items()):
-                if (run_id, epoch) not in held:
+            for run_id, (epoch, since) in list(self.claims.items()):
+                if since < sent and (run_id, epoch) not in held:
                     del self.claims[run_id]
                     self.lost.add(Claim(run_id, epoch))
 
     def lose(self, claim: Claim) -> None:
         with self.lock:
-            self.claims.pop(claim.run_id, None)
+            if self.claims.get(claim.run_id, (None,))[0] == claim.epoch:
+                del self.claims[claim.run_id]
             self.lost.add(claim)
+
+    def kept(self, claim: Claim, sent: float) -> None:
+        """A renewal of `claim` alone (`holds`) found it held."""
+        with self.lock:
+            self.lost.discard(claim)
+            if claim.run_id not in self.claims:
+                self.claims[claim.run_id] = (claim.epoch, sent)
+            if len(self.claims) == 1:  # the only lease: it is confirmed as a whole
+                self.confirmed = max(self.confirmed, sent + self.lease)
 
 
 class _Waiters:
@@ -341,15 +373,22 @@ class _Engine:
         self.pid = os.getpid()
         # Only touched on the store's loop:
         self.pool: Any = None
-        self.pool_ready: asyncio.Future[None] | None = None
         self.pending: list[tuple[Claim, Attempt, asyncio.Future[None]]] = []
         self.flusher: asyncio.Task[None] | None = None
         self.lane: asyncio.Lock | None = None
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.tasks: dict[asyncio.Task[Any], str] = {}
+        """Background writes (releases) in flight, and the run of each."""
+        self.calls: set[asyncio.Task[Any]] = set()
         self.listening: asyncio.Event | None = None
         self.listener: asyncio.Task[None] | None = None
         self.beating: asyncio.Task[None] | None = None
         self.kept: Any = None
+        self.inflight: list[tuple[Claim, Attempt, asyncio.Future[None]]] = []
+        self.opening: asyncio.Task[None] | None = None
+        self.work_generation = 0
+        """Work notifications received (read from any thread)."""
+        self.claimed_generation = 0
+        """`work_generation` when the last claim began: a notice after it means look again."""
 
     # -- the thread and its loop (called from any thread) -----------------------------------
 
@@ -373,7 +412,17 @@ class _Engine:
                 )
                 self.thread.start()
             loop = self.loop
-        return asyncio.run_coroutine_threadsafe(coro, loop)
+        return asyncio.run_coroutine_threadsafe(self.tracked_call(coro), loop)
+
+    async def tracked_call(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """`coro`, known to `shutdown` while it runs (a write in flight is finished first)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self.calls.add(task)
+        try:
+            return await coro
+        finally:
+            self.calls.discard(task)
 
     def stop(self) -> None:
         with self.lock:
@@ -387,12 +436,15 @@ class _Engine:
             loop.call_soon(loop.stop)
             return
         with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self.shutdown(), loop).result(timeout=30)
+            asyncio.run_coroutine_threadsafe(self.shutdown(), loop).result(timeout=90)
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()
 
     async def shutdown(self) -> None:
+        """Finish every call in flight (for up to 30 s), then close the connections."""
+        if self.calls:
+            await asyncio.wait(set(self.calls), timeout=30.0)
         while self.tasks or (self.flusher is not None and not self.flusher.done()):
             await asyncio.gather(
                 *self.tasks, *([self.flusher] if self.flusher else []), return_exceptions=True
@@ -414,59 +466,76 @@ class _Engine:
             task.cancel()
         await asyncio.gather(*left, return_exceptions=True)
 
-    async def settle(self) -> None:
-        """Wait for the writes handed to the store before this one: the journal entries
-        pending and the releases in the background, so this process's writes commit in
-        the order it made them (as one writer thread gives SQLite)."""
+    async def settle(self, run_id: str | None) -> None:
+        """Wait for the writes of `run_id` handed to the store before this one (its journal
+        entries pending or in flight, its release), so that a run's writes commit in the
+        order they were made, as SQLite's one writer thread gives; None: every release."""
         me = asyncio.current_task()
-        earlier: list[asyncio.Future[Any]] = [t for t in self.tasks if t is not me]
-        if self.flusher is not None and not self.flusher.done() and self.flusher is not me:
-            earlier.append(self.flusher)
+        earlier: list[asyncio.Future[Any]] = [
+            task
+            for task, of in self.tasks.items()
+            if task is not me and (run_id is None or of == run_id)
+        ]
+        if run_id is not None:
+            earlier += [f for claim, _, f in self.pending if claim.run_id == run_id]
+            earlier += [f for claim, _, f in self.inflight if claim.run_id == run_id]
         if earlier:
             await asyncio.gather(*(asyncio.shield(t) for t in earlier), return_exceptions=True)
 
-    def background(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run `coro` on the store's loop; nobody waits for it (`close` does)."""
-        self.submit(self._tracked(coro))
+    def background(self, run_id: str, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run `coro`, a write of `run_id`, on the store's loop; nobody waits for it
+        (`close` and the run's next writes do)."""
+        self.submit(self._tracked(run_id, coro))
 
-    async def _tracked(self, coro: Coroutine[Any, Any, Any]) -> None:
+    async def _tracked(self, run_id: str, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self.tasks.add(task)
+        self.tasks[task] = run_id
         try:
             await coro
         except Exception as exc:
             _log.warning("the store at %r: a background write failed: %s", self.where, exc)
         finally:
-            self.tasks.discard(task)
+            self.tasks.pop(task, None)
 
     # -- on the store's loop -----------------------------------------------------------------
 
     async def connection(self) -> Any:
-        """The pool (opened on first use), whose ``connection()`` lends a connection."""
-        if self.pool is None:
-            self.lane = asyncio.Lock()
-            self.pool = AsyncConnectionPool(
-                self.dsn,
-                min_size=1,
-                max_size=self.pool_size,
-                kwargs={"autocommit": True},
-                configure=None if self.synchronous else _asynchronous_commits,
-                open=False,
-                name="flowdsl",
-            )
-            self.pool_ready = asyncio.get_running_loop().create_future()
-            try:
-                await self.pool.open(wait=True, timeout=30.0)
-            except Exception as exc:
-                self.pool_ready.set_exception(exc)
-                _consume(self.pool_ready)
-                raise
-            self.pool_ready.set_result(None)
-            self.beating = asyncio.create_task(self.heartbeat())
-        elif self.pool_ready is not None and not self.pool_ready.done():
-            await asyncio.shield(self.pool_ready)
+        """The pool (opened on first use), whose ``connection()`` lends a connection.
+
+        It is opened by a task of its own, which no caller's cancellation stops;
+        when opening fails, the next call tries again.
+        """
+        if self.pool is not None:
+            return self.pool
+        if self.opening is None:
+            self.lane = self.lane or asyncio.Lock()
+            self.opening = asyncio.create_task(self.open_pool())
+        opening = self.opening
+        try:
+            await asyncio.shield(opening)
+        finally:
+            if opening.done() and (opening.cancelled() or opening.exception() is not None):
+                self.opening = None
         return self.pool
+
+    async def open_pool(self) -> None:
+        pool = AsyncConnectionPool(
+            self.dsn,
+            min_size=1,
+            max_size=self.pool_size + 1,  # and one the append lane keeps
+            kwargs={"autocommit": True},
+            configure=None if self.synchronous else _asynchronous_commits,
+            open=False,
+            name="flowdsl",
+        )
+        try:
+            await pool.open(wait=True, timeout=30.0)
+        except BaseException:
+            await pool.close()
+            raise
+        self.pool = pool
+        self.beating = asyncio.create_task(self.heartbeat())
 
     async def heartbeat(self) -> None:
         """Renew this process's leases every ``lease / 3`` seconds while it holds any."""
@@ -522,6 +591,7 @@ class _Engine:
         """Write every pending journal entry in one statement, until none is pending."""
         while self.pending:
             batch, self.pending = self.pending, []
+            self.inflight = batch
             try:
                 async with self.lane_connection() as conn:
                     try:
@@ -637,9 +707,12 @@ class _Engine:
                     pause = 0.05
                     async for note in conn.notifies():
                         if note.channel == _WORK:
+                            self.work_generation += 1
                             self.waiters.wake((_WORK, ""))
-                        else:
+                        elif note.payload:
                             self.waiters.wake((_EVENT, note.payload))
+                        else:  # a run id too long for a notice: every waiting run looks
+                            self.waiters.wake(None)
             except psycopg.Error as exc:
                 _log.warning("listening at %r failed, reconnecting: %s", self.where, exc)
             self.listening.clear()
@@ -668,12 +741,23 @@ async def _row(conn: Any, run_id: str, lock: str = "") -> Any:
     return await cursor.fetchone()
 
 
-async def _take(engine: _Engine, conn: Any, row: Sequence[Any]) -> Opened:
+def _hold(engine: _Engine, claim: Claim, taken: list[Claim]) -> Claim:
+    """Note `claim` as executing in this process before its transaction commits, so that a
+    call of this process waiting on the run's row lock sees it taken; `taken` lists what
+    to give up if the transaction fails."""
+    engine.leases.hold(engine.key, claim)
+    taken.append(claim)
+    return claim
+
+
+async def _take(engine: _Engine, conn: Any, row: Sequence[Any], taken: list[Claim]) -> Opened:
     """Claim the run of `row` (locked by this transaction) for this process."""
-    return (await _take_many(engine, conn, [row]))[0]
+    return (await _take_many(engine, conn, [row], taken))[0]
 
 
-async def _take_many(engine: _Engine, conn: Any, rows: Sequence[Sequence[Any]]) -> list[Opened]:
+async def _take_many(
+    engine: _Engine, conn: Any, rows: Sequence[Sequence[Any]], taken: list[Claim]
+) -> list[Opened]:
     """Claim the runs of `rows` (locked by this transaction): two statements for them all."""
     if not rows:
         return []
@@ -681,7 +765,7 @@ async def _take_many(engine: _Engine, conn: Any, rows: Sequence[Sequence[Any]]) 
     cursor = await conn.execute(
         f"UPDATE flowdsl_runs SET status = 'running', owner = %s, lease_expires = {_NOW} + %s, "
         f"lease_epoch = lease_epoch + 1, updated = %s, resumes = resumes + 1, waiting = NULL, "
-        f"claimed_at = coalesce(claimed_at, {_NOW}) WHERE run_id = ANY(%s) "
+        f"claimed_at = coalesce(claimed_at, {_CLOCK}) WHERE run_id = ANY(%s) "
         f"RETURNING run_id, lease_epoch",
         (owner_token(), engine.lease, time.time(), ids),
     )
@@ -697,7 +781,11 @@ async def _take_many(engine: _Engine, conn: Any, rows: Sequence[Sequence[Any]]) 
         for found in await cursor.fetchall():
             journals[found[0]].append(attempt_from_row(found[1:]))
     return [
-        found_run(row, Claim(row[0], epochs[row[0]]), attempts=tuple(journals[row[0]]))
+        found_run(
+            row,
+            _hold(engine, Claim(row[0], epochs[row[0]]), taken),
+            attempts=tuple(journals[row[0]]),
+        )
         for row in rows
     ]
 
@@ -711,7 +799,8 @@ class PostgresStore:
     forward, a newer one refused. ``lease`` is how long a run this store
     executes stays claimed without being renewed (renewed every ``lease / 3``
     seconds, on the database's clock); ``pool_size`` caps the connections
-    this store opens (plus one that listens for notifications).
+    this store lends to its writes and reads (plus one kept for the journal and one that
+    listens for notifications).
 
     ``synchronous_commit="on"`` (the default) returns from every write once the
     server has flushed it to disk: a committed step survives a crash of any
@@ -758,9 +847,9 @@ class PostgresStore:
         self.dsn = dsn
         self.lease = float(lease)
         self.where = _shown(dsn)
-        _init_schema(dsn, self.where)
+        key = _init_schema(dsn, self.where)
         self._engine = _Engine(
-            dsn, self.where, dsn, self.lease, pool_size, synchronous_commit == "on"
+            dsn, self.where, key, self.lease, pool_size, synchronous_commit == "on"
         )
         self._leases = self._engine.leases
         self._close = weakref.finalize(self, _Engine.stop, self._engine)
@@ -916,7 +1005,8 @@ class PostgresStore:
 
     async def _open(self, header: RunHeader) -> Opened:
         engine = self._engine
-        await engine.settle()  # a release of this run handed over before this open commits first
+        await engine.settle(header.run_id)  # a release handed over before this open first
+        taken: list[Claim] = []
 
         async def work(conn: Any) -> Opened:
             row = await _row(conn, header.run_id, "FOR UPDATE")
@@ -943,7 +1033,7 @@ class PostgresStore:
                 if await cursor.fetchone() is not None:
                     return Opened(
                         run_id=header.run_id,
-                        claim=Claim(header.run_id, 1),
+                        claim=_hold(engine, Claim(header.run_id, 1), taken),
                         new=True,
                         workflow=header.workflow,
                         fingerprint=header.fingerprint,
@@ -963,11 +1053,15 @@ class PostgresStore:
                 or not claimable(engine.key, header.run_id, owner, expires, row[-1])
             ):
                 return found_run(row, None, owner=owner)
-            return await _take(engine, conn, row)
+            return await _take(engine, conn, row, taken)
 
-        opened = await self._write(f"open run {header.run_id!r}", engine.transaction(work))
-        if opened.claim is not None:
-            engine.leases.hold(engine.key, opened.claim)
+        try:
+            opened = await self._write(f"open run {header.run_id!r}", engine.transaction(work))
+        except BaseException:
+            for claim in taken:  # the claim did not commit
+                engine.leases.drop(engine.key, claim)
+            raise
+        engine.leases.committed(taken)
         return opened
 
     async def append(self, claim: Claim, attempt: Attempt) -> None:
@@ -980,35 +1074,34 @@ class PostgresStore:
 
     async def _finish(self, claim: Claim, end: Ending) -> None:
         engine = self._engine
+
+        async def work(conn: Any) -> int:
+            cursor = await conn.execute(
+                "UPDATE flowdsl_runs SET status = %s, output = %s, error = %s, "
+                "failed_step = %s, compensations = %s, duration = %s, updated = %s, "
+                "owner = NULL, lease_expires = NULL "
+                "WHERE run_id = %s AND owner = %s AND lease_epoch = %s",
+                (
+                    end.status,
+                    end.output,
+                    end.error,
+                    end.failed_step,
+                    end.compensations,
+                    end.duration,
+                    time.time(),
+                    claim.run_id,
+                    owner_token(),
+                    claim.epoch,
+                ),
+            )
+            return int(cursor.rowcount)
+
         try:
-            await engine.settle()  # an entry handed over before (by a cancelled branch) first
-            pool = await engine.connection()
-            async with pool.connection() as conn:
-                cursor = await self._write(
-                    f"finish run {claim.run_id!r}",
-                    conn.execute(
-                        "UPDATE flowdsl_runs SET status = %s, output = %s, error = %s, "
-                        "failed_step = %s, compensations = %s, duration = %s, updated = %s, "
-                        "owner = NULL, lease_expires = NULL "
-                        "WHERE run_id = %s AND owner = %s AND lease_epoch = %s",
-                        (
-                            end.status,
-                            end.output,
-                            end.error,
-                            end.failed_step,
-                            end.compensations,
-                            end.duration,
-                            time.time(),
-                            claim.run_id,
-                            owner_token(),
-                            claim.epoch,
-                        ),
-                    ),
-                )
-            if cursor.rowcount != 1:
+            await engine.settle(claim.run_id)  # an entry handed over (a cancelled branch's)
+            if await self._write(f"finish run {claim.run_id!r}", engine.autocommit(work)) != 1:
                 raise lost_claim(claim)
         finally:
-            engine.leases.drop(engine.key, claim.run_id)
+            engine.leases.drop(engine.key, claim)
 
     async def holds(self, claim: Claim) -> bool:
         """Whether `claim` still holds its run; renews its lease when it does."""
@@ -1017,24 +1110,23 @@ class PostgresStore:
 
     async def _holds(self, claim: Claim) -> bool:
         engine = self._engine
-        pool = await engine.connection()
         sent = time.time()
-        async with pool.connection() as conn:
-            cursor = await self._write(
-                f"renew the lease of run {claim.run_id!r}",
-                conn.execute(
-                    f"UPDATE flowdsl_runs SET lease_expires = {_NOW} + %s WHERE run_id = %s "
-                    f"AND owner = %s AND lease_epoch = %s",
-                    (engine.lease, claim.run_id, owner_token(), claim.epoch),
-                ),
+
+        async def work(conn: Any) -> bool:
+            cursor = await conn.execute(
+                f"UPDATE flowdsl_runs SET lease_expires = {_NOW} + %s WHERE run_id = %s "
+                f"AND owner = %s AND lease_epoch = %s",
+                (engine.lease, claim.run_id, owner_token(), claim.epoch),
             )
-        holds = bool(cursor.rowcount == 1)
-        if not holds:
-            engine.leases.lose(claim)
+            return bool(cursor.rowcount == 1)
+
+        holds = await self._write(
+            f"renew the lease of run {claim.run_id!r}", engine.autocommit(work)
+        )
+        if holds:
+            engine.leases.kept(claim, sent)
         else:
-            with engine.leases.lock:
-                if len(engine.leases.claims) == 1:
-                    engine.leases.confirmed = max(engine.leases.confirmed, sent + engine.lease)
+            engine.leases.lose(claim)
         return holds
 
     def lost(self, claim: Claim) -> bool:
@@ -1045,14 +1137,14 @@ class PostgresStore:
         """Give up owning an unfinished run so it can be resumed (written in the background)."""
         engine = self._engine
         try:
-            engine.background(self._release(claim, status))
+            engine.background(claim.run_id, self._release(claim, status))
         except StoreError:  # closed: its lease runs out, or this process is seen gone
-            engine.leases.drop(engine.key, claim.run_id)
+            engine.leases.drop(engine.key, claim)
 
     async def _release(self, claim: Claim, status: str | None) -> None:
         engine = self._engine
         try:
-            await engine.settle()  # a journal entry handed over before the release commits first
+            await engine.settle(claim.run_id)  # a journal entry handed over before, first
             pool = await engine.connection()
             async with pool.connection() as conn:
                 await conn.execute(
@@ -1064,7 +1156,7 @@ class PostgresStore:
                     (status, time.time(), claim.run_id, owner_token(), claim.epoch, _WORK),
                 )
         finally:
-            engine.leases.drop(engine.key, claim.run_id)
+            engine.leases.drop(engine.key, claim)
 
     # -- queues and workers ------------------------------------------------------------------
 
@@ -1143,7 +1235,7 @@ class PostgresStore:
 
     async def _claim(self, request: ClaimRequest) -> list[Opened]:
         engine = self._engine
-        await engine.settle()
+        await engine.settle(None)  # releases handed over before: their runs may be taken
         me = owner_token()
         names = [name for name, _ in request.known]
         prints = [fingerprint for _, fingerprint in request.known]
@@ -1154,22 +1246,30 @@ class PostgresStore:
             args.append(list(request.queues))
         due = request.now if request.now is not None else time.time()
 
+        taken: list[Claim] = []
+        engine.claimed_generation = engine.work_generation  # notices after this: claim again
+
         async def work(conn: Any) -> list[Opened]:
-            # Runs whose owner is gone first: they hold a slot of their queue already.
+            # Runs whose owner is gone first: they hold a slot of their queue already. An
+            # owner on this host is gone when its process is: asked here, per owner, so that
+            # no live sibling's row is locked (or crowds out a dead one's under the LIMIT).
+            cursor = await conn.execute(
+                "SELECT DISTINCT owner FROM flowdsl_runs WHERE status = 'running' "
+                "AND owner LIKE %s AND owner <> %s",
+                (me.rsplit("|", 2)[0] + "|%", me),
+            )
+            dead = [o for (o,) in await cursor.fetchall() if owner_alive(o) is False]
             cursor = await conn.execute(
                 f"SELECT {RUN_COLUMNS}, {_NOW} FROM flowdsl_runs WHERE status = 'running' "
                 f"AND {where} AND (owner IS NULL OR lease_expires < {_NOW} "
-                f"OR (owner LIKE %s AND owner <> %s)) "
-                f"ORDER BY started, run_id LIMIT %s FOR UPDATE SKIP LOCKED",
-                (*args, me.rsplit("|", 2)[0] + "|%", me, request.limit),
+                f"OR owner = ANY(%s)) ORDER BY started, run_id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (*args, dead, request.limit),
             )
-            chosen = [
-                row
-                for row in await cursor.fetchall()
-                if claimable(engine.key, row[0], row[12], row[13], row[-1])
-            ]
+            chosen = list(await cursor.fetchall())
             rooms: dict[str, int | None] = {}
-            closed: list[str] = []
+            if len(chosen) < request.limit:
+                rooms = await _capacities(conn, where, args, due)
+            closed = [name for name, room in rooms.items() if room is not None and room <= 0]
             while len(chosen) < request.limit:
                 # Queued runs, and parked runs an event or a deadline woke.
                 cursor = await conn.execute(
@@ -1188,8 +1288,9 @@ class PostgresStore:
                     name = row[-1]
                     if name in closed:
                         continue
-                    if name not in rooms:
-                        rooms[name] = await _capacity(conn, name)
+                    if name not in rooms:  # its first run came after the queues were locked
+                        closed.append(name)
+                        continue
                     room = rooms[name]
                     if room is not None:
                         if room <= 0:
@@ -1197,12 +1298,15 @@ class PostgresStore:
                             continue
                         rooms[name] = room - 1
                     chosen.append(row)
-            return await _take_many(engine, conn, chosen)
+            return await _take_many(engine, conn, chosen, taken)
 
-        claimed = await self._write("claim runs", engine.transaction(work))
-        for opened in claimed:
-            assert opened.claim is not None
-            engine.leases.hold(engine.key, opened.claim)
+        try:
+            claimed = await self._write("claim runs", engine.transaction(work))
+        except BaseException:
+            for claim in taken:  # the claims did not commit
+                engine.leases.drop(engine.key, claim)
+            raise
+        engine.leases.committed(taken)
         return claimed
 
     async def declare_queues(self, queues: tuple[QueueLimits, ...]) -> None:
@@ -1210,7 +1314,7 @@ class PostgresStore:
 
         async def work(conn: Any) -> None:
             now = time.time()
-            for declared in queues:
+            for declared in sorted(queues, key=lambda q: q.name):  # lock order: see _capacities
                 count, period = declared.rate_limit or (None, None)
                 await conn.execute(
                     "INSERT INTO flowdsl_queues (name, concurrency, rate_count, rate_period, "
@@ -1232,6 +1336,12 @@ class PostgresStore:
         key = (_WORK, "")
         me = engine.waiters.add(key)
         sleeper: asyncio.Future[None] | None = None
+        if engine.work_generation != engine.claimed_generation:
+            # Notified since the last claim began, before this wait was registered: return
+            # (once per notice: the notice is used up) so the caller claims again.
+            engine.claimed_generation = engine.work_generation
+            engine.waiters.remove(key, me)
+            return
         try:
             earliest = await self._call(self._next_wake(clock().now()), shield=False)
             waits: set[asyncio.Future[Any]] = {me[1]}
@@ -1278,7 +1388,9 @@ class PostgresStore:
                 "INSERT INTO flowdsl_events (run_id, event, payload, sent) VALUES (%s, %s, %s, %s)",
                 (run_id, event, payload, now),
             )
-            await conn.execute("SELECT pg_notify(%s, %s)", (_EVENT, run_id))
+            # A notice's payload is under 8,000 bytes: a longer run id wakes every waiting run.
+            notice = run_id if len(run_id.encode()) < 4000 else ""
+            await conn.execute("SELECT pg_notify(%s, %s)", (_EVENT, notice))
             if status == "waiting" and event in waited_events(run_id, waiting):
                 await conn.execute(
                     "UPDATE flowdsl_runs SET available_at = %s, updated = %s "
@@ -1333,7 +1445,7 @@ class PostgresStore:
             return str(payload)
 
         async def take() -> str | None:
-            await self._engine.settle()
+            await self._engine.settle(claim.run_id)
             return await self._write(
                 f"take an event of run {claim.run_id!r}", self._engine.transaction(work)
             )
@@ -1408,14 +1520,14 @@ class PostgresStore:
                 "available_at = %s, waiting = %s, updated = %s WHERE run_id = %s",
                 (WOKEN if woken else waiting.until, waiting_text(waiting), time.time(), run_id),
             )
-            if woken:
+            if woken or waiting.until is not None:  # idle workers look again at their wake-up
                 await conn.execute("SELECT pg_notify(%s, '')", (_WORK,))
 
         try:
-            await engine.settle()
+            await engine.settle(claim.run_id)
             await self._write(f"park run {claim.run_id!r}", engine.transaction(work))
         finally:
-            engine.leases.drop(engine.key, claim.run_id)
+            engine.leases.drop(engine.key, claim)
 
     async def last_look(self, workflow: str) -> float | None:
         """When a look at `workflow`'s schedule was last recorded; see `Store.last_look`."""
@@ -1458,40 +1570,58 @@ class PostgresStore:
         )
 
 
-async def _capacity(conn: Any, queue: str) -> int | None:
-    """How many more runs of `queue` may start now (None: no limit), under a lock on its row."""
+async def _capacities(
+    conn: Any, where: str, args: Sequence[Any], due: float
+) -> dict[str, int | None]:
+    """How many more runs of each queue with claimable runs may start now (None: no limit).
+
+    The queues' rows are locked all at once, in name order, so two claimers
+    (or a claimer and `declare_queues`) never wait for each other in a cycle;
+    the counts are read under those locks, so the limits hold across workers.
+    """
     cursor = await conn.execute(
-        "SELECT concurrency, rate_count, rate_period FROM flowdsl_queues WHERE name = %s "
-        "FOR UPDATE",
-        (queue,),
+        f"SELECT DISTINCT queue FROM flowdsl_runs WHERE status IN ('queued', 'waiting') "
+        f"AND {where} AND available_at <= %s",
+        (*args, due),
     )
-    limits = await cursor.fetchone()
-    if limits is None:
-        return None
-    concurrency, rate_count, rate_period = limits
-    room: int | None = None
-    if concurrency is not None:
-        cursor = await conn.execute(
-            "SELECT count(*) FROM flowdsl_runs WHERE queue = %s AND status = 'running'", (queue,)
-        )
-        running = (await cursor.fetchone())[0]
-        room = max(0, concurrency - running)
-    if rate_count is not None:
-        cursor = await conn.execute(
-            f"SELECT count(*) FROM flowdsl_runs WHERE queue = %s AND claimed_at > {_NOW} - %s",
-            (queue, rate_period),
-        )
-        started = (await cursor.fetchone())[0]
-        left = max(0, rate_count - started)
-        room = left if room is None else min(room, left)
-    return room
+    names = sorted(name for (name,) in await cursor.fetchall())
+    rooms: dict[str, int | None] = dict.fromkeys(names)
+    if not names:
+        return rooms
+    cursor = await conn.execute(
+        "SELECT name, concurrency, rate_count, rate_period FROM flowdsl_queues "
+        "WHERE name = ANY(%s) ORDER BY name FOR UPDATE",
+        (names,),
+    )
+    for name, concurrency, rate_count, rate_period in await cursor.fetchall():
+        room: int | None = None
+        if concurrency is not None:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM flowdsl_runs WHERE queue = %s AND status = 'running'",
+                (name,),
+            )
+            room = max(0, concurrency - (await cursor.fetchone())[0])
+        if rate_count is not None:
+            cursor = await conn.execute(
+                f"SELECT count(*) FROM flowdsl_runs WHERE queue = %s "
+                f"AND claimed_at > {_CLOCK} - %s",
+                (name, rate_period),
+            )
+            left = max(0, rate_count - (await cursor.fetchone())[0])
+            room = left if room is None else min(room, left)
+        rooms[name] = room
+    return rooms
 
 
 # -- opening the database ------------------------------------------------------------------
 
 
-def _init_schema(dsn: str, where: str) -> None:
-    """Create or migrate the tables (one process at a time), or refuse what is there."""
+def _init_schema(dsn: str, where: str) -> str:
+    """Create or migrate the tables (one process at a time), or refuse what is there.
+
+    Returns the identity of the database and schema: the same whatever name or
+    address reached them, so two stores on one database know each other's runs.
+    """
     try:
         with (
             psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn,
@@ -1499,6 +1629,12 @@ def _init_schema(dsn: str, where: str) -> None:
         ):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             _schema(conn, where)
+            row = conn.execute(
+                "SELECT pg_postmaster_start_time()::text, inet_server_port(), "
+                "(SELECT oid FROM pg_database WHERE datname = current_database()), "
+                "current_schema()"
+            ).fetchone()
+            return "postgresql|" + "|".join(str(part) for part in row or ())
     except StoreError:
         raise
     except psycopg.Error as exc:
