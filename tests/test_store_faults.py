@@ -303,3 +303,19 @@ def test_list_runs_logs_a_damaged_run_when_nobody_asks(
         listed = store.list_runs()
     assert {"done", "good-wait"} == {r.run_id for r in listed}
     assert any("'bad-wait' is damaged" in record.getMessage() for record in caplog.records)
+
+
+def test_a_cancel_that_lands_as_the_write_ends_is_not_lost() -> None:
+    """A write waited out despite a cancel re-raises it, even when both land in one turn."""
+    from flowdsl.stores._journal import _wait_out_cancel
+
+    async def main() -> None:
+        write: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        waiter = asyncio.ensure_future(_wait_out_cancel(write))
+        await asyncio.sleep(0)  # the waiter awaits the write
+        write.set_result(1)  # the write ends...
+        waiter.cancel()  # ...and the cancel comes before the waiter saw it end
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+
+    asyncio.run(main())

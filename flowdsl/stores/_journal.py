@@ -70,8 +70,8 @@ def _wait_out_cancel(task: asyncio.Future[Any]) -> Any:
             try:
                 result = await asyncio.shield(task)
             except asyncio.CancelledError:
+                cancelled = True  # even when `task` ended in this same turn of the loop
                 if not task.done():
-                    cancelled = True
                     continue
                 if task.cancelled():
                     raise
