@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -687,27 +686,10 @@ def test_reading_commands_never_create_a_store(tmp_path: Path) -> None:
 @contextmanager
 def parking_worker(store: Path) -> Iterator[None]:
     """A worker in a thread of this process that parks runs at once (park_after=0)."""
-    from flowdsl import Worker
+    from polling import serving
 
-    worker = Worker(str(store), park_after=0, poll=0.02, grace=1.0)
-    failures: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:
-            failures.append(exc)
-
-    thread = threading.Thread(target=serve, name="parking worker")
-    thread.start()
-    try:
+    with serving(str(store), park_after=0, poll=0.02):
         yield
-    finally:
-        worker.stop()
-        thread.join(60)
-    assert not thread.is_alive(), "the worker did not stop"
-    if failures:
-        raise failures[0]
 
 
 def status_becomes(store: Path, run_id: str, status: str) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from polling import until
 from stores import StoreKit
 
 from flowdsl import Run, Store, Worker, ok, step, workflow
@@ -35,16 +36,6 @@ PARIS = zoneinfo.ZoneInfo("Europe/Paris")
 MINUTE = 60.0
 START = dt.datetime(2026, 1, 5, 10, 2, 30, tzinfo=dt.UTC)
 """When the fake clock starts in most tests: a Monday, 30 s after the 10:02 tick."""
-
-
-async def until(predicate: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    """Yield to the loop (and to the store's threads) until `predicate()` holds, or fail."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"waited {timeout:g}s for {what}, in vain")
-        await asyncio.sleep(0.005)
 
 
 @asynccontextmanager

@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 import pytest
+from polling import wait_for
 from stores import StoreKit
 
 from flowdsl import (
@@ -32,16 +33,6 @@ from flowdsl import (
 from flowdsl.errors import StoreError
 
 pytestmark = pytest.mark.usefixtures("flowdsl_registry")  # each test defines its own workflows
-
-
-def wait_for(predicate: Any, what: str) -> None:
-    """Poll `predicate` (the store's writer thread works in the background), up to 30 s."""
-    done = threading.Event()
-    for _ in range(3000):
-        if predicate():
-            return
-        done.wait(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- cancels at the store's commit points ------------------------------------------------------

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from polling import until
 from stores import KITS
 
 from flowdsl import (
@@ -59,17 +60,6 @@ pytestmark = pytest.mark.usefixtures("flowdsl_registry")
 
 DAY = 86_400.0
 UTC = dt.UTC
-
-
-async def until(
-    predicate: Callable[[], bool], what: str = "the condition", pause: float = 0.005
-) -> None:
-    """Yield to the loop (and to the store's threads) until `predicate()` holds (20 s at most)."""
-    for _ in range(int(20 / pause)):
-        if predicate():
-            return
-        await asyncio.sleep(pause)
-    raise AssertionError(f"{what} never held")
 
 
 # -- definitions --------------------------------------------------------------------------
@@ -618,13 +608,13 @@ def test_a_thousand_parked_runs_hold_no_worker_slot(store: Store) -> None:
         serving = await serve(worker)
         for n in range(1000):
             await astart_workflow("waits_for_go", {}, store=store, run_id=f"w{n}")
-        await until(lambda: statuses(store).get("waiting") == 1000, "1,000 parked runs", 0.1)
+        await until(lambda: statuses(store).get("waiting") == 1000, "1,000 parked runs", pause=0.1)
         handles = [await astart_workflow("other", {}, store=store) for _ in range(10)]
         for handle in handles:
             assert "completed" == (await handle.aresult(timeout=60)).status
         for n in range(1000):
             await asend_event(f"w{n}", "go", n, store=store)
-        await until(lambda: statuses(store).get("completed") == 1010, "all completed", 0.1)
+        await until(lambda: statuses(store).get("completed") == 1010, "all completed", pause=0.1)
         worker.stop()
         await serving
 

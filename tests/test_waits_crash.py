@@ -33,13 +33,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple, TypeVar
 
 import pytest
+from polling import until, wait_for
 from stores import StoreKit
 
 from flowdsl import (
@@ -196,27 +197,6 @@ def killed_at(kit: StoreKit, files: Files, run_id: str, name: str, data: Any, ki
     done = run_child(kit, files, run_id, name, data, kill)
     assert -signal.SIGKILL == done.code, done.err
     return done.pid
-
-
-def wait_for(condition: Callable[[], T], what: str, timeout: float = 30.0) -> T:
-    """Poll `condition` (another process changes what it reads) until true, or fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = condition()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout:g}s for {what}, in vain")
-        time.sleep(0.01)
-
-
-async def until(predicate: Callable[[], bool], what: str) -> None:
-    """Yield to the loop (and the store's threads) until `predicate()` holds (20 s at most)."""
-    for _ in range(4000):
-        if predicate():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"{what} never held")
 
 
 def steps_by(kit: StoreKit, run_id: str) -> list[tuple[str, int, int]]:

@@ -28,14 +28,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple, TypeVar
 
 import pytest
 import test_crash
+from polling import serving, wait_for
 from stores import StoreKit
 
 from flowdsl import (
@@ -96,43 +96,6 @@ def flows() -> Iterator[ModuleType]:
 def crash_flow(flows: ModuleType) -> ModuleType:
     """crash_child.py's workflows, in the same registry (a worker child runs them too)."""
     return load(CRASH_CHILD, "worker_crash_flow")
-
-
-def wait_for(condition: Callable[[], T], what: str, timeout: float = 30.0) -> T:
-    """Poll `condition` until it returns something true; fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = condition()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout:g}s for {what}, in vain")
-        time.sleep(0.01)
-
-
-@contextmanager
-def serving(store: Store, **options: Any) -> Iterator[Worker]:
-    """A worker in a thread of this process, serving `store` for the block; stopped after it."""
-    options.setdefault("grace", 1.0)
-    worker = Worker(store, **options)
-    failures: list[BaseException] = []
-
-    def main() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:
-            failures.append(exc)
-
-    thread = threading.Thread(target=main, name="test worker")
-    thread.start()
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        thread.join(60)
-    assert not thread.is_alive(), "the worker did not stop"
-    if failures:
-        raise failures[0]
 
 
 def status(kit: StoreKit, run_id: str) -> str | None:
