@@ -102,6 +102,8 @@ class Run:
     """The fingerprint of the definition the run was started with (its shape's hash)."""
     waiting: Waiting | None = None
     """What a parked run (status "waiting") waits for and until when, else None."""
+    parent_id: str | None = None
+    """The run that started this one with ``call_workflow``, else None."""
 
     def __repr__(self) -> str:
         # Short on purpose: asyncio reprs a task's result in places (3.11's Runner.run
