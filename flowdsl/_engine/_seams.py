@@ -32,6 +32,7 @@ __all__ = [
     "Entry",
     "Invoker",
     "Journal",
+    "child_finished",
 ]
 
 STEP: Final = "step"
@@ -42,6 +43,11 @@ UNDO: Final = "undo"
 """`Entry.kind` of a finished compensation (its outcome is ``Ok(None)`` or ``Err(reason)``)."""
 DUE: Final = "due"
 """`Entry.kind` of a wait's deadline, journaled when the wait is first reached (``Ok(when)``)."""
+
+
+def child_finished(run_id: str) -> str:
+    """The event a store sends a run's parent, in the commit that finishes the run."""
+    return f"flowdsl.child-finished:{run_id}"
 
 
 class Invoker(Protocol):
