@@ -13,7 +13,8 @@ with ``ok`` / ``error`` / ``goto`` routing::
     run_workflow("greet", {"name": "Ada"}).output["greeting"]
 """
 
-from ._define._dsl import parallel, sequence, step
+from ._define._calls import call_workflow
+from ._define._dsl import foreach, parallel, sequence, step
 from ._define._queues import Queue
 from ._define._registry import get_workflow, workflows
 from ._define._waits import sleep_for, sleep_until, wait_for_event
@@ -104,7 +105,9 @@ __all__ = [
     "arun_workflow",
     "asend_event",
     "astart_workflow",
+    "call_workflow",
     "error",
+    "foreach",
     "get_workflow",
     "goto",
     "ok",

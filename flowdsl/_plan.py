@@ -29,7 +29,10 @@ __all__ = [
     "SYNC",
     "THREAD",
     "Backoff",
+    "BlockNode",
+    "CallNode",
     "End",
+    "ForeachNode",
     "Node",
     "ParallelNode",
     "Plan",
@@ -210,7 +213,45 @@ class WaitNode:
     top_index: int
 
 
-Node: TypeAlias = StepNode | SequenceNode | ParallelNode | WaitNode
+@attrs.frozen(eq=False)
+class ForeachNode:
+    """A compiled ``with foreach(items):`` block: its body run once per item."""
+
+    name: str
+    key: str
+    items: str | Callable[..., Any]
+    """The context key holding the items, or ``fn(ctx)`` returning them."""
+    children: tuple[Node, ...]
+    """The body: a sequence run on the block's snapshot plus the item."""
+    fail_fast: bool
+    into: Callable[..., Any] | None
+    max_concurrency: int | None
+    where: Where
+    top_index: int
+    named: bool = True
+    """False for a block without ``name=`` (named ``foreach#n``: the n-th foreach block)."""
+
+
+@attrs.frozen(eq=False)
+class CallNode:
+    """A compiled ``call_workflow(...)``: another workflow run as a child run."""
+
+    name: str
+    key: str
+    """Where the child's output is stored (``returns=``, else the node's name)."""
+    workflow: str
+    """The child workflow's registered name."""
+    resolve: Callable[[], Plan]
+    """The child's plan, looked up when the node runs (it may be defined later)."""
+    input: Mapping[str, Any] | Callable[..., Any] | None
+    queue: str | None
+    retry: Retry | None
+    where: Where
+    top_index: int
+
+
+Node: TypeAlias = StepNode | SequenceNode | ParallelNode | WaitNode | ForeachNode | CallNode
+BlockNode: TypeAlias = ParallelNode | ForeachNode
 
 CatchUp: TypeAlias = Literal["latest", "all", "none"]
 CATCH_UPS: Final = ("latest", "all", "none")
@@ -243,6 +284,8 @@ class Plan:
     """Every step of the workflow, by name, in declaration order."""
     waits: Mapping[str, WaitNode] = attrs.field(factory=dict, kw_only=True)
     """Every wait of the workflow, by name, in declaration order."""
+    calls: Mapping[str, CallNode] = attrs.field(factory=dict, kw_only=True)
+    """Every ``call_workflow`` of the workflow, by name, in declaration order."""
     schedule: Schedule | None = attrs.field(default=None, kw_only=True)
     """When workers start runs on their own (``@workflow(schedule=...)``), else None."""
     timeout: float | None
@@ -293,7 +336,7 @@ def replace_steps(
             else:
                 mode = ASYNC if is_async_callable(fn) else SYNC
             return attrs.evolve(node, fn=fn, mode=mode)
-        if isinstance(node, WaitNode):
+        if isinstance(node, WaitNode | CallNode):
             return node
         return attrs.evolve(node, children=tuple(swap(c) for c in node.children))
 
@@ -303,7 +346,7 @@ def replace_steps(
     def collect(node: Node) -> None:
         if isinstance(node, StepNode):
             steps[node.name] = node
-        elif not isinstance(node, WaitNode):
+        elif not isinstance(node, WaitNode | CallNode):
             for child in node.children:
                 collect(child)
 

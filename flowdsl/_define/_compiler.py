@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import inspect
+from collections.abc import Callable, Mapping
 
 from .._checks import (
     arity_problem,
@@ -30,7 +31,9 @@ from .._plan import (
     REMOTE,
     SYNC,
     THREAD,
+    CallNode,
     End,
+    ForeachNode,
     Node,
     ParallelNode,
     Plan,
@@ -43,8 +46,18 @@ from .._plan import (
     is_async_callable,
 )
 from ..errors import DefinitionError
+from ._registry import get_workflow, workflows
 from ._schedules import schedule_problems
-from ._spec import NodeSpec, ParallelSpec, SequenceSpec, StepSpec, WaitSpec, WorkflowSpec
+from ._spec import (
+    CallSpec,
+    ForeachSpec,
+    NodeSpec,
+    ParallelSpec,
+    SequenceSpec,
+    StepSpec,
+    WaitSpec,
+    WorkflowSpec,
+)
 
 __all__ = ["compile_workflow"]
 
@@ -93,6 +106,9 @@ class _PlanBuilder:
         self.routes: list[tuple[str, Where, str]] = []  # (what declares it, where, target)
         self.waits: dict[str, WaitNode] = {}
         self.parallels = 0  # parallel blocks lowered so far (naming the unnamed ones)
+        self.foreachs = 0  # foreach blocks lowered so far
+        self.calls: dict[str, Where] = {}
+        self.call_nodes: dict[str, CallNode] = {}
 
     # -- errors --------------------------------------------------------------------------
 
@@ -147,6 +163,7 @@ class _PlanBuilder:
             targets=dict(self.top_steps),
             steps=dict(self.steps),
             waits=dict(self.waits),
+            calls=dict(self.call_nodes),
             schedule=schedule,
             timeout=float(timeout) if timeout is not None else None,  # type: ignore[arg-type]
             max_transitions=spec.max_transitions,  # type: ignore[arg-type]
@@ -169,11 +186,21 @@ class _PlanBuilder:
                 self.lower_sequence(child.children, path, top, out)
             elif isinstance(child, StepSpec):
                 out.append(self.lower_step(child, path, len(out) if top else -1))
-            elif isinstance(child, WaitSpec):
-                out.append(self.lower_wait(child, path, len(out) if top else -1))
             else:
-                out.append(self.lower_parallel(child, path, len(out) if top else -1))
+                out.append(self.lower_node(child, path, len(out) if top else -1))
         return tuple(out)
+
+    def lower_node(self, child: NodeSpec, path: str, top_index: int) -> Node:
+        """Lower a step, wait, call or block (not a sequence: its caller flattens those)."""
+        if isinstance(child, StepSpec):
+            return self.lower_step(child, path, top_index)
+        if isinstance(child, WaitSpec):
+            return self.lower_wait(child, path, top_index)
+        if isinstance(child, CallSpec):
+            return self.lower_call(child, path, top_index)
+        if isinstance(child, ForeachSpec):
+            return self.lower_foreach(child, path, top_index)
+        return self.lower_parallel(child, path, top_index)  # type: ignore[arg-type]
 
     def lower_branch(self, child: NodeSpec, path: str) -> Node:
         if isinstance(child, SequenceSpec):
@@ -186,11 +213,7 @@ class _PlanBuilder:
                 children=self.lower_sequence(child.children, sub, top=False),
                 where=child.where,
             )
-        if isinstance(child, StepSpec):
-            return self.lower_step(child, path, -1)
-        if isinstance(child, WaitSpec):
-            return self.lower_wait(child, path, -1)
-        return self.lower_parallel(child, path, -1)
+        return self.lower_node(child, path, -1)
 
     def check_sequence(self, spec: SequenceSpec) -> None:
         self.check_block_name(spec.name, "sequence", spec.where)
@@ -264,6 +287,11 @@ class _PlanBuilder:
             problems.append(
                 f"a wait is already named {name!r} (at {self.waits[name].where}); rename one "
                 f"of them"
+            )
+        if name in self.calls:
+            problems.append(
+                f"a call_workflow is already named {name!r} (at {self.calls[name]}); rename "
+                f"one of them"
             )
         returns_problem = name_problem(spec.returns, "returns=", optional=True)
         if returns_problem is not None:
@@ -369,11 +397,16 @@ class _PlanBuilder:
             )
         what = f"wait {name!r}"
         problems: list[str] = []
-        if name in self.step_specs or name in self.blocks or name in self.waits:
+        if (
+            name in self.step_specs
+            or name in self.blocks
+            or name in self.waits
+            or name in self.calls
+        ):
             other = (
                 self.step_specs[name].where
                 if name in self.step_specs
-                else self.blocks.get(name) or self.waits[name].where
+                else self.blocks.get(name) or self.calls.get(name) or self.waits[name].where
             )
             twice = " (two waits for one event need name=)" if how == "event" else ""
             problems.append(f"duplicate name {name!r}, also used at {other}{twice}")
@@ -470,17 +503,7 @@ class _PlanBuilder:
         problems: list[str] = []
         if not spec.children:
             problems.append("the block is empty; put at least one @step inside it")
-        if spec.on_error is not None and spec.on_error not in _ON_ERROR:
-            problems.append(
-                f"unknown on_error={spec.on_error!r}; use 'fail_fast' or 'complete_all'"
-            )
-        if spec.into is not None:
-            into = hook_problem(spec.into, 2, "into(ctx, results)")
-            if into is not None:
-                problems.append(f"into= must be a function fn(ctx, results); {into}")
-        concurrency = count_problem(spec.max_concurrency, "max_concurrency=", optional=True)
-        if concurrency is not None:
-            problems.append(concurrency)
+        problems.extend(self.block_options(spec))
         what = f"parallel block {key!r}"
         if problems:
             raise self.fail(what, spec.where, problems)
@@ -511,6 +534,157 @@ class _PlanBuilder:
             named=spec.name is not None,
         )
 
+    def block_options(self, spec: ParallelSpec | ForeachSpec) -> list[str]:
+        """What is wrong with a block's on_error=, into= and max_concurrency=."""
+        problems: list[str] = []
+        if spec.on_error is not None and spec.on_error not in _ON_ERROR:
+            problems.append(
+                f"unknown on_error={spec.on_error!r}; use 'fail_fast' or 'complete_all'"
+            )
+        if spec.into is not None:
+            into = hook_problem(spec.into, 2, "into(ctx, results)")
+            if into is not None:
+                problems.append(f"into= must be a function fn(ctx, results); {into}")
+        concurrency = count_problem(spec.max_concurrency, "max_concurrency=", optional=True)
+        if concurrency is not None:
+            problems.append(concurrency)
+        return problems
+
+    def lower_foreach(self, spec: ForeachSpec, path: str, top_index: int) -> ForeachNode:
+        self.foreachs += 1
+        key = spec.name if spec.name is not None else f"foreach#{self.foreachs}"
+        if spec.name is None:
+            self.blocks.setdefault(key, spec.where)
+        else:
+            bad_name = name_problem(spec.name, "name=")
+            if bad_name is not None:
+                raise self.fail("foreach block", spec.where, bad_name)
+            self.check_block_name(spec.name, "foreach", spec.where)
+        problems: list[str] = []
+        if not spec.children:
+            problems.append(
+                "the block is empty; put at least one @step (or wait, block, "
+                "call_workflow) inside it, run once per item"
+            )
+        items = spec.items
+        if isinstance(items, str):
+            if not items:
+                problems.append("items= must be a non-empty context key or a function fn(ctx)")
+        elif callable(items):
+            arity = arity_problem(items, 1, "items(ctx)")
+            if arity is not None:
+                problems.append(f"items= must be a function fn(ctx) or a context key; {arity}")
+        else:
+            problems.append(
+                f"items= takes a context key (a string) or a function fn(ctx) returning the "
+                f"items, got {items!r}; write foreach('files') or foreach(lambda ctx: ...)"
+            )
+        problems.extend(self.block_options(spec))
+        if key in self.keys or key in _RESERVED_KEYS:
+            holder = self.keys.get(key, "parallel results")
+            problems.append(f"duplicate result key {key!r}: {holder!r} stores its value there")
+        what = f"foreach block {key!r}"
+        if problems:
+            raise self.fail(what, spec.where, problems)
+        on_error = spec.on_error or ("complete_all" if spec.into is not None else "fail_fast")
+        if spec.into is None:
+            self.keys[key] = key
+        sub = f"{path}{key}/"
+        self.shape.append(f"foreach {sub} {on_error} into={spec.into is not None}")
+        children = self.lower_sequence(spec.children, sub, top=False)
+        return ForeachNode(
+            name=key,
+            key=key,
+            items=items,  # type: ignore[arg-type]  # checked above
+            children=children,
+            fail_fast=on_error == "fail_fast",
+            into=spec.into,  # type: ignore[arg-type]
+            max_concurrency=spec.max_concurrency,  # type: ignore[arg-type]
+            where=spec.where,
+            top_index=top_index,
+            named=spec.name is not None,
+        )
+
+    def lower_call(self, spec: CallSpec, path: str, top_index: int) -> CallNode:
+        target = spec.workflow
+        plan = getattr(target, "plan", None)
+        if isinstance(plan, Plan):
+            child = plan.name
+        elif isinstance(target, str) and target:
+            child = target
+        else:
+            raise self.fail(
+                "call_workflow",
+                spec.where,
+                f"the workflow to call must be a workflow's name or the workflow itself, "
+                f"got {target!r}",
+            )
+        name = spec.name if spec.name is not None else child
+        bad = name_problem(name, "name=")
+        if bad is not None:
+            raise self.fail("call_workflow", spec.where, bad)
+        what = f"call_workflow {name!r}"
+        problems: list[str] = []
+        taken = (
+            self.step_specs[name].where  # type: ignore[index]
+            if name in self.step_specs
+            else self.blocks.get(name)
+            or self.calls.get(name)
+            or (self.waits[name].where if name in self.waits else None)  # type: ignore[index]
+        )
+        if taken is not None:
+            problems.append(
+                f"duplicate name {name!r}, also used at {taken} (two calls of one workflow "
+                f"need name=)"
+            )
+        returns = name_problem(spec.returns, "returns=", optional=True)
+        if returns is not None:
+            problems.append(returns)
+        key: str = spec.returns if isinstance(spec.returns, str) and spec.returns else name  # type: ignore[assignment]
+        if returns is None and (key in self.keys or key in _RESERVED_KEYS):
+            holder = self.keys.get(key, "parallel results")
+            problems.append(f"duplicate result key {key!r}: {holder!r} stores its value there")
+        data = spec.input
+        if data is not None and not isinstance(data, Mapping) and not callable(data):
+            problems.append(
+                f"input= takes a mapping or a function fn(ctx) returning one, got {data!r}"
+            )
+        if callable(data) and not isinstance(data, Mapping):
+            arity = arity_problem(data, 1, "input(ctx)")
+            if arity is not None:
+                problems.append(f"input= must be a mapping or a function fn(ctx); {arity}")
+        queue = spec.queue
+        if queue is not None and (not isinstance(queue, str) or not queue):
+            problems.append(f"queue= takes a queue's name, got {queue!r}")
+        retry = spec.retry
+        if retry is not None and not isinstance(retry, Retry):
+            problems.append(
+                f"retry= takes a flowdsl.Retry(...), got {retry!r}; write retry=Retry(max_attempts=3)"
+            )
+        elif retry is not None:
+            bad_retry = retry_problems(retry)
+            if bad_retry:
+                problems.append("bad Retry: " + "; ".join(bad_retry))
+        if problems:
+            raise self.fail(what, spec.where, problems)
+        self.calls[name] = spec.where  # type: ignore[index]
+        self.keys[key] = name  # type: ignore[assignment]
+        if top_index >= 0:
+            self.top_steps[name] = top_index  # type: ignore[index]
+        self.shape.append(f"call {path}{name} {child} -> {key}")
+        node = self.call_nodes[name] = CallNode(  # type: ignore[index]
+            name=name,  # type: ignore[arg-type]
+            key=key,
+            workflow=child,
+            resolve=_resolver(child, plan if isinstance(plan, Plan) else None),
+            input=data,  # type: ignore[arg-type]
+            queue=queue,  # type: ignore[arg-type]
+            retry=retry,  # type: ignore[arg-type]  # checked above
+            where=spec.where,
+            top_index=top_index,
+        )
+        return node
+
     def check_block_name(self, name: object, kind: str, where: Where) -> None:
         bad = name_problem(name, "the name")
         if bad is not None:
@@ -535,6 +709,13 @@ class _PlanBuilder:
                 f"a step is already named {name!r} (at {self.step_specs[name].where}); "
                 f"rename one of them",
             )
+        if name in self.calls:
+            raise self.fail(
+                f"{kind} {name!r}",
+                where,
+                f"a call_workflow is already named {name!r} (at {self.calls[name]}); "
+                f"rename one of them",
+            )
         self.blocks[name] = where  # type: ignore[index]
 
     def check_route(self, what: str, where: Where, target: str) -> None:
@@ -551,6 +732,25 @@ class _PlanBuilder:
                 f"declared route {target!r} is not a step of this workflow; known steps: {known}"
             )
         raise self.fail(what, where, problem)
+
+
+def _resolver(name: str, given: Plan | None) -> Callable[[], Plan]:
+    """How a call finds its child's plan when it runs: the registered one, by name.
+
+    A workflow passed as an object is used when none is registered under its
+    name (a test's isolated registry, say); a name nothing is registered under
+    raises `WorkflowNotFound` then, naming the workflows there are.
+    """
+
+    def resolve() -> Plan:
+        found = workflows().get(name)
+        if found is not None:
+            return found.plan
+        if given is not None:
+            return given
+        return get_workflow(name).plan
+
+    return resolve
 
 
 def compile_workflow(spec: WorkflowSpec) -> Plan:

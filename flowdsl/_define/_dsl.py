@@ -1,4 +1,4 @@
-"""RECORD: `@step`, `parallel()`, `sequence()`, and running a workflow body once.
+"""RECORD: `@step`, `parallel()`, `sequence()`, `foreach()`, and running a workflow body once.
 
 Recording runs no user step. `record_workflow` (what `@workflow` calls) runs
 the body once, in a frame of its own (`_frames`); the decorators and blocks
@@ -21,9 +21,16 @@ from .._plan import End, Plan, Retry, Where
 from ..errors import DefinitionError
 from ._compiler import compile_workflow
 from ._frames import Frame, current_frame, recording, stack
-from ._spec import ParallelSpec, SequenceSpec, StepSpec, WorkflowSpec
+from ._spec import ForeachSpec, ParallelSpec, SequenceSpec, StepSpec, WorkflowSpec
 
-__all__ = ["DEFAULT_MAX_TRANSITIONS", "parallel", "record_workflow", "sequence", "step"]
+__all__ = [
+    "DEFAULT_MAX_TRANSITIONS",
+    "foreach",
+    "parallel",
+    "record_workflow",
+    "sequence",
+    "step",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -200,13 +207,13 @@ def step(
     return record
 
 
-# -- parallel() and sequence() -----------------------------------------------------------
+# -- parallel(), sequence() and foreach() ------------------------------------------------
 
 OnError = Literal["fail_fast", "complete_all"]
 
 
 class _Block:
-    """The context manager behind ``with parallel():`` and ``with sequence():``."""
+    """The context manager behind ``with parallel():``, ``with sequence():`` and ``with foreach():``."""
 
     __slots__ = ("_frame", "_make", "_parent")
 
@@ -274,4 +281,39 @@ def sequence(name: str) -> _Block:
         parent,
         "sequence",
         lambda children: SequenceSpec(name=name, children=children, where=where),
+    )
+
+
+def foreach(
+    items: str | Callable[[Any], Iterable[Any]],
+    *,
+    max_concurrency: int | None = None,
+    on_error: OnError | None = None,
+    into: Callable[..., object] | None = None,
+    name: str | None = None,
+) -> _Block:
+    """``with foreach(items):`` runs the body inside it once per item, at once, and joins them.
+
+    `items` is a context key or ``fn(ctx)`` returning an iterable, read once
+    into a list when the block starts. Each item's body is a sequence on the
+    block's snapshot, with ``ctx.item`` and ``ctx.index``; at most
+    `max_concurrency` items run at a time. Results are in item order: without
+    `into` the block adds ``{name: (Ok(v) | Err(reason), ...)}`` (`name`
+    defaults to ``foreach#n``), with ``into=fn(ctx, results)`` the reducer
+    gets that tuple. `on_error` is as for `parallel`.
+    """
+    where = _where(1)
+    parent = _open_frame("'with foreach():'", where)
+    return _Block(
+        parent,
+        "foreach",
+        lambda children: ForeachSpec(
+            items=items,
+            name=name,
+            children=children,
+            on_error=on_error,
+            into=into,
+            max_concurrency=max_concurrency,
+            where=where,
+        ),
     )

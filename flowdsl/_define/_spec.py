@@ -16,6 +16,8 @@ from .._plan import End, Retry, Where
 
 __all__ = [
     "BlockSpec",
+    "CallSpec",
+    "ForeachSpec",
     "NodeSpec",
     "ParallelSpec",
     "SequenceSpec",
@@ -86,8 +88,34 @@ class WaitSpec:
     where: Where
 
 
-NodeSpec: TypeAlias = StepSpec | SequenceSpec | ParallelSpec | WaitSpec
-BlockSpec: TypeAlias = SequenceSpec | ParallelSpec
+@attrs.frozen(eq=False)
+class ForeachSpec:
+    """``with foreach(items, ...):`` a body run once per item, as given."""
+
+    items: object
+    name: str | None
+    children: tuple[NodeSpec, ...]
+    on_error: object
+    into: object
+    max_concurrency: object
+    where: Where
+
+
+@attrs.frozen(eq=False)
+class CallSpec:
+    """``call_workflow(workflow, ...)`` as recorded: arguments as given."""
+
+    workflow: object
+    input: object
+    returns: object
+    name: object
+    queue: object
+    retry: object
+    where: Where
+
+
+NodeSpec: TypeAlias = StepSpec | SequenceSpec | ParallelSpec | WaitSpec | ForeachSpec | CallSpec
+BlockSpec: TypeAlias = SequenceSpec | ParallelSpec | ForeachSpec
 
 
 @attrs.frozen(eq=False)

@@ -1,11 +1,21 @@
-"""Parallel blocks: a nursery of branches, joined, then reduced.
+"""Blocks: a nursery of branches, joined, then reduced (``parallel`` and ``foreach``).
 
-A block runs every branch at once in an `asyncio.TaskGroup` (no branch
-outlives it), at most ``max_concurrency`` at a time, each on the block's
-snapshot of the context. Its policy (`_policies`) settles a branch's final
-failure; the results are collected in declaration order whatever order the
-branches finished in, frozen, and either added as ``__results__`` or handed
-to the ``into=`` reducer, whose outcome is journaled in a durable run.
+One mechanism runs both kinds. A block has a number of branches and a way to
+start branch i: a ``parallel`` block's branches are its children, a
+``foreach`` block's are its items, each running the block's body. Every
+branch runs in an `asyncio.TaskGroup` (none outlives the block), on the
+block's snapshot of the context; with ``max_concurrency`` only that many
+tasks exist, each starting the next branch as it finishes one, so a block of
+100,000 items holds 100,000 results, never 100,000 running branches. The
+block's policy (`_policies`) settles a branch's final failure; the results
+are collected in branch order whatever order the branches finished in,
+frozen, and added to the context or handed to the ``into=`` reducer, whose
+outcome is journaled in a durable run.
+
+Inside a foreach item every name the body journals carries the item's index
+(``load[3]``; ``load[3][0]`` when nested), so each item's steps are journaled,
+replayed and keyed on their own. The item list itself is journaled when the
+block starts, so a resumed run goes over the same items.
 
 These are functions of the run's `_Execution` (`run`): the state they share
 with the top-level loop (visits, the journal, the step runner) lives there.
@@ -16,22 +26,32 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from .._outcome import Goto
-from .._plan import End, Node, ParallelNode, SequenceNode, StepNode, WaitNode
-from ..errors import GotoError
+from .._plan import (
+    BlockNode,
+    CallNode,
+    End,
+    ForeachNode,
+    Node,
+    ParallelNode,
+    SequenceNode,
+    StepNode,
+    WaitNode,
+)
+from ..errors import GotoError, UsageError
 from ..result import Err, Ok
-from ._context import IMMUTABLE, Context, FrozenDict, Scope, freeze
+from ._context import IMMUTABLE, Context, FrozenDict, Item, Scope, freeze
 from ._policies import COMPLETE_ALL, Failed, FailFast, Policy
-from ._seams import REDUCE, Entry
+from ._seams import ITEMS, REDUCE, Entry
 
 if TYPE_CHECKING:
     from ._execution import _Execution
 
-__all__ = ["as_result", "branch_goto", "run_parallel"]
+__all__ = ["as_result", "branch_goto", "run_block", "run_sequence"]
 
 _perf = time.perf_counter
 _OK_NONE: Final = Ok(None)
@@ -51,69 +71,228 @@ def as_result(outcome: object) -> Ok[Any] | Err[Any]:
     return Ok(outcome if type(outcome) in IMMUTABLE else freeze(outcome))
 
 
-async def run_parallel(run: _Execution, node: ParallelNode, scope: Scope) -> str | End | None:
-    """Run a block: every branch at once, joined; returns the reducer's goto, if any."""
-    run.current = node.name
+def named(node: Node, scope: Scope) -> str:
+    """The node's name as journaled here: with the foreach item's index when in one."""
+    each = scope.each
+    return node.name if each is None else node.name + each.suffix
+
+
+async def run_block(run: _Execution, node: BlockNode, scope: Scope) -> str | End | None:
+    """Run a parallel or foreach block, joined; returns the reducer's goto, if any."""
+    name = named(node, scope)
+    run.current = name
     version = scope.version
     visits = run.visits
-    visit = visits[node.name] = visits.get(node.name, 0) + 1
+    visit = visits[name] = visits.get(name, 0) + 1
     policy: Policy = FailFast() if node.fail_fast else COMPLETE_ALL
-    tasks: list[asyncio.Task[object]] = policy.tasks if type(policy) is FailFast else []
-    limit = asyncio.Semaphore(node.max_concurrency) if node.max_concurrency else None
-    step = run.step
+    if type(node) is ForeachNode:
+        items = await _items(run, node, name, scope, version, visit)
+        count = len(items)
+        start = _foreach_starter(run, node, items, scope, version, policy)
+    else:
+        count = len(node.children)
+        start = _parallel_starter(run, node, scope, version, policy)  # type: ignore[arg-type]
+    raw = await _join(run, policy, count, start, node.max_concurrency)
+    if type(policy) is FailFast and policy.failure is not None:
+        raise policy.failure  # the first failure: the siblings were cancelled and awaited
+    if type(node) is ForeachNode:
+        results: object = tuple([as_result(value) for value in raw])
+    else:
+        results = MappingProxyType(
+            {key: as_result(value) for key, value in zip(node.keys, raw, strict=True)}  # type: ignore[union-attr]
+        )
+    raw.clear()
+    into = node.into
+    if into is None:
+        scope.write({_RESULTS if type(node) is ParallelNode else node.key: results})
+        return None
+    outcome = await _reduce_journaled(run, name, into, scope, version, visit, results)
+    if type(outcome) is Err:
+        raise Failed(name, outcome.error)
+    return run.apply(node.key, outcome, scope)
+
+
+async def _join(
+    run: _Execution,
+    policy: Policy,
+    count: int,
+    start: Callable[[int], Coroutine[Any, Any, object]],
+    limit: int | None,
+) -> list[object]:
+    """Run branches ``0 .. count-1`` (at most `limit` at once); their outcomes, in order."""
     parker = run.parker
+    tasks: list[asyncio.Task[object]] = policy.tasks if type(policy) is FailFast else []
     if parker is not None:  # this thread pauses while its branches run (see _parking)
         parker.threads_changed(-1)
     try:
         async with asyncio.TaskGroup() as group:
             spawn = group.create_task
-            for child in node.children:
-                if limit is None and parker is None and type(child) is StepNode:
-                    tasks.append(spawn(step(child, scope, version, policy)))
-                else:
-                    tasks.append(spawn(_branch(run, child, scope, version, policy, limit)))
+            if limit is None or limit >= count:
+                tasks.extend([spawn(start(index)) for index in range(count)])
+            else:
+                results: list[object] = [None] * count
+                cursor = iter(range(count))
+
+                async def take_turns() -> None:
+                    # One of `limit` tasks: start the next branch as soon as one finishes.
+                    for index in cursor:
+                        results[index] = await start(index)
+                        if type(policy) is FailFast and policy.failure is not None:
+                            return
+
+                tasks.extend([spawn(take_turns()) for _ in range(limit)])
     finally:
         if parker is not None:
             parker.threads_changed(1)
-    if type(policy) is FailFast and policy.failure is not None:
-        raise policy.failure  # the first failure: the siblings were cancelled and awaited
-    raw = [task.result() for task in tasks]
+    if limit is None or limit >= count:
+        raw = [task.result() for task in tasks]
+    else:
+        raw = results
     # Free the finished tasks (and their coroutines) before wrapping the results, so
     # that a collection triggered by the wrapping has less to walk (docs/performance.md).
     tasks.clear()
-    outcomes = {key: as_result(value) for key, value in zip(node.keys, raw, strict=True)}
-    into = node.into
-    if into is None:
-        scope.write({_RESULTS: MappingProxyType(outcomes)})
-        return None
-    outcome = await _reduce_journaled(run, node, into, scope, version, visit, outcomes)
-    if type(outcome) is Err:
-        raise Failed(node.name, outcome.error)
-    return run.apply(node.key, outcome, scope)
+    return raw
+
+
+def _parallel_starter(
+    run: _Execution, node: ParallelNode, scope: Scope, version: int, policy: Policy
+) -> Callable[[int], Coroutine[Any, Any, object]]:
+    """How a parallel block starts its branch i: its i-th child."""
+    children = node.children
+    step = run.step
+    if run.parker is None:
+
+        def start(index: int) -> Coroutine[Any, Any, object]:
+            child = children[index]
+            if type(child) is StepNode:  # the common branch: the step's own coroutine
+                return step(child, scope, version, policy)
+            return _branch(run, child, scope, version, policy)
+
+        return start
+    return lambda index: _branch(run, children[index], scope, version, policy)
+
+
+def _foreach_starter(
+    run: _Execution,
+    node: ForeachNode,
+    items: list[Any],
+    scope: Scope,
+    version: int,
+    policy: Policy,
+) -> Callable[[int], Coroutine[Any, Any, object]]:
+    """How a foreach block starts its branch i: the body, on item i."""
+    each = scope.each
+    prefix = "" if each is None else each.suffix
+    body = node.children
+
+    async def start(index: int) -> object:
+        own = Scope(scope, version)
+        own.each = Item(index, items[index], f"{prefix}[{index}]")
+        try:
+            parker = run.parker
+            if parker is None:
+                return await run_sequence(run, body, own)
+            parker.threads_changed(1)
+            try:
+                return await run_sequence(run, body, own)
+            finally:
+                parker.threads_changed(-1)
+        except Failed as failure:
+            return policy.settle(failure)
+        except (KeyboardInterrupt, SystemExit) as exc:  # a reducer's, nested in the body
+            run.interrupt(exc)
+
+    return start
+
+
+async def _items(
+    run: _Execution, node: ForeachNode, name: str, scope: Scope, version: int, visit: int
+) -> list[Any]:
+    """The block's items, read once: from the journal of a resumed run, else now (journaled)."""
+    journal = run.journal
+    if journal is not None:
+        _, recorded = journal.replayed(ITEMS, name, visit)
+        if recorded is not None:
+            if type(recorded) is Err:
+                raise Failed(name, recorded.error)
+            return list(recorded.value)  # type: ignore[attr-defined]
+    started = _perf()
+    try:
+        items = _read_items(node, Context(scope, version, run.run_id, name, 1, visit))
+    except Exception as exc:  # items(ctx) raised, or gave something that is not a collection
+        raise Failed(name, exc) from None
+    if journal is not None:
+        outcome = await journal.record(
+            Entry(
+                kind=ITEMS,
+                name=name,
+                visit=visit,
+                attempt=1,
+                outcome=Ok(items),
+                failed=False,
+                retrying=False,
+                started=run.wall(started),
+                duration=_perf() - started,
+            )
+        )
+        if type(outcome) is Err:  # an item the journal cannot store
+            raise Failed(name, outcome.error)
+    return items
+
+
+def _read_items(node: ForeachNode, ctx: Context) -> list[Any]:
+    source = node.items
+    if isinstance(source, str):
+        try:
+            found = ctx[source]
+        except KeyError:
+            msg = (
+                f"foreach {node.name!r} ({node.where}): the context has no key {source!r} to "
+                f"take the items from; have a step before the block return it"
+            )
+            raise UsageError(msg) from None
+        what = f"context key {source!r}"
+    else:
+        found = source(ctx)
+        what = "items(ctx)"
+    if isinstance(found, str | bytes | Mapping):
+        msg = (
+            f"foreach {node.name!r} ({node.where}): {what} is a {type(found).__name__}, not a "
+            f"collection of items; give a list (for a mapping: list(d.items()) or list(d))"
+        )
+        raise UsageError(msg)
+    try:
+        return [value if type(value) in IMMUTABLE else freeze(value) for value in found]
+    except TypeError:
+        msg = (
+            f"foreach {node.name!r} ({node.where}): {what} must be an iterable of items, got "
+            f"{found!r}"
+        )
+        raise UsageError(msg) from None
 
 
 async def _reduce_journaled(
     run: _Execution,
-    node: ParallelNode,
+    name: str,
     into: Callable[..., Any],
     scope: Scope,
     version: int,
     visit: int,
-    outcomes: dict[str, Any],
+    results: object,
 ) -> object:
     """The reducer's outcome: replayed from the journal of a resumed run, else called now."""
     journal = run.journal
     if journal is None:
-        return await _reduce(run, node, into, scope, version, outcomes)
-    _, outcome = journal.replayed(REDUCE, node.name, visit)
+        return await _reduce(run, name, into, scope, version, results)
+    _, outcome = journal.replayed(REDUCE, name, visit)
     if outcome is not None:  # it ran before a resume: never again
         return outcome
     started = _perf()
-    outcome = await _reduce(run, node, into, scope, version, outcomes)
+    outcome = await _reduce(run, name, into, scope, version, results)
     return await journal.record(
         Entry(
             kind=REDUCE,
-            name=node.name,
+            name=name,
             visit=visit,
             attempt=1,
             outcome=outcome,
@@ -127,16 +306,16 @@ async def _reduce_journaled(
 
 async def _reduce(
     run: _Execution,
-    node: ParallelNode,
+    name: str,
     into: Callable[..., Any],
     scope: Scope,
     version: int,
-    outcomes: dict[str, Any],
+    results: object,
 ) -> object:
     """Call the block's reducer: its outcome, or ``Err`` when it raised."""
-    ctx = Context(scope, version, run.run_id, node.name)
+    ctx = Context(scope, version, run.run_id, name)
     try:
-        outcome = into(ctx, MappingProxyType(outcomes))
+        outcome = into(ctx, results)
         if inspect.isawaitable(outcome):
             outcome = await outcome
     except Exception as exc:
@@ -147,38 +326,23 @@ async def _reduce(
 
 
 async def _branch(
-    run: _Execution,
-    child: Node,
-    scope: Scope,
-    version: int,
-    policy: Policy,
-    limit: asyncio.Semaphore | None,
+    run: _Execution, child: Node, scope: Scope, version: int, policy: Policy
 ) -> object:
-    """A branch that is a block or a wait, any branch under max_concurrency or of a run that
-    may park: its Ok or Err."""
+    """A branch that is a block, a wait or a call, any branch of a run that may park: its
+    Ok or Err."""
     try:
-        if limit is None:
-            return await _active(run, child, scope, version, policy)
-        async with limit:
-            return await _active(run, child, scope, version, policy)
+        parker = run.parker
+        if parker is None:
+            return await _branch_result(run, child, scope, version, policy)
+        parker.threads_changed(1)
+        try:
+            return await _branch_result(run, child, scope, version, policy)
+        finally:
+            parker.threads_changed(-1)
     except Failed as failure:
         return policy.settle(failure)
     except (KeyboardInterrupt, SystemExit) as exc:  # a reducer's, nested in this branch
         run.interrupt(exc)
-
-
-async def _active(
-    run: _Execution, child: Node, scope: Scope, version: int, policy: Policy
-) -> Ok[Any] | Err[Any]:
-    """The branch, counted as an active thread of a run that may park while it runs."""
-    parker = run.parker
-    if parker is None:
-        return await _branch_result(run, child, scope, version, policy)
-    parker.threads_changed(1)
-    try:
-        return await _branch_result(run, child, scope, version, policy)
-    finally:
-        parker.threads_changed(-1)
 
 
 async def _branch_result(
@@ -190,25 +354,35 @@ async def _branch_result(
         return as_result(await run.step(child, scope, version, policy))  # type: ignore[arg-type]
     if kind is WaitNode:
         return as_result(await run.wait(child, scope, version, policy))  # type: ignore[arg-type]
+    if kind is CallNode:
+        return as_result(await run.call(child, scope, version, policy))  # type: ignore[arg-type]
     own = Scope(scope, version)
     nodes = child.children if kind is SequenceNode else (child,)  # type: ignore[union-attr]
+    return await run_sequence(run, nodes, own)
+
+
+async def run_sequence(run: _Execution, nodes: tuple[Node, ...], own: Scope) -> Ok[Any]:
+    """Run a branch's nodes in order in its own scope; ``Ok(what it added)``, or raise Failed."""
     for node in nodes:
-        if type(node) is StepNode:
-            route = run.apply(node.key, await run.step(node, own, own.version), own)
-        elif type(node) is WaitNode:
-            route = run.apply(node.key, await run.wait(node, own, own.version), own)
+        kind = type(node)
+        if kind is StepNode:
+            route = run.apply(node.key, await run.step(node, own, own.version), own)  # type: ignore[arg-type]
+        elif kind is WaitNode:
+            route = run.apply(node.key, await run.wait(node, own, own.version), own)  # type: ignore[arg-type]
+        elif kind is CallNode:
+            route = run.apply(node.key, await run.call(node, own, own.version), own)  # type: ignore[arg-type]
         else:
-            route = await run_parallel(run, node, own)  # type: ignore[arg-type]
+            route = await run_block(run, node, own)  # type: ignore[arg-type]
         if route is not None:
-            raise Failed(node.name, branch_goto(run.plan.name, node, route))
+            raise Failed(named(node, own), branch_goto(run.plan.name, node, route))
     return Ok(FrozenDict(own.added()))
 
 
 def branch_goto(workflow: str, node: Node, route: object) -> GotoError:
-    """The error of a goto returned inside a parallel branch (by a step or a nested reducer)."""
+    """The error of a goto returned inside a branch or a foreach body (by a step or a reducer)."""
     target = route.target if isinstance(route, Goto) else route
     return GotoError(
         f"workflow {workflow!r}, {node.name!r} ({node.where}) returned "
-        f"goto({target!r}) inside a parallel branch; a branch can only succeed or fail. "
-        f"Route from the block's into= reducer or from a step after the block"
+        f"goto({target!r}) inside a parallel branch or a foreach body; a branch can only "
+        f"succeed or fail. Route from the block's into= reducer or from a step after the block"
     )

@@ -39,14 +39,16 @@ async def compensate(run: _Execution) -> tuple[CompensationRecord, ...]:
     emit = run.emit
     journal = run.journal
     for node, scope, version, outcome, visit in reversed(run.compensable):
+        each = scope.each
+        name = node.name if each is None else node.name + each.suffix
         if journal is not None:
-            recorded = journal.undone(node.name, visit)
+            recorded = journal.undone(name, visit)
             if recorded is not None:  # it ran before a resume: never again
                 done.append(recorded)
                 continue
         own = Scope(scope, version)
         run.apply(node.key, outcome, own)
-        ctx = Context(own, own.version, run.run_id, node.name, 1, visit)
+        ctx = Context(own, own.version, run.run_id, name, 1, visit)
         limit = node.timeout if node.timeout is not None else run.limit
         started = _perf()
         error = await _undo(run, node, ctx, limit)
@@ -56,7 +58,7 @@ async def compensate(run: _Execution) -> tuple[CompensationRecord, ...]:
             await journal.record(
                 Entry(
                     kind=UNDO,
-                    name=node.name,
+                    name=name,
                     visit=visit,
                     attempt=1,
                     outcome=_OK_NONE if error is None else Err(error),
@@ -66,9 +68,9 @@ async def compensate(run: _Execution) -> tuple[CompensationRecord, ...]:
                     duration=duration,
                 )
             )
-        done.append(CompensationRecord(node.name, status, duration, error))
+        done.append(CompensationRecord(name, status, duration, error))
         if emit is not None:
-            emit(CompensationFinished(node.name, status, duration, error=error, run_id=run.run_id))
+            emit(CompensationFinished(name, status, duration, error=error, run_id=run.run_id))
     return tuple(done)
 
 

@@ -29,7 +29,7 @@ from typing import Any, Final, NoReturn
 from ..errors import UsageError
 from ..result import Err, Ok
 
-__all__ = ["IMMUTABLE", "Context", "FrozenDict", "FrozenList", "Scope", "freeze"]
+__all__ = ["IMMUTABLE", "Context", "FrozenDict", "FrozenList", "Item", "Scope", "freeze"]
 
 _MISSING: Final = object()
 
@@ -291,13 +291,35 @@ def _freeze_walk(root: Any) -> Any:
     return memo[id(root)]
 
 
+class Item:
+    """The foreach item a scope (and every scope inside it) belongs to.
+
+    `suffix` is what the item adds to the names of the steps run for it:
+    ``[i]`` for item i, after the enclosing items' (``[i][j]`` when nested).
+    """
+
+    __slots__ = ("index", "item", "suffix")
+
+    def __init__(self, index: int, item: Any, suffix: str) -> None:
+        self.index = index
+        self.item = item
+        self.suffix = suffix
+
+
+_NO_ITEM_MSG: Final = (
+    "ctx.{what} is set only for the steps inside a 'with foreach(...):' body; "
+    "this step ({step!r}) is not in one"
+)
+
+
 class Scope:
     """Append-only versioned storage for one sequence of writes.
 
-    Every value written is frozen first (`freeze`).
+    Every value written is frozen first (`freeze`). `each` is the foreach
+    item the scope runs for (inherited from its parent), else None.
     """
 
-    __slots__ = ("latest", "older", "parent", "parent_version", "version")
+    __slots__ = ("each", "latest", "older", "parent", "parent_version", "version")
 
     def __init__(
         self,
@@ -307,6 +329,7 @@ class Scope:
     ) -> None:
         self.parent = parent
         self.parent_version = parent_version
+        self.each: Item | None = None if parent is None else parent.each
         self.version = 0
         self.latest: dict[str, tuple[int, Any]] = (
             {k: (0, freeze(v)) for k, v in initial.items()} if initial else {}
@@ -368,8 +391,27 @@ class Context(Mapping[str, Any]):
         """Which attempt of the step this is, from 1."""
 
     @property
+    def item(self) -> Any:
+        """Inside a ``foreach`` body: the item this run of the body is for."""
+        each = self._scope.each
+        if each is None:
+            raise UsageError(_NO_ITEM_MSG.format(what="item", step=self.step))
+        return each.item
+
+    @property
+    def index(self) -> int:
+        """Inside a ``foreach`` body: the item's position in the items, from 0."""
+        each = self._scope.each
+        if each is None:
+            raise UsageError(_NO_ITEM_MSG.format(what="index", step=self.step))
+        return each.index
+
+    @property
     def idempotency_key(self) -> str:
-        """``run_id:step`` (``#n`` added from the second visit of a goto loop on)."""
+        """``run_id:step`` (``#n`` added from the second visit of a goto loop on).
+
+        Inside a foreach body `step` carries the item's index (``load[3]``).
+        """
         if self._visit == 1:
             return f"{self.run_id}:{self.step}"
         return f"{self.run_id}:{self.step}#{self._visit}"

@@ -32,11 +32,24 @@ import attrs
 
 from .._checks import seconds_problem
 from .._outcome import Goto
-from .._plan import AGEN, ASYNC, END, SYNC, THREAD, End, Node, Plan, StepNode, WaitNode
+from .._plan import (
+    AGEN,
+    ASYNC,
+    END,
+    SYNC,
+    THREAD,
+    CallNode,
+    End,
+    Node,
+    Plan,
+    StepNode,
+    WaitNode,
+)
 from ..errors import ExecutorError, GotoError, TransitionLimitExceeded, UsageError
 from ..result import Err, Ok
 from ._blocking import call_blocking, run_in_thread
-from ._blocks import branch_goto, run_parallel
+from ._blocks import branch_goto, run_block
+from ._calls import run_call
 from ._clock import clock
 from ._compensation import compensate
 from ._context import Context, FrozenDict, Scope, freeze
@@ -135,6 +148,7 @@ class _Execution:
         "interrupted",
         "journal",
         "limit",
+        "parent_id",
         "parked_visits",
         "parker",
         "parking",
@@ -168,6 +182,7 @@ class _Execution:
         self.executors = executors
         self.journal = journal
         self.hook = hook
+        self.parent_id: str | None = None  # the run that called this one (call_workflow)
         self.inbox: Inbox | None = None  # events sent to a run without a store (see _mailbox)
         self.parker: Parker | None = None  # a worker's run with waits (see start_parker)
         self.parking: Waiting | None = None  # set when the run parks: what it waits for
@@ -206,7 +221,7 @@ class _Execution:
     def start_parker(self) -> None:
         """A run its journal can park (a worker's, with waits) gets a `Parker`."""
         journal = self.journal
-        if journal is not None and self.plan.waits:
+        if journal is not None and (self.plan.waits or self.plan.calls):
             after = journal.park_after
             if after is not None:
                 self.parker = Parker(after, self.park)
@@ -290,8 +305,10 @@ class _Execution:
                 route = self.apply(node.key, await self.step(node, root, root.version), root)
             elif type(node) is WaitNode:
                 route = self.apply(node.key, await self.wait(node, root, root.version), root)
+            elif type(node) is CallNode:
+                route = self.apply(node.key, await self.call(node, root, root.version), root)
             else:
-                route = await run_parallel(self, node, root)  # type: ignore[arg-type]
+                route = await run_block(self, node, root)  # type: ignore[arg-type]
             if route is None:
                 index += 1
             elif route is END:
@@ -332,9 +349,11 @@ class _Execution:
         """Run a step to its final outcome: a successful outcome, or what `policy` settles.
 
         In a sequence a final failure raises `Failed`; as a parallel branch a goto
-        is a failure too, and the block's policy settles it.
+        is a failure too, and the block's policy settles it. Inside a foreach
+        item the step is named with the item's index (``load[3]``).
         """
-        name = node.name
+        each = scope.each
+        name = node.name if each is None else node.name + each.suffix
         self.current = name
         visits = self.visits
         visit = visits[name] = visits.get(name, 0) + 1
@@ -343,7 +362,7 @@ class _Execution:
         if journal is not None:
             attempt, done = journal.replayed(STEP, name, visit)
             if done is not None:
-                return self.replayed(node, scope, version, visit, done, policy)
+                return self.replayed(node, name, scope, version, visit, done, policy)
         emit = self.emit
         run_id = self.run_id
         fast = node.timeout is None and self.hook is None
@@ -378,13 +397,13 @@ class _Execution:
             retrying = failed and _retries(node, attempt, exception)
             if journal is not None:
                 outcome, failed, retrying = await self.commit(
-                    node, visit, attempt, outcome, failed, retrying, started, duration
+                    name, visit, attempt, outcome, failed, retrying, started, duration
                 )
             if not failed:
                 return self.succeeded(
-                    node, scope, version, visit, attempt, started, duration, outcome, policy
+                    node, name, scope, version, visit, attempt, started, duration, outcome, policy
                 )
-            delay = self.failed(node, visit, attempt, started, duration, outcome, retrying)
+            delay = self.failed(node, name, visit, attempt, started, duration, outcome, retrying)
             if delay is None:
                 return policy.settle(Failed(name, outcome.error))  # type: ignore[attr-defined]
             if delay > 0:  # flowdsl's clock: a test's fake clock moves it
@@ -425,7 +444,7 @@ class _Execution:
 
     async def commit(
         self,
-        node: StepNode,
+        name: str,
         visit: int,
         attempt: int,
         outcome: object,
@@ -438,7 +457,7 @@ class _Execution:
         journaled = await self.journal.record(  # type: ignore[union-attr]
             Entry(
                 kind=STEP,
-                name=node.name,
+                name=name,
                 visit=visit,
                 attempt=attempt,
                 outcome=outcome,
@@ -455,6 +474,7 @@ class _Execution:
     def succeeded(
         self,
         node: StepNode,
+        name: str,
         scope: Scope,
         version: int,
         visit: int,
@@ -465,7 +485,6 @@ class _Execution:
         policy: Policy,
     ) -> object:
         """Record a successful attempt; the step's outcome (a branch's goto is its failure)."""
-        name = node.name
         self.records.append(
             _new_record(
                 StepRecord,
@@ -489,9 +508,16 @@ class _Execution:
             return policy.settle(Failed(name, branch_goto(self.plan.name, node, outcome)))
         return outcome
 
+    async def call(
+        self, node: CallNode, scope: Scope, version: int, policy: Policy = IN_SEQUENCE
+    ) -> object:
+        """Run a child workflow to its end (see `_calls`); settled like a step's outcome."""
+        return await run_call(self, node, scope, version, policy)
+
     def failed(
         self,
-        node: StepNode,
+        node: StepNode | CallNode,
+        name: str,
         visit: int,
         attempt: int,
         started: float,
@@ -504,7 +530,7 @@ class _Execution:
         self.records.append(
             _new_record(
                 StepRecord,
-                (node.name, attempt, "failed", self.wall(started), duration, reason, visit),
+                (name, attempt, "failed", self.wall(started), duration, reason, visit),
             )
         )
         retry = node.retry
@@ -513,7 +539,7 @@ class _Execution:
         if emit is not None:
             emit(
                 StepFinished(
-                    node.name,
+                    name,
                     "failed",
                     duration,
                     attempt=attempt,
@@ -535,15 +561,22 @@ class _Execution:
             )
 
     def replayed(
-        self, node: StepNode, scope: Scope, version: int, visit: int, done: object, policy: Policy
+        self,
+        node: StepNode | CallNode,
+        name: str,
+        scope: Scope,
+        version: int,
+        visit: int,
+        done: object,
+        policy: Policy,
     ) -> object:
         """A step a resumed run finished before: its journaled outcome, not run again."""
         if type(done) is Err:  # it failed for good before the crash: fail the same way
-            return policy.settle(Failed(node.name, done.error))
-        if node.compensate is not None:
+            return policy.settle(Failed(name, done.error))
+        if type(node) is StepNode and node.compensate is not None:
             self.compensable.append((node, scope, version, done, visit))
         if policy.branch and type(done) is Goto:
-            return policy.settle(Failed(node.name, branch_goto(self.plan.name, node, done)))
+            return policy.settle(Failed(name, branch_goto(self.plan.name, node, done)))
         return done
 
     # -- waits -------------------------------------------------------------------------------
@@ -553,7 +586,8 @@ class _Execution:
     ) -> object:
         """Run a wait to its outcome: ``Ok(None)`` after a sleep, ``Ok({key: payload})`` for an
         event, or what its timeout says (a failure, or a goto); settled like a step's."""
-        name = node.name
+        each = scope.each
+        name = node.name if each is None else node.name + each.suffix
         self.current = name
         visits = self.visits
         visit = visits[name] = visits.get(name, 0) + 1
@@ -561,7 +595,7 @@ class _Execution:
         if journal is not None:
             _, done = journal.replayed(STEP, name, visit)
             if done is not None:
-                return await self.waited(node, visit, None, done, policy)
+                return await self.waited(node, name, visit, None, done, policy)
         ctx = Context(scope, version, self.run_id, name, 1, visit)
         emit = self.emit
         if emit is not None:
@@ -579,7 +613,7 @@ class _Execution:
                 if parker is not None:
                     parker.enter(token, name, visit, node.event, due)
                 if node.how == "event":
-                    got, payload = await self.receive(node, visit, due)
+                    got, payload = await self.receive(node, name, visit, due)
                     if got:  # the journal took the event and recorded this outcome in one commit
                         outcome = Ok(FrozenDict({node.key: freeze(payload)}))
                         journaled = True
@@ -599,7 +633,7 @@ class _Execution:
         finally:
             if parker is not None:
                 parker.leave(token)
-        return await self.waited(node, visit, started, outcome, policy, journaled)
+        return await self.waited(node, name, visit, started, outcome, policy, journaled)
 
     async def deadline(self, node: WaitNode, ctx: Context, visit: int) -> float | None:
         """When the wait ends (epoch seconds; None: an event without a timeout).
@@ -609,7 +643,7 @@ class _Execution:
         """
         journal = self.journal
         if journal is not None:
-            _, recorded = journal.replayed(DUE, node.name, visit)
+            _, recorded = journal.replayed(DUE, ctx.step, visit)
             if recorded is not None:
                 return recorded.value  # type: ignore[attr-defined, no-any-return]
         now = clock().now()
@@ -621,7 +655,7 @@ class _Execution:
             await journal.record(
                 Entry(
                     kind=DUE,
-                    name=node.name,
+                    name=ctx.step,
                     visit=visit,
                     attempt=1,
                     outcome=Ok(due),
@@ -633,17 +667,20 @@ class _Execution:
             )
         return due
 
-    async def receive(self, node: WaitNode, visit: int, due: float | None) -> tuple[bool, object]:
+    async def receive(
+        self, node: WaitNode, name: str, visit: int, due: float | None
+    ) -> tuple[bool, object]:
         """The event's payload: from the journal's store (durable), else this process's inbox."""
         event: str = node.event  # type: ignore[assignment]
         if self.journal is not None:
-            return await self.journal.receive(node.name, visit, node.key, event, due)
+            return await self.journal.receive(name, visit, node.key, event, due)
         assert self.inbox is not None  # made by execute for a run with waits
         return await self.inbox.receive(event, clock().sleep_until, due)
 
     async def waited(
         self,
         node: WaitNode,
+        name: str,
         visit: int,
         started: float | None,
         outcome: object,
@@ -654,7 +691,6 @@ class _Execution:
 
         `started` is None for a wait replayed from the journal (recorded already).
         """
-        name = node.name
         failed = type(outcome) is Err
         if started is not None:
             duration = _perf() - started
@@ -791,6 +827,7 @@ class _Execution:
             duration=_perf() - self.t0,
             started=self.wall0,
             fingerprint=self.plan.fingerprint,
+            parent_id=self.parent_id,
         )
 
 
@@ -805,6 +842,7 @@ async def execute(
     journal: Journal | None = None,
     hook: AttemptHook | None = None,
     resumed: bool = False,
+    parent_id: str | None = None,
 ) -> Run:
     """Run `plan` once with `input`; returns the finished `Run`.
 
@@ -816,6 +854,7 @@ async def execute(
     """
     emit = fan_out(listeners)
     state = _Execution(plan, run_id, Scope(initial=input), emit, executors or {}, journal, hook)
+    state.parent_id = parent_id
     if emit is not None:
         emit(RunStarted(plan.name, run_id=run_id, resumed=resumed))
     state.start_clock(timeout if timeout is not None else plan.timeout)

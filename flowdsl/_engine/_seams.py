@@ -12,18 +12,20 @@ Stores and executors import these; the engine imports neither of them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
 
 if TYPE_CHECKING:
-    from .._plan import StepNode
+    from .._plan import Plan, StepNode
     from ._context import Context
     from ._run import CompensationRecord, Run, Waiting
 
 __all__ = [
     "DUE",
+    "ITEMS",
     "REDUCE",
     "STEP",
     "UNDO",
@@ -41,6 +43,8 @@ REDUCE: Final = "reduce"
 """`Entry.kind` of a parallel block's ``into=`` reducer outcome."""
 UNDO: Final = "undo"
 """`Entry.kind` of a finished compensation (its outcome is ``Ok(None)`` or ``Err(reason)``)."""
+ITEMS: Final = "items"
+"""`Entry.kind` of a foreach block's items, journaled when the block starts (``Ok(items)``)."""
 DUE: Final = "due"
 """`Entry.kind` of a wait's deadline, journaled when the wait is first reached (``Ok(when)``)."""
 
@@ -123,6 +127,23 @@ class Journal(Protocol):
     @property
     def park_after(self) -> float | None:
         """Seconds a run may wait with nothing else running before it is parked (None: never)."""
+        ...
+
+    async def child(
+        self,
+        plan: Plan,
+        data: Mapping[str, Any] | None,
+        run_id: str,
+        queue: str | None,
+        executors: Mapping[str, Invoker],
+    ) -> Run:
+        """Run (or find, or wait for) the child run `run_id` of this run, to its end.
+
+        In the same store, with its own journal; a child run the store holds
+        already is not started again: its recorded end is returned, or it is
+        resumed. Under a worker the child is queued (on `queue`) and this
+        waits, as a wait does, until its end wakes the run.
+        """
         ...
 
     async def park(self, waiting: Waiting, visits: tuple[tuple[str, int], ...]) -> None:

@@ -209,7 +209,14 @@ def pack(node: StepNode, ctx: Context) -> Packed:
 
     fn = node.fn
     data = ctx.to_dict()
-    meta = (ctx.run_id, ctx.step, ctx.attempt, ctx.idempotency_key)
+    each = ctx._scope.each
+    meta = (
+        ctx.run_id,
+        ctx.step,
+        ctx.attempt,
+        ctx.idempotency_key,
+        None if each is None else (each.index, each.item),
+    )
     spans: list[_pickler.Span] = []
     with _by_value(cloudpickle, _module_of(fn)):
         try:

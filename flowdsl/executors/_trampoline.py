@@ -25,6 +25,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from .._engine._blocking import call_blocking
+from ..errors import UsageError
 
 __all__ = ["RemoteContext", "run_step"]
 
@@ -52,19 +53,46 @@ class RemoteContext(Mapping[str, Any]):
     """The read-only context a step receives on a worker.
 
     The same mapping the step would see inline, with the same attributes:
-    ``run_id``, ``step``, ``attempt`` and ``idempotency_key``.
+    ``run_id``, ``step``, ``attempt`` and ``idempotency_key`` (and, inside a
+    foreach body, ``item`` and ``index``).
     """
 
-    __slots__ = ("_data", "attempt", "idempotency_key", "run_id", "step")
+    __slots__ = ("_data", "_each", "attempt", "idempotency_key", "run_id", "step")
 
     def __init__(
-        self, data: dict[str, Any], run_id: str, step: str, attempt: int, idempotency_key: str
+        self,
+        data: dict[str, Any],
+        run_id: str,
+        step: str,
+        attempt: int,
+        idempotency_key: str,
+        each: tuple[int, Any] | None = None,
     ) -> None:
         self._data = data
+        self._each = each
         self.run_id = run_id
         self.step = step
         self.attempt = attempt
         self.idempotency_key = idempotency_key
+
+    @property
+    def item(self) -> Any:
+        """Inside a ``foreach`` body: the item this run of the body is for."""
+        return self._foreach("item")[1]
+
+    @property
+    def index(self) -> int:
+        """Inside a ``foreach`` body: the item's position in the items, from 0."""
+        return int(self._foreach("index")[0])
+
+    def _foreach(self, what: str) -> tuple[int, Any]:
+        if self._each is None:
+            msg = (
+                f"ctx.{what} is set only for the steps inside a 'with foreach(...):' body; "
+                f"this step ({self.step!r}) is not in one"
+            )
+            raise UsageError(msg)
+        return self._each
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]

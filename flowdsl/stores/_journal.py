@@ -25,7 +25,7 @@ from .._engine._events import Listener, RunFinished, fan_out
 from .._engine._execution import execute
 from .._engine._mailbox import executing
 from .._engine._run import CompensationRecord, Run, StepRecord, Waiting
-from .._engine._seams import STEP, UNDO, Entry, Invoker
+from .._engine._seams import STEP, UNDO, Entry, Invoker, child_finished
 from .._outcome import Goto
 from .._plan import Plan
 from ..errors import IncompatibleDefinition, SerializationError, StoreError
@@ -43,13 +43,15 @@ from ._codec import (
     type_name,
 )
 from ._owner import describe_owner
-from ._protocol import Attempt, Claim, Ending, Opened, RunHeader, Store
+from ._protocol import Attempt, Claim, Ending, Opened, RunHeader, Store, Ticket
 from ._rows import damaged, step_record
 
 _OK_NONE: Final = Ok(None)
 _EVENT_POLL: Final = 60.0
 """How long one look at a run's mailbox waits before the claim is checked again."""
 _MARK: Final = "\x00flowdsl-payload\x00"
+CHILD_QUEUE: Final = "default"
+"""The queue a worker's child run goes on without ``queue=`` (the default queue)."""
 
 
 def _payload_wrap(key: str) -> tuple[str, str]:
@@ -244,6 +246,45 @@ class RunJournal:
         except Undecodable as exc:
             raise damaged(self.run_id, f"event taken by wait {name!r}", exc) from None
 
+    async def child(
+        self,
+        plan: Plan,
+        data: Mapping[str, Any] | None,
+        run_id: str,
+        queue: str | None,
+        executors: Mapping[str, Invoker],
+    ) -> Run:
+        """The child run `run_id`, to its end: run here, or queued and waited for (a worker's)."""
+        if self.park_after is None:
+            run = await run_durably(
+                plan,
+                data,
+                run_id,
+                self.store,
+                timeout=None,
+                listeners=(),
+                executors=executors,
+                parent_id=self.run_id,
+            )
+            assert run is not None  # not resuming: a run held elsewhere raised
+            return run
+        header = run_header(plan, data, run_id, parent_id=self.run_id)
+        ticket = Ticket(queue or CHILD_QUEUE, 0, clock().now())
+        event = child_finished(run_id)
+        while True:
+            found = await self.store.enqueue(header, ticket)
+            if found.finished is not None:
+                return found.finished
+            if not found.new and found.workflow != plan.name:
+                msg = (
+                    f"run {run_id!r} in the store belongs to workflow {found.workflow!r}, "
+                    f"not {plan.name!r}: it cannot be the child run of {self.run_id!r}"
+                )
+                raise StoreError(msg)
+            if self.store.lost(self.claim):
+                await self.check()
+            await self.store.wait_for_event(self.run_id, event, _EVENT_POLL)
+
     async def park(self, waiting: Waiting, visits: tuple[tuple[str, int], ...]) -> None:
         parking = self.store.park(self.claim, waiting, visits)
         await _wait_out_cancel(asyncio.ensure_future(parking))
@@ -324,7 +365,9 @@ def _refuse(opened: Opened, plan: Plan, run_id: str) -> StoreError:
     )
 
 
-def run_header(plan: Plan, data: Mapping[str, Any] | None, run_id: str) -> RunHeader:
+def run_header(
+    plan: Plan, data: Mapping[str, Any] | None, run_id: str, parent_id: str | None = None
+) -> RunHeader:
     """What a store is asked to create: the run, its definition and its journaled input."""
     try:
         text = dumps(encode(data))
@@ -339,7 +382,9 @@ def run_header(plan: Plan, data: Mapping[str, Any] | None, run_id: str) -> RunHe
             f"{f': {exc.why}' if exc.why else ''}. {exc.hint}"
         )
         raise SerializationError(msg) from None
-    return RunHeader(run_id, plan.name, plan.fingerprint, plan.shape, text, time.time())
+    return RunHeader(
+        run_id, plan.name, plan.fingerprint, plan.shape, text, time.time(), parent_id=parent_id
+    )
 
 
 async def run_durably(
@@ -352,9 +397,10 @@ async def run_durably(
     listeners: tuple[Listener, ...],
     executors: Mapping[str, Invoker] | None,
     resuming: bool = False,
+    parent_id: str | None = None,
 ) -> Run | None:
     """Start, return or resume one run; None when `resuming` and another process has it."""
-    opened = await store.open_run(run_header(plan, data, run_id))
+    opened = await store.open_run(run_header(plan, data, run_id, parent_id=parent_id))
     if opened.finished is not None and opened.workflow == plan.name:
         # Nothing executes, whatever the definition is now; listeners (a stream) still
         # hear how the run ended, so RunFinished is always the last event of a call.
@@ -374,6 +420,7 @@ async def run_durably(
         timeout=timeout,
         listeners=listeners,
         executors=executors,
+        parent_id=parent_id,
     )
 
 
@@ -387,6 +434,7 @@ async def run_claimed(
     listeners: tuple[Listener, ...],
     executors: Mapping[str, Invoker] | None,
     journal: RunJournal | None = None,
+    parent_id: str | None = None,
 ) -> Run:
     """Execute a run this process has claimed (`opened.claim`), journaled in `store`.
 
@@ -412,6 +460,7 @@ async def run_claimed(
                 executors=executors,
                 journal=journal,
                 resumed=not (opened.new or opened.fresh),
+                parent_id=parent_id,
             )
     except BaseExceptionGroup as group:
         if journal is None or not journal.finished:

@@ -54,6 +54,8 @@ class RunHeader:
     input: str
     """JSON."""
     started: float
+    parent_id: str | None = attrs.field(default=None, kw_only=True)
+    """The run that started this one with ``call_workflow``, else None."""
 
 
 @attrs.frozen
