@@ -619,18 +619,18 @@ class _PlanBuilder:
                 f"the workflow to call must be a workflow's name or the workflow itself, "
                 f"got {target!r}",
             )
-        name = spec.name if spec.name is not None else child
-        bad = name_problem(name, "name=")
+        bad = name_problem(spec.name, "name=", optional=True)
         if bad is not None:
             raise self.fail("call_workflow", spec.where, bad)
+        name: str = spec.name if isinstance(spec.name, str) else child
         what = f"call_workflow {name!r}"
         problems: list[str] = []
         taken = (
-            self.step_specs[name].where  # type: ignore[index]
+            self.step_specs[name].where
             if name in self.step_specs
             else self.blocks.get(name)
             or self.calls.get(name)
-            or (self.waits[name].where if name in self.waits else None)  # type: ignore[index]
+            or (self.waits[name].where if name in self.waits else None)
         )
         if taken is not None:
             problems.append(
@@ -640,7 +640,7 @@ class _PlanBuilder:
         returns = name_problem(spec.returns, "returns=", optional=True)
         if returns is not None:
             problems.append(returns)
-        key: str = spec.returns if isinstance(spec.returns, str) and spec.returns else name  # type: ignore[assignment]
+        key: str = spec.returns if isinstance(spec.returns, str) and spec.returns else name
         if returns is None and (key in self.keys or key in _RESERVED_KEYS):
             holder = self.keys.get(key, "parallel results")
             problems.append(f"duplicate result key {key!r}: {holder!r} stores its value there")
@@ -667,13 +667,13 @@ class _PlanBuilder:
                 problems.append("bad Retry: " + "; ".join(bad_retry))
         if problems:
             raise self.fail(what, spec.where, problems)
-        self.calls[name] = spec.where  # type: ignore[index]
-        self.keys[key] = name  # type: ignore[assignment]
+        self.calls[name] = spec.where
+        self.keys[key] = name
         if top_index >= 0:
-            self.top_steps[name] = top_index  # type: ignore[index]
+            self.top_steps[name] = top_index
         self.shape.append(f"call {path}{name} {child} -> {key}")
-        node = self.call_nodes[name] = CallNode(  # type: ignore[index]
-            name=name,  # type: ignore[arg-type]
+        node = self.call_nodes[name] = CallNode(
+            name=name,
             key=key,
             workflow=child,
             resolve=_resolver(child, plan if isinstance(plan, Plan) else None),

@@ -144,7 +144,9 @@ async def _join(
     finally:
         if parker is not None:
             parker.threads_changed(1)
-    if limit is None or limit >= count:
+    if type(policy) is FailFast and policy.failure is not None:
+        raw = []  # the siblings were cancelled: the block raises the failure
+    elif limit is None or limit >= count:
         raw = [task.result() for task in tasks]
     else:
         raw = results

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .._checks import count_problem, require
 from .._engine._context import Context, Scope
 from .._outcome import Goto
-from .._plan import End, Node, ParallelNode, Plan, StepNode, WaitNode, is_async_callable
+from .._plan import CallNode, End, Node, ParallelNode, Plan, StepNode, WaitNode, is_async_callable
 from .._running import resolve
 from .._workflow import Workflow
 from ..errors import UsageError
@@ -35,7 +35,7 @@ def _blocks(nodes: Sequence[Node]) -> list[ParallelNode]:
     """Every parallel block, in declaration order (outer before inner)."""
     found: list[ParallelNode] = []
     for node in nodes:
-        if isinstance(node, StepNode | WaitNode):
+        if isinstance(node, StepNode | WaitNode | CallNode):
             continue
         if isinstance(node, ParallelNode):
             found.append(node)

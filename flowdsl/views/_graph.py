@@ -21,7 +21,18 @@ from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 import attrs
 
-from .._plan import END, MODE_NAMES, ParallelNode, Plan, Retry, SequenceNode, StepNode, WaitNode
+from .._plan import (
+    END,
+    MODE_NAMES,
+    CallNode,
+    ForeachNode,
+    ParallelNode,
+    Plan,
+    Retry,
+    SequenceNode,
+    StepNode,
+    WaitNode,
+)
 from ..errors import KeyNotFound
 
 if TYPE_CHECKING:
@@ -39,10 +50,10 @@ __all__ = [
 ]
 
 NodeKind: TypeAlias = Literal[
-    "start", "end", "step", "sleep", "wait", "fork", "join", "reducer", "compensation"
+    "start", "end", "step", "sleep", "wait", "call", "fork", "join", "reducer", "compensation"
 ]
 EdgeKind: TypeAlias = Literal["next", "route", "compensate"]
-BlockKind: TypeAlias = Literal["parallel", "sequence"]
+BlockKind: TypeAlias = Literal["parallel", "sequence", "foreach"]
 
 _EMPTY: Final[Mapping[str, object]] = MappingProxyType({})
 FORMAT: Final = "flowdsl.graph/1"
@@ -209,7 +220,52 @@ class _Builder:
                 )
             )
             return self.chain(node.children, seq, prev)
+        if isinstance(node, CallNode):
+            info: dict[str, object] = {"workflow": node.workflow, "returns": node.key}
+            if node.queue is not None:
+                info["queue"] = node.queue
+            node_id = self.add(
+                "call",
+                node.name,
+                f"{node.name} (calls {node.workflow})",
+                block,
+                node.where,
+                MappingProxyType(info),
+            )
+            self.link(prev, node_id)
+            return node_id
+        if isinstance(node, ForeachNode):
+            return self.foreach(node, block, prev)
         return self.parallel(node, block, prev)
+
+    def foreach(self, node: ForeachNode, block: str | None, prev: str) -> str:
+        """A foreach block: its body, drawn once inside the block."""
+        on_error = "fail_fast" if node.fail_fast else "complete_all"
+        items = node.items if isinstance(node.items, str) else _fn_name(node.items)
+        details = [f"items {items}", on_error]
+        if node.max_concurrency:
+            details.append(f"max {node.max_concurrency} at once")
+        info: dict[str, object] = {
+            "name": node.name,
+            "items": items,
+            "on_error": on_error,
+            "max_concurrency": node.max_concurrency,
+            "into": None if node.into is None else _fn_name(node.into),
+        }
+        each = self.unique(f"foreach:{node.key}")
+        title = f"foreach {node.name}" if node.named else "foreach"
+        self.blocks.append(
+            GraphBlock(
+                each,
+                "foreach",
+                node.name,
+                f"{title} ({', '.join(details)})",
+                block,
+                str(node.where),
+                MappingProxyType(info),
+            )
+        )
+        return self.chain(node.children, each, prev)
 
     def step(self, node: StepNode, block: str | None) -> str:
         details: list[str] = []
