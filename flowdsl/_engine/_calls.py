@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from .._plan import CallNode
 from ..errors import UsageError
 from ..result import Err, Ok
+from ._clock import clock
 from ._context import Context, Scope
 from ._events import StepFinished, StepStarted
 from ._policies import Failed, Policy
@@ -48,10 +49,16 @@ def child_run_id(parent: str, name: str, visit: int, attempt: int) -> str:
     return base if attempt == 1 else f"{base}.{attempt}"
 
 
+Execute = Callable[..., Awaitable[Run]]
+
+
 async def run_call(
-    run: _Execution, node: CallNode, scope: Scope, version: int, policy: Policy
+    run: _Execution, node: CallNode, scope: Scope, version: int, policy: Policy, execute: Execute
 ) -> object:
-    """Run the child to its end, every attempt: the node's outcome, settled as a step's is."""
+    """Run the child to its end, every attempt: the node's outcome, settled as a step's is.
+
+    `execute` runs a child without a store (the engine's own `execute`).
+    """
     each = scope.each
     name = node.name if each is None else node.name + each.suffix
     run.current = name
@@ -78,7 +85,8 @@ async def run_call(
         started = _perf()
         exception: BaseException | None = None
         try:
-            child = await _child(run, node, ctx, child_run_id(run_id, name, visit, attempt))
+            child_id = child_run_id(run_id, name, visit, attempt)
+            child = await _child(run, node, ctx, child_id, execute)
         except Exception as exc:  # the input function, an unknown workflow, the store
             outcome: object = Err(exc)
             exception = exc
@@ -114,8 +122,6 @@ async def run_call(
         if delay is None:
             return policy.settle(Failed(name, outcome.error))  # type: ignore[attr-defined]
         if delay > 0:
-            from ._clock import clock
-
             now = clock()
             await now.sleep_until(now.now() + delay)
 
@@ -130,7 +136,9 @@ def _outcome(node: CallNode, child: Run) -> object:
     return Err(UsageError(msg))
 
 
-async def _child(run: _Execution, node: CallNode, ctx: Context, child_id: str) -> Run:
+async def _child(
+    run: _Execution, node: CallNode, ctx: Context, child_id: str, execute: Execute
+) -> Run:
     """Run (or find, or wait for) one child run to its end."""
     data: Any = node.input
     if callable(data) and not isinstance(data, Mapping):
@@ -146,8 +154,6 @@ async def _child(run: _Execution, node: CallNode, ctx: Context, child_id: str) -
     plan = node.resolve()
     journal = run.journal
     if journal is None:
-        from ._execution import execute  # the engine runs the child: one module up the stack
-
         return await execute(
             plan,
             data,

@@ -512,7 +512,7 @@ class _Execution:
         self, node: CallNode, scope: Scope, version: int, policy: Policy = IN_SEQUENCE
     ) -> object:
         """Run a child workflow to its end (see `_calls`); settled like a step's outcome."""
-        return await run_call(self, node, scope, version, policy)
+        return await run_call(self, node, scope, version, policy, execute)
 
     def failed(
         self,
