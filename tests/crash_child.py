@@ -18,6 +18,8 @@ the process is), or ``0`` (never).
 Modes::
 
     python crash_child.py run STORE LOG RUN_ID KILL   resume what is unfinished, then run RUN_ID
+    python crash_child.py batch STORE LOG RUN_ID KILL the same with ``crash_batch``: a durable
+                                                      foreach over BATCH items (3 kill points each)
     python crash_child.py serve STORE LOG             fork server: per stdin line "RUN_ID KILL",
                                                       fork a child that does `run`; answer
                                                       "PID killed|exit CODE" on stdout
@@ -46,6 +48,7 @@ from flowdsl import (
     Retry,
     Store,
     arun_workflow,
+    foreach,
     goto,
     ok,
     parallel,
@@ -62,6 +65,8 @@ from flowdsl.stores import open_store
 
 PRICES = {"book": 12, "pen": 3, "lamp": 40}
 INPUT: dict[str, Any] = {"items": ["book", "pen", "lamp"], "customer": "ada"}
+BATCH = 1000
+BATCH_INPUT: dict[str, Any] = {"count": BATCH}
 
 _log_fd = -1
 _kill: tuple[str, int, int] | int = 0
@@ -147,6 +152,30 @@ def crash_checkout() -> None:
         return ok({"confirmation": ctx.idempotency_key})
 
 
+@workflow("crash_batch")
+def crash_batch() -> None:
+    @step
+    def prepare(ctx: Any) -> Any:
+        _enter(ctx)
+        _point(ctx, 2)
+        _leave(ctx)
+        return ok({"numbers": list(range(ctx["count"]))})
+
+    with foreach("numbers", max_concurrency=50, name="doubled"):
+
+        @step
+        async def work(ctx: Any) -> Any:
+            await _body(ctx)
+            return ok({"double": ctx.item * 2})
+
+    @step
+    def total(ctx: Any) -> Any:
+        _enter(ctx)
+        _point(ctx, 2)
+        _leave(ctx)
+        return ok({"total": sum(result.unwrap()["double"] for result in ctx["doubled"])})
+
+
 @workflow("orphan")
 def orphan() -> None:
     @step(executor="pool")
@@ -184,7 +213,7 @@ def _open(target: str) -> Store:
     return store
 
 
-def _run(target: str, log: str, run_id: str, kill: str) -> None:
+def _run(target: str, log: str, run_id: str, kill: str, name: str = "crash_checkout") -> None:
     global _log_fd, _kill
     if kill.startswith("t"):  # at a random instant, wherever the process is
         timer = threading.Timer(int(kill[1:]) / 1e6, os.kill, (os.getpid(), signal.SIGKILL))
@@ -196,7 +225,9 @@ def _run(target: str, log: str, run_id: str, kill: str) -> None:
     store = _open(target)
     try:
         resume_runs(store)
-        run_workflow("crash_checkout", INPUT, run_id=run_id, store=store)
+        run_workflow(
+            name, INPUT if name == "crash_checkout" else BATCH_INPUT, run_id=run_id, store=store
+        )
     finally:
         store.close()
 
@@ -243,6 +274,8 @@ def main(argv: list[str]) -> None:
     mode = argv[0]
     if mode == "run":
         _run(*argv[1:5])
+    elif mode == "batch":
+        _run(*argv[1:5], name="crash_batch")
     elif mode == "serve":
         _serve(argv[1], argv[2])
     elif mode == "many":

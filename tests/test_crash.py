@@ -115,10 +115,29 @@ def check(kit: StoreKit, log: Path, run_ids: list[str], killed: set[int], flow: 
             expected = run_workflow(flow.crash_checkout, flow.INPUT, run_id=run_id)
             assert ("completed", dict(expected.output)) == (run.status, dict(run.output))
         assert [] == store.list_runs("running")
+    journal = check_journal(kit, log, run_ids, killed)
+    for run_id in run_ids:
+        # The retry budget survives crashes: attempts 1 and 2 failed, 3 succeeded, once each.
+        rows = journal[run_id]
+        charge = sorted((row.attempt, row.succeeded) for row in rows if row.key.endswith(":charge"))
+        assert [(1, False), (2, False), (3, True)] == charge
+
+
+def check_journal(
+    kit: StoreKit, log: Path, run_ids: list[str], killed: set[int]
+) -> dict[str, list[Row]]:
+    """The journal agrees with the side log, and no step whose success was committed reran."""
     lines = read_log(log)
     journal = read_journal(kit)
     assert set(run_ids) == set(journal)
     ends = Counter((line.key, line.attempt, line.pid) for line in lines if line.event == "end")
+    ended_at = {
+        (line.key, line.attempt, line.pid): line.at for line in lines if line.event == "end"
+    }
+    last_start: dict[str, int] = {}
+    for line in lines:
+        if line.event == "start":
+            last_start[line.key] = line.at
     journaled = set()
     for run_id in run_ids:
         rows = journal[run_id]
@@ -130,21 +149,12 @@ def check(kit: StoreKit, log: Path, run_ids: list[str], killed: set[int], flow: 
         assert len({row.key for row in rows}) == len(succeeded) == len({r.key for r in succeeded})
         for row in succeeded:
             # A step whose success was committed never starts again.
-            end = next(
-                line.at
-                for line in lines
-                if line.event == "end" and (line.key, line.attempt, line.pid) == row[:2] + row[3:]
-            )
-            again = [
-                line for line in lines[end + 1 :] if line.event == "start" and line.key == row.key
-            ]
-            assert [] == again, row
-        # The retry budget survives crashes: attempts 1 and 2 failed, 3 succeeded, once each.
-        charge = sorted((row.attempt, row.succeeded) for row in rows if row.key.endswith(":charge"))
-        assert [(1, False), (2, False), (3, True)] == charge
+            end = ended_at[(row.key, row.attempt, row.pid)]
+            assert last_start[row.key] < end, row
     # Work that ran to its end but was never journaled was cut short by a kill: it ran again.
     for key, attempt, pid in ends.keys() - journaled:
         assert pid in killed, (key, attempt, pid)
+    return journal
 
 
 @pytest.mark.parametrize(
@@ -177,6 +187,53 @@ def test_a_run_killed_at_a_chosen_point_resumes_in_another_process(
         rows = [row for row in read_journal(store_kit)["r1"] if row.key == "r1:charge"]
         first, second = {lines[0].pid}, {line.pid for line in lines} - {lines[0].pid}
         assert [(1, first), (2, second), (3, second)] == [(r.attempt, {r.pid}) for r in rows]
+
+
+def test_a_thousand_item_foreach_killed_midway_completes_every_item_exactly_once(
+    tmp_path: Path, store_kit: StoreKit, flow: ModuleType
+) -> None:
+    """SIGKILLed three times in a durable foreach of 1,000 items (50 at a time), the run ends
+    right: every item's success is journaled once, and no committed item starts again."""
+    log = tmp_path / "steps.log"
+    killed: set[int] = set()
+    seen = 0
+
+    def ran(code: int) -> None:
+        nonlocal seen
+        pids = {line.pid for line in read_log(log)[seen:]}
+        seen = len(read_log(log))
+        if code == -signal.SIGKILL:
+            killed.update(pids)
+
+    def done_items() -> int:
+        return sum(
+            1
+            for row in store_kit.attempt_rows()
+            if row[1].startswith("work[") and row[4] == "succeeded"
+        )
+
+    # Kill points count 3 per item: the first process dies about 500 items in, the second
+    # about 300 items into the rest, the third at an instant that may fall inside a commit.
+    assert -signal.SIGKILL == run_child("batch", store_kit.url, str(log), "b1", "1500")
+    ran(-signal.SIGKILL)
+    first = done_items()
+    assert 0 < first < flow.BATCH, "the kill came in the middle of the block"
+    assert -signal.SIGKILL == run_child("batch", store_kit.url, str(log), "b1", "900")
+    ran(-signal.SIGKILL)
+    assert first < done_items() < flow.BATCH
+    ran(run_child("batch", store_kit.url, str(log), "b1", "t250000"))
+    assert 0 == run_child("batch", store_kit.url, str(log), "b1", "0")
+    ran(0)
+    with store_kit.open() as store:
+        run = store.get_run("b1")
+        assert run is not None
+        expected = run_workflow(flow.crash_batch, flow.BATCH_INPUT, run_id="b1")
+        assert ("completed", dict(expected.output)) == (run.status, dict(run.output))
+        assert run.output["total"] == flow.BATCH * (flow.BATCH - 1)
+    journal = check_journal(store_kit, log, ["b1"], killed)
+    items = [row.key for row in journal["b1"] if row.succeeded and "work[" in row.key]
+    assert sorted(items) == sorted(f"b1:work[{i}]" for i in range(flow.BATCH))
+    assert len(killed) >= 2
 
 
 class ForkServer:
