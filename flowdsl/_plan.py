@@ -23,6 +23,7 @@ from .errors import UsageError
 __all__ = [
     "AGEN",
     "ASYNC",
+    "CALL",
     "END",
     "MODE_NAMES",
     "REMOTE",
@@ -138,6 +139,8 @@ SYNC: Final = 1
 THREAD: Final = 2
 AGEN: Final = 3
 REMOTE: Final = 4
+CALL: Final = 5
+"""The mode of a `CallNode`: its attempt runs a child workflow."""
 
 MODE_NAMES: Final = {ASYNC: "async", SYNC: "sync", THREAD: "thread", AGEN: "async generator"}
 
@@ -248,6 +251,13 @@ class CallNode:
     retry: Retry | None
     where: Where
     top_index: int
+    # What the engine's step loop reads of a node (a call's attempts are run by it):
+    mode: int = CALL
+    timeout: float | None = None
+    compensate: Callable[..., Any] | None = None
+    executor: str | None = None
+    fn: Callable[..., Any] = attrs.field(default=lambda ctx: None, repr=False)
+    """Never called: the engine runs a call's attempt as a child run (mode `CALL`)."""
 
 
 Node: TypeAlias = StepNode | SequenceNode | ParallelNode | WaitNode | ForeachNode | CallNode

@@ -357,7 +357,7 @@ async def _branch_result(
     if kind is WaitNode:
         return as_result(await run.wait(child, scope, version, policy))  # type: ignore[arg-type]
     if kind is CallNode:
-        return as_result(await run.call(child, scope, version, policy))  # type: ignore[arg-type]
+        return as_result(await run.step(child, scope, version, policy))  # type: ignore[arg-type]
     own = Scope(scope, version)
     nodes = child.children if kind is SequenceNode else (child,)  # type: ignore[union-attr]
     return await run_sequence(run, nodes, own)
@@ -372,7 +372,7 @@ async def run_sequence(run: _Execution, nodes: tuple[Node, ...], own: Scope) -> 
         elif kind is WaitNode:
             route = run.apply(node.key, await run.wait(node, own, own.version), own)  # type: ignore[arg-type]
         elif kind is CallNode:
-            route = run.apply(node.key, await run.call(node, own, own.version), own)  # type: ignore[arg-type]
+            route = run.apply(node.key, await run.step(node, own, own.version), own)  # type: ignore[arg-type]
         else:
             route = await run_block(run, node, own)  # type: ignore[arg-type]
         if route is not None:

@@ -17,8 +17,6 @@ its recorded end is used, or it is resumed.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
@@ -26,20 +24,15 @@ from typing import TYPE_CHECKING, Any, Final
 from .._plan import CallNode
 from ..errors import UsageError
 from ..result import Err, Ok
-from ._clock import clock
-from ._context import Context, Scope
-from ._events import StepFinished, StepStarted
-from ._policies import Failed, Policy
-from ._run import Run, StepRecord
-from ._seams import STEP, child_finished
+from ._context import Context
+from ._run import Run
+from ._seams import child_finished
 
 if TYPE_CHECKING:
     from ._execution import _Execution
 
-__all__ = ["child_run_id", "run_call"]
+__all__ = ["child_attempt", "child_run_id"]
 
-_perf = time.perf_counter
-_new_record = tuple.__new__
 _COMPLETED: Final = "completed"
 
 
@@ -52,82 +45,15 @@ def child_run_id(parent: str, name: str, visit: int, attempt: int) -> str:
 Execute = Callable[..., Awaitable[Run]]
 
 
-async def run_call(
-    run: _Execution, node: CallNode, scope: Scope, version: int, policy: Policy, execute: Execute
-) -> object:
-    """Run the child to its end, every attempt: the node's outcome, settled as a step's is.
+async def child_attempt(run: _Execution, node: CallNode, ctx: Context, execute: Execute) -> object:
+    """One attempt of a call node: its child run, to its end, as the attempt's outcome.
 
-    `execute` runs a child without a store (the engine's own `execute`).
+    The engine's step loop runs a call node's attempts (retries, journal,
+    records and events as a step's); `execute` runs a child without a store
+    (the engine's own `execute`, handed in: no import cycle).
     """
-    each = scope.each
-    name = node.name if each is None else node.name + each.suffix
-    run.current = name
-    visits = run.visits
-    visit = visits[name] = visits.get(name, 0) + 1
-    attempt = 0
-    journal = run.journal
-    if journal is not None:
-        attempt, done = journal.replayed(STEP, name, visit)
-        if done is not None:
-            return run.replayed(node, name, scope, version, visit, done, policy)
-    emit = run.emit
-    run_id = run.run_id
-    retry = node.retry
-    while True:
-        attempt += 1
-        if run.due is not None and run.clock() >= run.due:
-            run.overdue()
-        if journal is not None and journal.must_check():
-            await journal.check()
-        ctx = Context(scope, version, run_id, name, attempt, visit)
-        if emit is not None:
-            emit(StepStarted(name, attempt, run_id=run_id))
-        started = _perf()
-        exception: BaseException | None = None
-        try:
-            child_id = child_run_id(run_id, name, visit, attempt)
-            child = await _child(run, node, ctx, child_id, execute)
-        except Exception as exc:  # the input function, an unknown workflow, the store
-            outcome: object = Err(exc)
-            exception = exc
-        except asyncio.CancelledError:
-            if run.parking is None:  # parking is no cancellation: the run goes on later
-                run.cancelled(name, attempt, started)
-            raise
-        else:
-            outcome = _outcome(node, child)
-        duration = _perf() - started
-        failed = type(outcome) is Err
-        retrying = (
-            failed
-            and retry is not None
-            and attempt < retry.max_attempts
-            and (exception is None or isinstance(exception, retry.retry_on))
-        )
-        if journal is not None:
-            outcome, failed, retrying = await run.commit(
-                name, visit, attempt, outcome, failed, retrying, started, duration
-            )
-        if not failed:
-            run.records.append(
-                _new_record(
-                    StepRecord,
-                    (name, attempt, "succeeded", run.wall(started), duration, None, visit),
-                )
-            )
-            if emit is not None:
-                emit(StepFinished(name, "succeeded", duration, attempt=attempt, run_id=run_id))
-            return outcome
-        delay = run.failed(node, name, visit, attempt, started, duration, outcome, retrying)
-        if delay is None:
-            return policy.settle(Failed(name, outcome.error))  # type: ignore[attr-defined]
-        if delay > 0:
-            now = clock()
-            await now.sleep_until(now.now() + delay)
-
-
-def _outcome(node: CallNode, child: Run) -> object:
-    """The node's outcome: the child's output under the node's key, or the child's error."""
+    child_id = child_run_id(run.run_id, ctx.step, ctx._visit, ctx.attempt)
+    child = await _child(run, node, ctx, child_id, execute)
     if child.status == _COMPLETED:
         return Ok({node.key: dict(child.output)})
     if child.status == "failed":

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from .._plan import StepNode
+from .._plan import CallNode, StepNode
 from ..result import Err, Ok
 from ._context import Context, Scope
 from ._events import CompensationFinished
@@ -82,7 +82,9 @@ async def _call(fn: Callable[..., Any], ctx: Context) -> object:
     return result
 
 
-async def _undo(run: _Execution, node: StepNode, ctx: Context, limit: float | None) -> object:
+async def _undo(
+    run: _Execution, node: StepNode | CallNode, ctx: Context, limit: float | None
+) -> object:
     """Run one compensation; its failure reason, or None when it succeeded."""
     undo: Callable[..., Any] = node.compensate  # type: ignore[assignment]
     window = None if limit is None else asyncio.timeout(limit)
@@ -108,5 +110,5 @@ async def _undo(run: _Execution, node: StepNode, ctx: Context, limit: float | No
     return None
 
 
-def _timed_out(node: StepNode, limit: float | None) -> TimeoutError:
+def _timed_out(node: StepNode | CallNode, limit: float | None) -> TimeoutError:
     return TimeoutError(f"the compensation of step {node.name!r} did not finish within {limit:g}s")

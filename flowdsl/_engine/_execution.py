@@ -49,7 +49,7 @@ from ..errors import ExecutorError, GotoError, TransitionLimitExceeded, UsageErr
 from ..result import Err, Ok
 from ._blocking import call_blocking, run_in_thread
 from ._blocks import branch_goto, run_block
-from ._calls import run_call
+from ._calls import child_attempt
 from ._clock import clock
 from ._compensation import compensate
 from ._context import Context, FrozenDict, Scope, freeze
@@ -75,7 +75,7 @@ _new_record = tuple.__new__
 _OK_NONE: Final = Ok(None)
 
 
-def _retries(node: StepNode, attempt: int, exception: BaseException | None) -> bool:
+def _retries(node: StepNode | CallNode, attempt: int, exception: BaseException | None) -> bool:
     """Whether a failed attempt is tried again (an `error()` result is, while attempts remain)."""
     retry = node.retry
     return (
@@ -127,7 +127,7 @@ def _on_timeout(node: WaitNode) -> object:
     return Goto(node.on_timeout)
 
 
-def _timeout_reason(node: StepNode) -> TimeoutError:
+def _timeout_reason(node: StepNode | CallNode) -> TimeoutError:
     return TimeoutError(f"step {node.name!r} timed out after {node.timeout:g}s")
 
 
@@ -188,7 +188,7 @@ class _Execution:
         self.parking: Waiting | None = None  # set when the run parks: what it waits for
         self.parked_visits: tuple[tuple[str, int], ...] = ()  # and which visits of which waits
         self.records: list[StepRecord] = []
-        self.compensable: list[tuple[StepNode, Scope, int, object, int]] = []
+        self.compensable: list[tuple[StepNode | CallNode, Scope, int, object, int]] = []
         self.visits: dict[str, int] = {}
         self.transitions = 0
         self.current: str | None = None
@@ -306,7 +306,7 @@ class _Execution:
             elif type(node) is WaitNode:
                 route = self.apply(node.key, await self.wait(node, root, root.version), root)
             elif type(node) is CallNode:
-                route = self.apply(node.key, await self.call(node, root, root.version), root)
+                route = self.apply(node.key, await self.step(node, root, root.version), root)
             else:
                 route = await run_block(self, node, root)  # type: ignore[arg-type]
             if route is None:
@@ -344,13 +344,14 @@ class _Execution:
     # -- one step, all its attempts ----------------------------------------------------
 
     async def step(
-        self, node: StepNode, scope: Scope, version: int, policy: Policy = IN_SEQUENCE
+        self, node: StepNode | CallNode, scope: Scope, version: int, policy: Policy = IN_SEQUENCE
     ) -> object:
         """Run a step to its final outcome: a successful outcome, or what `policy` settles.
 
         In a sequence a final failure raises `Failed`; as a parallel branch a goto
         is a failure too, and the block's policy settles it. Inside a foreach
-        item the step is named with the item's index (``load[3]``).
+        item the step is named with the item's index (``load[3]``). A
+        ``call_workflow`` node is run here too: each attempt is a child run.
         """
         each = scope.each
         name = node.name if each is None else node.name + each.suffix
@@ -388,7 +389,8 @@ class _Execution:
                 exception = exc
                 failed = True
             except asyncio.CancelledError:
-                self.cancelled(name, attempt, started)
+                if self.parking is None:  # parking (a call waiting for its child) goes on later
+                    self.cancelled(name, attempt, started)
                 raise
             except (KeyboardInterrupt, SystemExit) as exc:
                 self.cancelled(name, attempt, started)
@@ -410,7 +412,7 @@ class _Execution:
                 now = clock()
                 await now.sleep_until(now.now() + delay)
 
-    async def attempt(self, node: StepNode, ctx: Context, started: float) -> object:
+    async def attempt(self, node: StepNode | CallNode, ctx: Context, started: float) -> object:
         """One attempt bounded by the step's timeout and wrapped by the attempt hook."""
         hook = self.hook
         if hook is None:
@@ -424,7 +426,7 @@ class _Execution:
             seen.ended(outcome, type(outcome) is Err)
             return outcome
 
-    async def in_time(self, node: StepNode, ctx: Context, started: float) -> object:
+    async def in_time(self, node: StepNode | CallNode, ctx: Context, started: float) -> object:
         """`invoke`, bounded by the step's ``timeout=`` (a plain function: when it returns)."""
         if node.timeout is None:
             return await self.invoke(node, ctx)
@@ -473,7 +475,7 @@ class _Execution:
 
     def succeeded(
         self,
-        node: StepNode,
+        node: StepNode | CallNode,
         name: str,
         scope: Scope,
         version: int,
@@ -507,12 +509,6 @@ class _Execution:
         if policy.branch and type(outcome) is Goto:
             return policy.settle(Failed(name, branch_goto(self.plan.name, node, outcome)))
         return outcome
-
-    async def call(
-        self, node: CallNode, scope: Scope, version: int, policy: Policy = IN_SEQUENCE
-    ) -> object:
-        """Run a child workflow to its end (see `_calls`); settled like a step's outcome."""
-        return await run_call(self, node, scope, version, policy, execute)
 
     def failed(
         self,
@@ -726,7 +722,7 @@ class _Execution:
 
     # -- the attempt's body ----------------------------------------------------------------
 
-    def invoke(self, node: StepNode, ctx: Context) -> Awaitable[object]:
+    def invoke(self, node: StepNode | CallNode, ctx: Context) -> Awaitable[object]:
         """THE seam: the one place where an attempt of a step's body is called.
 
         Returns what the caller awaits; an ``async def`` step's own coroutine is
@@ -735,6 +731,8 @@ class _Execution:
         mode = node.mode
         if mode is ASYNC:
             return node.fn(ctx)  # type: ignore[no-any-return]
+        if isinstance(node, CallNode):  # mode CALL: the attempt is a child run
+            return child_attempt(self, node, ctx, execute)
         if mode is SYNC:
             return self.call_sync(node, ctx)
         if mode is THREAD:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import attrs
 
 if TYPE_CHECKING:
-    from .._plan import Plan, StepNode
+    from .._plan import CallNode, Plan, StepNode
     from ._context import Context
     from ._run import CompensationRecord, Run, Waiting
 
@@ -166,10 +166,14 @@ class Attempt(Protocol):
 class AttemptHook(Protocol):
     """Wraps each step attempt: ``with hook(node, ctx) as attempt: ...``.
 
+    A ``call_workflow`` node's attempts (each a child run) are wrapped too.
+
     The context manager is entered just before the attempt's body is called
     and exited right after, with the exception when the attempt is cancelled
     (a fail_fast sibling, the run's timeout, the caller); ``attempt.ended``
     is called first when it ran to an outcome. It never changes the outcome.
     """
 
-    def __call__(self, node: StepNode, ctx: Context) -> AbstractContextManager[Attempt]: ...
+    def __call__(
+        self, node: StepNode | CallNode, ctx: Context
+    ) -> AbstractContextManager[Attempt]: ...
