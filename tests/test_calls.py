@@ -10,13 +10,24 @@ starts a second child.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from stores import StoreKit
 
-from flowdsl import Retry, call_workflow, error, foreach, ok, run_workflow, step, workflow
+from flowdsl import (
+    Retry,
+    arun_workflow,
+    call_workflow,
+    error,
+    foreach,
+    ok,
+    run_workflow,
+    step,
+    workflow,
+)
 
 # isort: split
 # flowdsl's internals these tests reach into (remap here when the modules move):
@@ -118,3 +129,56 @@ def test_a_durable_child_is_a_run_of_the_store_with_its_parent(store_kit: StoreK
     again = run_workflow(order, run_id="d1", store=store)
     assert again.output == run.output
     assert charged == ["d1/payment#1"], "the recorded parent starts no second child"
+
+
+def _hanging_child(reached: list[asyncio.Event], seen: list[str]) -> None:
+    @workflow("hanging")
+    def hanging() -> None:
+        @step
+        async def hold(ctx: Any) -> Any:
+            seen.append(ctx.run_id)
+            reached[0].set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+                raise
+            return ok()
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["inline", "durable"])
+def test_cancelling_the_parent_cancels_its_child(store_kit: StoreKit, durable: bool) -> None:
+    reached: list[asyncio.Event] = []
+    seen: list[str] = []
+    _hanging_child(reached, seen)
+
+    @workflow
+    def parent() -> None:
+        @step
+        def before(ctx: Any) -> Any:
+            return ok({"n": 1})
+
+        call_workflow("hanging", name="kid")
+
+    store = store_kit.open() if durable else None
+
+    async def main() -> None:
+        reached.append(asyncio.Event())
+        task = asyncio.ensure_future(arun_workflow(parent, run_id="p", store=store))
+        await reached[0].wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0)
+        assert {asyncio.current_task()} == asyncio.all_tasks(), "no task outlives the parent"
+
+    asyncio.run(main())
+    assert seen == ["p/kid#1", "cancelled"], "the child's step saw the cancellation"
+    if store is not None:
+        child = store.get_run("p/kid#1")
+        assert child is not None
+        assert child.status == "cancelled"
+        parent_run = store.get_run("p")
+        assert parent_run is not None
+        assert parent_run.status == "cancelled"
+        store.close()
