@@ -28,6 +28,7 @@ from ._engine._events import (
     StepFinished,
     StepStarted,
 )
+from ._engine._logging import LogContextFilter
 from ._engine._run import CompensationRecord, Run, StepRecord, Waiting
 from ._outcome import Goto, error, goto, ok, parallel_ok, parallel_result, parallel_results
 from ._plan import END, Plan, Retry
@@ -76,6 +77,7 @@ __all__ = [
     "GraphBlock",
     "GraphEdge",
     "GraphNode",
+    "LogContextFilter",
     "Ok",
     "Plan",
     "PostgresStore",

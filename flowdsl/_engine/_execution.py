@@ -62,6 +62,7 @@ from ._events import (
     StepStarted,
     fan_out,
 )
+from ._logging import context_hook
 from ._mailbox import Inbox, executing
 from ._parking import Parker
 from ._policies import IN_SEQUENCE, Failed, Policy
@@ -851,6 +852,8 @@ async def execute(
     names to where steps run (the run assembly adds the built-in ones).
     """
     emit = fan_out(listeners)
+    if hook is None:
+        hook = context_hook(plan.name)
     state = _Execution(plan, run_id, Scope(initial=input), emit, executors or {}, journal, hook)
     state.parent_id = parent_id
     if emit is not None:

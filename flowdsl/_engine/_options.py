@@ -2,7 +2,7 @@
 
 The run calls (`flowdsl._running`) and the durable driver (`flowdsl.stores`)
 share these: the option names and their checks, the listeners of a run
-(structlog when configured, those of the context, the call's own), and the
+(the logs when someone reads them, those of the context, the call's own), and the
 plan overrides `flowdsl.testing.override_steps` sets.
 """
 
@@ -18,7 +18,7 @@ from .._checks import seconds_problem
 from .._plan import Plan
 from ..errors import RunningLoopError, UsageError
 from ._events import LISTENERS, Listener
-from ._logging import structlog_listener
+from ._logging import log_listener
 from ._seams import Invoker
 
 __all__ = [
@@ -51,9 +51,9 @@ def planned(plan: Plan) -> Plan:
 
 
 def run_listeners(workflow: str, run_id: str, extra: Iterable[Listener]) -> tuple[Listener, ...]:
-    """Who hears a run's events: structlog (when configured), the context's, then `extra`."""
+    """Who hears a run's events: the logs (when heard), the context's, then `extra`."""
     found = (*LISTENERS.get(), *extra)
-    log = structlog_listener(workflow, run_id)
+    log = log_listener(workflow, run_id)
     return found if log is None else (log, *found)
 
 
