@@ -35,6 +35,7 @@ GUIDES = (
     "index",
     "steps-and-context",
     "parallel",
+    "foreach",
     "goto",
     "retries-and-timeouts",
     "compensation",
