@@ -39,8 +39,8 @@ def call_workflow(
     under `returns` (default: the node's name, itself the child workflow's
     name unless ``name=``). The child's failure is this node's failure,
     retried under `retry` as a step's would be; each attempt is a new child
-    run. Under a worker the child is queued (on `queue`, else its own
-    workflow's queue) and may run on another worker while the parent parks.
+    run. Under a worker the child is queued (on `queue`, else on the queue
+    ``"default"``) and may run on another worker while the parent parks.
     """
     frame = sys._getframe(1)
     where = Where(frame.f_code.co_filename, frame.f_lineno)
