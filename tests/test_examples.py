@@ -42,6 +42,7 @@ GUIDES = (
     "errors",
     "result",
     "streaming",
+    "observability",
     "waits",
     "../README",
 )
