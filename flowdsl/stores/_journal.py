@@ -440,10 +440,13 @@ async def run_claimed(
 
     A new run executes `data`; any other its journaled input. `journal` is
     the run's journal when the caller keeps a handle on it (a worker does, to
-    hand the run over when it stops); one is made otherwise.
+    hand the run over when it stops); one is made otherwise. The run's
+    `Run.parent_id` is `parent_id`, or the one the store recorded.
     """
     claim = opened.claim
     assert claim is not None
+    if parent_id is None:
+        parent_id = opened.parent_id
     try:
         if journal is None:
             journal = RunJournal(store, plan, claim, opened.attempts)
