@@ -428,18 +428,20 @@ async def astart_workflow(
     run_id: str | None = None,
     priority: int = 0,
     delay: float | None = None,
+    parent_id: str | None = None,
 ) -> RunHandle:
     """`start_workflow` on the running event loop."""
     wf = resolve(workflow)
     data = check_input(wf.name, input)
     rid = check_run_id(run_id) or uuid.uuid4().hex
+    require(_parent_problem(parent_id, rid))
     name = _queue_name(queue)
     require(_priority_problem(priority))
     require(seconds_problem(delay, "delay=", zero=True))
     if store is None:
         msg = "start_workflow() needs store=: a queued run lives in a store, e.g. store='sqlite:///runs.db'"
         raise UsageError(msg)
-    header = run_header(planned(wf.plan), data, rid)
+    header = run_header(planned(wf.plan), data, rid, parent_id=parent_id)
     ticket = Ticket(name, priority, clock().now() + (delay or 0.0))
     opened, owned = open_store(store)
     try:
@@ -465,6 +467,7 @@ def start_workflow(
     run_id: str | None = None,
     priority: int = 0,
     delay: float | None = None,
+    parent_id: str | None = None,
 ) -> RunHandle:
     """Queue a run for a worker and return at once; nothing runs here.
 
@@ -474,7 +477,9 @@ def start_workflow(
     then. Called again with a ``run_id`` the store holds, it returns a handle
     to that run and queues nothing. Like `run_workflow` it needs the workflow
     registered: its definition's fingerprint is recorded, and only a worker
-    with the same definition runs it.
+    with the same definition runs it. ``parent_id=`` records the run as a
+    child of that run (`Run.parent_id`, ``store.list_runs(parent=...)``), as
+    ``call_workflow`` does; the parent need not exist.
     """
     no_running_loop("start_workflow", "astart_workflow")
     return asyncio.run(
@@ -486,6 +491,7 @@ def start_workflow(
             run_id=run_id,
             priority=priority,
             delay=delay,
+            parent_id=parent_id,
         )
     )
 
@@ -502,6 +508,16 @@ def _priority_problem(priority: object) -> str | None:
         f"priority= must be an int from {_PRIORITIES.start} to {_PRIORITIES.stop - 1} "
         f"(higher runs first), got {priority!r}"
     )
+
+
+def _parent_problem(parent_id: object, run_id: str) -> str | None:
+    if parent_id is None:
+        return None
+    if not isinstance(parent_id, str) or not parent_id:
+        return f"parent_id= takes the run id of the parent run (a non-empty str), got {parent_id!r}"
+    if parent_id == run_id:
+        return f"parent_id= names the run itself ({run_id!r}): a run cannot be its own parent"
+    return None
 
 
 def _queue_name(queue: object) -> str:

@@ -20,6 +20,10 @@ The back doors, each implemented per kind:
   writes wait until it is given back.
 - `forget_renewals`: the store no longer knows its leases hold, as after its
   process was paused.
+- `mailbox`, `schema_version`: a run's events, and the database's schema
+  version, as the database holds them.
+- `as_schema_4`: the database made what a release with schema 4 (before
+  child runs) left: no ``parent_id`` column, no index on it, version 4.
 
 A kit that cannot run on this machine (no PostgreSQL server) raises
 `KitUnavailable` when made: `store_kit` skips its tests, or fails them in CI.
@@ -46,6 +50,7 @@ __all__ = [
     "KITS",
     "AttemptRow",
     "KitUnavailable",
+    "MailRow",
     "OpenStore",
     "PostgresKit",
     "SQLiteKit",
@@ -87,6 +92,15 @@ class AttemptRow(NamedTuple):
     """``succeeded`` or ``failed``."""
     worker: str
     """The owner token of the process that committed it."""
+
+
+class MailRow(NamedTuple):
+    """One event in a run's mailbox, as the database holds it."""
+
+    event: str
+    payload: str
+    """The payload's JSON text."""
+    taken: bool
 
 
 class WriteLock(Protocol):
@@ -178,6 +192,18 @@ class StoreKit(abc.ABC):
     @abc.abstractmethod
     def forget_renewals(self, store: Store) -> None:
         """Make `store` no longer know that its leases hold, as after a pause of its process."""
+
+    @abc.abstractmethod
+    def mailbox(self, run_id: str) -> list[MailRow]:
+        """Every event sent to `run_id`, taken or not, in the order they were sent."""
+
+    @abc.abstractmethod
+    def schema_version(self) -> int:
+        """The schema version the database records."""
+
+    @abc.abstractmethod
+    def as_schema_4(self) -> None:
+        """Turn the database (no store open on it) into what schema 4 was (see the module)."""
 
 
 # -- SQLite ------------------------------------------------------------------------------------
@@ -308,6 +334,25 @@ class SQLiteKit(StoreKit):
     def forget_renewals(self, store: Store) -> None:
         assert isinstance(store, SQLiteStore), store
         store._writer.confirmed = 0.0
+
+    def mailbox(self, run_id: str) -> list[MailRow]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT event, payload, taken IS NOT NULL FROM flowdsl_events "
+                "WHERE run_id = ? ORDER BY seq",
+                (run_id,),
+            ).fetchall()
+        return [MailRow(event, payload, bool(taken)) for event, payload, taken in rows]
+
+    def schema_version(self) -> int:
+        with self._connection() as conn:
+            return int(conn.execute("SELECT max(version) FROM flowdsl_schema").fetchone()[0])
+
+    def as_schema_4(self) -> None:
+        with self._connection() as conn:
+            conn.execute("DROP INDEX flowdsl_runs_by_parent")
+            conn.execute("ALTER TABLE flowdsl_runs DROP COLUMN parent_id")
+            conn.execute("UPDATE flowdsl_schema SET version = 4")
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------
@@ -450,6 +495,24 @@ class PostgresKit(StoreKit):
 
         assert isinstance(store, PostgresStore), store
         store._leases.confirmed = 0.0
+
+    def mailbox(self, run_id: str) -> list[MailRow]:
+        rows = self._execute(
+            "SELECT event, payload, taken IS NOT NULL FROM flowdsl_events "
+            "WHERE run_id = %s ORDER BY seq",
+            (run_id,),
+        ).fetchall()
+        return [MailRow(event, payload, bool(taken)) for event, payload, taken in rows]
+
+    def schema_version(self) -> int:
+        row = self._execute("SELECT max(version) FROM flowdsl_schema").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def as_schema_4(self) -> None:
+        self._execute("DROP INDEX flowdsl_runs_by_parent")
+        self._execute("ALTER TABLE flowdsl_runs DROP COLUMN parent_id")
+        self._execute("UPDATE flowdsl_schema SET version = 4")
 
 
 # -- the kinds the suites run on ---------------------------------------------------------------

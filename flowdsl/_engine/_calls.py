@@ -92,8 +92,15 @@ async def _child(
     if parker is None:
         return await journal.child(plan, data, child_id, node.queue, run.executors)
     token = object()
-    parker.enter(token, ctx.step, ctx._visit, child_finished(child_id), None)
+    step, visit, event = ctx.step, ctx._visit, child_finished(child_id)
+
+    def waiting() -> None:
+        # Only once the child is known not to have ended: a resumed parent whose child
+        # ended meanwhile must not park again on the event that woke it (with a short
+        # park_after it would be woken at once, again and again).
+        parker.enter(token, step, visit, event, None)
+
     try:
-        return await journal.child(plan, data, child_id, node.queue, run.executors)
+        return await journal.child(plan, data, child_id, node.queue, run.executors, waiting)
     finally:
         parker.leave(token)

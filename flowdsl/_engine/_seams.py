@@ -12,7 +12,7 @@ Stores and executors import these; the engine imports neither of them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -136,13 +136,16 @@ class Journal(Protocol):
         run_id: str,
         queue: str | None,
         executors: Mapping[str, Invoker],
+        waiting: Callable[[], None] | None = None,
     ) -> Run:
         """Run (or find, or wait for) the child run `run_id` of this run, to its end.
 
         In the same store, with its own journal; a child run the store holds
         already is not started again: its recorded end is returned, or it is
         resumed. Under a worker the child is queued (on `queue`) and this
-        waits, as a wait does, until its end wakes the run.
+        waits, as a wait does, until its end wakes the run; `waiting` is
+        called each time it starts waiting (the child is queued and has not
+        ended), never when the child's end is found at once.
         """
         ...
 

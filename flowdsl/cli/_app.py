@@ -148,15 +148,22 @@ def runs() -> None:
     help="Only the runs with this status (waiting: parked until an event or a deadline).",
 )
 @click.option(
+    "--parent",
+    metavar="RUN_ID",
+    default=None,
+    help="Only the child runs that this run started (call_workflow).",
+)
+@click.option(
     "--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True
 )
-def runs_list(store_path: str, status: str | None, fmt: str) -> int:
+def runs_list(store_path: str, status: str | None, parent: str | None, fmt: str) -> int:
     """List the runs in a store, oldest first.
 
     A parked run (status waiting) also shows what it waits for: its waits, their
     events, and until when (the earliest deadline; none when only an event wakes it).
+    A child run (started by call_workflow) names its parent run.
     """
-    return cmd_runs_list(store_path, status, fmt)
+    return cmd_runs_list(store_path, status, fmt, parent=parent)
 
 
 @runs.command("show")

@@ -246,15 +246,20 @@ def _get_run(store: Any, run_id: str, store_path: str) -> Run:
     return run
 
 
-def cmd_runs_list(store_path: str, status: str | None, fmt: str) -> int:
-    """List the runs; damaged ones are named on stderr (exit 2) and the rest still listed."""
+def cmd_runs_list(
+    store_path: str, status: str | None, fmt: str, *, parent: str | None = None
+) -> int:
+    """List the runs (a parent's children only, with `parent`); damaged ones are named on
+    stderr (exit 2) and the rest still listed."""
     damaged: list[StoreError] = []
     with opened_store(store_path, must_exist=True) as store:
         try:
             runs: Iterable[Run] = store.list_runs(
-                status=status, on_damaged=lambda run_id, error: damaged.append(error)
+                status=status,
+                parent=parent,
+                on_damaged=lambda run_id, error: damaged.append(error),
             )
-        except StoreError as exc:
+        except (StoreError, UsageError) as exc:
             raise CliError(str(exc)) from None
     if fmt == "json":
         print_json([run_summary(run) for run in runs])

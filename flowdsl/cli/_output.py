@@ -125,12 +125,14 @@ def print_json(value: object) -> None:
 
 
 def run_summary(run: Run) -> dict[str, object]:
-    """One line of ``runs list``: ``waiting`` is what a parked run waits for, else None."""
+    """One line of ``runs list``: ``waiting`` is what a parked run waits for, else None;
+    ``parent_id`` the run that started a child run, else None."""
     waiting = run.waiting
     return {
         "run_id": run.run_id,
         "workflow": run.workflow,
         "status": run.status,
+        "parent_id": run.parent_id,
         "failed_step": run.failed_step,
         "started": run.started,
         "duration": run.duration,
@@ -161,9 +163,10 @@ def print_runs_table(runs: Sequence[Run]) -> None:
     Off a terminal (a pipe, a file) each run is one line as wide as it needs;
     on a terminal the table fits the width when it can, wrapping only the
     workflow, step and wait names, and is drawn wider than the terminal when
-    even that cannot fit. When a listed run is parked, three more columns say
-    what it waits for: its waits, their events, and until when (local time;
-    empty when only an event wakes it).
+    even that cannot fit. When a listed run is a child run, a ``parent``
+    column names the run that started it. When a listed run is parked, three
+    more columns say what it waits for: its waits, their events, and until
+    when (local time; empty when only an event wakes it).
     """
     from rich.console import Console
     from rich.measure import Measurement
@@ -183,6 +186,9 @@ def print_runs_table(runs: Sequence[Run]) -> None:
         )
         for run in runs
     ]
+    if any(run.parent_id is not None for run in runs):
+        headers += ("parent",)
+        rows = [(*row, run.parent_id or "") for row, run in zip(rows, runs, strict=True)]
     if any(run.waiting is not None for run in runs):
         headers += ("waits", "events", "until")
         rows = [row + _waiting_cells(run) for row, run in zip(rows, runs, strict=True)]

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import difflib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -253,6 +253,7 @@ class RunJournal:
         run_id: str,
         queue: str | None,
         executors: Mapping[str, Invoker],
+        waiting: Callable[[], None] | None = None,
     ) -> Run:
         """The child run `run_id`, to its end: run here, or queued and waited for (a worker's)."""
         if self.park_after is None:
@@ -283,6 +284,8 @@ class RunJournal:
                 raise StoreError(msg)
             if self.store.lost(self.claim):
                 await self.check()
+            if waiting is not None:
+                waiting()
             await self.store.wait_for_event(self.run_id, event, _EVENT_POLL)
 
     async def park(self, waiting: Waiting, visits: tuple[tuple[str, int], ...]) -> None:
@@ -440,10 +443,13 @@ async def run_claimed(
 
     A new run executes `data`; any other its journaled input. `journal` is
     the run's journal when the caller keeps a handle on it (a worker does, to
-    hand the run over when it stops); one is made otherwise.
+    hand the run over when it stops); one is made otherwise. The run's
+    `Run.parent_id` is `parent_id`, or the one the store recorded.
     """
     claim = opened.claim
     assert claim is not None
+    if parent_id is None:
+        parent_id = opened.parent_id
     try:
         if journal is None:
             journal = RunJournal(store, plan, claim, opened.attempts)

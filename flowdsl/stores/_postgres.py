@@ -44,7 +44,7 @@ from typing import Any, Final, Literal, TypeVar
 from .._checks import require, seconds_problem
 from .._engine._clock import clock
 from .._engine._run import Run, RunStatus, Waiting
-from ..errors import RunNotFound, StoreError, UsageError
+from ..errors import StoreError, UsageError
 from ._codec import dumps
 from ._owner import claimable, executing, owner_alive, owner_token, stopped_executing
 from ._protocol import (
@@ -65,18 +65,18 @@ from ._rows import (
     TABLE_COLUMNS,
     WOKEN,
     attempt_from_row,
-    check_status,
+    child_notice,
     damaged,
+    delivery,
     found_run,
     lost_claim,
     newer_schema,
-    no_such_run,
+    parent_delivery,
     partial_schema,
     readable,
-    refused_event,
     run_from_row,
+    runs_where,
     shape_of,
-    waited_events,
     waiting_text,
     warn_damaged,
 )
@@ -92,12 +92,12 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 _log = logging.getLogger("flowdsl")
 _T = TypeVar("_T")
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 """The schema this release writes (``flowdsl_schema``); the same numbers as SQLite's.
 
 PostgreSQL stores begin at 4 (queues, waits, events and schedules): there is
-no older PostgreSQL schema to migrate from. A later release adds its steps to
-`_MIGRATIONS`.
+no older PostgreSQL schema to migrate from. 5: child runs (``parent_id``,
+indexed). Each later release adds its step to `_MIGRATIONS`.
 """
 
 _NOW: Final = "extract(epoch from now())"
@@ -109,6 +109,10 @@ _WORK: Final = "flowdsl_work"
 _EVENT: Final = "flowdsl_event"
 """The channel a waiting run listens on: its payload is the run id an event was sent to."""
 
+_BY_PARENT: Final = (
+    "CREATE INDEX flowdsl_runs_by_parent ON flowdsl_runs (parent_id, started) "
+    "WHERE parent_id IS NOT NULL"
+)
 _TABLES: Final = (
     """CREATE TABLE flowdsl_runs (
         run_id        text PRIMARY KEY,
@@ -133,7 +137,8 @@ _TABLES: Final = (
         available_at  double precision,
         queued_at     double precision,
         claimed_at    double precision,
-        waiting       text
+        waiting       text,
+        parent_id     text
     )""",
     """CREATE TABLE flowdsl_attempts (
         seq      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -179,8 +184,17 @@ _TABLES: Final = (
     "CREATE INDEX flowdsl_attempts_by_run ON flowdsl_attempts (run_id, seq)",
     "CREATE INDEX flowdsl_events_mailbox ON flowdsl_events (run_id, event, seq) "
     "WHERE taken IS NULL",
+    _BY_PARENT,
 )
-_MIGRATIONS: Final[dict[int, Callable[[Any], None]]] = {}
+
+
+def _migrate_4_to_5(conn: Any) -> None:
+    """Child runs: the run that started each one (NULL for every run recorded before)."""
+    conn.execute("ALTER TABLE flowdsl_runs ADD COLUMN parent_id text")
+    conn.execute(_BY_PARENT)
+
+
+_MIGRATIONS: Final[dict[int, Callable[[Any], None]]] = {4: _migrate_4_to_5}
 """Schema version n -> n + 1 (a function of a sync connection), run in one transaction."""
 _SCHEMA_LOCK: Final = 7_346_512_019
 """The advisory lock two processes opening a new database take, so one creates it."""
@@ -726,6 +740,33 @@ async def _asynchronous_commits(conn: Any) -> None:
     await conn.execute("SET synchronous_commit = off")
 
 
+_FINISH: Final = (
+    "UPDATE flowdsl_runs SET status = %s, output = %s, error = %s, failed_step = %s, "
+    "compensations = %s, duration = %s, updated = %s, owner = NULL, lease_expires = NULL "
+    "WHERE run_id = %s AND owner = %s AND lease_epoch = %s"
+)
+
+
+async def _mail(conn: Any, run_id: str, event: str, payload: str, wakes: bool) -> None:
+    """Put the event in the run's mailbox, last in line, and tell its listeners (on commit);
+    `wakes`: the parked run is woken, and so are idle workers."""
+    now = time.time()
+    await conn.execute(
+        "INSERT INTO flowdsl_events (run_id, event, payload, sent) VALUES (%s, %s, %s, %s)",
+        (run_id, event, payload, now),
+    )
+    # A notice's payload is under 8,000 bytes: a longer run id wakes every waiting run.
+    notice = run_id if len(run_id.encode()) < 4000 else ""
+    await conn.execute("SELECT pg_notify(%s, %s)", (_EVENT, notice))
+    if wakes:
+        await conn.execute(
+            "UPDATE flowdsl_runs SET available_at = %s, updated = %s "
+            "WHERE run_id = %s AND status = 'waiting'",
+            (WOKEN, now, run_id),
+        )
+        await conn.execute("SELECT pg_notify(%s, '')", (_WORK,))
+
+
 async def _attempts(conn: Any, run_id: str) -> tuple[Attempt, ...]:
     cursor = await conn.execute(
         f"SELECT {ATTEMPT_COLUMNS} FROM flowdsl_attempts WHERE run_id = %s ORDER BY seq",
@@ -915,15 +956,16 @@ class PostgresStore:
         self,
         status: RunStatus | None = None,
         *,
+        parent: str | None = None,
         on_damaged: Callable[[str, StoreError], None] | None = None,
     ) -> list[Run]:
         """Every run in the store (or only those with `status`), oldest first.
 
+        ``parent=RUN_ID`` lists only the child runs that run started.
         A run whose rows cannot be read is handed to ``on_damaged(run_id,
         error)``, or logged as a warning, so one damaged run never hides the others.
         """
-        check_status(status)
-        where, args = ("WHERE status = %s", (status,)) if status is not None else ("", ())
+        where, args = runs_where(status, parent, "%s")
 
         async def read(conn: Any) -> tuple[list[Any], dict[str, list[Attempt]]]:
             cursor = await conn.execute(
@@ -1015,8 +1057,9 @@ class PostgresStore:
                 cursor = await conn.execute(
                     f"INSERT INTO flowdsl_runs (run_id, workflow, status, fingerprint, shape, "
                     f"input, started, updated, owner, lease_expires, lease_epoch, queued_at, "
-                    f"claimed_at) VALUES (%s, %s, 'running', %s, %s, %s, %s, %s, %s, "
-                    f"{_NOW} + %s, 1, %s, {_NOW}) ON CONFLICT (run_id) DO NOTHING RETURNING 1",
+                    f"claimed_at, parent_id) VALUES (%s, %s, 'running', %s, %s, %s, %s, %s, "
+                    f"%s, {_NOW} + %s, 1, %s, {_NOW}, %s) "
+                    f"ON CONFLICT (run_id) DO NOTHING RETURNING 1",
                     (
                         header.run_id,
                         header.workflow,
@@ -1028,6 +1071,7 @@ class PostgresStore:
                         owner_token(),
                         engine.lease,
                         now,
+                        header.parent_id,
                     ),
                 )
                 if await cursor.fetchone() is not None:
@@ -1040,6 +1084,7 @@ class PostgresStore:
                         shape=header.shape,
                         input=header.input,
                         started=header.started,
+                        parent_id=header.parent_id,
                     )
                 row = await _row(conn, header.run_id, "FOR UPDATE")  # created meanwhile
                 assert row is not None
@@ -1074,32 +1119,47 @@ class PostgresStore:
 
     async def _finish(self, claim: Claim, end: Ending) -> None:
         engine = self._engine
+        values = (
+            end.status,
+            end.output,
+            end.error,
+            end.failed_step,
+            end.compensations,
+            end.duration,
+            time.time(),
+            claim.run_id,
+            owner_token(),
+            claim.epoch,
+        )
 
-        async def work(conn: Any) -> int:
-            cursor = await conn.execute(
-                "UPDATE flowdsl_runs SET status = %s, output = %s, error = %s, "
-                "failed_step = %s, compensations = %s, duration = %s, updated = %s, "
-                "owner = NULL, lease_expires = NULL "
-                "WHERE run_id = %s AND owner = %s AND lease_epoch = %s",
-                (
-                    end.status,
-                    end.output,
-                    end.error,
-                    end.failed_step,
-                    end.compensations,
-                    end.duration,
-                    time.time(),
-                    claim.run_id,
-                    owner_token(),
-                    claim.epoch,
-                ),
-            )
+        async def lone(conn: Any) -> int:
+            # A run without a parent: one statement, its own commit.
+            cursor = await conn.execute(_FINISH + " AND parent_id IS NULL", values)
             return int(cursor.rowcount)
 
+        async def child(conn: Any) -> None:
+            # A child run (or a lost claim): its end and its parent's event in one transaction.
+            cursor = await conn.execute(_FINISH + " RETURNING parent_id", values)
+            row = await cursor.fetchone()
+            if row is None:
+                raise lost_claim(claim)
+            notice = child_notice(claim.run_id, end.status)
+            if notice is None:
+                return
+            parent_id, (event, payload) = row[0], notice
+            cursor = await conn.execute(
+                "SELECT status, waiting FROM flowdsl_runs WHERE run_id = %s FOR UPDATE",
+                (parent_id,),
+            )
+            wakes = parent_delivery(parent_id, event, await cursor.fetchone(), self.where)
+            if wakes is not None:
+                await _mail(conn, parent_id, event, payload, wakes)
+
+        what = f"finish run {claim.run_id!r}"
         try:
             await engine.settle(claim.run_id)  # an entry handed over (a cancelled branch's)
-            if await self._write(f"finish run {claim.run_id!r}", engine.autocommit(work)) != 1:
-                raise lost_claim(claim)
+            if await self._write(what, engine.autocommit(lone)) != 1:
+                await self._write(what, engine.transaction(child))
         finally:
             engine.leases.drop(engine.key, claim)
 
@@ -1171,7 +1231,8 @@ class PostgresStore:
             cursor = await conn.execute(
                 "WITH queued AS (INSERT INTO flowdsl_runs (run_id, workflow, status, "
                 "fingerprint, shape, input, started, updated, queue, priority, available_at, "
-                "queued_at) VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "queued_at, parent_id) "
+                "VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (run_id) DO NOTHING RETURNING run_id) "
                 "SELECT pg_notify(%s, '') FROM queued",
                 (
@@ -1186,6 +1247,7 @@ class PostgresStore:
                     ticket.priority,
                     ticket.available_at,
                     now,
+                    header.parent_id,
                     _WORK,
                 ),
             )
@@ -1200,6 +1262,7 @@ class PostgresStore:
                     input=header.input,
                     started=header.started,
                     fresh=True,
+                    parent_id=header.parent_id,
                 )
             row = await _row(conn, header.run_id)  # the run_id is taken: say what it is
             assert row is not None
@@ -1377,27 +1440,8 @@ class PostgresStore:
                 "SELECT status, waiting FROM flowdsl_runs WHERE run_id = %s FOR UPDATE",
                 (run_id,),
             )
-            row = await cursor.fetchone()
-            if row is None:
-                raise RunNotFound(no_such_run(run_id, self.where))
-            status, waiting = row
-            if status in FINISHED:
-                raise UsageError(refused_event(run_id, event, status))
-            now = time.time()
-            await conn.execute(
-                "INSERT INTO flowdsl_events (run_id, event, payload, sent) VALUES (%s, %s, %s, %s)",
-                (run_id, event, payload, now),
-            )
-            # A notice's payload is under 8,000 bytes: a longer run id wakes every waiting run.
-            notice = run_id if len(run_id.encode()) < 4000 else ""
-            await conn.execute("SELECT pg_notify(%s, %s)", (_EVENT, notice))
-            if status == "waiting" and event in waited_events(run_id, waiting):
-                await conn.execute(
-                    "UPDATE flowdsl_runs SET available_at = %s, updated = %s "
-                    "WHERE run_id = %s AND status = 'waiting'",
-                    (WOKEN, now, run_id),
-                )
-                await conn.execute("SELECT pg_notify(%s, '')", (_WORK,))
+            found = await cursor.fetchone()
+            await _mail(conn, run_id, event, payload, delivery(run_id, event, found, self.where))
 
         await self._call(self._write(f"send event {event!r}", self._engine.transaction(work)))
 

@@ -1,7 +1,8 @@
 """The `Store` protocol: what a durable run needs from the place its journal lives.
 
 A store holds one row per run (its workflow, definition fingerprint, input,
-status, owner and lease, and once finished its output) and one row per
+status, owner and lease, the run that started it if any, and once finished
+its output) and one row per
 journal entry (a finished step attempt, a reducer's outcome, a compensation).
 Payloads cross this boundary as JSON text made by `_codec`, so every store
 shares one format and none of them ever unpickles anything.
@@ -55,7 +56,8 @@ class RunHeader:
     """JSON."""
     started: float
     parent_id: str | None = attrs.field(default=None, kw_only=True)
-    """The run that started this one with ``call_workflow``, else None."""
+    """The run that started this one with ``call_workflow``, else None (recorded when the
+    run is created; a run the store holds already keeps what it recorded)."""
 
 
 @attrs.frozen
@@ -106,6 +108,8 @@ class Opened:
     """Who executes the run, when it is unfinished but not claimed."""
     fresh: bool = False
     """The run never ran before: a queued run claimed for the first time (not a resume)."""
+    parent_id: str | None = None
+    """The run that started this one with ``call_workflow`` (as the store recorded it), else None."""
 
     @property
     def claimed(self) -> bool:
@@ -188,10 +192,13 @@ class Store(Protocol):
         self,
         status: RunStatus | None = None,
         *,
+        parent: str | None = None,
         on_damaged: Callable[[str, StoreError], None] | None = None,
     ) -> list[Run]:
         """Every run (or those with `status`), oldest first.
 
+        With ``parent=RUN_ID`` only the child runs that run started (their
+        `Run.parent_id` is `parent`; a run id with no children gives ``[]``).
         A damaged run is left out and handed to ``on_damaged(run_id, error)``
         (logged as a warning when that is None).
         """
@@ -210,7 +217,15 @@ class Store(Protocol):
         ...
 
     async def finish_run(self, claim: Claim, ending: Ending) -> None:
-        """Commit a run's final record and give up owning it; `StoreError` when lost."""
+        """Commit a run's final record and give up owning it; `StoreError` when lost.
+
+        A child run (one with a parent) that completed or failed also sends
+        its parent the event ``child_finished(run_id)`` in the same commit,
+        with the payload ``{"run_id": ..., "status": ...}``, as `send_event`
+        would (a parked parent waiting for it becomes claimable at once). A
+        parent that is gone or finished gets nothing, and the child's end is
+        committed all the same.
+        """
         ...
 
     async def holds(self, claim: Claim) -> bool:

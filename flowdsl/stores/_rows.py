@@ -13,9 +13,9 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from .._engine._run import CompensationRecord, Run, RunStatus, StepRecord, Waiting
-from .._engine._seams import STEP
-from ..errors import StoreError, UsageError
-from ._codec import Undecodable, decode
+from .._engine._seams import STEP, child_finished
+from ..errors import RunNotFound, StoreError, UsageError
+from ._codec import Undecodable, decode, dumps, encode
 from ._protocol import Attempt, Claim, Opened
 
 __all__ = [
@@ -28,15 +28,19 @@ __all__ = [
     "attempt_from_row",
     "build_run",
     "check_status",
+    "child_notice",
     "damaged",
+    "delivery",
     "found_run",
     "lost_claim",
     "newer_schema",
     "no_such_run",
+    "parent_delivery",
     "partial_schema",
     "readable",
     "refused_event",
     "run_from_row",
+    "runs_where",
     "shape_of",
     "step_record",
     "waited_events",
@@ -47,7 +51,8 @@ __all__ = [
 
 RUN_COLUMNS: Final = (
     "run_id, workflow, status, fingerprint, shape, input, output, error, failed_step, "
-    "compensations, started, duration, owner, lease_expires, lease_epoch, claimed_at, waiting"
+    "compensations, started, duration, owner, lease_expires, lease_epoch, claimed_at, waiting, "
+    "parent_id"
 )
 ATTEMPT_COLUMNS: Final = "step, visit, attempt, status, final, outcome, started, duration, kind"
 FINISHED: Final = ("completed", "failed")
@@ -60,7 +65,7 @@ TABLE_COLUMNS: Final = {
         "run_id", "workflow", "status", "fingerprint", "shape", "input", "output", "error",
         "failed_step", "compensations", "started", "updated", "duration", "owner",
         "lease_expires", "lease_epoch", "resumes", "queue", "priority", "available_at",
-        "queued_at", "claimed_at", "waiting",
+        "queued_at", "claimed_at", "waiting", "parent_id",
     ),
     "flowdsl_attempts": (
         "seq", "run_id", "kind", "step", "visit", "attempt", "status", "final", "outcome",
@@ -124,6 +129,7 @@ def build_run(
     lease_expires: float | None = None,
     fingerprint: str = "",
     waiting: str | None = None,
+    parent_id: str | None = None,
 ) -> Run:
     """A `Run` from a store's rows; `StoreError` naming the run when they cannot be read.
 
@@ -155,6 +161,7 @@ def build_run(
         lease_expires=lease_expires,
         fingerprint=fingerprint,
         waiting=None if waiting is None else _waiting(run_id, waiting),
+        parent_id=parent_id,
     )
 
 
@@ -210,6 +217,66 @@ def refused_event(run_id: str, event: str, status: str) -> str:
     )
 
 
+def delivery(run_id: str, event: str, found: Sequence[Any] | None, where: str) -> bool:
+    """`send_event`'s rule, given the run's ``(status, waiting)`` (None: no such run).
+
+    An unknown run is `RunNotFound`, a completed or failed one refuses the
+    event (`UsageError`); otherwise the event goes in the run's mailbox, and
+    the answer is whether it wakes the run: parked, and waiting for `event`.
+    """
+    if found is None:
+        raise RunNotFound(no_such_run(run_id, where))
+    status, waiting = found
+    if status in FINISHED:
+        raise UsageError(refused_event(run_id, event, status))
+    return status == "waiting" and event in waited_events(run_id, waiting)
+
+
+def child_notice(run_id: str, status: str) -> tuple[str, str] | None:
+    """The event a child run that ended with `status` sends its parent: (name, JSON payload).
+
+    None when the run has not ended for good: a cancelled run resumes when
+    asked for, so its parent goes on waiting for it.
+    """
+    if status not in FINISHED:
+        return None
+    return child_finished(run_id), dumps(encode({"run_id": run_id, "status": status}))
+
+
+def parent_delivery(
+    parent_id: str, event: str, found: Sequence[Any] | None, where: str
+) -> bool | None:
+    """`delivery` for a child's end: None when the parent takes no event (gone, or finished).
+
+    A child's end never fails because of its parent: a parent whose
+    ``waiting`` cannot be read gets the event without being woken (logged).
+    """
+    try:
+        return delivery(parent_id, event, found, where)
+    except (RunNotFound, UsageError):
+        return None
+    except StoreError as exc:
+        _log.warning("%s; the event %r is kept in its mailbox", exc, event)
+        return False
+
+
+def runs_where(status: object, parent: object, mark: str) -> tuple[str, tuple[str, ...]]:
+    """`list_runs`'s filters as a ``WHERE`` clause (`mark`: the driver's placeholder) and args."""
+    check_status(status)
+    if parent is not None and not (isinstance(parent, str) and parent):
+        msg = f"parent= takes the run id of a parent run (a non-empty str), or None; got {parent!r}"
+        raise UsageError(msg)
+    clauses: list[str] = []
+    args: list[str] = []
+    if status is not None:
+        clauses.append(f"status = {mark}")
+        args.append(str(status))
+    if parent is not None:
+        clauses.append(f"parent_id = {mark}")
+        args.append(parent)
+    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
+
+
 def attempt_from_row(row: Sequence[Any]) -> Attempt:
     """An `Attempt` from a journal row (`ATTEMPT_COLUMNS`)."""
     step, visit, attempt, status, final, outcome, started, duration, kind = row
@@ -249,6 +316,7 @@ def run_from_row(row: Sequence[Any], attempts: Iterable[Attempt]) -> Run:
         lease_expires=lease_expires if status == "running" else None,
         fingerprint=fingerprint,
         waiting=row[16] if status == "waiting" else None,
+        parent_id=row[17],
     )
 
 
@@ -276,6 +344,7 @@ def found_run(row: Sequence[Any], claim: Claim | None, **more: Any) -> Opened:
         input=row[5],
         started=row[10],
         fresh=row[15] is None,
+        parent_id=row[17],
         **more,
     )
 

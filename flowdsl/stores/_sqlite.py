@@ -41,7 +41,7 @@ import attrs
 
 from .._checks import require, seconds_problem
 from .._engine._run import Run, RunStatus, Waiting
-from ..errors import RunNotFound, StoreError, UsageError
+from ..errors import StoreError, UsageError
 from ._codec import Undecodable, dumps
 from ._owner import claimable, executing, owner_token, stopped_executing
 from ._protocol import (
@@ -62,18 +62,18 @@ from ._rows import (
     TABLE_COLUMNS,
     WOKEN,
     attempt_from_row,
-    check_status,
+    child_notice,
     damaged,
+    delivery,
     found_run,
     lost_claim,
     newer_schema,
-    no_such_run,
+    parent_delivery,
     partial_schema,
     readable,
-    refused_event,
     run_from_row,
+    runs_where,
     shape_of,
-    waited_events,
     waiting_text,
     warn_damaged,
 )
@@ -82,7 +82,7 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 _log = logging.getLogger("flowdsl")
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 """The journal schema this release writes (kept in the ``flowdsl_schema`` table).
 
 1: the first release. 2: leases (``lease_expires``, ``lease_epoch``) and
@@ -90,6 +90,7 @@ journal entries of several kinds (``kind``: step attempts, reducer outcomes,
 compensations). 3: queues (``queue``, ``priority``, ``available_at``,
 ``queued_at``, ``claimed_at`` and the ``flowdsl_queues`` table). 4: waits
 (``waiting``, the ``flowdsl_events`` mailbox and ``flowdsl_schedules``).
+5: child runs (``parent_id``, indexed).
 """
 
 _RUNS: Final = """
@@ -116,7 +117,8 @@ _RUNS: Final = """
         available_at  REAL,
         queued_at     REAL,
         claimed_at    REAL,
-        waiting       TEXT
+        waiting       TEXT,
+        parent_id     TEXT
     )
 """
 _EVENTS: Final = """
@@ -170,6 +172,8 @@ _INDEXES: Final = (
     "CREATE INDEX IF NOT EXISTS flowdsl_runs_starts ON flowdsl_runs (queue, claimed_at)",
     "CREATE INDEX IF NOT EXISTS flowdsl_events_mailbox ON flowdsl_events (run_id, event, taken, seq)",
     "CREATE INDEX IF NOT EXISTS flowdsl_runs_waking ON flowdsl_runs (status, available_at)",
+    "CREATE INDEX IF NOT EXISTS flowdsl_runs_by_parent ON flowdsl_runs (parent_id, started) "
+    "WHERE parent_id IS NOT NULL",
 )
 
 
@@ -500,11 +504,12 @@ def _open_job(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> O
             shape=header.shape,
             input=header.input,
             started=header.started,
+            parent_id=header.parent_id,
         )
         conn.execute(
             "INSERT INTO flowdsl_runs (run_id, workflow, status, fingerprint, shape, input, "
-            "started, updated, owner, lease_expires, lease_epoch, queued_at, claimed_at) "
-            "VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
+            "started, updated, owner, lease_expires, lease_epoch, queued_at, claimed_at, "
+            "parent_id) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?)",
             (
                 header.run_id,
                 header.workflow,
@@ -517,6 +522,7 @@ def _open_job(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> O
                 now + writer.lease,
                 now,
                 now,
+                header.parent_id,
             ),
         )
         _activate(writer, header.run_id, 1)
@@ -561,8 +567,8 @@ def _enqueue_job(
     now = time.time()
     conn.execute(
         "INSERT INTO flowdsl_runs (run_id, workflow, status, fingerprint, shape, input, "
-        "started, updated, queue, priority, available_at, queued_at) "
-        "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "started, updated, queue, priority, available_at, queued_at, parent_id) "
+        "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             header.run_id,
             header.workflow,
@@ -575,6 +581,7 @@ def _enqueue_job(
             ticket.priority,
             ticket.available_at,
             now,
+            header.parent_id,
         ),
     )
     return Opened(
@@ -587,6 +594,7 @@ def _enqueue_job(
         input=header.input,
         started=header.started,
         fresh=True,
+        parent_id=header.parent_id,
     )
 
 
@@ -712,29 +720,64 @@ def _append_job(writer: _Writer, conn: sqlite3.Connection, claim: Claim, a: Atte
         raise lost_claim(claim)
 
 
-def _finish_job(writer: _Writer, conn: sqlite3.Connection, claim: Claim, end: Ending) -> None:
+def _finish_job(
+    writer: _Writer, conn: sqlite3.Connection, claim: Claim, end: Ending
+) -> tuple[str, str] | None:
+    """The run's final record and, for a child run, its parent's event: all or nothing.
+
+    Returns the (parent, event) mailbox it wrote to, if any.
+    """
+    # A job that raises is not rolled back by the batch: the savepoint undoes this one.
     try:
-        cursor = conn.execute(
-            "UPDATE flowdsl_runs SET status = ?, output = ?, error = ?, failed_step = ?, "
-            "compensations = ?, duration = ?, updated = ?, owner = NULL, lease_expires = NULL "
-            "WHERE run_id = ? AND owner = ? AND lease_epoch = ?",
-            (
-                end.status,
-                end.output,
-                end.error,
-                end.failed_step,
-                end.compensations,
-                end.duration,
-                time.time(),
-                claim.run_id,
-                owner_token(),
-                claim.epoch,
-            ),
-        )
-        if cursor.rowcount != 1:
-            raise lost_claim(claim)
+        conn.execute("SAVEPOINT flowdsl_finish")
+        try:
+            mailbox = _finish(writer, conn, claim, end)
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # the transaction failed: the batch's is
+                conn.execute("ROLLBACK TO flowdsl_finish")  # rolled back as a whole
+                conn.execute("RELEASE flowdsl_finish")
+            raise
+        conn.execute("RELEASE flowdsl_finish")
+        return mailbox
     finally:
         _deactivate(writer, claim.run_id)
+
+
+def _finish(
+    writer: _Writer, conn: sqlite3.Connection, claim: Claim, end: Ending
+) -> tuple[str, str] | None:
+    rows = conn.execute(
+        "UPDATE flowdsl_runs SET status = ?, output = ?, error = ?, failed_step = ?, "
+        "compensations = ?, duration = ?, updated = ?, owner = NULL, lease_expires = NULL "
+        "WHERE run_id = ? AND owner = ? AND lease_epoch = ? RETURNING parent_id",
+        (
+            end.status,
+            end.output,
+            end.error,
+            end.failed_step,
+            end.compensations,
+            end.duration,
+            time.time(),
+            claim.run_id,
+            owner_token(),
+            claim.epoch,
+        ),
+    ).fetchall()
+    if len(rows) != 1:
+        raise lost_claim(claim)
+    parent_id = rows[0][0]
+    notice = None if parent_id is None else child_notice(claim.run_id, end.status)
+    if notice is None:
+        return None
+    event, payload = notice
+    found = conn.execute(
+        "SELECT status, waiting FROM flowdsl_runs WHERE run_id = ?", (parent_id,)
+    ).fetchone()
+    wakes = parent_delivery(parent_id, event, found, writer.path)
+    if wakes is None:
+        return None
+    _mail(conn, parent_id, event, payload, wakes)
+    return parent_id, event
 
 
 def _holds_job(writer: _Writer, conn: sqlite3.Connection, claim: Claim) -> bool:
@@ -772,20 +815,20 @@ def _release_job(
 def _send_job(
     writer: _Writer, conn: sqlite3.Connection, run_id: str, event: str, payload: str
 ) -> None:
-    row = conn.execute(
+    found = conn.execute(
         "SELECT status, waiting FROM flowdsl_runs WHERE run_id = ?", (run_id,)
     ).fetchone()
-    if row is None:
-        raise RunNotFound(no_such_run(run_id, writer.path))
-    status, waiting = row
-    if status in FINISHED:
-        raise UsageError(refused_event(run_id, event, status))
+    _mail(conn, run_id, event, payload, delivery(run_id, event, found, writer.path))
+
+
+def _mail(conn: sqlite3.Connection, run_id: str, event: str, payload: str, wakes: bool) -> None:
+    """Put the event in the run's mailbox, last in line; `wakes`: the parked run is woken."""
     now = time.time()
     conn.execute(
         "INSERT INTO flowdsl_events (run_id, event, payload, sent) VALUES (?, ?, ?, ?)",
         (run_id, event, payload, now),
     )
-    if status == "waiting" and event in waited_events(run_id, waiting):
+    if wakes:
         conn.execute(
             "UPDATE flowdsl_runs SET available_at = ?, updated = ? "
             "WHERE run_id = ? AND status = 'waiting'",
@@ -1052,7 +1095,14 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE flowdsl_runs ADD COLUMN waiting TEXT")
     conn.execute(_EVENTS)
     conn.execute(_SCHEDULES)
-    for statement in _INDEXES[3:]:
+    for statement in _INDEXES[3:5]:
+        conn.execute(statement)
+
+
+def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
+    """Child runs: the run that started each one (NULL for every run recorded before)."""
+    conn.execute("ALTER TABLE flowdsl_runs ADD COLUMN parent_id TEXT")
+    for statement in _INDEXES[5:]:
         conn.execute(statement)
 
 
@@ -1060,6 +1110,7 @@ _MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {
     1: _migrate_1_to_2,
     2: _migrate_2_to_3,
     3: _migrate_3_to_4,
+    4: _migrate_4_to_5,
 }
 """Schema version n -> n + 1, run in order inside one transaction when a store is opened."""
 
@@ -1164,16 +1215,17 @@ class SQLiteStore:
         self,
         status: RunStatus | None = None,
         *,
+        parent: str | None = None,
         on_damaged: Callable[[str, StoreError], None] | None = None,
     ) -> list[Run]:
         """Every run in the store (or only those with `status`), oldest first.
 
+        ``parent=RUN_ID`` lists only the child runs that run started.
         A run whose rows cannot be read is left out: it is handed to
         ``on_damaged(run_id, error)``, or logged as a warning (logger
         ``"flowdsl"``), so one damaged run never hides the others.
         """
-        check_status(status)
-        where, args = ("WHERE status = ?", (status,)) if status is not None else ("", ())
+        where, args = runs_where(status, parent, "?")
 
         def read(conn: sqlite3.Connection) -> tuple[list[Any], dict[str, list[Attempt]]]:
             rows = conn.execute(
@@ -1258,8 +1310,10 @@ class SQLiteStore:
         await self._submit(_append_job, claim, attempt)[1]
 
     async def finish_run(self, claim: Claim, ending: Ending) -> None:
-        """Commit the run's final record; the run is no longer owned."""
-        await self._submit(_finish_job, claim, ending)[1]
+        """Commit the run's final record (and its parent's event); the run is no longer owned."""
+        mailbox: tuple[str, str] | None = await self._submit(_finish_job, claim, ending)[1]
+        if mailbox is not None:
+            _wake_mail((self._writer.key, *mailbox))
 
     async def holds(self, claim: Claim) -> bool:
         """Whether `claim` still holds its run; renews its lease when it does."""
