@@ -277,7 +277,9 @@ async def aresume_runs(
     Runs in status "cancelled" (their caller was cancelled, or Ctrl-C) are
     skipped on purpose: ask for one by its ``run_id``, or pass
     ``include_cancelled=True`` to resume them too. A run whose journal cannot
-    be read is not resumed: the others are, then a `StoreError` names it.
+    be read is not resumed: the others are, then a `StoreError` names it. A
+    child run (`call_workflow`) whose parent is resumed is resumed by its
+    parent, and is not in the list.
     """
     require(count_problem(concurrency, "concurrency"))
     opened, owned = open_store(store)
@@ -287,6 +289,10 @@ async def aresume_runs(
             include_cancelled=include_cancelled,
             on_damaged=lambda run_id, exc: damaged.append(exc),
         )
+        # A child run whose parent is resumed too is its parent's to resume (the parent's
+        # call_workflow node picks it up): resumed here as well, it would run twice.
+        resumed = {run.run_id for run in pending}
+        pending = [run for run in pending if run.parent_id not in resumed]
         plans: list[Plan] = []
         missing: list[str] = []
         changed: list[str] = []

@@ -20,6 +20,8 @@ Modes::
     python crash_child.py run STORE LOG RUN_ID KILL   resume what is unfinished, then run RUN_ID
     python crash_child.py batch STORE LOG RUN_ID KILL the same with ``crash_batch``: a durable
                                                       foreach over BATCH items (3 kill points each)
+    python crash_child.py family STORE LOG RUN_ID KILL the same with ``crash_family``: a parent
+                                                      calling the child workflow ``crash_kid``
     python crash_child.py serve STORE LOG             fork server: per stdin line "RUN_ID KILL",
                                                       fork a child that does `run`; answer
                                                       "PID killed|exit CODE" on stdout
@@ -48,6 +50,7 @@ from flowdsl import (
     Retry,
     Store,
     arun_workflow,
+    call_workflow,
     foreach,
     goto,
     ok,
@@ -176,6 +179,34 @@ def crash_batch() -> None:
         return ok({"total": sum(result.unwrap()["double"] for result in ctx["doubled"])})
 
 
+@workflow("crash_kid")
+def crash_kid() -> None:
+    @step
+    async def k1(ctx: Any) -> Any:
+        await _body(ctx)
+        return ok({"half": ctx["n"] / 2})
+
+    @step
+    async def k2(ctx: Any) -> Any:
+        await _body(ctx)
+        return ok({"twice": ctx["half"] * 4})
+
+
+@workflow("crash_family")
+def crash_family() -> None:
+    @step
+    async def order(ctx: Any) -> Any:
+        await _body(ctx)
+        return ok({"n": 3})
+
+    call_workflow("crash_kid", input=lambda ctx: {"n": ctx["n"]}, name="kid", returns="kid")
+
+    @step
+    async def after(ctx: Any) -> Any:
+        await _body(ctx)
+        return ok({"got": ctx["kid"]["twice"]})
+
+
 @workflow("orphan")
 def orphan() -> None:
     @step(executor="pool")
@@ -225,9 +256,8 @@ def _run(target: str, log: str, run_id: str, kill: str, name: str = "crash_check
     store = _open(target)
     try:
         resume_runs(store)
-        run_workflow(
-            name, INPUT if name == "crash_checkout" else BATCH_INPUT, run_id=run_id, store=store
-        )
+        data = {"crash_checkout": INPUT, "crash_batch": BATCH_INPUT}.get(name)
+        run_workflow(name, data, run_id=run_id, store=store)
     finally:
         store.close()
 
@@ -276,6 +306,8 @@ def main(argv: list[str]) -> None:
         _run(*argv[1:5])
     elif mode == "batch":
         _run(*argv[1:5], name="crash_batch")
+    elif mode == "family":
+        _run(*argv[1:5], name="crash_family")
     elif mode == "serve":
         _serve(argv[1], argv[2])
     elif mode == "many":

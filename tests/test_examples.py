@@ -436,7 +436,6 @@ def test_order_payment_asked_again_starts_no_second_child(tmp_path: Path) -> Non
     assert ["order-t3", "order-t3/payment#1"] == runs
 
 
-@pytest.mark.xfail(strict=True, reason="parent_id is not persisted by the stores yet")
 def test_order_payment_child_read_back_names_its_parent(tmp_path: Path) -> None:
     """The stored payment run's parent_id is the order's run id."""
     example = load("order_payment")

@@ -1001,20 +1001,27 @@ class PostgresStore:
         async def read(conn: Any) -> list[Any]:
             cursor = await conn.execute(
                 f"SELECT run_id, workflow, fingerprint, shape, status, owner, lease_expires, "
-                f"{_NOW} FROM flowdsl_runs WHERE status = ANY(%s) ORDER BY started, run_id",
+                f"{_NOW}, parent_id FROM flowdsl_runs WHERE status = ANY(%s) ORDER BY started, run_id",
                 (statuses,),
             )
             return list(await cursor.fetchall())
 
         pending: list[Pending] = []
-        for run_id, workflow, fingerprint, shape, status, owner, expires, now in self._read(
+        for run_id, workflow, fingerprint, shape, status, owner, expires, now, parent in self._read(
             "the unfinished runs", read
         ):
             if not claimable(self._engine.key, run_id, owner, expires, now):
                 continue
             try:
                 pending.append(
-                    Pending(run_id, workflow, fingerprint, shape_of(run_id, shape), status)
+                    Pending(
+                        run_id,
+                        workflow,
+                        fingerprint,
+                        shape_of(run_id, shape),
+                        status,
+                        parent_id=parent,
+                    )
                 )
             except StoreError as exc:
                 (on_damaged or warn_damaged)(run_id, exc)

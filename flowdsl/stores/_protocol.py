@@ -137,6 +137,8 @@ class Pending:
     fingerprint: str
     shape: tuple[str, ...]
     status: RunStatus
+    parent_id: str | None = attrs.field(default=None, kw_only=True)
+    """The run that started it as a child run (`call_workflow`), if any."""
 
 
 @attrs.frozen

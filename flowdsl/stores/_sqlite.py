@@ -1261,21 +1261,28 @@ class SQLiteStore:
 
         def read(conn: sqlite3.Connection) -> list[Any]:
             return conn.execute(
-                "SELECT run_id, workflow, fingerprint, shape, status, owner, lease_expires "
+                "SELECT run_id, workflow, fingerprint, shape, status, owner, lease_expires, parent_id "
                 f"FROM flowdsl_runs WHERE status IN ({', '.join('?' for _ in statuses)}) "
                 "ORDER BY started, run_id",
                 statuses,
             ).fetchall()
 
         pending: list[Pending] = []
-        for run_id, workflow, fingerprint, shape, status, owner, expires in self._reading(
+        for run_id, workflow, fingerprint, shape, status, owner, expires, parent in self._reading(
             "the unfinished runs", read
         ):
             if not _claimable(self._writer, run_id, owner, expires):
                 continue
             try:
                 pending.append(
-                    Pending(run_id, workflow, fingerprint, shape_of(run_id, shape), status)
+                    Pending(
+                        run_id,
+                        workflow,
+                        fingerprint,
+                        shape_of(run_id, shape),
+                        status,
+                        parent_id=parent,
+                    )
                 )
             except StoreError as exc:
                 (on_damaged or warn_damaged)(run_id, exc)
