@@ -431,6 +431,52 @@ def test_a_parent_parked_on_a_child_under_a_worker_completes_when_the_child_ends
     assert {"amount": 5, "charged": 5} == dict(parent.output["receipt"])
 
 
+def test_a_child_queued_on_another_queue_runs_on_the_worker_serving_it(store: Store) -> None:
+    """call_workflow(queue=): the child waits on its queue until a worker serving it comes;
+    the parent stays parked meanwhile, and its own worker finishes it after the child."""
+
+    @workflow
+    def payment() -> None:
+        @step
+        async def charge(ctx: Any) -> Any:
+            return ok({"charged": ctx["amount"]})
+
+    @workflow
+    def order() -> None:
+        call_workflow("payment", input={"amount": 7}, returns="receipt", queue="payments")
+
+        @step
+        async def ship(ctx: Any) -> Any:
+            return ok({"shipped": ctx["receipt"]["charged"]})
+
+    child_id = "o-2/payment#1"
+
+    async def main() -> None:
+        orders = Worker(store, queues=["default"], concurrency=2, park_after=0, poll=0.02)
+        serving = [asyncio.create_task(orders.arun())]
+        payments = Worker(store, queues=["payments"], concurrency=2, park_after=0, poll=0.02)
+        try:
+            await astart_workflow("order", {}, store=store, run_id="o-2")
+            await until(lambda: store.get_run("o-2").status == "waiting", "the parent parked")  # type: ignore[union-attr]
+            child = store.get_run(child_id)
+            assert child is not None
+            await asyncio.sleep(0.1)  # a few polls of the orders worker: it never takes the child
+            assert "queued" == store.get_run(child_id).status  # type: ignore[union-attr]
+            assert "waiting" == store.get_run("o-2").status  # type: ignore[union-attr]
+            serving.append(asyncio.create_task(payments.arun()))
+            await until(lambda: store.get_run("o-2").status == "completed", "the parent done")  # type: ignore[union-attr]
+        finally:
+            orders.stop()
+            payments.stop()
+            await asyncio.gather(*serving)
+
+    asyncio.run(main())
+    parent = store.get_run("o-2")
+    assert parent is not None
+    assert 7 == parent.output["shipped"]
+    assert "completed" == store.get_run(child_id).status  # type: ignore[union-attr]
+
+
 def test_start_workflow_records_a_parent(store: Store) -> None:
     @workflow
     def tagged() -> None:
