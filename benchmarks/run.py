@@ -7,6 +7,8 @@ Implementations: taskgroup and plain (hand-written asyncio baselines), flowdsl
 installs, pinned, into throwaway virtual environments under benchmarks/.venvs/
 (never a dependency of flowdsl). Every implementation runs in its own process
 (benchmarks/_harness.py), in interleaved rounds, all on the same CPython.
+After them, when flowdsl is selected, the foreach benchmark (issue 15,
+benchmarks/bench_foreach.py) runs its own cases and prints its tables.
 See benchmarks/README.md for what is measured and how to read the table.
 """
 
@@ -25,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import bench_foreach
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -467,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help=f"comma list among {','.join(ORDER)}")
     parser.add_argument("--out", default="", help="also write a markdown report to this path")
     parser.add_argument("--rounds", type=int, default=0, help="override the number of rounds")
+    parser.add_argument(
+        "--no-foreach", action="store_true", help="skip the foreach benchmark (bench_foreach.py)"
+    )
     args = parser.parse_args(argv)
 
     mode = QUICK if args.quick else FULL
@@ -508,6 +515,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"{time.perf_counter() - t0:6.1f} s  {status}"
             )
 
+    foreach: bench_foreach.Report | None = None
+    flowdsl_impl = next((i for i in impls if i.name == "flowdsl"), None)
+    if flowdsl_impl is not None and flowdsl_impl.available and not args.no_foreach:
+        foreach_mode = bench_foreach.QUICK if args.quick else bench_foreach.FULL
+        if args.rounds:
+            foreach_mode = bench_foreach.Mode(**{**foreach_mode.__dict__, "rounds": args.rounds})
+        foreach = bench_foreach.measure(foreach_mode, base_python)
+
     elapsed = time.perf_counter() - started
     all_cases: list[dict[str, Any]] = []
     for impl in impls:
@@ -538,6 +553,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(READING_NOTE)
     print(MEMORY_NOTE)
+    if foreach is not None:
+        print()
+        print(foreach.text())
     print(f"total {elapsed:.0f} s")
 
     _ignore_dir(RESULTS)
@@ -561,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             for i in impls
         },
+        "foreach": foreach.raw() if foreach is not None else None,
     }
     raw_path = RESULTS / f"bench-{mode.name}-{stamp}.json"
     raw_path.write_text(json.dumps(raw, indent=1))
@@ -592,6 +611,8 @@ def main(argv: list[str] | None = None) -> int:
             MEMORY_NOTE,
             "",
         ]
+        if foreach is not None:
+            lines += [foreach.markdown(), ""]
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("\n".join(lines))
         print(f"report: {out}")
