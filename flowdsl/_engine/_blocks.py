@@ -27,7 +27,6 @@ import asyncio
 import inspect
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from .._outcome import Goto
@@ -95,16 +94,17 @@ async def run_block(run: _Execution, node: BlockNode, scope: Scope) -> str | End
     raw = await _join(run, policy, count, start, node.max_concurrency)
     if type(policy) is FailFast and policy.failure is not None:
         raise policy.failure  # the first failure: the siblings were cancelled and awaited
+    # Each result is frozen by as_result, so the whole is frozen already: put, not write.
     if type(node) is ForeachNode:
         results: object = tuple([as_result(value) for value in raw])
     else:
-        results = MappingProxyType(
+        results = FrozenDict(
             {key: as_result(value) for key, value in zip(node.keys, raw, strict=True)}  # type: ignore[union-attr]
         )
     raw.clear()
     into = node.into
     if into is None:
-        scope.write({_RESULTS if type(node) is ParallelNode else node.key: results})
+        scope.put(_RESULTS if type(node) is ParallelNode else node.key, results)
         return None
     outcome = await _reduce_journaled(run, name, into, scope, version, visit, results)
     if type(outcome) is Err:

@@ -345,12 +345,24 @@ class Scope:
                 value = freeze(value)
             previous = latest.get(key)
             if previous is not None:
-                history = self.older.get(key)
-                if history is None:
-                    self.older[key] = [previous]
-                else:
-                    history.append(previous)
+                self._keep(key, previous)
             latest[key] = (version, value)
+
+    def put(self, key: str, value: Any) -> None:
+        """Write one value that is frozen already (a block's results) as one new version."""
+        self.version = version = self.version + 1
+        previous = self.latest.get(key)
+        if previous is not None:
+            self._keep(key, previous)
+        self.latest[key] = (version, value)
+
+    def _keep(self, key: str, previous: tuple[int, Any]) -> None:
+        """Keep the value `key` had (older snapshots still read it)."""
+        history = self.older.get(key)
+        if history is None:
+            self.older[key] = [previous]
+        else:
+            history.append(previous)
 
     def added(self) -> dict[str, Any]:
         """What this scope holds now (its own writes, not its parent's)."""
