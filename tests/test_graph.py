@@ -19,6 +19,8 @@ from flowdsl import (
     GraphEdge,
     Retry,
     Workflow,
+    call_workflow,
+    foreach,
     goto,
     ok,
     parallel,
@@ -78,6 +80,53 @@ def shop() -> Workflow:
             return goto(END)
 
     return shop_flow
+
+
+def summarise(ctx: Any, results: Any) -> Any:
+    return ok()
+
+
+def rows_of(ctx: Any) -> Any:
+    return ctx.item
+
+
+def imports() -> Workflow:
+    """foreach (by key, with into=) holding a call; parallel and foreach nested either way."""
+
+    @workflow("validate_rows")
+    def validate_rows() -> None:
+        step(lambda ctx: ok(), name="check_rows")
+
+    @workflow("imports")
+    def imports_flow() -> None:
+        @step(routes=("archive",))
+        async def list_files(ctx: Any) -> Any:
+            return ok({"files": ["a.csv"]})
+
+        with foreach("files", max_concurrency=8, on_error="complete_all", into=summarise):
+
+            @step
+            async def load(ctx: Any) -> Any:
+                return ok({"rows": [[1]]})
+
+            call_workflow(
+                "validate_rows",
+                input=lambda ctx: {"rows": ctx["rows"]},
+                returns="report",
+                queue="checks",
+                retry=Retry(max_attempts=2, backoff="constant"),
+            )
+            with parallel(name="per_file"):
+                step(lambda ctx: ok(), name="index")
+                with foreach(rows_of, name="cells"):
+                    step(lambda ctx: ok(), name="cell")
+
+        with foreach("files", name="plain"):
+            step(lambda ctx: ok(), name="touch")
+
+        call_workflow(validate_rows, name="archive")
+
+    return imports_flow
 
 
 def edges_of(graph: Graph, kind: str = "next") -> set[tuple[str, str]]:
@@ -167,6 +216,106 @@ def test_an_into_reducer_follows_the_join_and_leads_on() -> None:
     )
 
 
+def test_a_foreach_block_is_a_cluster_holding_its_body_once() -> None:
+    """The body's nodes are in the foreach cluster, chained; the label names the items and policy."""
+    graph = imports().graph()
+    blocks = {b.id: b for b in graph.blocks}
+    each = blocks["foreach:foreach#1"]
+    assert ("foreach", "foreach#1", None) == (each.kind, each.name, each.parent)
+    assert "foreach over files (complete_all, max 8 at once)" == each.label
+    assert {
+        "name": "foreach#1",
+        "items": "files",
+        "items_from": "key",
+        "on_error": "complete_all",
+        "max_concurrency": 8,
+        "into": "summarise",
+    } == dict(each.info)
+    body = [n.id for n in graph.nodes if n.block == each.id]
+    assert ["step:load", "call:validate_rows"] == body
+    assert {
+        ("step:list_files", "step:load"),
+        ("step:load", "call:validate_rows"),
+        ("call:validate_rows", "fork:per_file"),
+    } <= edges_of(graph)
+    plain = blocks["foreach:plain"]
+    assert "foreach plain over files (fail_fast)" == plain.label
+    assert ("fail_fast", None, None) == (
+        plain.info["on_error"],
+        plain.info["max_concurrency"],
+        plain.info["into"],
+    )
+
+
+def test_a_foreach_reducer_follows_the_cluster_outside_it() -> None:
+    """With into=, the body's last exit -> reducer (in the enclosing block) -> what follows."""
+    graph = imports().graph()
+    nxt = edges_of(graph)
+    reducer = graph.node("into:foreach#1")
+    assert ("reducer", "into summarise", None) == (reducer.kind, reducer.label, reducer.block)
+    assert {"function": "summarise", "reduces": "foreach:foreach#1"} == dict(reducer.info)
+    assert {("join:per_file", "into:foreach#1"), ("into:foreach#1", "step:touch")} <= nxt
+    assert ("join:per_file", "step:touch") not in nxt
+    assert ("step:touch", "call:archive") in nxt  # no into=: the body leads straight on
+    assert "parallel:quotes" == shop().graph().node("into:quotes").info["reduces"]
+
+
+def test_parallel_and_foreach_blocks_nest_either_way() -> None:
+    """A foreach inside a parallel inside a foreach: parents, membership and edges line up."""
+    graph = imports().graph()
+    blocks = {b.id: b for b in graph.blocks}
+    assert "foreach:foreach#1" == blocks["parallel:per_file"].parent
+    cells = blocks["foreach:cells"]
+    assert "parallel:per_file" == cells.parent
+    assert "foreach cells over rows_of(ctx) (fail_fast)" == cells.label
+    assert ("rows_of", "function") == (cells.info["items"], cells.info["items_from"])
+    assert "foreach:cells" == graph.node("step:cell").block
+    assert "parallel:per_file" == graph.node("step:index").block
+    assert {
+        ("fork:per_file", "step:index"),
+        ("fork:per_file", "step:cell"),
+        ("step:index", "join:per_file"),
+        ("step:cell", "join:per_file"),
+    } <= edges_of(graph)
+
+
+def test_a_call_node_names_the_child_workflow() -> None:
+    """call_workflow is a node of kind "call": id call:NAME; label and info name the child."""
+    graph = imports().graph()
+    call = graph.node("call:validate_rows")
+    assert ("call", "foreach:foreach#1") == (call.kind, call.block)
+    assert (
+        "validate_rows\ncalls validate_rows, returns report, queue checks, retry 2x constant"
+        == call.label
+    )
+    info = dict(call.info)
+    retry = info.pop("retry")
+    assert {
+        "call": "validate_rows",
+        "workflow": "validate_rows",
+        "returns": "report",
+        "queue": "checks",
+    } == info
+    assert 2 == retry["max_attempts"]  # type: ignore[index]
+    archive = graph.node("call:archive")
+    assert "archive\ncalls validate_rows" == archive.label
+    assert ("validate_rows", "archive", None, None) == (
+        archive.info["workflow"],
+        archive.info["returns"],
+        archive.info["queue"],
+        archive.info["retry"],
+    )
+    assert re.fullmatch(r".*test_graph\.py:\d+", call.where or "")
+
+
+def test_a_declared_route_to_a_top_level_call_is_drawn() -> None:
+    """A top-level call is a goto target: the route edge goes to the call node."""
+    graph = imports().graph()
+    assert [GraphEdge("step:list_files", "call:archive", "route", "goto")] == [
+        e for e in graph.edges if e.kind == "route"
+    ]
+
+
 def test_declared_routes_are_goto_edges_including_end() -> None:
     """@step(routes=...) draws a 'route' edge to each target; END goes to the end node."""
     graph = shop().graph()
@@ -227,6 +376,31 @@ def test_building_the_graph_runs_nothing() -> None:
     assert [] == calls
 
 
+def test_drawing_foreach_and_calls_runs_nothing() -> None:
+    """Neither items(ctx), a call's input(ctx), the reducer nor the child workflow is called."""
+    calls: list[str] = []
+
+    def spy(name: str) -> Any:
+        def fn(*args: Any) -> Any:
+            calls.append(name)
+            return ok()
+
+        return fn
+
+    @workflow("quiet_child")
+    def child() -> None:
+        step(spy("child"), name="inside")
+
+    @workflow
+    def quiet() -> None:
+        with foreach(spy("items"), into=spy("into")):
+            call_workflow("quiet_child", input=spy("input"))
+
+    for render in (to_mermaid, to_dot, to_json):
+        render(quiet)
+    assert [] == calls
+
+
 def test_graph_is_frozen_and_the_entry_points_agree() -> None:
     """Graph is read-only; a Workflow, its Plan or its name give the same graph."""
     wf = shop()
@@ -269,11 +443,13 @@ def test_ids_stay_unique_when_blocks_share_a_line() -> None:
 
 _MERMAID_NODE = re.compile(
     r'^(n\d+)(?:\(\["(?P<a>[^"]*)"\]\)|\["(?P<b>[^"]*)"\]|\{\{"(?P<c>[^"]*)"\}\}'
-    r'|\[/"(?P<d>[^"]*)"/\]|\[\["(?P<e>[^"]*)"\]\])$'
+    r'|\[/"(?P<d>[^"]*)"/\]|\[\["(?P<e>[^"]*)"\]\]|\("(?P<f>[^"]*)"\))$'
 )
 _MERMAID_EDGE = re.compile(r'^(n\d+) (-->|-\.->)(?:\|"[^"|]*"\|)? (n\d+)$')
 _MERMAID_SUBGRAPH = re.compile(r'^subgraph (b\d+) \["[^"]*"\]$')
-_MERMAID_CLASS = re.compile(r"^(classDef \w+ [\w:#,. -]+|class (n\d+,)*n\d+ \w+)$")
+_MERMAID_CLASS = re.compile(
+    r"^(classDef \w+ [\w:#,. -]+|class (n\d+,)*n\d+ \w+|style b\d+ [\w:#,. -]+)$"
+)
 
 
 def mermaid_problems(text: str) -> list[str]:
@@ -322,6 +498,32 @@ def test_mermaid_is_a_flowchart_with_quoted_labels_and_clusters() -> None:
     assert '[["undo charge<br/>undo_charge"]]' in text
     assert '-.->|"goto"|' in text
     assert '-.->|"on failure"|' in text
+
+
+def test_mermaid_draws_foreach_clusters_and_call_nodes_apart() -> None:
+    """A foreach is a styled subgraph; a call is a rounded node of class "child"."""
+    graph = imports().graph()
+    text = graph.to_mermaid()
+    assert [] == mermaid_problems(text)
+    ids = {n.id: f"n{i}" for i, n in enumerate(graph.nodes)}
+    blocks = {b.id: f"b{i}" for i, b in enumerate(graph.blocks)}
+    each = blocks["foreach:foreach#1"]
+    assert f'subgraph {each} ["foreach over files (complete_all, max 8 at once)"]' in text
+    assert (
+        f'subgraph {blocks["foreach:cells"]} ["foreach cells over rows_of(ctx) (fail_fast)"]'
+        in text
+    )
+    call = ids["call:validate_rows"]
+    assert (
+        f'{call}("validate_rows<br/>calls validate_rows, returns report, queue checks, '
+        f'retry 2x constant")'
+    ) in text
+    assert f"class {call},{ids['call:archive']} child" in text
+    assert "classDef child fill:#fbefff" in text
+    assert "classDef call" not in text  # "call" is a Mermaid keyword
+    styled = [line.split()[1] for line in text.splitlines() if line.strip().startswith("style ")]
+    assert sorted(b for i, b in blocks.items() if i.startswith("foreach:")) == sorted(styled)
+    assert f"{ids['call:validate_rows']} --> {ids['fork:per_file']}" in text
 
 
 def test_mermaid_escapes_names_that_would_break_it() -> None:
@@ -456,6 +658,26 @@ def test_dot_is_a_well_formed_digraph_with_clusters() -> None:
     assert "constraint=false" in text  # goto edges do not bend the layout
 
 
+def test_dot_draws_foreach_clusters_and_call_nodes_apart() -> None:
+    """Foreach clusters are filled green; call nodes are components with a tooltip."""
+    graph = imports().graph()
+    text = graph.to_dot()
+    checker = DotChecker(text)
+    checker.check()
+    assert (len(graph.nodes), len(graph.edges), len(graph.blocks)) == (
+        len(checker.nodes),
+        len(checker.edges),
+        checker.clusters,
+    )
+    assert 'label="foreach over files (complete_all, max 8 at once)";' in text
+    assert 1 == text.count('style="rounded,dashed"; color="#8c959f"')  # the parallel block
+    assert 3 == text.count('style="rounded,filled"; fillcolor="#f6fff8"; color="#1a7f37"')
+    call = next(line for line in text.splitlines() if "calls validate_rows, returns" in line)
+    assert "shape=component" in call
+    assert 'tooltip="runs workflow validate_rows"' in call
+    assert 2 == text.count("shape=component")
+
+
 def test_dot_escapes_quotes_and_backslashes() -> None:
     """Names with quotes, backslashes and newlines stay inside their DOT strings."""
 
@@ -477,7 +699,7 @@ def test_dot_escapes_quotes_and_backslashes() -> None:
 )
 def test_dot_renders_with_graphviz() -> None:
     """`dot -Tsvg` accepts the output (run where Graphviz is installed)."""
-    for wf in (shop(),):
+    for wf in (shop(), imports()):
         done = subprocess.run(
             ["dot", "-Tsvg"], input=wf.graph().to_dot(), capture_output=True, text=True, check=False
         )
@@ -505,6 +727,19 @@ def test_json_lists_nodes_edges_and_blocks() -> None:
     assert json.loads(graph.to_json(indent=None)) == data
 
 
+def test_json_carries_foreach_blocks_and_call_nodes() -> None:
+    """Kinds "foreach" and "call" and their info come through JSON unchanged."""
+    data = json.loads(to_json(imports()))
+    kinds = {b["id"]: b["kind"] for b in data["blocks"]}
+    assert "foreach" == kinds["foreach:cells"]
+    call = next(n for n in data["nodes"] if n["id"] == "call:archive")
+    assert ("call", "validate_rows", "archive") == (
+        call["kind"],
+        call["info"]["workflow"],
+        call["info"]["returns"],
+    )
+
+
 # -- every workflow --------------------------------------------------------------------------
 
 
@@ -516,9 +751,12 @@ def test_every_workflow_draws_a_connected_valid_graph(case: fst.WorkflowCase) ->
     graph = case.workflow.graph()
     kinds = [n.kind for n in graph.nodes]
     assert list(plan.steps) == [n.info["step"] for n in graph.nodes if n.kind == "step"]
+    assert list(plan.calls) == [n.info["call"] for n in graph.nodes if n.kind == "call"]
     parallel_blocks = [b for b in graph.blocks if b.kind == "parallel"]
     assert len(parallel_blocks) == kinds.count("fork") == kinds.count("join")
-    reducers = sum(1 for b in parallel_blocks if b.info["into"] is not None)
+    foreach_blocks = [b for b in graph.blocks if b.kind == "foreach"]
+    assert sum(1 for line in plan.shape if line.startswith("foreach ")) == len(foreach_blocks)
+    reducers = sum(1 for b in graph.blocks if b.info.get("into") is not None)
     assert reducers == kinds.count("reducer")
     following: dict[str, list[str]] = {}
     for edge in graph.edges:

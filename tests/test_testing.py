@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -29,7 +30,9 @@ from flowdsl import (
     Workflow,
     WorkflowNotFound,
     arun_workflow,
+    call_workflow,
     error,
+    foreach,
     goto,
     ok,
     parallel,
@@ -43,6 +46,10 @@ from flowdsl import (
 from flowdsl.errors import UsageError
 from flowdsl.testing import Events, Fake, capture_events, check_reducer, override_steps
 from flowdsl.testing import strategies as fst
+
+# isort: split
+# flowdsl's internals these tests reach into (remap here when the modules move):
+from flowdsl.testing._model import CallShape, ForeachShape, StepShape, WorkflowShape, make_case
 
 SLOW_OK = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -509,6 +516,122 @@ def test_a_wrong_expectation_is_reported_with_the_workflow(case: fst.WorkflowCas
     assert "output: expected {'nope': 1}" in str(caught.value)
 
 
+def _walk(nodes: tuple[Any, ...]) -> Iterator[Any]:
+    """Every shape in `nodes`, at any depth (a call's child included)."""
+    for node in nodes:
+        yield node
+        for inner in ("branches", "children", "body", "child"):
+            yield from _walk(getattr(node, inner, ()))
+
+
+def test_workflows_draw_foreach_blocks_and_calls_in_every_form() -> None:
+    """Over a run of draws: foreach blocks over input items (empty and not, with and without
+    into=, both policies, nested), item steps, and calls with each kind of input."""
+    seen: set[str] = set()
+
+    @settings(max_examples=150, deadline=None, database=None, derandomize=True)
+    @given(fst.workflows())
+    def draw(case: fst.WorkflowCase) -> None:
+        for node in _walk(case.shape.nodes):
+            if isinstance(node, ForeachShape):
+                items = case.input[node.items]
+                assert isinstance(items, list)
+                assert all(isinstance(item, int) for item in items)
+                seen.add("items" if items else "no items")
+                seen.add("into" if node.into is not None else "no into")
+                seen.add("fail_fast" if node.fail_fast else "complete_all")
+                if any(isinstance(n, ForeachShape) for n in _walk(node.body)):
+                    seen.add("nested")
+                if any(isinstance(n, CallShape) for n in _walk(node.body)):
+                    seen.add("call in foreach")
+            elif isinstance(node, StepShape) and node.kind in ("item", "fail_odd"):
+                seen.add(node.kind)
+            elif isinstance(node, CallShape):
+                seen.add(f"input {node.input}")
+
+    draw()
+    assert {
+        "items",
+        "no items",
+        "into",
+        "no into",
+        "fail_fast",
+        "complete_all",
+        "nested",
+        "call in foreach",
+        "item",
+        "fail_odd",
+        "input none",
+        "input fixed",
+        "input pick",
+        "input pick_item",
+    } == seen
+
+
+@settings(max_examples=20, deadline=None)
+@given(fst.workflows(foreach=False, calls=False))
+def test_foreach_and_calls_can_be_left_out(case: fst.WorkflowCase) -> None:
+    """workflows(foreach=False, calls=False) draws neither."""
+    assert not any(isinstance(n, ForeachShape | CallShape) for n in _walk(case.shape.nodes))
+
+
+def _items_case(on_error: Any = None) -> fst.WorkflowCase:
+    """A foreach over three items whose body uses the item and calls a child workflow."""
+    child = (StepShape("s1", "ok_merge", Ok({"a": 1})),)
+    each = ForeachShape(
+        "f1",
+        "f1_items",
+        (StepShape("s2", "fail_odd", None), CallShape("c1", child, "pick_item", returns="c1_out")),
+        on_error=on_error,
+    )
+    return make_case(WorkflowShape((each, StepShape("s3", "echo", None)), {"f1_items": [2, 3, 4]}))
+
+
+def test_a_foreach_with_a_call_runs_as_the_reference_says() -> None:
+    """complete_all: the odd item fails alone; the others call the child with their item."""
+    case = _items_case("complete_all")
+    run = case.run()
+    case.check(run)
+    first, second, third = run.output["f1"]
+    assert Ok({"s2_even": 2, "c1_out": {"item": 2, "a": 1}}) == first
+    assert Err("s2 odd 3") == second
+    assert Ok({"s2_even": 4, "c1_out": {"item": 4, "a": 1}}) == third
+    names = {call.workflow for call in case.workflow.plan.calls.values()}
+    assert {f"{case.workflow.name}_c1"} == names
+    assert not names & set(flowdsl.workflows())  # the child is not left in the registry
+    assert "call c1 [pick_item, returns='c1_out'], a child workflow of:" in repr(case)
+    assert "foreach f1 over 'f1_items' (complete_all):" in repr(case)
+
+
+def test_a_fail_fast_foreach_fails_at_the_items_step() -> None:
+    """fail_fast: the run fails at s2[1], the odd item, with its error."""
+    case = _items_case()
+    run = case.run()
+    case.check(run)
+    assert ("failed", "s2[1]", "s2 odd 3") == (run.status, run.failed_step, run.error)
+    assert "s2[1]" == case.expected.failed_step
+
+
+def test_the_check_holds_foreach_results_to_item_order() -> None:
+    """An expectation with a foreach's results in another order is a failed check."""
+    case = _items_case("complete_all")
+    output = dict(case.expected.output)
+    output["f1"] = tuple(reversed(output["f1"]))
+    wrong = attrs.evolve(case, expected=attrs.evolve(case.expected, output=output))
+    with pytest.raises(AssertionError, match="output: expected"):
+        wrong.check(case.run())
+
+
+def test_a_failing_child_is_the_calls_failure() -> None:
+    """The call fails with the child's error, named by the call (with the item's index)."""
+    child = (StepShape("s1", "error", Err("child says no")),)
+    each = ForeachShape("f1", "f1_items", (CallShape("c1", child, "none"),))
+    case = make_case(WorkflowShape((each,), {"f1_items": [7]}))
+    run = case.run()
+    case.check(run)
+    assert ("failed", "c1[0]", "child says no") == (run.status, run.failed_step, run.error)
+
+
 def test_workflows_rejects_bad_arguments() -> None:
     """Unknown step modes and empty budgets are usage errors."""
     with pytest.raises(UsageError, match="modes="):
@@ -802,6 +925,146 @@ def test_async_reducers_cannot_be_checked_inside_a_running_loop(
 
     with pytest.raises(UsageError, match="call it from a plain"):
         asyncio.run(main())
+
+
+def test_a_foreach_reducer_gets_tuples_of_every_length_and_mix(
+    flowdsl_registry: Mapping[str, Workflow],
+) -> None:
+    """Every Ok/Err pattern of 0..max_items items reaches the reducer, as a tuple."""
+    seen: set[tuple[bool, ...]] = set()
+    kinds: set[type] = set()
+
+    def spy(ctx: Any, results: Any) -> object:
+        kinds.add(type(results))
+        seen.add(tuple(type(r) is Ok for r in results))
+        return ok()
+
+    @workflow("toolkit_each_spied")
+    def spied() -> None:
+        with foreach("files", into=spy):
+            step(lambda ctx: ok(), name="load")
+
+    check_reducer(spied, max_items=3, max_examples=30)
+    assert {tuple} == kinds
+    every = {p for n in range(4) for p in itertools.product((True, False), repeat=n)}
+    assert every == seen  # 1 + 2 + 4 + 8 patterns
+
+
+def test_many_items_are_drawn_at_random_up_to_max_items(
+    flowdsl_registry: Mapping[str, Workflow],
+) -> None:
+    """Beyond 64 patterns (max_items > 5), tuples of random length and mix are drawn."""
+    lengths: set[int] = set()
+
+    def spy(ctx: Any, results: Any) -> object:
+        lengths.add(len(results))
+        return ok()
+
+    @workflow("toolkit_each_wide")
+    def wide() -> None:
+        with foreach("files", into=spy, name="wide"):
+            step(lambda ctx: ok(), name="load")
+
+    check_reducer(wide, "wide", max_items=9, max_examples=40)
+    assert max(lengths) <= 9
+    assert len(lengths) > 2
+
+
+def sum_rows(ctx: Any, results: Any) -> object:
+    return ok({"rows": sum(r.value["rows"] for r in results)})  # crashes on an Err
+
+
+def test_a_foreach_reducer_that_crashes_shows_the_smallest_tuple(
+    flowdsl_registry: Mapping[str, Workflow],
+) -> None:
+    """A reducer that ignores failed items fails the check on a one-item tuple with an Err."""
+
+    @workflow("toolkit_each_careless")
+    def careless() -> None:
+        with foreach("files", into=sum_rows, name="loaded"):
+            step(lambda ctx: ok({"rows": 1}), name="load")
+
+    with pytest.raises(AssertionError) as caught:
+        check_reducer(careless, ok=st.fixed_dictionaries({"rows": st.integers(0, 3)}))
+    message = str(caught.value)
+    assert message.startswith("the into= reducer sum_rows of foreach block 'loaded' in workflow")
+    assert "raised AttributeError(" in message
+    assert "results: (Err(" in message
+    assert isinstance(caught.value.__cause__, AttributeError)
+
+
+def test_foreach_blocks_are_chosen_by_name_or_index_among_all_blocks(
+    flowdsl_registry: Mapping[str, Workflow],
+) -> None:
+    """Parallel and foreach blocks share one index; the messages name each kind."""
+
+    def count(ctx: Any, results: Any) -> object:
+        return ok({"n": len(results)})
+
+    @workflow("toolkit_each_mixed")
+    def mixed() -> None:
+        with parallel(into=count, name="fan"):
+            step(lambda ctx: ok(), name="a")
+        with (
+            foreach("files", name="plain_each"),
+            foreach(lambda ctx: ctx.item, into=lambda ctx, rs: goto(END)),
+        ):
+            step(lambda ctx: ok(), name="cell")
+        with foreach("files", into=count):
+            step(lambda ctx: ok(), name="load")
+
+    check_reducer(mixed, "foreach#3", max_examples=10)
+    check_reducer(mixed, 3, max_examples=10)
+    check_reducer(mixed, "fan", max_examples=10)
+    with pytest.raises(UsageError) as caught:
+        check_reducer(mixed)
+    message = str(caught.value)
+    assert (
+        "has 1 parallel and 3 foreach block(s) and several have into= reducers; pass block= "
+        "a name or an index: 0: 'fan' (into="
+    ) in message
+    assert ", 1: foreach 'plain_each' (no into=), 2: foreach 'foreach#2' (into=" in message
+    with pytest.raises(UsageError, match="it adds its results tuple under 'plain_each' instead"):
+        check_reducer(mixed, "plain_each")
+    with pytest.raises(
+        UsageError, match=r"no parallel or foreach block named 'nope'.*foreach\(name=\.\.\.\)"
+    ):
+        check_reducer(mixed, "nope")
+    with pytest.raises(AssertionError, match="inside a foreach body, where a goto is an error"):
+        check_reducer(mixed, 2, max_examples=4)
+    with pytest.raises(UsageError, match="foreach block 'foreach#3' has items, not branches"):
+        check_reducer(mixed, 3, ok={"load": st.just({})})
+    with pytest.raises(UsageError, match="max_items must be an int >= 0"):
+        check_reducer(mixed, 3, max_items=-1)
+
+
+def test_a_calls_child_is_checked_on_its_own_not_through_the_parent(
+    flowdsl_registry: Mapping[str, Workflow],
+) -> None:
+    """check_reducer skips call_workflow nodes: the child's blocks belong to the child."""
+
+    @workflow("toolkit_child")
+    def child() -> None:
+        with parallel(into=lambda ctx, results: ok(), name="inner"):
+            step(lambda ctx: ok(), name="a")
+
+    @workflow("toolkit_parent")
+    def parent() -> None:
+        call_workflow("toolkit_child")
+        with foreach("files", name="outer"):
+            call_workflow(child, name="again")
+
+    with pytest.raises(UsageError) as caught:
+        check_reducer(parent, "inner")
+    assert "has no foreach block named 'inner'; its blocks: 0: foreach 'outer'" in str(caught.value)
+    check_reducer(child, "inner", max_examples=4)
+
+    @workflow("toolkit_only_calls")
+    def only_calls() -> None:
+        call_workflow("toolkit_child")
+
+    with pytest.raises(UsageError, match=r"check_reducer\(child\)"):
+        check_reducer(only_calls)
 
 
 def test_events_and_fakes_are_exported() -> None:

@@ -5,7 +5,8 @@
 * `capture_events` -- the events of every run inside a block, as an `Events` list.
 * `fake_clock` -- virtual time: sleeps, wait timeouts, retry backoff and
   schedule ticks follow it, and move when the test calls ``advance(seconds)``.
-* `check_reducer` -- property-test a parallel block's ``into=`` reducer (needs hypothesis).
+* `check_reducer` -- property-test a parallel or foreach block's ``into=`` reducer (needs
+  hypothesis).
 * `flowdsl.testing.strategies` -- hypothesis strategies: results, outcomes,
   branch results and whole random workflows (needs hypothesis).
 * The pytest plugin (loaded automatically) adds the fixtures ``flowdsl_events``

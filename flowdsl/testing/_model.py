@@ -4,11 +4,15 @@
 records it as a real `Workflow` (through the public DSL), and computes the
 expected run with a small reference interpreter written from the documented
 semantics (outcomes, snapshots for parallel branches, ``__results__``,
-``into`` reducers, fail-fast vs complete-all, forward goto, retries).
+``into`` reducers, fail-fast vs complete-all, forward goto, retries, foreach
+bodies run once per item on the block's snapshot with results in item order
+and step names carrying the item's index, child workflows whose output is
+stored under the call's key and whose failure is the call's).
 
 Where the result depends on timing (which failing branch of a fail-fast block
-is reported first), the expectation is a `OneOf` the check accepts any of.
-This module imports no hypothesis.
+or which failing item of a fail-fast foreach is reported first), the
+expectation is a `OneOf` the check accepts any of. This module imports no
+hypothesis.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from typing import Any, Final, Literal, TypeAlias
 import attrs
 
 from .._define import _registry
-from .._define._dsl import parallel, sequence, step
+from .._define._calls import call_workflow
+from .._define._dsl import foreach, parallel, sequence, step
 from .._engine._run import Run
 from .._outcome import Goto, goto
 from .._plan import END, End, Retry
@@ -29,7 +34,9 @@ from ..result import Err, Ok
 
 __all__ = [
     "FLAKY",
+    "CallShape",
     "Expected",
+    "ForeachShape",
     "OneOf",
     "ParallelShape",
     "ReducerShape",
@@ -49,8 +56,19 @@ _NAMES = itertools.count(1)
 
 StepMode: TypeAlias = Literal["sync", "async", "agen", "thread"]
 StepKind: TypeAlias = Literal[
-    "ok_merge", "ok_value", "ok_empty", "none", "plain", "echo", "error", "raise", "goto"
+    "ok_merge",
+    "ok_value",
+    "ok_empty",
+    "none",
+    "plain",
+    "echo",
+    "error",
+    "raise",
+    "goto",
+    "item",
+    "fail_odd",
 ]
+CallInput: TypeAlias = Literal["none", "fixed", "pick", "pick_item"]
 ReducerKind: TypeAlias = Literal["summary", "all_or_error", "values", "route"]
 OnError: TypeAlias = Literal["fail_fast", "complete_all"]
 
@@ -84,7 +102,13 @@ class StepShape:
     name: str
     kind: StepKind
     outcome: object
-    """The value returned (an Ok, Err, Goto or plain value) or, for "raise", the exception."""
+    """The value returned (an Ok, Err, Goto or plain value) or, for "raise", the exception.
+
+    Two kinds, drawn only inside a foreach body, compute it from the item:
+    "item" returns ``ok({"<name>_seen": (ctx.index, ctx.item)})`` and
+    "fail_odd" returns ``error("<name> odd <item>")`` for an odd item, else
+    ``ok({"<name>_even": item})``.
+    """
     mode: StepMode = "sync"
     returns: str | None = None
     attempts: int = 1
@@ -112,15 +136,20 @@ class ReducerShape:
     target: str | End | None = None
     is_async: bool = False
 
-    def reduce(self, results: Mapping[str, Ok[Any] | Err[Any]]) -> object:
+    def reduce(
+        self, results: Mapping[str, Ok[Any] | Err[Any]] | tuple[Ok[Any] | Err[Any], ...]
+    ) -> object:
+        """The outcome for a parallel block's results (by branch key) or a foreach block's
+        (a tuple in item order: the "keys" are then the item indices)."""
+        pairs = list(results.items() if isinstance(results, Mapping) else enumerate(results))
         if self.kind == "summary":
-            summary = tuple((key, type(result) is Ok) for key, result in results.items())
+            summary = tuple((key, type(result) is Ok) for key, result in pairs)
             return Ok({f"{self.block}_summary": summary})
-        failed = [result for result in results.values() if type(result) is Err]
+        failed = [result for _, result in pairs if type(result) is Err]
         if self.kind == "all_or_error":
-            return failed[0] if failed else Ok({f"{self.block}_count": len(results)})
+            return failed[0] if failed else Ok({f"{self.block}_count": len(pairs)})
         if self.kind == "values":
-            return Ok(tuple(key for key, result in results.items() if type(result) is Ok))
+            return Ok(tuple(key for key, result in pairs if type(result) is Ok))
         if failed and self.target is not None:
             return goto(self.target, {f"{self.block}_routed": True})
         return Ok(None)
@@ -149,7 +178,7 @@ class SequenceShape:
     """A generated ``with sequence(name):`` branch."""
 
     name: str
-    children: tuple[StepShape | ParallelShape, ...]
+    children: tuple[NodeShape, ...]
 
     @property
     def key(self) -> str:
@@ -161,7 +190,7 @@ class ParallelShape:
     """A generated ``with parallel(name=...):`` block."""
 
     name: str
-    branches: tuple[StepShape | SequenceShape | ParallelShape, ...]
+    branches: tuple[BranchShape, ...]
     on_error: OnError | None = None
     into: ReducerShape | None = None
     max_concurrency: int | None = None
@@ -177,7 +206,54 @@ class ParallelShape:
         return self.on_error == "fail_fast"
 
 
-NodeShape: TypeAlias = StepShape | ParallelShape
+@attrs.frozen
+class ForeachShape:
+    """A generated ``with foreach(items, name=...):`` block, its items a context key's list."""
+
+    name: str
+    items: str
+    """The context key holding the items (the workflow's input sets it)."""
+    body: tuple[NodeShape, ...]
+    on_error: OnError | None = None
+    into: ReducerShape | None = None
+    max_concurrency: int | None = None
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+    @property
+    def fail_fast(self) -> bool:
+        if self.on_error is None:
+            return self.into is None
+        return self.on_error == "fail_fast"
+
+
+@attrs.frozen
+class CallShape:
+    """A generated ``call_workflow(child, name=...)``; the child is a generated workflow too.
+
+    `input` says what the child is called with: "none" (no input), "fixed"
+    (the mapping `data`), "pick" (``fn(ctx)``: the keys "a", "b", "c" of the
+    context that are set) or, inside a foreach body, "pick_item" (those and
+    ``"item": ctx.item``).
+    """
+
+    name: str
+    child: tuple[NodeShape, ...]
+    input: CallInput = "none"
+    data: Mapping[str, Any] = attrs.field(factory=dict)
+    returns: str | None = None
+    attempts: int = 1
+    """``Retry(max_attempts=)`` of the call; 1 means no retry policy."""
+
+    @property
+    def key(self) -> str:
+        return self.returns if self.returns is not None else self.name
+
+
+NodeShape: TypeAlias = StepShape | ParallelShape | ForeachShape | CallShape
+BranchShape: TypeAlias = StepShape | SequenceShape | ParallelShape | ForeachShape | CallShape
 
 
 @attrs.frozen
@@ -191,6 +267,15 @@ class WorkflowShape:
 # -- building the real workflow -----------------------------------------------------------
 
 
+def _of_item(shape: StepShape, index: int, item: Any) -> object:
+    """The outcome of an "item" or "fail_odd" step for item `item` at `index`."""
+    if shape.kind == "item":
+        return Ok({f"{shape.name}_seen": (index, item)})
+    if item % 2:
+        return Err(f"{shape.name} odd {item}")
+    return Ok({f"{shape.name}_even": item})
+
+
 def _step_function(shape: StepShape) -> Callable[..., Any]:
     def outcome(ctx: Mapping[str, Any]) -> object:
         if ctx.attempt <= shape.fails_first:  # type: ignore[attr-defined]
@@ -200,6 +285,8 @@ def _step_function(shape: StepShape) -> Callable[..., Any]:
                 raise shape.outcome
         elif shape.kind == "echo":
             return tuple(sorted(ctx))
+        elif shape.kind in ("item", "fail_odd"):
+            return _of_item(shape, ctx.index, ctx.item)  # type: ignore[attr-defined]
         return shape.outcome
 
     fn: Callable[..., Any]
@@ -227,7 +314,24 @@ def _step_function(shape: StepShape) -> Callable[..., Any]:
     return fn
 
 
-def _record(nodes: tuple[StepShape | SequenceShape | ParallelShape, ...]) -> None:
+_PICKED: Final = ("a", "b", "c")
+
+
+def _picked(ctx: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: ctx[key] for key in _PICKED if key in ctx}
+
+
+def _call_input(shape: CallShape) -> Mapping[str, Any] | Callable[[Any], Mapping[str, Any]] | None:
+    if shape.input == "fixed":
+        return dict(shape.data)
+    if shape.input == "pick":
+        return _picked
+    if shape.input == "pick_item":
+        return lambda ctx: {**_picked(ctx), "item": ctx.item}
+    return None
+
+
+def _record(nodes: tuple[BranchShape, ...], children: Mapping[str, Workflow]) -> None:
     for node in nodes:
         if isinstance(node, StepShape):
             step(
@@ -243,7 +347,28 @@ def _record(nodes: tuple[StepShape | SequenceShape | ParallelShape, ...]) -> Non
             )
         elif isinstance(node, SequenceShape):
             with sequence(node.name):
-                _record(node.children)
+                _record(node.children, children)
+        elif isinstance(node, ForeachShape):
+            with foreach(
+                node.items,
+                name=node.name,
+                on_error=node.on_error,
+                into=node.into.function() if node.into is not None else None,
+                max_concurrency=node.max_concurrency,
+            ):
+                _record(node.body, children)
+        elif isinstance(node, CallShape):
+            call_workflow(
+                children[node.name],
+                input=_call_input(node),
+                returns=node.returns,
+                name=node.name,
+                retry=(
+                    Retry(max_attempts=node.attempts, backoff="constant", base=0.0)
+                    if node.attempts > 1
+                    else None
+                ),
+            )
         else:
             with parallel(
                 name=node.name,
@@ -251,12 +376,37 @@ def _record(nodes: tuple[StepShape | SequenceShape | ParallelShape, ...]) -> Non
                 into=node.into.function() if node.into is not None else None,
                 max_concurrency=node.max_concurrency,
             ):
-                _record(node.branches)
+                _record(node.branches, children)
+
+
+def _calls(nodes: tuple[BranchShape, ...]) -> list[CallShape]:
+    """Every call in `nodes`, at any depth (not inside the children they call)."""
+    found: list[CallShape] = []
+    for node in nodes:
+        if isinstance(node, CallShape):
+            found.append(node)
+        elif isinstance(node, SequenceShape):
+            found.extend(_calls(node.children))
+        elif isinstance(node, ParallelShape):
+            found.extend(_calls(node.branches))
+        elif isinstance(node, ForeachShape):
+            found.extend(_calls(node.body))
+    return found
 
 
 def _build(name: str, shape: WorkflowShape) -> Workflow:
+    """Record `shape` as workflow `name`, and each child it calls as ``<name>_<call>``.
+
+    None is left in the registry: the calls hold their child workflows as
+    objects, which the engine runs when no workflow of that name is registered.
+    """
+    children = {
+        call.name: _build(f"{name}_{call.name}", WorkflowShape(call.child))
+        for call in _calls(shape.nodes)
+    }
+
     def body() -> None:
-        _record(shape.nodes)
+        _record(shape.nodes, children)
 
     wf = workflow(name)(body)
     _registry.unregister(name)  # runnable through the object; never clashes by name
@@ -300,58 +450,131 @@ class _Scope:
         return None
 
 
-def _final(shape: StepShape, ctx: Mapping[str, Any]) -> object:
+@attrs.frozen
+class _Item:
+    """The foreach item a node runs for: what ``ctx.index`` and ``ctx.item`` are there, and
+    the suffix its name gets (``[i]``, ``[i][j]`` when nested)."""
+
+    index: int
+    item: Any
+    suffix: str
+
+
+def _suffix(each: _Item | None) -> str:
+    return "" if each is None else each.suffix
+
+
+def _final(shape: StepShape, ctx: Mapping[str, Any], each: _Item | None) -> object:
     """A step's final successful outcome after its retries, or `_Failure`."""
+    name = shape.name + _suffix(each)
     if shape.fails_first >= shape.attempts:
-        raise _Failure(shape.name, FLAKY)
+        raise _Failure(name, FLAKY)
     if shape.kind == "raise":
-        raise _Failure(shape.name, shape.outcome)
+        raise _Failure(name, shape.outcome)
     if shape.kind == "error":
-        raise _Failure(shape.name, shape.outcome.error)  # type: ignore[attr-defined]
+        raise _Failure(name, shape.outcome.error)  # type: ignore[attr-defined]
     if shape.kind == "echo":
         return tuple(sorted(ctx))
+    if shape.kind in ("item", "fail_odd"):
+        assert each is not None, "item steps are drawn inside foreach bodies only"
+        outcome = _of_item(shape, each.index, each.item)
+        if type(outcome) is Err:
+            raise _Failure(name, outcome.error)
+        return outcome
     return shape.outcome
 
 
-def _branch(
-    shape: StepShape | SequenceShape | ParallelShape, snapshot: Mapping[str, Any]
-) -> object:
+def _node(shape: NodeShape, scope: _Scope, each: _Item | None) -> str | End | None:
+    """Run one node of a sequence in `scope`; returns the goto route it took, if any."""
     if isinstance(shape, StepShape):
-        outcome = _final(shape, snapshot)
+        return scope.apply(shape.key, _final(shape, scope.view(), each))
+    if isinstance(shape, CallShape):
+        return scope.apply(shape.key, Ok({shape.key: _call(shape, scope.view(), each)}))
+    if isinstance(shape, ForeachShape):
+        return _foreach(shape, scope, each)
+    return _parallel(shape, scope, each)
+
+
+def _call(shape: CallShape, ctx: Mapping[str, Any], each: _Item | None) -> Mapping[str, Any]:
+    """The child run's output (its final context), or `_Failure` with the child's error."""
+    data: Mapping[str, Any] = {}
+    if shape.input == "fixed":
+        data = shape.data
+    elif shape.input in ("pick", "pick_item"):
+        data = _picked(ctx)
+        if shape.input == "pick_item":
+            assert each is not None, "pick_item is drawn inside foreach bodies only"
+            data = {**data, "item": each.item}
+    child = _expect(WorkflowShape(shape.child, data))
+    if child.status == "failed":
+        raise _Failure(shape.name + _suffix(each), child.error)
+    return child.output
+
+
+def _branch(shape: BranchShape, snapshot: Mapping[str, Any], each: _Item | None) -> object:
+    if isinstance(shape, StepShape):
+        outcome = _final(shape, snapshot, each)
         return outcome.value if type(outcome) is Ok else outcome
+    if isinstance(shape, CallShape):
+        return {shape.key: _call(shape, snapshot, each)}
     own = _Scope(snapshot)
-    if isinstance(shape, SequenceShape):
-        for child in shape.children:
-            if isinstance(child, StepShape):
-                own.apply(child.key, _final(child, own.view()))
-            else:
-                _parallel(child, own)
-    else:
-        _parallel(shape, own)
+    for child in shape.children if isinstance(shape, SequenceShape) else (shape,):
+        _node(child, own, each)
     return own.own
 
 
-def _parallel(shape: ParallelShape, scope: _Scope) -> str | End | None:
+def _settle(
+    shape: ParallelShape | ForeachShape,
+    scope: _Scope,
+    each: _Item | None,
+    results: Mapping[str, Ok[Any] | Err[Any]] | tuple[Ok[Any] | Err[Any], ...],
+    failures: list[_Failure],
+) -> str | End | None:
+    """What parallel and foreach blocks share once every branch or item has run."""
+    if failures and shape.fail_fast:
+        raise _Failure(_one_of([f.step for f in failures]), _one_of([f.reason for f in failures]))
+    if shape.into is None:
+        scope.own[_RESULTS if isinstance(shape, ParallelShape) else shape.key] = results
+        return None
+    outcome = shape.into.reduce(results)
+    if type(outcome) is Err:
+        raise _Failure(shape.name + _suffix(each), outcome.error)
+    return scope.apply(shape.key, outcome)
+
+
+def _parallel(shape: ParallelShape, scope: _Scope, each: _Item | None) -> str | End | None:
     snapshot = scope.view()
     results: dict[str, Ok[Any] | Err[Any]] = {}
     failures: list[_Failure] = []
     for branch in shape.branches:
         try:
-            value = _branch(branch, snapshot)
+            value = _branch(branch, snapshot, each)
         except _Failure as failure:
             failures.append(failure)
             results[branch.key] = Err(failure.reason)
         else:
             results[branch.key] = Ok(value)
-    if failures and shape.fail_fast:
-        raise _Failure(_one_of([f.step for f in failures]), _one_of([f.reason for f in failures]))
-    if shape.into is None:
-        scope.apply(shape.key, Ok({_RESULTS: results}))
-        return None
-    outcome = shape.into.reduce(results)
-    if type(outcome) is Err:
-        raise _Failure(shape.name, outcome.error)
-    return scope.apply(shape.key, outcome)
+    return _settle(shape, scope, each, results, failures)
+
+
+def _foreach(shape: ForeachShape, scope: _Scope, each: _Item | None) -> str | End | None:
+    """Each item's body on the block's snapshot, in item order (what order they finish in
+    does not change the results; a fail-fast block's first failure may be any item's)."""
+    snapshot = scope.view()
+    results: list[Ok[Any] | Err[Any]] = []
+    failures: list[_Failure] = []
+    for index, item in enumerate(snapshot[shape.items]):
+        here = _Item(index, item, f"{_suffix(each)}[{index}]")
+        own = _Scope(snapshot)
+        try:
+            for child in shape.body:
+                _node(child, own, here)
+        except _Failure as failure:
+            failures.append(failure)
+            results.append(Err(failure.reason))
+        else:
+            results.append(Ok(own.own))
+    return _settle(shape, scope, each, tuple(results), failures)
 
 
 @attrs.frozen
@@ -371,15 +594,13 @@ class Expected:
 def _expect(shape: WorkflowShape) -> Expected:
     scope = _Scope({}, dict(shape.input))
     nodes = shape.nodes
-    targets = {node.name: i for i, node in enumerate(nodes) if isinstance(node, StepShape)}
+    targets = {
+        node.name: i for i, node in enumerate(nodes) if isinstance(node, StepShape | CallShape)
+    }
     index = 0
     try:
         while index < len(nodes):
-            node = nodes[index]
-            if isinstance(node, StepShape):
-                route = scope.apply(node.key, _final(node, scope.own))
-            else:
-                route = _parallel(node, scope)
+            route = _node(nodes[index], scope, None)
             if route is None:
                 index += 1
             elif route is END:
@@ -398,7 +619,8 @@ def matches(expected: object, actual: object, *, ordered: bool = False) -> bool:
     """True when `actual` is what `expected` describes (a `OneOf` accepts any option).
 
     Mappings compare without regard to order, except ``__results__`` (declaration
-    order is part of the contract). Exceptions compare by identity.
+    order is part of the contract); lists and tuples in order. Exceptions
+    compare by identity.
     """
     if isinstance(expected, OneOf):
         return any(matches(option, actual, ordered=ordered) for option in expected.options)
@@ -414,11 +636,13 @@ def matches(expected: object, actual: object, *, ordered: bool = False) -> bool:
         return type(actual) is Ok and matches(expected.value, actual.value)
     if type(expected) is Err:
         return type(actual) is Err and matches(expected.error, actual.error)
-    if type(expected) is tuple:
+    if type(expected) is tuple or type(expected) is list:
+        # A list in the context reads as a list, frozen (a list subclass); a tuple stays one.
+        same_kind = type(actual) is tuple if type(expected) is tuple else isinstance(actual, list)
         return (
-            type(actual) is tuple
-            and len(expected) == len(actual)
-            and all(matches(e, a) for e, a in zip(expected, actual, strict=True))
+            same_kind
+            and len(expected) == len(actual)  # type: ignore[arg-type]
+            and all(matches(e, a) for e, a in zip(expected, actual, strict=True))  # type: ignore[call-overload]
         )
     if isinstance(expected, BaseException):
         return actual is expected
@@ -446,14 +670,25 @@ def _describe_step(shape: StepShape) -> str:
         what = f"raise {shape.outcome!r}"
     elif shape.kind == "echo":
         what = "the sorted keys of ctx"
+    elif shape.kind == "item":
+        what = f"ok({{{shape.name + '_seen'!r}: (ctx.index, ctx.item)}})"
+    elif shape.kind == "fail_odd":
+        what = f"error for an odd ctx.item, else ok({{{shape.name + '_even'!r}: ctx.item}})"
     else:
         what = repr(shape.outcome)
     return f"step {shape.name} [{', '.join(notes)}]: {what}"
 
 
-def _describe(
-    nodes: tuple[StepShape | SequenceShape | ParallelShape, ...], depth: int
-) -> list[str]:
+def _options(node: ParallelShape | ForeachShape) -> str:
+    options = ["fail_fast" if node.fail_fast else "complete_all"]
+    if node.into is not None:
+        options.append(f"into={node.into}")
+    if node.max_concurrency is not None:
+        options.append(f"max_concurrency={node.max_concurrency}")
+    return ", ".join(options)
+
+
+def _describe(nodes: tuple[BranchShape, ...], depth: int) -> list[str]:
     pad = "    " * depth
     lines: list[str] = []
     for node in nodes:
@@ -462,13 +697,19 @@ def _describe(
         elif isinstance(node, SequenceShape):
             lines.append(f"{pad}sequence {node.name}:")
             lines.extend(_describe(node.children, depth + 1))
+        elif isinstance(node, ForeachShape):
+            lines.append(f"{pad}foreach {node.name} over {node.items!r} ({_options(node)}):")
+            lines.extend(_describe(node.body, depth + 1))
+        elif isinstance(node, CallShape):
+            notes = [f"input {dict(node.data)!r}" if node.input == "fixed" else node.input]
+            if node.returns is not None:
+                notes.append(f"returns={node.returns!r}")
+            if node.attempts > 1:
+                notes.append(f"retry {node.attempts}")
+            lines.append(f"{pad}call {node.name} [{', '.join(notes)}], a child workflow of:")
+            lines.extend(_describe(node.child, depth + 1))
         else:
-            options = ["fail_fast" if node.fail_fast else "complete_all"]
-            if node.into is not None:
-                options.append(f"into={node.into}")
-            if node.max_concurrency is not None:
-                options.append(f"max_concurrency={node.max_concurrency}")
-            lines.append(f"{pad}parallel {node.name} ({', '.join(options)}):")
+            lines.append(f"{pad}parallel {node.name} ({_options(node)}):")
             lines.extend(_describe(node.branches, depth + 1))
     return lines
 

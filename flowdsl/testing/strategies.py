@@ -14,7 +14,8 @@ Needs `hypothesis` (a test dependency: ``pip install hypothesis``)::
   ``error(...)`` and, for the targets you name, ``goto(...)``.
 * `branch_results` -- the ``results`` mapping an ``into=`` reducer receives, in
   declaration order.
-* `workflows` -- random valid workflows (`WorkflowCase`) with the run each must produce.
+* `workflows` -- random valid workflows (`WorkflowCase`: steps, parallel and foreach blocks,
+  child workflow calls) with the run each must produce.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, TypeVar
+
+import attrs
 
 try:
     from hypothesis import strategies as st
@@ -37,7 +40,12 @@ from .._plan import END, End
 from ..errors import UsageError
 from ..result import Err, Ok
 from ._model import (
+    BranchShape,
+    CallInput,
+    CallShape,
     Expected,
+    ForeachShape,
+    NodeShape,
     OneOf,
     ParallelShape,
     ReducerShape,
@@ -182,14 +190,29 @@ def branch_results(
 # -- whole workflows ---------------------------------------------------------------------------
 
 
+@attrs.frozen
+class _Options:
+    """What one ``workflows()`` strategy may draw."""
+
+    modes: tuple[StepMode, ...]
+    max_depth: int
+    retries: bool
+    foreach: bool
+    calls: bool
+
+
 class _Names:
-    """Hands out step, sequence and block names, unique within one workflow."""
+    """Hands out step, sequence, block and call names, unique within one workflow, and
+    collects the items each foreach block reads from the workflow's input."""
 
     def __init__(self, max_steps: int) -> None:
         self.steps = 0
         self.blocks = 0
         self.sequences = 0
+        self.foreachs = 0
+        self.calls = 0
         self.left = max_steps
+        self.items: dict[str, list[int]] = {}
 
     def step(self) -> str:
         self.steps += 1
@@ -204,16 +227,28 @@ class _Names:
         self.sequences += 1
         return f"q{self.sequences}"
 
+    def foreach(self) -> str:
+        self.foreachs += 1
+        return f"f{self.foreachs}"
+
+    def call(self) -> str:
+        self.calls += 1
+        self.left -= 1
+        return f"c{self.calls}"
+
 
 _STEP_KINDS = ("ok_merge", "ok_value", "ok_empty", "none", "plain", "echo", "error", "raise")
+_ITEM_KINDS = ("item", "item", "item", "fail_odd", "fail_odd")
+"""Inside a foreach body, about a third of the steps use the item."""
 _LATER = "<a later top-level step>"
 
 
 def _draw_step(
-    draw: st.DrawFn, names: _Names, modes: tuple[StepMode, ...], top: bool, retries: bool
+    draw: st.DrawFn, names: _Names, options: _Options, top: bool, in_each: bool
 ) -> StepShape:
     name = names.step()
-    kind = draw(st.sampled_from((*_STEP_KINDS, "goto") if top else _STEP_KINDS))
+    kinds = (*_STEP_KINDS, "goto") if top else _STEP_KINDS
+    kind = draw(st.sampled_from((*kinds, *_ITEM_KINDS) if in_each else kinds))
     small = st.one_of(st.integers(0, 9), st.text("xyz", max_size=2))
     mapping = st.dictionaries(st.sampled_from(_KEYS), st.integers(0, 9), max_size=2)
     outcome: object
@@ -237,8 +272,11 @@ def _draw_step(
                 st.integers(0, 9),
             )
         )
-    else:
+    elif kind == "goto":
         outcome = Goto(_LATER, draw(mapping))  # target drawn once the later steps exist
+    else:
+        outcome = None  # "item" and "fail_odd" compute theirs from ctx.item
+    modes = options.modes
     usable = modes
     if kind == "plain" and isinstance(outcome, Mapping):
         # An async generator's last item is its outcome; a plain mapping would be merged.
@@ -246,86 +284,142 @@ def _draw_step(
     mode = draw(st.sampled_from(usable))
     returns = draw(st.sampled_from((None, f"{name}_out")))
     attempts, fails_first = 1, 0
-    if retries:
+    if options.retries:
         attempts = draw(st.integers(1, 3))
         flaky = draw(st.sampled_from(("steady", "steady", "recovers", "gives_up")))
         if flaky == "gives_up":
             fails_first = attempts
         elif flaky == "recovers" and attempts > 1:
             fails_first = draw(st.integers(1, attempts - 1))
-    return StepShape(name, kind, outcome, mode, returns, attempts, fails_first)  # type: ignore[arg-type]
+    return StepShape(name, kind, outcome, mode, returns, attempts, fails_first)
+
+
+def _draw_into(draw: st.DrawFn, name: str, top: bool) -> ReducerShape | None:
+    reducer_kinds = ["summary", "all_or_error", "values"] + (["route"] if top else [])
+    reducer = draw(st.sampled_from([None, *reducer_kinds]))
+    if reducer is None:
+        return None
+    target = _LATER if reducer == "route" else None
+    return ReducerShape(reducer, name, target, draw(st.booleans()))  # type: ignore[arg-type]
 
 
 def _draw_parallel(
-    draw: st.DrawFn,
-    names: _Names,
-    modes: tuple[StepMode, ...],
-    depth: int,
-    max_depth: int,
-    top: bool,
-    retries: bool,
+    draw: st.DrawFn, names: _Names, options: _Options, depth: int, top: bool, in_each: bool
 ) -> ParallelShape:
     name = names.block()
-    branches: list[StepShape | SequenceShape | ParallelShape] = []
+    branches: list[BranchShape] = []
     for _ in range(draw(st.integers(1, 3))):
         if branches and names.left <= 0:
             break
-        kinds = ["step", "sequence"] + (["parallel"] if depth < max_depth else [])
+        kinds = ["step"] * 2 + ["sequence"] * 2  # weights as in _draw_nodes
+        if depth < options.max_depth:
+            kinds.append("parallel")
+            if options.foreach:
+                kinds.append("foreach")
+        if options.calls:
+            kinds.append("call")
         kind = draw(st.sampled_from(kinds))
         if kind == "step" or names.left < 2:
-            branches.append(_draw_step(draw, names, modes, False, retries))
+            branches.append(_draw_step(draw, names, options, False, in_each))
         elif kind == "sequence":
             seq_name = names.sequence()
-            children = _draw_nodes(draw, names, modes, depth + 1, max_depth, False, retries)
+            children = _draw_nodes(draw, names, options, depth + 1, False, in_each)
             branches.append(SequenceShape(seq_name, tuple(children)))
+        elif kind == "parallel":
+            branches.append(_draw_parallel(draw, names, options, depth + 1, False, in_each))
+        elif kind == "foreach":
+            branches.append(_draw_foreach(draw, names, options, depth + 1, False))
         else:
-            branches.append(
-                _draw_parallel(draw, names, modes, depth + 1, max_depth, False, retries)
-            )
-    reducer_kinds = ["summary", "all_or_error", "values"] + (["route"] if top else [])
-    reducer = draw(st.sampled_from([None, *reducer_kinds]))
-    into = (
-        ReducerShape(reducer, name, _LATER if reducer == "route" else None, draw(st.booleans()))  # type: ignore[arg-type]
-        if reducer is not None
-        else None
-    )
+            branches.append(_draw_call(draw, names, options, in_each))
     return ParallelShape(
         name,
         tuple(branches),
         on_error=draw(st.sampled_from([None, "fail_fast", "complete_all"])),
-        into=into,
+        into=_draw_into(draw, name, top),
         max_concurrency=draw(st.sampled_from([None, 1, 2])),
     )
 
 
+def _draw_foreach(
+    draw: st.DrawFn, names: _Names, options: _Options, depth: int, top: bool
+) -> ForeachShape:
+    """A foreach block over a list of 0..3 small ints that the workflow's input holds."""
+    name = names.foreach()
+    items = f"{name}_items"
+    names.items[items] = draw(st.lists(st.integers(0, 5), max_size=3))
+    body = _draw_nodes(draw, names, options, depth + 1, False, True)
+    return ForeachShape(
+        name,
+        items,
+        tuple(body),
+        on_error=draw(st.sampled_from([None, "fail_fast", "complete_all"])),
+        # Half without into=: the results tuple itself then lands in the output.
+        into=_draw_into(draw, name, top) if draw(st.booleans()) else None,
+        max_concurrency=draw(st.sampled_from([None, 1, 2])),
+    )
+
+
+def _draw_call(draw: st.DrawFn, names: _Names, options: _Options, in_each: bool) -> CallShape:
+    """A call of a small generated child workflow (steps and parallel blocks, no calls)."""
+    name = names.call()
+    child_options = attrs.evolve(
+        options, max_depth=min(options.max_depth, 1), foreach=False, calls=False
+    )
+    child_names = _Names(draw(st.integers(1, 3)))
+    child = _aim(draw, _draw_nodes(draw, child_names, child_options, 0, True, False))
+    inputs: list[CallInput] = ["none", "fixed", "pick"]
+    if in_each:
+        inputs.append("pick_item")
+    kind = draw(st.sampled_from(inputs))
+    data = (
+        draw(st.dictionaries(st.sampled_from(_KEYS), st.integers(0, 9), max_size=2))
+        if kind == "fixed"
+        else {}
+    )
+    return CallShape(
+        name,
+        child,
+        kind,
+        data,
+        returns=draw(st.sampled_from((None, f"{name}_out"))),
+        attempts=draw(st.integers(1, 2)) if options.retries else 1,
+    )
+
+
 def _draw_nodes(
-    draw: st.DrawFn,
-    names: _Names,
-    modes: tuple[StepMode, ...],
-    depth: int,
-    max_depth: int,
-    top: bool,
-    retries: bool,
-) -> list[StepShape | ParallelShape]:
-    nodes: list[StepShape | ParallelShape] = []
+    draw: st.DrawFn, names: _Names, options: _Options, depth: int, top: bool, in_each: bool
+) -> list[NodeShape]:
+    nodes: list[NodeShape] = []
     for _ in range(draw(st.integers(1, 4))):
         if nodes and names.left <= 0:
             break
-        kinds = ["step"] + (["parallel"] if depth < max_depth and names.left >= 2 else [])
-        if draw(st.sampled_from(kinds)) == "step":
-            nodes.append(_draw_step(draw, names, modes, top, retries))
+        kinds = ["step"] * 3  # weights: steps 3, each kind of block 2, calls 1
+        if depth < options.max_depth and names.left >= 2:
+            kinds += ["parallel"] * 2
+            if options.foreach:
+                kinds += ["foreach"] * 2
+        if options.calls:
+            kinds.append("call")
+        kind = draw(st.sampled_from(kinds))
+        if kind == "step":
+            nodes.append(_draw_step(draw, names, options, top, in_each))
+        elif kind == "parallel":
+            nodes.append(_draw_parallel(draw, names, options, depth, top, in_each))
+        elif kind == "foreach":
+            nodes.append(_draw_foreach(draw, names, options, depth, top))
         else:
-            nodes.append(_draw_parallel(draw, names, modes, depth, max_depth, top, retries))
+            nodes.append(_draw_call(draw, names, options, in_each))
     return nodes
 
 
-def _aim(
-    draw: st.DrawFn, nodes: list[StepShape | ParallelShape]
-) -> tuple[StepShape | ParallelShape, ...]:
-    """Give each top-level goto and routing reducer a target: a later top-level step or END."""
-    aimed: list[StepShape | ParallelShape] = []
+def _aim(draw: st.DrawFn, nodes: list[NodeShape]) -> tuple[NodeShape, ...]:
+    """Give each top-level goto and routing reducer a target: a later top-level step or
+    call, or END."""
+    aimed: list[NodeShape] = []
     for index, node in enumerate(nodes):
-        later: list[str | End] = [n.name for n in nodes[index + 1 :] if isinstance(n, StepShape)]
+        later: list[str | End] = [
+            n.name for n in nodes[index + 1 :] if isinstance(n, StepShape | CallShape)
+        ]
         if isinstance(node, StepShape) and isinstance(node.outcome, Goto):
             target = draw(st.sampled_from([*later, END]))
             node = StepShape(
@@ -338,29 +432,23 @@ def _aim(
                 node.fails_first,
             )
         elif (
-            isinstance(node, ParallelShape) and node.into is not None and node.into.kind == "route"
+            isinstance(node, ParallelShape | ForeachShape)
+            and node.into is not None
+            and node.into.kind == "route"
         ):
             target = draw(st.sampled_from([*later, END]))
             into = ReducerShape("route", node.name, target, node.into.is_async)
-            node = ParallelShape(
-                node.name, node.branches, node.on_error, into, node.max_concurrency
-            )
+            node = attrs.evolve(node, into=into)
         aimed.append(node)
     return tuple(aimed)
 
 
 @st.composite
-def _workflows(
-    draw: st.DrawFn,
-    max_steps: int,
-    max_depth: int,
-    modes: tuple[StepMode, ...],
-    retries: bool,
-) -> WorkflowCase:
+def _workflows(draw: st.DrawFn, max_steps: int, options: _Options) -> WorkflowCase:
     names = _Names(max_steps)
-    nodes = _aim(draw, _draw_nodes(draw, names, modes, 0, max_depth, True, retries))
+    nodes = _aim(draw, _draw_nodes(draw, names, options, 0, True, False))
     data = draw(st.dictionaries(st.sampled_from(("a", "b", "in")), st.integers(0, 9), max_size=2))
-    return make_case(WorkflowShape(nodes, data))
+    return make_case(WorkflowShape(nodes, {**data, **names.items}))
 
 
 def workflows(
@@ -369,18 +457,30 @@ def workflows(
     max_depth: int = 2,
     modes: Sequence[StepMode] = _MODES,
     retries: bool = True,
+    foreach: bool = True,
+    calls: bool = True,
 ) -> st.SearchStrategy[WorkflowCase]:
     """Random valid workflows, each a `WorkflowCase` ready to ``.run()`` and ``.check(run)``.
 
     A workflow has up to about `max_steps` steps in a top-level sequence and
-    parallel blocks nested up to `max_depth` deep (branches are steps,
-    sequences or blocks), with every ``on_error`` policy, ``max_concurrency``
-    and a few deterministic ``into=`` reducers. Steps are sync, async, async
-    generators or blocking (`modes` picks among "sync", "async", "agen",
-    "thread"); each returns a random outcome (``ok`` of a mapping or a value,
-    a plain value, ``None``, ``error``, a raised exception, a copy of the keys
-    it sees, or a forward ``goto``) and, with `retries`, may fail its first
-    attempts under a ``Retry`` policy without delay.
+    parallel and foreach blocks nested up to `max_depth` deep (branches are
+    steps, sequences, blocks or calls), with every ``on_error`` policy,
+    ``max_concurrency`` and a few deterministic ``into=`` reducers. Steps are
+    sync, async, async generators or blocking (`modes` picks among "sync",
+    "async", "agen", "thread"); each returns a random outcome (``ok`` of a
+    mapping or a value, a plain value, ``None``, ``error``, a raised
+    exception, a copy of the keys it sees, or a forward ``goto``) and, with
+    `retries`, may fail its first attempts under a ``Retry`` policy without
+    delay.
+
+    With `foreach`, blocks ``with foreach("<block>_items"):`` go over a list
+    of 0 to 3 small ints that the workflow's input holds; their body steps may
+    also use ``ctx.item`` and ``ctx.index`` (and fail for odd items). With
+    `calls`, ``call_workflow`` nodes run a small generated child workflow
+    (steps and parallel blocks, with its own gotos and retries), called with
+    no input, a fixed mapping, or a function of the context (and of
+    ``ctx.item`` inside a foreach), each call with or without ``returns=``
+    and a retry policy.
 
     ``case.expected`` is the run it must produce (status, output, failed step,
     error), computed by a reference interpreter of flowdsl's semantics; ``case.check(run)``
@@ -393,4 +493,4 @@ def workflows(
     if max_steps < 1 or max_depth < 0:
         msg = f"workflows() needs max_steps >= 1 and max_depth >= 0, got {max_steps}, {max_depth}"
         raise UsageError(msg)
-    return _workflows(max_steps, max_depth, chosen, retries)
+    return _workflows(max_steps, _Options(chosen, max_depth, retries, foreach, calls))

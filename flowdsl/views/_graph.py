@@ -1,11 +1,11 @@
 """The static graph of a compiled workflow, and its Mermaid, Graphviz DOT and JSON forms.
 
 `Graph.from_plan` walks a `Plan` once and builds a frozen, read-only view:
-nodes (start, steps, the fork and join of every parallel block, `into`
-reducers, compensations, end), edges (the sequence, branches, declared goto
-routes, compensations) and blocks (parallel blocks and sequence branches, for
-clusters). Nothing is run. The renderers only read that view, so all three
-formats always agree::
+nodes (start, steps, waits, child workflow calls, the fork and join of every
+parallel block, `into` reducers, compensations, end), edges (the sequence,
+branches, declared goto routes, compensations) and blocks (parallel blocks,
+foreach blocks and sequence branches, for clusters). Nothing is run. The
+renderers only read that view, so all three formats always agree::
 
     print(onboard_user.graph().to_mermaid())
     flowdsl.to_dot("onboard_user")
@@ -36,7 +36,7 @@ from .._plan import (
 from ..errors import KeyNotFound
 
 if TYPE_CHECKING:
-    from .._plan import Node
+    from .._plan import BlockNode, Node
     from .._workflow import Workflow
 
 __all__ = [
@@ -65,14 +65,18 @@ class GraphNode:
     """A node of the graph.
 
     ``kind`` is one of "start", "end", "step", "sleep" (``sleep_for``,
-    ``sleep_until``), "wait" (``wait_for_event``), "fork", "join", "reducer"
-    (a block's ``into=``) or "compensation" (a step's ``compensate=``).
-    ``block`` is the id of the innermost block that holds it. ``info`` holds
-    the kind's details: for a step ``step``, ``key``, ``mode``, ``retry``,
-    ``timeout``, ``executor``, ``routes``; for a sleep or a wait ``wait``
-    (its name), ``how``, ``seconds``, ``until``, ``event``, ``key``,
-    ``timeout``, ``on_timeout``; for a fork ``on_error`` and
-    ``max_concurrency``; for a reducer or a compensation ``function``.
+    ``sleep_until``), "wait" (``wait_for_event``), "call" (``call_workflow``),
+    "fork", "join", "reducer" (a parallel or foreach block's ``into=``) or
+    "compensation" (a step's ``compensate=``). ``block`` is the id of the
+    innermost block that holds it. ``info`` holds the kind's details: for a
+    step ``step``, ``key``, ``mode``, ``retry``, ``timeout``, ``executor``,
+    ``routes``; for a sleep or a wait ``wait`` (its name), ``how``,
+    ``seconds``, ``until``, ``event``, ``key``, ``timeout``, ``on_timeout``;
+    for a call ``call`` (its name), ``workflow`` (the child workflow's
+    name), ``returns`` (the key the child's output is stored under),
+    ``queue``, ``retry``; for a fork what its block's info holds; for a
+    reducer ``function`` and ``reduces`` (the id of its block); for a
+    compensation ``step`` and ``function``.
     """
 
     id: str
@@ -97,7 +101,16 @@ class GraphEdge:
 
 @attrs.frozen
 class GraphBlock:
-    """A parallel block or a sequence branch: drawn as a cluster around its nodes."""
+    """A parallel block, a foreach block or a sequence branch: a cluster around its nodes.
+
+    ``info`` holds, for a parallel block, ``name``, ``on_error``,
+    ``max_concurrency``, ``into`` (the reducer's name, or None) and
+    ``branches``; for a foreach block ``name``, ``items`` (the context key,
+    or the function's name), ``items_from`` ("key" or "function"),
+    ``on_error``, ``max_concurrency`` and ``into``. A foreach block's cluster
+    holds its body (what runs once per item); its reducer, run once, follows
+    the cluster.
+    """
 
     id: str
     kind: BlockKind
@@ -117,6 +130,25 @@ def _fn_name(fn: object) -> str:
 
 def _seconds(value: float) -> str:
     return f"{value:g}s"
+
+
+def _retry_label(retry: Retry) -> str:
+    return f"retry {retry.max_attempts}x {retry.backoff}"
+
+
+def _policy(node: BlockNode) -> tuple[list[str], dict[str, object]]:
+    """What parallel and foreach blocks share: the label's details and the info."""
+    on_error = "fail_fast" if node.fail_fast else "complete_all"
+    details = [on_error]
+    if node.max_concurrency:
+        details.append(f"max {node.max_concurrency} at once")
+    info: dict[str, object] = {
+        "name": node.name,
+        "on_error": on_error,
+        "max_concurrency": node.max_concurrency,
+        "into": None if node.into is None else _fn_name(node.into),
+    }
+    return details, info
 
 
 class _Builder:
@@ -221,51 +253,95 @@ class _Builder:
             )
             return self.chain(node.children, seq, prev)
         if isinstance(node, CallNode):
-            info: dict[str, object] = {"workflow": node.workflow, "returns": node.key}
-            if node.queue is not None:
-                info["queue"] = node.queue
-            node_id = self.add(
-                "call",
-                node.name,
-                f"{node.name} (calls {node.workflow})",
-                block,
-                node.where,
-                MappingProxyType(info),
-            )
+            node_id = self.call(node, block)
             self.link(prev, node_id)
             return node_id
         if isinstance(node, ForeachNode):
             return self.foreach(node, block, prev)
         return self.parallel(node, block, prev)
 
-    def foreach(self, node: ForeachNode, block: str | None, prev: str) -> str:
-        """A foreach block: its body, drawn once inside the block."""
-        on_error = "fail_fast" if node.fail_fast else "complete_all"
-        items = node.items if isinstance(node.items, str) else _fn_name(node.items)
-        details = [f"items {items}", on_error]
-        if node.max_concurrency:
-            details.append(f"max {node.max_concurrency} at once")
-        info: dict[str, object] = {
-            "name": node.name,
-            "items": items,
-            "on_error": on_error,
-            "max_concurrency": node.max_concurrency,
-            "into": None if node.into is None else _fn_name(node.into),
-        }
-        each = self.unique(f"foreach:{node.key}")
-        title = f"foreach {node.name}" if node.named else "foreach"
+    def open_block(
+        self,
+        node: BlockNode,
+        kind: BlockKind,
+        title: str,
+        details: list[str],
+        info: Mapping[str, object],
+        block: str | None,
+    ) -> str:
+        """Add the cluster of a parallel or foreach block, inside `block`; returns its id.
+
+        Its label is the kind, the name (if given), `title`, then the policy `details`.
+        """
+        block_id = self.unique(f"{kind}:{node.key}")
+        head = " ".join(part for part in (kind, node.name if node.named else "", title) if part)
         self.blocks.append(
             GraphBlock(
-                each,
-                "foreach",
+                block_id,
+                kind,
                 node.name,
-                f"{title} ({', '.join(details)})",
+                f"{head} ({', '.join(details)})",
                 block,
                 str(node.where),
-                MappingProxyType(info),
+                MappingProxyType(dict(info)),
             )
         )
-        return self.chain(node.children, each, prev)
+        return block_id
+
+    def reducer(self, node: BlockNode, reduces: str, block: str | None, prev: str) -> str:
+        """The ``into=`` reducer of a block, after `prev` (in `block`); `prev` if it has none."""
+        if node.into is None:
+            return prev
+        fn = _fn_name(node.into)
+        reducer = self.add(
+            "reducer",
+            f"into:{node.key}",
+            f"into {fn}",
+            block,
+            None,
+            {"function": fn, "reduces": reduces},
+        )
+        self.link(prev, reducer)
+        return reducer
+
+    def foreach(self, node: ForeachNode, block: str | None, prev: str) -> str:
+        """A foreach block: its body, drawn once in the block's cluster, then its reducer.
+
+        The cluster holds what runs once per item; the reducer runs once, on
+        every item's result, so it follows the cluster, outside it.
+        """
+        details, policy = _policy(node)
+        if isinstance(node.items, str):
+            items, items_from, source = node.items, "key", node.items
+        else:
+            items = _fn_name(node.items)
+            items_from, source = "function", f"{items}(ctx)"
+        info = {"name": node.name, "items": items, "items_from": items_from, **policy}
+        each = self.open_block(node, "foreach", f"over {source}", details, info, block)
+        last = self.chain(node.children, each, prev)
+        return self.reducer(node, each, block, last)
+
+    def call(self, node: CallNode, block: str | None) -> str:
+        """A ``call_workflow`` node: its label and info name the child workflow."""
+        details = [f"calls {node.workflow}"]
+        if node.key != node.name:
+            details.append(f"returns {node.key}")
+        if node.queue is not None:
+            details.append(f"queue {node.queue}")
+        retry = node.retry
+        if retry is not None:
+            details.append(_retry_label(retry))
+        info: dict[str, object] = {
+            "call": node.name,
+            "workflow": node.workflow,
+            "returns": node.key,
+            "queue": node.queue,
+            "retry": None if retry is None else _retry_info(retry),
+        }
+        label = f"{node.name}\n{', '.join(details)}"
+        node_id = self.add("call", f"call:{node.name}", label, block, node.where, info)
+        self.step_ids[node.name] = node_id  # a top-level call is a goto target
+        return node_id
 
     def step(self, node: StepNode, block: str | None) -> str:
         details: list[str] = []
@@ -276,7 +352,7 @@ class _Builder:
             details.append(mode)
         retry = node.retry
         if retry is not None:
-            details.append(f"retry {retry.max_attempts}x {retry.backoff}")
+            details.append(_retry_label(retry))
         if node.timeout is not None:
             details.append(f"timeout {_seconds(node.timeout)}")
         label = node.name if not details else f"{node.name}\n{', '.join(details)}"
@@ -334,42 +410,18 @@ class _Builder:
         self.link(node_id, comp, "compensate", "on failure")
 
     def parallel(self, node: ParallelNode, block: str | None, prev: str) -> str:
-        on_error = "fail_fast" if node.fail_fast else "complete_all"
-        details = [on_error]
-        if node.max_concurrency:
-            details.append(f"max {node.max_concurrency} at once")
-        title = f"parallel {node.name}" if node.named else "parallel"
-        info: dict[str, object] = {
-            "name": node.name,
-            "on_error": on_error,
-            "max_concurrency": node.max_concurrency,
-            "into": None if node.into is None else _fn_name(node.into),
-            "branches": list(node.keys),
-        }
-        par = self.unique(f"parallel:{node.key}")
-        self.blocks.append(
-            GraphBlock(
-                par,
-                "parallel",
-                node.name,
-                f"{title} ({', '.join(details)})",
-                block,
-                str(node.where),
-                MappingProxyType(info),
-            )
-        )
+        """A parallel block: fork, its branches side by side, join, then its reducer (all
+        in the block's cluster: each runs once)."""
+        details, info = _policy(node)
+        info["branches"] = list(node.keys)
+        par = self.open_block(node, "parallel", "", details, info, block)
         fork = self.add("fork", f"fork:{node.key}", "fork", par, node.where, info)
         self.link(prev, fork)
         exits = [self.lower(child, par, fork) for child in node.children]
         join = self.add("join", f"join:{node.key}", "join", par)
         for exit_ in exits:
             self.link(exit_, join)
-        if node.into is None:
-            return join
-        fn = _fn_name(node.into)
-        reducer = self.add("reducer", f"into:{node.key}", f"into {fn}", par, None, {"function": fn})
-        self.link(join, reducer)
-        return reducer
+        return self.reducer(node, par, par, join)
 
 
 def _retry_info(retry: Retry) -> dict[str, object]:
@@ -472,7 +524,8 @@ class _Syntax:
     open_block: Callable[[GraphBlock, str], list[str]]
     close_block: str
     edge: Callable[[GraphEdge, str, str], str]
-    footer: Callable[[Graph, Mapping[str, str]], list[str]]
+    footer: Callable[[Graph, Mapping[str, str], Mapping[str, str]], list[str]]
+    """Lines after the edges, given the output ids of the nodes and of the blocks."""
 
 
 def _render(graph: Graph, syntax: _Syntax) -> str:
@@ -511,7 +564,7 @@ def _render(graph: Graph, syntax: _Syntax) -> str:
 
     emit(None, 1)
     lines.extend("    " + syntax.edge(e, ids[e.source], ids[e.target]) for e in graph.edges)
-    lines.extend(syntax.footer(graph, ids))
+    lines.extend(syntax.footer(graph, ids, block_ids))
     return "\n".join(lines) + "\n"
 
 
@@ -535,6 +588,7 @@ _MERMAID_SHAPES: Final[Mapping[str, tuple[str, str]]] = {
     "join": ('{{"', '"}}'),
     "reducer": ('[/"', '"/]'),
     "compensation": ('[["', '"]]'),
+    "call": ('("', '")'),
 }
 _MERMAID_CLASSES: Final = (
     ("terminal", ("start", "end"), "fill:#f6f8fa,stroke:#57606a"),
@@ -542,7 +596,11 @@ _MERMAID_CLASSES: Final = (
     ("reducer", ("reducer",), "fill:#ddf4ff,stroke:#0969da"),
     ("undo", ("compensation",), "fill:#fff8f5,stroke:#cf222e,stroke-dasharray:4 3"),
     ("waiting", ("sleep", "wait"), "fill:#fff8c5,stroke:#9a6700"),
+    ("child", ("call",), "fill:#fbefff,stroke:#8250df,stroke-width:2px"),  # not "call": a keyword
 )
+_MERMAID_BLOCK_STYLES: Final[Mapping[str, str]] = {
+    "foreach": "fill:#f6fff8,stroke:#1a7f37,stroke-width:2px",
+}
 
 
 def _mermaid_text(text: str) -> str:
@@ -559,13 +617,20 @@ def _mermaid_edge(edge: GraphEdge, source: str, target: str) -> str:
     return f'{source} {arrow}|"{_mermaid_text(edge.label)}"| {target}'
 
 
-def _mermaid_footer(graph: Graph, ids: Mapping[str, str]) -> list[str]:
+def _mermaid_footer(
+    graph: Graph, ids: Mapping[str, str], block_ids: Mapping[str, str]
+) -> list[str]:
     lines: list[str] = []
     for name, kinds, style in _MERMAID_CLASSES:
         members = [ids[n.id] for n in graph.nodes if n.kind in kinds]
         if members:
             lines.append(f"    classDef {name} {style}")
             lines.append(f"    class {','.join(members)} {name}")
+    lines.extend(
+        f"    style {block_ids[block.id]} {_MERMAID_BLOCK_STYLES[block.kind]}"
+        for block in graph.blocks
+        if block.kind in _MERMAID_BLOCK_STYLES
+    )
     return lines
 
 
@@ -606,6 +671,12 @@ _DOT_NODE_ATTRS: Final[Mapping[str, str]] = {
     "join": 'shape=box, style=filled, fillcolor="#57606a", fontcolor="#ffffff", fontsize=9, height=0.2',
     "reducer": 'shape=parallelogram, style=filled, fillcolor="#ddf4ff", color="#0969da"',
     "compensation": 'shape=box, style="rounded,dashed", color="#cf222e", fontcolor="#cf222e"',
+    "call": 'shape=component, style=filled, fillcolor="#fbefff", color="#8250df", penwidth=1.5',
+}
+_DOT_CLUSTER_ATTRS: Final[Mapping[str, str]] = {
+    "parallel": 'style="rounded,dashed"; color="#8c959f"; fontsize=10;',
+    "sequence": 'style="rounded"; color="#d0d7de"; fontsize=10;',
+    "foreach": 'style="rounded,filled"; fillcolor="#f6fff8"; color="#1a7f37"; penwidth=1.5; fontsize=10;',
 }
 _DOT_EDGE_ATTRS: Final[Mapping[str, str]] = {
     "next": "",
@@ -630,21 +701,24 @@ def _dot_header(graph: Graph) -> list[str]:
     ]
 
 
+def _dot_node(node: GraphNode, node_id: str) -> str:
+    extra = ""
+    if node.kind == "call":  # shown on hover in SVG output
+        extra = f", tooltip={_dot_str('runs workflow ' + str(node.info['workflow']))}"
+    return f"{node_id} [label={_dot_str(node.label)}, {_DOT_NODE_ATTRS[node.kind]}{extra}];"
+
+
 _DOT: Final = _Syntax(
     header=_dot_header,
-    node=lambda node, node_id: (
-        f"{node_id} [label={_dot_str(node.label)}, {_DOT_NODE_ATTRS[node.kind]}];"
-    ),
+    node=_dot_node,
     open_block=lambda block, block_id: [
         f"subgraph cluster_{block_id} {{",
         f"    label={_dot_str(block.label)};",
-        '    style="rounded,dashed"; color="#8c959f"; fontsize=10;'
-        if block.kind == "parallel"
-        else '    style="rounded"; color="#d0d7de"; fontsize=10;',
+        f"    {_DOT_CLUSTER_ATTRS[block.kind]}",
     ],
     close_block="}",
     edge=_dot_edge,
-    footer=lambda graph, ids: ["}"],
+    footer=lambda graph, ids, block_ids: ["}"],
 )
 
 
