@@ -13,7 +13,7 @@ UV_VERSION := 0.13.9
 UV         := $(BIN)/uv
 UV_STAMP   := $(VENV)/.uv-$(UV_VERSION)
 STAMP      := $(VENV)/.installed
-EXTRAS     := test dev process dask docs postgres
+EXTRAS     := test dev process dask docs postgres ui browser
 LATEST     := .venv-latest
 
 # uv runs on the venv's Python and never downloads an interpreter of its own.

@@ -6,7 +6,7 @@
     stores    _journal, SQLite, ...: stores/*  -> engine, base
     executors threads, processes, Dask         -> engine, base
     views     graphs (and later the viewer)    -> engine, define, base
-    api       _running, _workflow, cli, testing, the package itself -> anything
+    api       _running, _workflow, cli, testing, ui, the package itself -> anything
 
 Every import counts, at module level or inside a function (only those under
 ``if TYPE_CHECKING:`` do not: they never run).
@@ -46,6 +46,7 @@ LAYERS = {
         "flowdsl._worker",
         "flowdsl.cli",
         "flowdsl.testing",
+        "flowdsl.ui",
     },
 }
 MAY_IMPORT = {

@@ -21,6 +21,7 @@ from ._commands import (
     cmd_runs_list,
     cmd_runs_resume,
     cmd_runs_show,
+    cmd_ui,
     cmd_worker,
 )
 
@@ -244,6 +245,27 @@ def worker(
     to run; several workers, on any hosts, may serve one store.
     """
     return cmd_worker(sources, store_path, queues, concurrency, grace, log_format)
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, metavar="[MODULE_OR_FILE]...")
+@_existing_store_option()
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(min=1, max=65535),
+    default=8321,
+    show_default=True,
+    help="The port to listen on.",
+)
+def ui(sources: tuple[str, ...], store_path: str, host: str, port: int) -> int:
+    """Serve the dashboard over a store (pip install 'flowdsl[ui]'): runs, their pages,
+    live updates, and the actions cancel, resume, retry and send event.
+
+    MODULE_OR_FILE are the modules (or files) of the workflows its Resume button may
+    run in this process. Requests that change runs need the token it prints.
+    """
+    return cmd_ui(sources, store_path, host, port)
 
 
 @cli.group()

@@ -364,3 +364,28 @@ def cmd_worker(
         store.close()
     print("flowdsl worker: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def cmd_ui(sources: Sequence[str], store_path: str, host: str, port: int) -> int:
+    """``flowdsl ui``: serve the dashboard over the store until Ctrl-C, then exit 0."""
+    try:
+        from ..ui import serve
+    except ImportError as exc:
+        msg = f"the dashboard needs its extra: pip install 'flowdsl[ui]' ({exc})"
+        raise CliError(msg) from None
+    for ref in sources:  # the workflows its Resume button runs in this process
+        try:
+            import_source(ref)
+        except DefinitionError as exc:
+            raise CliError(f"definition error: {exc}") from None
+    store = open_store(store_path, must_exist=True)
+    try:
+        serve(
+            store,
+            host=host,
+            port=port,
+            announce=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    finally:
+        store.close()
+    return 0
