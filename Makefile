@@ -90,13 +90,18 @@ PG_INSTALL = apt-get update -qq \
        && chmod +x /usr/sbin/policy-rc.d && trap 'rm -f /usr/sbin/policy-rc.d' EXIT; }; } \
   && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 
-# Graphviz renders the DOT export in the tests; installed here when missing and
-# we may (CI runs as root), so that test runs rather than skips.
+# Graphviz renders the DOT export in the tests, and Chromium (driven by Playwright)
+# runs the dashboard's browser tests; both are installed here when missing and we
+# may (CI runs as root), so those tests run rather than skip.
 system-deps:
 	@command -v dot >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; \
 	  else echo "note: Graphviz 'dot' is missing; install graphviz to run the DOT render test"; fi; }
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: Chromium is missing; install Debian's chromium to run the browser tests"; fi; }
 	@$(PYTHON) -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null \
 	  || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

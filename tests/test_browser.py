@@ -1,0 +1,152 @@
+"""The dashboard and the run viewer as a person uses them: headless Chromium, clicking.
+
+Playwright's Python package drives the system's Chromium (Debian's
+``chromium`` package, which ``make system-deps`` installs; ``playwright
+install`` is never needed). Without a Chromium these tests skip on a
+developer's machine and fail in CI (``CI`` set), where they must run.
+Every page is loaded with the network cut off except the dashboard itself:
+a request anywhere else fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from dashboard import Dashboard, running_dashboard
+from polling import serving, wait_for
+from stores import StoreKit
+
+from flowdsl import Store, error, ok, run_workflow, start_workflow, step, wait_for_event, workflow
+
+pytestmark = pytest.mark.usefixtures("flowdsl_registry")
+
+CHROMIUM = os.environ.get("FLOWDSL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"no Chromium at {CHROMIUM}: make system-deps installs Debian's chromium")
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as driver:
+        chromium = driver.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Offline:
+    """A browser page that may reach only `allowed` (URL prefixes); it records the rest."""
+
+    def __init__(self, browser: Any, allowed: tuple[str, ...]) -> None:
+        self.context = browser.new_context(viewport={"width": 1280, "height": 800})
+        self.elsewhere: list[str] = []
+        self.context.route("**/*", self._route)
+        self.allowed = allowed
+        self.page = self.context.new_page()
+
+    def _route(self, route: Any) -> None:
+        url = route.request.url
+        if url.startswith(self.allowed):
+            route.continue_()
+        else:
+            self.elsewhere.append(url)
+            route.abort()
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def store(store_kit: StoreKit) -> Iterator[Store]:
+    with store_kit.open() as opened:
+        yield opened
+
+
+def _open(browser: Any, board: Dashboard) -> Offline:
+    return Offline(browser, (board.url + "/",))
+
+
+def test_filter_open_a_running_run_and_cancel_it(browser: Any, store: Store) -> None:
+    release = threading.Event()
+
+    @workflow
+    def report() -> None:
+        @step
+        async def build(ctx: Any) -> Any:
+            import asyncio
+
+            while not release.is_set():
+                await asyncio.sleep(0.01)
+            return ok()
+
+    @workflow
+    def quick() -> None:
+        step(lambda ctx: ok({"n": 1}), name="one")
+        step(lambda ctx: error("nope") if ctx["fail"] else ok(), name="two")
+
+    run_workflow("quick", {"fail": False}, run_id="q-ok", store=store)
+    run_workflow("quick", {"fail": True}, run_id="q-bad", store=store)
+    start_workflow("report", run_id="r-1", store=store)
+    try:
+        with serving(store, park_after=0, poll=0.02), running_dashboard(store) as board:
+            wait_for(lambda: store.get_run("r-1").status == "running", "the report to run")  # type: ignore[union-attr]
+            tab = _open(browser, board)
+            page = tab.page
+            page.goto(board.url + "/")
+            assert 3 == page.locator("tr.run").count()
+            page.select_option("#filter-status", "running")
+            page.click("#apply")
+            page.wait_for_url("**/?status=running**")
+            assert ["r-1"] == page.locator("tr.run").evaluate_all(
+                "rows => rows.map(r => r.dataset.runId)"
+            )
+            page.click("tr.run a")
+            page.wait_for_selector("#cancel")
+            assert "running" == page.text_content("#status")
+            page.click("#cancel")
+            page.wait_for_function(
+                "document.querySelector('#status')?.textContent === 'cancelled'", timeout=30_000
+            )
+            assert "cancelled" == store.get_run("r-1").status  # type: ignore[union-attr]
+            assert [] == tab.elsewhere
+            tab.close()
+    finally:
+        release.set()
+
+
+def test_send_an_event_to_a_waiting_run_and_see_it_finish(browser: Any, store: Store) -> None:
+    @workflow
+    def expense() -> None:
+        wait_for_event("approved", returns="decision")
+
+        @step
+        def pay(ctx: Any) -> Any:
+            return ok({"paid_by": ctx["decision"]["by"]})
+
+    start_workflow("expense", run_id="exp-17", store=store)
+    with serving(store, park_after=0, poll=0.02), running_dashboard(store) as board:
+        wait_for(lambda: store.get_run("exp-17").status == "waiting", "the run to park")  # type: ignore[union-attr]
+        tab = _open(browser, board)
+        page = tab.page
+        page.goto(board.url + "/runs/exp-17")
+        assert "approved" == page.input_value("#event-name")
+        page.fill("#event-data", '{"by": "ana"}')
+        page.click("#send-event button")
+        page.wait_for_function(
+            "document.querySelector('#status')?.textContent === 'completed'", timeout=30_000
+        )
+        assert [] == tab.elsewhere
+        tab.close()
+    assert "ana" == store.get_run("exp-17").output["paid_by"]  # type: ignore[union-attr]
