@@ -76,9 +76,9 @@ $(LATEST)/bin/python: | $(UV_STAMP)
 	$(UV) venv --quiet --python $(BIN)/python $(LATEST)
 
 test-latest: $(UV_STAMP) system-deps | $(LATEST)/bin/python
-	$(UV) pip install --quiet --python $(LATEST)/bin/python --upgrade -e '.[test,process,dask,postgres]'
+	$(UV) pip install --quiet --python $(LATEST)/bin/python --upgrade -e '.[test,process,dask,postgres,ui,browser]'
 	$(UV) pip list --python $(LATEST)/bin/python --format freeze \
-	  | grep -iE '^(attrs|click|cloudpickle|croniter|dask|distributed|hypothesis|psycopg|psycopg-pool|pytest|rich|structlog)=='
+	  | grep -iE '^(attrs|click|cloudpickle|croniter|dask|distributed|hypothesis|psycopg|psycopg-pool|playwright|pytest|rich|starlette|structlog|uvicorn)=='
 	$(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The PostgreSQL store tests use a server on 127.0.0.1:5432, or else a private
