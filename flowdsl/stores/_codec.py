@@ -66,6 +66,7 @@ import base64
 import binascii
 import codecs
 import datetime as _dt
+import gc
 import json
 import math
 import re
@@ -78,6 +79,8 @@ import zoneinfo
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from enum import Enum
+from itertools import compress
+from types import MappingProxyType
 from typing import Any, Final, TypeAlias, TypeVar, overload
 
 import attrs
@@ -108,6 +111,7 @@ __all__ = [
     "encode_reason",
     "encode_reason_text",
     "encode_text",
+    "is_large",
     "register_type",
     "type_name",
 ]
@@ -1105,3 +1109,36 @@ def decode(text: str, *, strict: bool = False) -> Any:
         raise Undecodable("the JSON is nested too deeply to read") from None
     except (ValueError, TypeError) as exc:  # JSONDecodeError, an over-long int, not a str
         raise Undecodable(f"not journal JSON: {exc}") from None
+
+
+_get_referents: Final = gc.get_referents
+
+
+# -- how big a value is ---------------------------------------------------------------------
+
+LARGE: Final = 2048
+"""Values (and parts of values) above which encoding a value is worth doing off the event loop."""
+
+_HOLDERS: Final = frozenset(
+    {dict, FrozenDict, list, FrozenList, tuple, set, frozenset, Ok, Err, Goto, MappingProxyType}
+)
+
+
+def is_large(value: object, limit: int = LARGE) -> bool:
+    """Whether `value` holds more than `limit` values (at any depth), told cheaply.
+
+    What encoding it costs grows with that count, so this bounds the cost
+    without encoding. The containers the journal walks are counted level by
+    level with C loops (``gc.get_referents``), stopping as soon as the count
+    passes `limit`: a large value costs about `limit` values' worth of this,
+    a small one next to nothing. What a registered class holds is not counted.
+    """
+    count = 0
+    level = [value] if type(value) in _HOLDERS else []
+    while level:
+        found = _get_referents(*level)
+        count += len(found)
+        if count > limit:
+            return True
+        level = list(compress(found, map(_HOLDERS.__contains__, map(type, found))))
+    return False

@@ -38,8 +38,11 @@ from ._codec import (
     describe_path,
     dumps,
     encode,
-    encode_lenient,
+    encode_lenient_text,
     encode_reason,
+    encode_reason_text,
+    encode_text,
+    is_large,
     type_name,
 )
 from ._owner import describe_owner
@@ -61,6 +64,18 @@ def _payload_wrap(key: str) -> tuple[str, str]:
 
 
 __all__ = ["RunJournal", "incompatible", "run_claimed", "run_durably", "run_header"]
+
+
+async def _encoded(encoder: Callable[[Any], str], value: object) -> str:
+    """``encoder(value)``: in a thread when `value` is large, so the loop is never held long.
+
+    A cancel waits for the thread's encoding to end (nothing outlives the
+    caller), then propagates.
+    """
+    if not is_large(value):
+        return encoder(value)
+    text: str = await _wait_out_cancel(asyncio.ensure_future(asyncio.to_thread(encoder, value)))
+    return text
 
 
 def _wait_out_cancel(task: asyncio.Future[Any]) -> Any:
@@ -177,13 +192,13 @@ class RunJournal:
         outcome = entry.outcome
         failed, retrying = entry.failed, entry.retrying
         if failed:
-            text = dumps(encode(outcome))  # an Err: its reason always encodes
+            text = await _encoded(encode_text, outcome)  # an Err: its reason always encodes
         else:
             try:
-                text = dumps(encode(outcome))
+                text = await _encoded(encode_text, outcome)
             except Unencodable as exc:
                 outcome = Err(SerializationError(self.unencodable(entry, outcome, exc)))
-                text = dumps(encode(outcome))
+                text = encode_text(outcome)
                 failed, retrying = True, False
         await self.store.append(
             self.claim,
@@ -321,17 +336,22 @@ class RunJournal:
             [c.step, c.status, c.duration, None if c.error is None else encode_reason(c.error)]
             for c in run.compensations
         ]
-        ending = Ending(
-            status=run.status,
-            output=dumps(encode_lenient(run.output)),
-            error=None if run.error is None else dumps(encode_reason(run.error)),
-            failed_step=run.failed_step,
-            compensations=dumps(comps),
-            duration=run.duration,
-        )
-        # The final record is written whatever happens to the caller meanwhile: a cancel
-        # that arrives now waits for it, so the store never says what the caller did not see.
-        await _wait_out_cancel(asyncio.ensure_future(self.store.finish_run(self.claim, ending)))
+
+        async def write() -> None:
+            ending = Ending(
+                status=run.status,
+                output=await _encoded(encode_lenient_text, run.output),
+                error=None if run.error is None else encode_reason_text(run.error),
+                failed_step=run.failed_step,
+                compensations=dumps(comps),
+                duration=run.duration,
+            )
+            await self.store.finish_run(self.claim, ending)
+
+        # The final record is encoded and written whatever happens to the caller meanwhile:
+        # a cancel that arrives now waits for it, so the store never says what the caller
+        # did not see.
+        await _wait_out_cancel(asyncio.ensure_future(write()))
         self.finished = True
 
 
@@ -373,7 +393,7 @@ def run_header(
 ) -> RunHeader:
     """What a store is asked to create: the run, its definition and its journaled input."""
     try:
-        text = dumps(encode(data))
+        text = encode_text(data)
     except Unencodable as exc:
         path = exc.path  # innermost first: the input's own key is last
         key = path.pop() if path else None
