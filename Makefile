@@ -111,6 +111,7 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/run.py --quick
+	$(BIN)/python benchmarks/bench_codec.py --quick
 
 clean:
 	rm -rf $(VENV) $(LATEST) site .pytest_cache .mypy_cache .ruff_cache .coverage
