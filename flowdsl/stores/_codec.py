@@ -67,6 +67,7 @@ import binascii
 import codecs
 import datetime as _dt
 import gc
+import importlib
 import json
 import math
 import re
@@ -91,10 +92,16 @@ from .._plan import END
 from ..errors import FlowError, UsageError
 from ..result import Err, ErrorGroup, Ok
 
-try:  # the optional flowdsl[fast] extra: a faster writer of the same text
-    import orjson
-except ImportError:  # pragma: no cover - exercised where the extra is not installed
-    orjson = None  # type: ignore[assignment]
+
+def _optional(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:  # pragma: no cover - the tests run with the extras installed
+        return None
+
+
+orjson: Any = _optional("orjson")
+"""The optional flowdsl[fast] extra: a faster writer of the same text (None without it)."""
 
 __all__ = [
     "MAX_DEPTH",
@@ -820,7 +827,7 @@ def _write(data: Json) -> str:
     """`dumps` for what `_encode` made (no NaN or infinity left in it), with orjson if installed."""
     if orjson is not None:
         try:
-            out = orjson.dumps(data)
+            out: bytes = orjson.dumps(data)
         except TypeError:  # an int beyond 64 bits, a lone surrogate, nesting past orjson's limit
             pass
         else:
