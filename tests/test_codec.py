@@ -461,6 +461,7 @@ def test_every_writer_writes_the_same_text(value: object) -> None:
         assert expected == with_orjson == without
         assert dumps(encode_reason(candidate)) == encode_reason_text(candidate)
         assert dumps(encode_lenient(candidate)) == encode_lenient_text(candidate)
+    assert same(value, decode(encode_text(value)))
 
 
 @given(
@@ -479,6 +480,22 @@ def test_numbers_and_text_are_written_as_the_json_module_writes_them(
     """Float digits and exponents, ints, escapes (DEL, controls, non-ASCII, surrogates)."""
     data = [number, -number, text, {text: number}]
     assert _codec._dumps(data) == _codec._write(data)
+
+
+def test_with_the_fast_extra_orjson_writes_the_journal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """encode_text hands what the walk made to orjson, and keeps its text when it is the same."""
+    written: list[object] = []
+
+    class Writer:
+        @staticmethod
+        def dumps(data: object) -> bytes:
+            written.append(data)
+            return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+    monkeypatch.setattr(_codec, "orjson", Writer)
+    value = {"when": datetime(2024, 5, 1, tzinfo=UTC), "caf\u00e9": [1, "\x7f"]}
+    assert dumps(encode(value)) == encode_text(value)
+    assert [encode(value)] == written
 
 
 @pytest.mark.parametrize("value", [math.nan, [math.inf, {"x": -math.inf}], Ok((math.nan,))])
