@@ -108,6 +108,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --out docs/benchmark-report.md
+	$(BIN)/python benchmarks/bench_codec.py
 
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/run.py --quick
