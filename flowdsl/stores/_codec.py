@@ -84,7 +84,6 @@ import zoneinfo
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from enum import Enum
-from itertools import compress
 from types import MappingProxyType
 from typing import Any, Final, TypeAlias, TypeVar, overload
 
@@ -1139,10 +1138,11 @@ def is_large(value: object, limit: int = LARGE) -> bool:
     """Whether `value` holds more than `limit` values (at any depth), told cheaply.
 
     What encoding it costs grows with that count, so this bounds the cost
-    without encoding. The containers the journal walks are counted level by
-    level with C loops (``gc.get_referents``), stopping as soon as the count
-    passes `limit`: a large value costs about `limit` values' worth of this,
-    a small one next to nothing. What a registered class holds is not counted.
+    without encoding. What the containers the journal walks hold is counted
+    level by level (``gc.get_referents`` of a whole level at once), stopping
+    as soon as the count passes `limit`: a large value costs about `limit`
+    values' worth of this, a small one next to nothing. What a registered
+    class holds is not counted.
     """
     count = 0
     level = [value] if type(value) in _HOLDERS else []
@@ -1151,5 +1151,6 @@ def is_large(value: object, limit: int = LARGE) -> bool:
         count += len(found)
         if count > limit:
             return True
-        level = list(compress(found, map(_HOLDERS.__contains__, map(type, found))))
+        holders = _HOLDERS
+        level = [part for part in found if type(part) in holders]
     return False
