@@ -396,7 +396,7 @@ def _encode(value: Any, fallback: _Fallback, depth: int) -> Json:
     kind = type(value)
     if kind is str or kind is int or kind is bool or value is None:
         return value  # ints too long for decimal are dumps()'s business
-    if kind is float:
+    if kind is float:  # NaN and infinities are tagged here, so no writer ever sees one
         return value if value - value == 0.0 else _non_finite(value)
     if depth > MAX_DEPTH:
         raise _too_deep(value)
@@ -818,9 +818,8 @@ def _escape_non_ascii(error: UnicodeError) -> tuple[str, int]:
     """Codec error handler: the JSON escapes `_dumps` writes for what ASCII cannot hold."""
     if not isinstance(error, UnicodeEncodeError):  # pragma: no cover - only encoding uses it
         raise error
-    return json.encoder.encode_basestring_ascii(error.object[error.start : error.end])[
-        1:-1
-    ], error.end
+    quoted = json.encoder.encode_basestring_ascii(error.object[error.start : error.end])
+    return quoted[1:-1], error.end
 
 
 codecs.register_error("flowdsl.json-ascii", _escape_non_ascii)
@@ -1121,10 +1120,9 @@ def decode(text: str, *, strict: bool = False) -> Any:
         raise Undecodable(f"not journal JSON: {exc}") from None
 
 
-_get_referents: Final = gc.get_referents
-
-
 # -- how big a value is ---------------------------------------------------------------------
+
+_get_referents: Final = gc.get_referents
 
 LARGE: Final = 2048
 """Values (and parts of values) above which encoding a value is worth doing off the event loop."""
