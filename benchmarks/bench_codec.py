@@ -67,7 +67,11 @@ def load_before() -> ModuleType | None:
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
     module.__package__ = "flowdsl.stores"
-    exec(compile(source, f"<flowdsl {BEFORE} _codec.py>", "exec"), module.__dict__)
+    try:
+        exec(compile(source, f"<flowdsl {BEFORE} _codec.py>", "exec"), module.__dict__)
+    except Exception as exc:  # what it imports from flowdsl moved since
+        print(f"note: the codec of {BEFORE} cannot be loaded here ({exc!r})", file=sys.stderr)
+        return None
     return module
 
 
