@@ -26,7 +26,8 @@ The back doors, each implemented per kind:
   child runs) left: no ``parent_id`` column, no index on it, no graphs, version 4.
 - `before_graphs`: the database made what the release before kept graphs left:
   no ``flowdsl_graphs`` table, the schema version one less than this release's.
-- `graph_rows`: the graphs the database keeps, (fingerprint, workflow) in order.
+- `graph_rows`, `delete_graphs`: the graphs the database keeps, (fingerprint,
+  workflow) in order; every one deleted behind the stores' back.
 
 A kit that cannot run on this machine (no PostgreSQL server) raises
 `KitUnavailable` when made: `store_kit` skips its tests, or fails them in CI.
@@ -217,6 +218,10 @@ class StoreKit(abc.ABC):
     def graph_rows(self) -> list[tuple[str, str]]:
         """Every kept graph's (fingerprint, workflow), by fingerprint."""
 
+    @abc.abstractmethod
+    def delete_graphs(self) -> None:
+        """Delete every kept graph (the stores open on the database are not told)."""
+
 
 # -- SQLite ------------------------------------------------------------------------------------
 
@@ -378,6 +383,10 @@ class SQLiteKit(StoreKit):
                 "SELECT fingerprint, workflow FROM flowdsl_graphs ORDER BY fingerprint"
             ).fetchall()
         return [(fingerprint, workflow) for fingerprint, workflow in rows]
+
+    def delete_graphs(self) -> None:
+        with self._connection() as conn:
+            conn.execute("DELETE FROM flowdsl_graphs")
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------
@@ -549,6 +558,9 @@ class PostgresKit(StoreKit):
             "SELECT fingerprint, workflow FROM flowdsl_graphs ORDER BY fingerprint"
         ).fetchall()
         return [(fingerprint, workflow) for fingerprint, workflow in rows]
+
+    def delete_graphs(self) -> None:
+        self._execute("DELETE FROM flowdsl_graphs")
 
 
 # -- the kinds the suites run on ---------------------------------------------------------------
