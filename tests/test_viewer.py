@@ -54,6 +54,7 @@ from flowdsl.stores._rows import keep_graph
 from flowdsl.stores._sqlite import SCHEMA_VERSION
 from flowdsl.testing import strategies as fst
 from flowdsl.views import graph_from_shape, recorded_graph, render_run, run_page
+from flowdsl.views._timeline import split_index
 
 pytestmark = pytest.mark.usefixtures("flowdsl_registry")
 
@@ -745,6 +746,26 @@ def test_a_cancelled_run_marks_the_steps_it_was_in(store: Store) -> None:
     nodes = Page(run_page(store, "cut-1")).nodes()
     assert ("succeeded", "cancelled") == (nodes["step:quick"], nodes["step:slow"])
     assert ("not-run", "cancelled") == (nodes["step:after"], nodes["end"])
+
+
+def test_a_queued_run_has_a_page_with_nothing_run_yet(store: Store) -> None:
+    """Queued, no worker: every node not run, a timeline saying no attempt is recorded."""
+    one, _ = two_workflows()
+    start_workflow(one, {}, store=store, run_id="waiting-room")
+    page = Page(run_page(store, "waiting-room"))
+    assert "queued" == page.by_id("run-header").attrs["data-status"]
+    assert {"not-run"} == set(page.nodes().values())
+    assert not page.bars()
+    assert "No attempt is recorded yet." in page.by_id("timeline").joined()
+
+
+def test_split_index_reads_foreach_indices_off_a_name() -> None:
+    """Trailing [n] suffixes only, nested ones in order; other brackets are the name's."""
+    assert ("load", (3,)) == split_index("load[3]")
+    assert ("load", (0, 12)) == split_index("load[0][12]")
+    assert ("a[x]", ()) == split_index("a[x]")
+    assert ("a[1]b", ()) == split_index("a[1]b")
+    assert ("plain", ()) == split_index("plain")
 
 
 # -- a thousand items -------------------------------------------------------------------------------

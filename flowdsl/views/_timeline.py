@@ -374,7 +374,7 @@ def _bar_html(bar: _Bar, span: float) -> str:
     element = "a" if bar.href else "span"
     href = f' href="{_e(bar.href)}"' if bar.href else ""
     return (
-        f'<{element} class="{bar.cls}" data-status="{bar.status}" data-step="{_e(bar.step)}" '
+        f'<{element} class="{bar.cls}" data-status="{_e(bar.status)}" data-step="{_e(bar.step)}" '
         f'data-attempt="{bar.attempt}" data-visit="{bar.visit}"{tags}{href} '
         f'style="{style}" title="{_e(bar.title)}"></{element}>'
     )
