@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
@@ -63,7 +65,50 @@ def _payload_wrap(key: str) -> tuple[str, str]:
     return before, after
 
 
-__all__ = ["RunJournal", "incompatible", "run_claimed", "run_durably", "run_header"]
+__all__ = [
+    "RunJournal",
+    "draw_graphs_with",
+    "incompatible",
+    "run_claimed",
+    "run_durably",
+    "run_header",
+]
+
+_log = logging.getLogger("flowdsl")
+
+_GRAPHS: Final[weakref.WeakKeyDictionary[Plan, str | None]] = weakref.WeakKeyDictionary()
+"""Each plan's graph as JSON, drawn once (the first time one of its runs starts)."""
+_DRAW: list[Callable[[Plan], str]] = []
+
+
+def draw_graphs_with(draw: Callable[[Plan], str]) -> None:
+    """Give run headers their plan's graph as JSON, as `draw` makes it.
+
+    The graph is what the run viewer shows, and the views draw it; the stores
+    may not import the views, so the package hands their drawing function
+    over here when it is imported.
+    """
+    _DRAW[:] = [draw]
+
+
+def _graph_json(plan: Plan) -> str | None:
+    """The plan's graph as JSON (None without a drawing function); drawn once per plan.
+
+    A drawing that fails never fails the run: the run keeps no graph, and
+    the failure is logged.
+    """
+    try:
+        return _GRAPHS[plan]
+    except KeyError:
+        pass
+    text: str | None = None
+    if _DRAW:
+        try:
+            text = _DRAW[0](plan)
+        except Exception:
+            _log.warning("could not draw the graph of workflow %r", plan.name, exc_info=True)
+    _GRAPHS[plan] = text
+    return text
 
 
 async def _encoded(encoder: Callable[[Any], str], value: object) -> str:
@@ -406,7 +451,14 @@ def run_header(
         )
         raise SerializationError(msg) from None
     return RunHeader(
-        run_id, plan.name, plan.fingerprint, plan.shape, text, time.time(), parent_id=parent_id
+        run_id,
+        plan.name,
+        plan.fingerprint,
+        plan.shape,
+        text,
+        time.time(),
+        parent_id=parent_id,
+        graph=_graph_json(plan),
     )
 
 
