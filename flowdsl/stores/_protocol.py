@@ -58,6 +58,9 @@ class RunHeader:
     parent_id: str | None = attrs.field(default=None, kw_only=True)
     """The run that started this one with ``call_workflow``, else None (recorded when the
     run is created; a run the store holds already keeps what it recorded)."""
+    journal: tuple[Attempt, ...] = attrs.field(default=(), kw_only=True)
+    """Journal entries the store commits with the run when it creates it (a queued run's
+    trace parent); none is written for a run the store holds already."""
 
 
 @attrs.frozen
