@@ -299,9 +299,9 @@ class _Execution:
     # -- the top-level sequence ------------------------------------------------------
 
     async def main(self) -> None:
-        tracer = self.tracer
-        if tracer is not None and tracer.entry is not None:  # a durable run's trace parent
-            await self.journal.record(tracer.entry)  # type: ignore[union-attr]
+        tracer, journal = self.tracer, self.journal
+        if tracer is not None and tracer.entry is not None and journal is not None:
+            await journal.record(tracer.entry)  # a durable run's trace parent (see _tracing)
         plan = self.plan
         nodes = plan.nodes
         targets = plan.targets
