@@ -432,7 +432,7 @@ def run_header(
 
 def _trace_entry(found: dict[str, str], now: float) -> Attempt:
     """The journal entry of a queued run's trace parent (see `flowdsl._engine._tracing`)."""
-    return Attempt(TRACE_NAME, 1, 1, True, True, dumps(encode(Ok(found))), now, 0.0, kind=TRACE)
+    return Attempt(TRACE_NAME, 1, 1, True, True, encode_text(Ok(found)), now, 0.0, kind=TRACE)
 
 
 async def run_durably(
