@@ -456,7 +456,8 @@ async def astart_workflow(
     if store is None:
         msg = "start_workflow() needs store=: a queued run lives in a store, e.g. store='sqlite:///runs.db'"
         raise UsageError(msg)
-    header = run_header(planned(wf.plan), data, rid, parent_id=parent_id)
+    # traced: the context current now is the run's trace parent
+    header = run_header(planned(wf.plan), data, rid, parent_id=parent_id, traced=True)
     ticket = Ticket(name, priority, clock().now() + (delay or 0.0))
     opened, owned = open_store(store)
     try:

@@ -27,7 +27,8 @@ from .._engine._events import Listener, RunFinished, fan_out
 from .._engine._execution import execute
 from .._engine._mailbox import executing
 from .._engine._run import CompensationRecord, Run, StepRecord, Waiting
-from .._engine._seams import STEP, UNDO, Entry, Invoker, child_finished
+from .._engine._seams import STEP, TRACE, UNDO, Entry, Invoker, child_finished
+from .._engine._tracing import TRACE_NAME, carrier
 from .._outcome import Goto
 from .._plan import Plan
 from ..errors import IncompatibleDefinition, SerializationError, StoreError
@@ -329,7 +330,7 @@ class RunJournal:
             )
             assert run is not None  # not resuming: a run held elsewhere raised
             return run
-        header = run_header(plan, data, run_id, parent_id=self.run_id)
+        header = run_header(plan, data, run_id, parent_id=self.run_id, traced=True)
         ticket = Ticket(queue or CHILD_QUEUE, 0, clock().now())
         event = child_finished(run_id)
         while True:
@@ -434,9 +435,18 @@ def _refuse(opened: Opened, plan: Plan, run_id: str) -> StoreError:
 
 
 def run_header(
-    plan: Plan, data: Mapping[str, Any] | None, run_id: str, parent_id: str | None = None
+    plan: Plan,
+    data: Mapping[str, Any] | None,
+    run_id: str,
+    parent_id: str | None = None,
+    *,
+    traced: bool = False,
 ) -> RunHeader:
-    """What a store is asked to create: the run, its definition and its journaled input."""
+    """What a store is asked to create: the run, its definition and its journaled input.
+
+    `traced`: a queued run, whose trace parent is the context current now
+    (journaled with the run when the current span is a valid one).
+    """
     try:
         text = encode_text(data)
     except Unencodable as exc:
@@ -450,16 +460,25 @@ def run_header(
             f"{f': {exc.why}' if exc.why else ''}. {exc.hint}"
         )
         raise SerializationError(msg) from None
+    now = time.time()
+    found = carrier() if traced else None
+    journal = () if found is None else (_trace_entry(found, now),)
     return RunHeader(
         run_id,
         plan.name,
         plan.fingerprint,
         plan.shape,
         text,
-        time.time(),
+        now,
         parent_id=parent_id,
         graph=_graph_json(plan),
+        journal=journal,
     )
+
+
+def _trace_entry(found: dict[str, str], now: float) -> Attempt:
+    """The journal entry of a queued run's trace parent (see `flowdsl._engine._tracing`)."""
+    return Attempt(TRACE_NAME, 1, 1, True, True, encode_text(Ok(found)), now, 0.0, kind=TRACE)
 
 
 async def run_durably(

@@ -791,6 +791,35 @@ async def _attempts(conn: Any, run_id: str) -> tuple[Attempt, ...]:
     return tuple(attempt_from_row(row) for row in await cursor.fetchall())
 
 
+async def _journal_header(conn: Any, header: RunHeader) -> None:
+    """Write the journal entries a new run is created with (`RunHeader.journal`)."""
+    if not header.journal:
+        return
+    me = owner_token()
+    async with conn.cursor() as cursor:
+        await cursor.executemany(
+            "INSERT INTO flowdsl_attempts (run_id, kind, step, visit, attempt, status, final, "
+            "outcome, started, duration, worker) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s)",
+            [
+                (
+                    header.run_id,
+                    a.kind,
+                    a.step,
+                    a.visit,
+                    a.attempt,
+                    "succeeded" if a.succeeded else "failed",
+                    a.final,
+                    a.outcome,
+                    a.started,
+                    a.duration,
+                    me,
+                )
+                for a in header.journal
+            ],
+        )
+
+
 async def _row(conn: Any, run_id: str, lock: str = "") -> Any:
     cursor = await conn.execute(
         f"SELECT {RUN_COLUMNS}, {_NOW} FROM flowdsl_runs WHERE run_id = %s {lock}", (run_id,)
@@ -828,15 +857,15 @@ async def _take_many(
     )
     epochs = {run_id: int(epoch) for run_id, epoch in await cursor.fetchall()}
     journals: dict[str, list[Attempt]] = {run_id: [] for run_id in ids}
-    ran = [row[0] for row in rows if row[15] is not None]  # a run never claimed has no journal
-    if ran:
-        cursor = await conn.execute(
-            f"SELECT run_id, {ATTEMPT_COLUMNS} FROM flowdsl_attempts WHERE run_id = ANY(%s) "
-            f"ORDER BY seq",
-            (ran,),
-        )
-        for found in await cursor.fetchall():
-            journals[found[0]].append(attempt_from_row(found[1:]))
+    # Every run's journal: one never claimed may have been queued with entries (its trace
+    # parent, `RunHeader.journal`).
+    cursor = await conn.execute(
+        f"SELECT run_id, {ATTEMPT_COLUMNS} FROM flowdsl_attempts WHERE run_id = ANY(%s) "
+        f"ORDER BY seq",
+        (ids,),
+    )
+    for found in await cursor.fetchall():
+        journals[found[0]].append(attempt_from_row(found[1:]))
     return [
         found_run(
             row,
@@ -1113,6 +1142,7 @@ class PostgresStore:
                     ),
                 )
                 if await cursor.fetchone() is not None:
+                    await _journal_header(conn, header)
                     return Opened(
                         run_id=header.run_id,
                         claim=_hold(engine, Claim(header.run_id, 1), taken),
@@ -1123,6 +1153,7 @@ class PostgresStore:
                         input=header.input,
                         started=header.started,
                         parent_id=header.parent_id,
+                        attempts=header.journal,
                     )
                 row = await _row(conn, header.run_id, "FOR UPDATE")  # created meanwhile
                 assert row is not None
@@ -1265,8 +1296,9 @@ class PostgresStore:
         return await self._call(self._enqueue(header, ticket))
 
     async def _enqueue(self, header: RunHeader, ticket: Ticket) -> Opened:
-        # One statement, one round trip and its own commit, when the run_id is new: a
-        # definition's first run keeps its graph in the same statement.
+        # One statement, one round trip and its own commit, when the run_id is new (and the
+        # run has no journal entries to go with it: see the end); a definition's first run
+        # keeps its graph in the same statement.
         graph = keep_graph(header, self._graphs, "%s")
         keeping, kept = ("", ()) if graph is None else (f"graph AS ({graph[0]}), ", graph[1])
 
@@ -1297,6 +1329,7 @@ class PostgresStore:
                 ),
             )
             if await cursor.fetchone() is not None:
+                await _journal_header(conn, header)
                 return Opened(
                     run_id=header.run_id,
                     claim=None,
@@ -1316,7 +1349,10 @@ class PostgresStore:
                 finished = run_from_row(row, await _attempts(conn, row[0]))
             return found_run(row, None, owner=row[12], finished=finished)
 
-        opened = await self._write(f"queue run {header.run_id!r}", self._engine.autocommit(work))
+        # A run created with journal entries is one transaction: the run and its entries.
+        engine = self._engine
+        committed = engine.transaction(work) if header.journal else engine.autocommit(work)
+        opened = await self._write(f"queue run {header.run_id!r}", committed)
         if graph is not None:
             self._graphs.add(header.fingerprint)
         return opened

@@ -62,6 +62,9 @@ class RunHeader:
     graph: str | None = attrs.field(default=None, kw_only=True, repr=False)
     """The workflow's graph as JSON (``Graph.to_json``), or None. A store keeps the first
     it is given for each `fingerprint` (later ones change nothing), for the run viewer."""
+    journal: tuple[Attempt, ...] = attrs.field(default=(), kw_only=True)
+    """Journal entries the store commits with the run when it creates it (a queued run's
+    trace parent); none is written for a run the store holds already."""
 
 
 @attrs.frozen

@@ -524,6 +524,7 @@ def _open_job(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> O
             input=header.input,
             started=header.started,
             parent_id=header.parent_id,
+            attempts=header.journal,
         )
         conn.execute(
             "INSERT INTO flowdsl_runs (run_id, workflow, status, fingerprint, shape, input, "
@@ -545,6 +546,7 @@ def _open_job(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> O
             ),
         )
         _keep_graph(writer, conn, header)
+        _journal_header(conn, header, me)
         _activate(writer, header.run_id, 1)
         return opened
     if row[2] in FINISHED:
@@ -567,6 +569,31 @@ def _keep_graph(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) ->
     if statement is not None:
         conn.execute(*statement)
         writer.graphs_written.append(header.fingerprint)
+
+
+def _journal_header(conn: sqlite3.Connection, header: RunHeader, me: str) -> None:
+    """Commit the journal entries a new run is created with (`RunHeader.journal`)."""
+    if header.journal:
+        conn.executemany(
+            "INSERT INTO flowdsl_attempts (run_id, kind, step, visit, attempt, status, final, "
+            "outcome, started, duration, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    header.run_id,
+                    a.kind,
+                    a.step,
+                    a.visit,
+                    a.attempt,
+                    "succeeded" if a.succeeded else "failed",
+                    a.final,
+                    a.outcome,
+                    a.started,
+                    a.duration,
+                    me,
+                )
+                for a in header.journal
+            ],
+        )
 
 
 def _take(writer: _Writer, conn: sqlite3.Connection, row: Sequence[Any], now: float) -> Opened:
@@ -615,6 +642,7 @@ def _enqueue_job(
         ),
     )
     _keep_graph(writer, conn, header)
+    _journal_header(conn, header, owner_token())
     return Opened(
         run_id=header.run_id,
         claim=None,
