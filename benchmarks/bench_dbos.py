@@ -267,9 +267,13 @@ class Report:
             )
         return rows
 
+    def rounds_text(self) -> str:
+        n = self.mode.rounds
+        return "1 round" if n == 1 else f"{n} interleaved rounds"
+
     def notes(self) -> list[str]:
         return [
-            f"Medians over {self.mode.rounds} interleaved rounds; flowdsl / DBOS is the ratio "
+            f"Medians over {self.rounds_text()}; flowdsl / DBOS is the ratio "
             "of the medians (of time: for runs/s, the inverse), below 1 when flowdsl is faster; "
             f"the goal column gives how many times faster flowdsl is (goal: {GOAL:g}x).",
             "recovery: from starting the new process to the killed run completing, "
@@ -282,8 +286,8 @@ class Report:
             return f"Durable runs against DBOS: skipped: {self.skipped}"
         return "\n".join(
             [
-                f"Durable runs against DBOS, {self.mode.name} mode, {self.mode.rounds} "
-                f"interleaved rounds ({self.elapsed:.0f} s)",
+                f"Durable runs against DBOS, {self.mode.name} mode, {self.rounds_text()} "
+                f"({self.elapsed:.0f} s)",
                 "",
                 _text_table(self.HEADER, self.rows()),
                 "",
@@ -302,7 +306,7 @@ class Report:
             [
                 "## Durable runs against DBOS",
                 "",
-                f"{self.mode.name} mode, {self.mode.rounds} interleaved rounds, "
+                f"{self.mode.name} mode, {self.rounds_text()}, "
                 f"{self.elapsed:.0f} s (`benchmarks/bench_dbos.py`).",
                 "",
                 _md_table(self.HEADER, self.rows()),
