@@ -23,7 +23,11 @@ The back doors, each implemented per kind:
 - `mailbox`, `schema_version`: a run's events, and the database's schema
   version, as the database holds them.
 - `as_schema_4`: the database made what a release with schema 4 (before
-  child runs) left: no ``parent_id`` column, no index on it, version 4.
+  child runs) left: no ``parent_id`` column, no index on it, no graphs, version 4.
+- `before_graphs`: the database made what the release before kept graphs left:
+  no ``flowdsl_graphs`` table, the schema version one less than this release's.
+- `graph_rows`, `delete_graphs`: the graphs the database keeps, (fingerprint,
+  workflow) in order; every one deleted behind the stores' back.
 
 A kit that cannot run on this machine (no PostgreSQL server) raises
 `KitUnavailable` when made: `store_kit` skips its tests, or fails them in CI.
@@ -44,6 +48,7 @@ import psycopg
 from psycopg import sql
 
 from flowdsl import SQLiteStore, Store
+from flowdsl.stores._sqlite import SCHEMA_VERSION
 
 __all__ = [
     "DAMAGES",
@@ -205,6 +210,18 @@ class StoreKit(abc.ABC):
     def as_schema_4(self) -> None:
         """Turn the database (no store open on it) into what schema 4 was (see the module)."""
 
+    @abc.abstractmethod
+    def before_graphs(self) -> None:
+        """Turn the database (no store open on it) into what the schema before graphs was."""
+
+    @abc.abstractmethod
+    def graph_rows(self) -> list[tuple[str, str]]:
+        """Every kept graph's (fingerprint, workflow), by fingerprint."""
+
+    @abc.abstractmethod
+    def delete_graphs(self) -> None:
+        """Delete every kept graph (the stores open on the database are not told)."""
+
 
 # -- SQLite ------------------------------------------------------------------------------------
 
@@ -352,7 +369,24 @@ class SQLiteKit(StoreKit):
         with self._connection() as conn:
             conn.execute("DROP INDEX flowdsl_runs_by_parent")
             conn.execute("ALTER TABLE flowdsl_runs DROP COLUMN parent_id")
+            conn.execute("DROP TABLE flowdsl_graphs")
             conn.execute("UPDATE flowdsl_schema SET version = 4")
+
+    def before_graphs(self) -> None:
+        with self._connection() as conn:
+            conn.execute("DROP TABLE flowdsl_graphs")
+            conn.execute("UPDATE flowdsl_schema SET version = ?", (SCHEMA_VERSION - 1,))
+
+    def graph_rows(self) -> list[tuple[str, str]]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT fingerprint, workflow FROM flowdsl_graphs ORDER BY fingerprint"
+            ).fetchall()
+        return [(fingerprint, workflow) for fingerprint, workflow in rows]
+
+    def delete_graphs(self) -> None:
+        with self._connection() as conn:
+            conn.execute("DELETE FROM flowdsl_graphs")
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------
@@ -512,7 +546,21 @@ class PostgresKit(StoreKit):
     def as_schema_4(self) -> None:
         self._execute("DROP INDEX flowdsl_runs_by_parent")
         self._execute("ALTER TABLE flowdsl_runs DROP COLUMN parent_id")
+        self._execute("DROP TABLE flowdsl_graphs")
         self._execute("UPDATE flowdsl_schema SET version = 4")
+
+    def before_graphs(self) -> None:
+        self._execute("DROP TABLE flowdsl_graphs")
+        self._execute("UPDATE flowdsl_schema SET version = %s", (SCHEMA_VERSION - 1,))
+
+    def graph_rows(self) -> list[tuple[str, str]]:
+        rows = self._execute(
+            "SELECT fingerprint, workflow FROM flowdsl_graphs ORDER BY fingerprint"
+        ).fetchall()
+        return [(fingerprint, workflow) for fingerprint, workflow in rows]
+
+    def delete_graphs(self) -> None:
+        self._execute("DELETE FROM flowdsl_graphs")
 
 
 # -- the kinds the suites run on ---------------------------------------------------------------

@@ -21,6 +21,7 @@ from ._commands import (
     cmd_runs_list,
     cmd_runs_resume,
     cmd_runs_show,
+    cmd_runs_view,
     cmd_ui,
     cmd_worker,
 )
@@ -137,7 +138,7 @@ def graph(target: str, fmt: str) -> int:
 
 @cli.group()
 def runs() -> None:
-    """Durable runs kept in a store: list, show, resume."""
+    """Durable runs kept in a store: list, show, view, resume."""
 
 
 @runs.command("list")
@@ -173,6 +174,26 @@ def runs_list(store_path: str, status: str | None, parent: str | None, fmt: str)
 def runs_show(run_id: str, store_path: str) -> int:
     """Print one run's record as JSON."""
     return cmd_runs_show(store_path, run_id)
+
+
+@runs.command("view")
+@click.argument("run_id", metavar="ID")
+@_existing_store_option()
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    metavar="FILE",
+    help="Write the page to FILE (default, or '-': standard output).",
+)
+def runs_view(run_id: str, store_path: str, out: str | None) -> int:
+    """Write one run's page: a self-contained HTML file, opened with no network.
+
+    The page shows the run's graph, each node coloured by its status, a timeline
+    of every attempt (parallel branches, foreach items, goto visits, retries,
+    waits, compensations) and every error with its traceback.
+    """
+    return cmd_runs_view(store_path, run_id, out)
 
 
 @runs.command("resume")

@@ -51,6 +51,7 @@ from ._protocol import (
     Attempt,
     Claim,
     ClaimRequest,
+    Definition,
     Ending,
     Opened,
     Pending,
@@ -60,6 +61,7 @@ from ._protocol import (
 )
 from ._rows import (
     ATTEMPT_COLUMNS,
+    DEFINITION_QUERY,
     FINISHED,
     RUN_COLUMNS,
     TABLE_COLUMNS,
@@ -67,8 +69,10 @@ from ._rows import (
     attempt_from_row,
     child_notice,
     damaged,
+    definition_from_row,
     delivery,
     found_run,
+    keep_graph,
     lost_claim,
     newer_schema,
     parent_delivery,
@@ -92,12 +96,13 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 _log = logging.getLogger("flowdsl")
 _T = TypeVar("_T")
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 """The schema this release writes (``flowdsl_schema``); the same numbers as SQLite's.
 
 PostgreSQL stores begin at 4 (queues, waits, events and schedules): there is
 no older PostgreSQL schema to migrate from. 5: child runs (``parent_id``,
-indexed). Each later release adds its step to `_MIGRATIONS`.
+indexed). 6: the graphs of the definitions runs started with
+(``flowdsl_graphs``). Each later release adds its step to `_MIGRATIONS`.
 """
 
 _NOW: Final = "extract(epoch from now())"
@@ -113,6 +118,11 @@ _BY_PARENT: Final = (
     "CREATE INDEX flowdsl_runs_by_parent ON flowdsl_runs (parent_id, started) "
     "WHERE parent_id IS NOT NULL"
 )
+_GRAPHS: Final = """CREATE TABLE IF NOT EXISTS flowdsl_graphs (
+        fingerprint text PRIMARY KEY,
+        workflow    text NOT NULL,
+        graph       text NOT NULL
+    )"""
 _TABLES: Final = (
     """CREATE TABLE flowdsl_runs (
         run_id        text PRIMARY KEY,
@@ -185,6 +195,7 @@ _TABLES: Final = (
     "CREATE INDEX flowdsl_events_mailbox ON flowdsl_events (run_id, event, seq) "
     "WHERE taken IS NULL",
     _BY_PARENT,
+    _GRAPHS,
 )
 
 
@@ -194,7 +205,12 @@ def _migrate_4_to_5(conn: Any) -> None:
     conn.execute(_BY_PARENT)
 
 
-_MIGRATIONS: Final[dict[int, Callable[[Any], None]]] = {4: _migrate_4_to_5}
+def _migrate_graphs(conn: Any) -> None:
+    """Graphs: the table of each definition's graph (runs recorded before have none)."""
+    conn.execute(_GRAPHS)
+
+
+_MIGRATIONS: Final[dict[int, Callable[[Any], None]]] = {4: _migrate_4_to_5, 5: _migrate_graphs}
 """Schema version n -> n + 1 (a function of a sync connection), run in one transaction."""
 _SCHEMA_LOCK: Final = 7_346_512_019
 """The advisory lock two processes opening a new database take, so one creates it."""
@@ -775,6 +791,35 @@ async def _attempts(conn: Any, run_id: str) -> tuple[Attempt, ...]:
     return tuple(attempt_from_row(row) for row in await cursor.fetchall())
 
 
+async def _journal_header(conn: Any, header: RunHeader) -> None:
+    """Write the journal entries a new run is created with (`RunHeader.journal`)."""
+    if not header.journal:
+        return
+    me = owner_token()
+    async with conn.cursor() as cursor:
+        await cursor.executemany(
+            "INSERT INTO flowdsl_attempts (run_id, kind, step, visit, attempt, status, final, "
+            "outcome, started, duration, worker) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s)",
+            [
+                (
+                    header.run_id,
+                    a.kind,
+                    a.step,
+                    a.visit,
+                    a.attempt,
+                    "succeeded" if a.succeeded else "failed",
+                    a.final,
+                    a.outcome,
+                    a.started,
+                    a.duration,
+                    me,
+                )
+                for a in header.journal
+            ],
+        )
+
+
 async def _row(conn: Any, run_id: str, lock: str = "") -> Any:
     cursor = await conn.execute(
         f"SELECT {RUN_COLUMNS}, {_NOW} FROM flowdsl_runs WHERE run_id = %s {lock}", (run_id,)
@@ -812,15 +857,15 @@ async def _take_many(
     )
     epochs = {run_id: int(epoch) for run_id, epoch in await cursor.fetchall()}
     journals: dict[str, list[Attempt]] = {run_id: [] for run_id in ids}
-    ran = [row[0] for row in rows if row[15] is not None]  # a run never claimed has no journal
-    if ran:
-        cursor = await conn.execute(
-            f"SELECT run_id, {ATTEMPT_COLUMNS} FROM flowdsl_attempts WHERE run_id = ANY(%s) "
-            f"ORDER BY seq",
-            (ran,),
-        )
-        for found in await cursor.fetchall():
-            journals[found[0]].append(attempt_from_row(found[1:]))
+    # Every run's journal: one never claimed may have been queued with entries (its trace
+    # parent, `RunHeader.journal`).
+    cursor = await conn.execute(
+        f"SELECT run_id, {ATTEMPT_COLUMNS} FROM flowdsl_attempts WHERE run_id = ANY(%s) "
+        f"ORDER BY seq",
+        (ids,),
+    )
+    for found in await cursor.fetchall():
+        journals[found[0]].append(attempt_from_row(found[1:]))
     return [
         found_run(
             row,
@@ -893,6 +938,8 @@ class PostgresStore:
             dsn, self.where, key, self.lease, pool_size, synchronous_commit == "on"
         )
         self._leases = self._engine.leases
+        self._graphs: set[str] = set()
+        """The fingerprints whose graph is committed (touched on the store's loop only)."""
         self._close = weakref.finalize(self, _Engine.stop, self._engine)
 
     def __repr__(self) -> str:
@@ -951,6 +998,16 @@ class PostgresStore:
 
         row, attempts = self._read(f"run {run_id!r}", read)
         return None if row is None else run_from_row(row, attempts)
+
+    def get_definition(self, run_id: str) -> Definition | None:
+        """The definition run `run_id` was started with, and its graph if the store kept it."""
+
+        async def read(conn: Any) -> Any:
+            cursor = await conn.execute(DEFINITION_QUERY.format(mark="%s"), (run_id,))
+            return await cursor.fetchone()
+
+        row = self._read(f"the definition of run {run_id!r}", read)
+        return None if row is None else definition_from_row(run_id, row)
 
     def list_runs(
         self,
@@ -1056,8 +1113,11 @@ class PostgresStore:
         engine = self._engine
         await engine.settle(header.run_id)  # a release handed over before this open first
         taken: list[Claim] = []
+        graph = keep_graph(header, self._graphs, "%s")
 
         async def work(conn: Any) -> Opened:
+            if graph is not None:  # a definition's first run here: one more statement, once
+                await conn.execute(*graph)
             row = await _row(conn, header.run_id, "FOR UPDATE")
             if row is None:
                 now = time.time()
@@ -1082,6 +1142,7 @@ class PostgresStore:
                     ),
                 )
                 if await cursor.fetchone() is not None:
+                    await _journal_header(conn, header)
                     return Opened(
                         run_id=header.run_id,
                         claim=_hold(engine, Claim(header.run_id, 1), taken),
@@ -1092,6 +1153,7 @@ class PostgresStore:
                         input=header.input,
                         started=header.started,
                         parent_id=header.parent_id,
+                        attempts=header.journal,
                     )
                 row = await _row(conn, header.run_id, "FOR UPDATE")  # created meanwhile
                 assert row is not None
@@ -1114,6 +1176,8 @@ class PostgresStore:
                 engine.leases.drop(engine.key, claim)
             raise
         engine.leases.committed(taken)
+        if graph is not None:
+            self._graphs.add(header.fingerprint)
         return opened
 
     async def append(self, claim: Claim, attempt: Attempt) -> None:
@@ -1232,17 +1296,23 @@ class PostgresStore:
         return await self._call(self._enqueue(header, ticket))
 
     async def _enqueue(self, header: RunHeader, ticket: Ticket) -> Opened:
-        # One statement, one round trip and its own commit, when the run_id is new.
+        # One statement, one round trip and its own commit, when the run_id is new (and the
+        # run has no journal entries to go with it: see the end); a definition's first run
+        # keeps its graph in the same statement.
+        graph = keep_graph(header, self._graphs, "%s")
+        keeping, kept = ("", ()) if graph is None else (f"graph AS ({graph[0]}), ", graph[1])
+
         async def work(conn: Any) -> Opened:
             now = time.time()
             cursor = await conn.execute(
-                "WITH queued AS (INSERT INTO flowdsl_runs (run_id, workflow, status, "
+                f"WITH {keeping}queued AS (INSERT INTO flowdsl_runs (run_id, workflow, status, "
                 "fingerprint, shape, input, started, updated, queue, priority, available_at, "
                 "queued_at, parent_id) "
                 "VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (run_id) DO NOTHING RETURNING run_id) "
                 "SELECT pg_notify(%s, '') FROM queued",
                 (
+                    *kept,
                     header.run_id,
                     header.workflow,
                     header.fingerprint,
@@ -1259,6 +1329,7 @@ class PostgresStore:
                 ),
             )
             if await cursor.fetchone() is not None:
+                await _journal_header(conn, header)
                 return Opened(
                     run_id=header.run_id,
                     claim=None,
@@ -1278,7 +1349,13 @@ class PostgresStore:
                 finished = run_from_row(row, await _attempts(conn, row[0]))
             return found_run(row, None, owner=row[12], finished=finished)
 
-        return await self._write(f"queue run {header.run_id!r}", self._engine.autocommit(work))
+        # A run created with journal entries is one transaction: the run and its entries.
+        engine = self._engine
+        committed = engine.transaction(work) if header.journal else engine.autocommit(work)
+        opened = await self._write(f"queue run {header.run_id!r}", committed)
+        if graph is not None:
+            self._graphs.add(header.fingerprint)
+        return opened
 
     async def claim(self, request: ClaimRequest) -> list[Opened]:
         """Claim runs for a worker (``FOR UPDATE SKIP LOCKED``); see `Store.claim`.
