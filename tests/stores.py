@@ -22,8 +22,13 @@ The back doors, each implemented per kind:
   process was paused.
 - `mailbox`, `schema_version`: a run's events, and the database's schema
   version, as the database holds them.
+- `as_schema_5`: the database made what a release with schema 5 (before run
+  management) left: no ``cancel_requested`` or ``retry_of`` column, none of
+  schema 6's indexes, version 5.
 - `as_schema_4`: the database made what a release with schema 4 (before
-  child runs) left: no ``parent_id`` column, no index on it, version 4.
+  child runs) left: schema 5's, without the ``parent_id`` column and its
+  index, version 4.
+- `backdate`: a run's last change (its end, for `prune_runs`) made older.
 
 A kit that cannot run on this machine (no PostgreSQL server) raises
 `KitUnavailable` when made: `store_kit` skips its tests, or fails them in CI.
@@ -202,9 +207,23 @@ class StoreKit(abc.ABC):
         """The schema version the database records."""
 
     @abc.abstractmethod
+    def as_schema_5(self) -> None:
+        """Turn the database (no store open on it) into what schema 5 was (see the module)."""
+
+    @abc.abstractmethod
     def as_schema_4(self) -> None:
         """Turn the database (no store open on it) into what schema 4 was (see the module)."""
 
+    @abc.abstractmethod
+    def backdate(self, run_id: str, seconds: float) -> None:
+        """Make the run's last change (``updated``: when it ended) `seconds` older."""
+
+
+# The indexes schema 6 added, by kind (what `as_schema_5` drops).
+_SCHEMA_6_INDEXES: Final = {
+    "sqlite": ("flowdsl_runs_by_start", "flowdsl_runs_by_workflow"),
+    "postgresql": ("flowdsl_runs_by_start", "flowdsl_runs_by_workflow", "flowdsl_events_by_run"),
+}
 
 # -- SQLite ------------------------------------------------------------------------------------
 
@@ -348,7 +367,22 @@ class SQLiteKit(StoreKit):
         with self._connection() as conn:
             return int(conn.execute("SELECT max(version) FROM flowdsl_schema").fetchone()[0])
 
+    def as_schema_5(self) -> None:
+        with self._connection() as conn:
+            for index in _SCHEMA_6_INDEXES["sqlite"]:
+                conn.execute(f"DROP INDEX {index}")
+            conn.execute("ALTER TABLE flowdsl_runs DROP COLUMN cancel_requested")
+            conn.execute("ALTER TABLE flowdsl_runs DROP COLUMN retry_of")
+            conn.execute("UPDATE flowdsl_schema SET version = 5")
+
+    def backdate(self, run_id: str, seconds: float) -> None:
+        with self._connection() as conn:
+            conn.execute(
+                "UPDATE flowdsl_runs SET updated = updated - ? WHERE run_id = ?", (seconds, run_id)
+            )
+
     def as_schema_4(self) -> None:
+        self.as_schema_5()
         with self._connection() as conn:
             conn.execute("DROP INDEX flowdsl_runs_by_parent")
             conn.execute("ALTER TABLE flowdsl_runs DROP COLUMN parent_id")
@@ -509,7 +543,20 @@ class PostgresKit(StoreKit):
         assert row is not None
         return int(row[0])
 
+    def as_schema_5(self) -> None:
+        for index in _SCHEMA_6_INDEXES["postgresql"]:
+            self._execute(f"DROP INDEX {index}")
+        self._execute("ALTER TABLE flowdsl_runs DROP COLUMN cancel_requested")
+        self._execute("ALTER TABLE flowdsl_runs DROP COLUMN retry_of")
+        self._execute("UPDATE flowdsl_schema SET version = 5")
+
+    def backdate(self, run_id: str, seconds: float) -> None:
+        self._execute(
+            "UPDATE flowdsl_runs SET updated = updated - %s WHERE run_id = %s", (seconds, run_id)
+        )
+
     def as_schema_4(self) -> None:
+        self.as_schema_5()
         self._execute("DROP INDEX flowdsl_runs_by_parent")
         self._execute("ALTER TABLE flowdsl_runs DROP COLUMN parent_id")
         self._execute("UPDATE flowdsl_schema SET version = 4")

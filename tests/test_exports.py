@@ -25,6 +25,7 @@ def test_core_names_of_the_design_are_exported() -> None:
         "Queue", "start_workflow", "Worker", "RunHandle", "register_type",
         "SQLiteStore", "PostgresStore", "Store",
         "sleep_for", "sleep_until", "wait_for_event", "send_event", "asend_event", "Waiting",
+        "cancel_run", "acancel_run", "retry_run", "aretry_run", "prune_runs",
     }  # fmt: skip
     assert set() == promised - set(flowdsl.__all__)
 
@@ -51,6 +52,8 @@ ALLOWED_RAISES: dict[tuple[str, str, str], str] = {
     # Cancellation is raised as itself, never wrapped.
     ("flowdsl._engine._execution", "overdue", "asyncio.CancelledError"): "cancellation",
     ("flowdsl._engine._execution", "interrupt", "asyncio.CancelledError"): "cancellation",
+    ("flowdsl._engine._execution", "stop_here", "asyncio.CancelledError"): "cancellation",
+    ("flowdsl._engine._execution", "refuse", "asyncio.CancelledError"): "cancellation",
     ("flowdsl._engine._execution", "_report", "asyncio.CancelledError"): "cancellation",
     ("flowdsl.result", "gather", "asyncio.CancelledError"): "cancellation",
     ("flowdsl.stores._journal", "wait", "asyncio.CancelledError"): "cancellation",
