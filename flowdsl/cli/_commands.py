@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shlex
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from datetime import datetime
+from typing import Any, Final
+
+import click
 
 from .._define._registry import workflows
 from .._engine._events import Event, RunFinished
@@ -49,10 +53,52 @@ __all__ = [
     "cmd_events_send",
     "cmd_graph",
     "cmd_run",
+    "cmd_runs_cancel",
     "cmd_runs_list",
+    "cmd_runs_prune",
     "cmd_runs_resume",
+    "cmd_runs_retry",
     "cmd_runs_show",
+    "parse_duration",
+    "parse_time",
 ]
+
+
+# -- argument types --------------------------------------------------------------------------
+
+_UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+def parse_duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """``--older-than``: a number with a unit, ``s``, ``m``, ``h`` or ``d`` (``90s``, ``7d``);
+    its seconds. Anything else is a usage error (exit 2)."""
+    if value is None:
+        return None
+    found = _DURATION.fullmatch(value.strip())
+    if found is None:
+        msg = (
+            f"{value!r} is not a duration: write a number and a unit, s, m, h or d "
+            f"(90s, 15m, 12h, 7d)"
+        )
+        raise click.BadParameter(msg, ctx, param)
+    return float(found[1]) * _UNITS[found[2]]
+
+
+def parse_time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """``--since``: an ISO 8601 time (``2025-05-01``, ``2025-05-01T12:00+02:00``), taken as
+    this machine's local time when it names no zone."""
+    if value is None:
+        return None
+    try:
+        found = datetime.fromisoformat(value.strip())
+    except ValueError:
+        msg = (
+            f"{value!r} is not an ISO 8601 time: write 2025-05-01, 2025-05-01T12:00 or "
+            f"2025-05-01T12:00+02:00"
+        )
+        raise click.BadParameter(msg, ctx, param) from None
+    return found if found.tzinfo is not None else found.astimezone()
 
 
 # -- stores and runs -----------------------------------------------------------------------
@@ -247,15 +293,25 @@ def _get_run(store: Any, run_id: str, store_path: str) -> Run:
 
 
 def cmd_runs_list(
-    store_path: str, status: str | None, fmt: str, *, parent: str | None = None
+    store_path: str,
+    status: str | None,
+    fmt: str,
+    *,
+    parent: str | None = None,
+    workflow: str | None = None,
+    since: datetime | None = None,
+    limit: int | None = None,
 ) -> int:
-    """List the runs (a parent's children only, with `parent`); damaged ones are named on
-    stderr (exit 2) and the rest still listed."""
+    """List the runs (a parent's children only, with `parent`; the `limit` newest, newest
+    first, with `limit`); damaged ones are named on stderr (exit 2) and the rest still listed."""
     damaged: list[StoreError] = []
     with opened_store(store_path, must_exist=True) as store:
         try:
             runs: Iterable[Run] = store.list_runs(
-                status=status,
+                status,
+                workflow,
+                since,
+                limit,
                 parent=parent,
                 on_damaged=lambda run_id, error: damaged.append(error),
             )
@@ -268,6 +324,59 @@ def cmd_runs_list(
     for error in damaged:
         print(f"Error: {error}", file=sys.stderr)
     return 2 if damaged else 0
+
+
+def cmd_runs_cancel(store_path: str, run_id: str) -> int:
+    """``flowdsl runs cancel``: commit the cancel; say on stderr what it did to each run."""
+    with opened_store(store_path, must_exist=True) as store:
+        try:
+            done = asyncio.run(store.cancel(run_id))
+        except RunNotFound:
+            raise _no_run(run_id, store_path) from None
+        except (UsageError, StoreError) as exc:
+            raise CliError(str(exc)) from None
+    for cancelled, how in done:
+        what = "child run" if cancelled != run_id else "run"
+        if how == "cancelled":
+            print(f"{what} {cancelled!r} cancelled", file=sys.stderr)
+        else:
+            print(
+                f"{what} {cancelled!r} is running: its process stops it at its next lease "
+                f"renewal, and records it as cancelled",
+                file=sys.stderr,
+            )
+    return 0
+
+
+def cmd_runs_retry(store_path: str, run_id: str, from_step: str | None) -> int:
+    """``flowdsl runs retry``: queue the retry; its run id on stdout."""
+    from .._managing import retry_run
+
+    with opened_store(store_path, must_exist=True) as store:
+        try:
+            new_id = retry_run(run_id, store, from_step=from_step)
+        except RunNotFound:
+            raise _no_run(run_id, store_path) from None
+        except (UsageError, StoreError) as exc:
+            raise CliError(str(exc)) from None
+    print(new_id, flush=True)
+    print(f"run {new_id!r} queued: a retry of run {run_id!r}", file=sys.stderr, flush=True)
+    return 0
+
+
+def cmd_runs_prune(store_path: str, older_than: float, status: str | None) -> int:
+    """``flowdsl runs prune``: delete the runs that ended before the cut; the count on stdout."""
+    from .._managing import prune_runs
+
+    with opened_store(store_path, must_exist=True) as store:
+        try:
+            count = prune_runs(store, older_than=older_than, status=status)
+        except (UsageError, StoreError) as exc:
+            raise CliError(str(exc)) from None
+    print(count, flush=True)
+    plural = "" if count == 1 else "s"
+    print(f"{count} ended run{plural} deleted", file=sys.stderr, flush=True)
+    return 0
 
 
 def cmd_runs_show(store_path: str, run_id: str) -> int:
