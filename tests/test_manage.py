@@ -31,6 +31,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -1228,3 +1229,19 @@ def test_cli_durations_and_times() -> None:
     assert naive is not None
     assert naive.tzinfo is not None, "taken as local time"
     assert naive.replace(tzinfo=None) == dt.datetime(2025, 5, 1, 12, 0)
+
+
+def test_cli_says_to_retry_a_run_cancelled_for_good(store_kit: StoreKit) -> None:
+    """`runs resume` of a run cancel_run stopped prints it (exit 1) and says how to retry it."""
+    from flowdsl.cli._targets import import_source
+
+    hello = Path(__file__).parent / "cli_fixtures" / "hello.py"
+    greet = import_source(str(hello)).greet  # the command's workflow, definition and all
+    store = store_kit.open()
+    start_workflow(greet, store=store, run_id="gr-1")
+    cancel_run("gr-1", store)
+    done = cli("runs", "resume", "gr-1", "--store", store_kit.url, "--module", str(hello))
+    assert 1 == done.returncode, done.stderr
+    retry = shlex.join(["flowdsl", "runs", "retry", "gr-1", "--store", store_kit.url])
+    assert f"retry it with: {retry}" in done.stderr
+    assert "resume it with" not in done.stderr

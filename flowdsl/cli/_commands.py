@@ -173,24 +173,40 @@ def execute_run(
 
 
 def finish_run(
-    run: Run, output: str, log_format: str, quiet: bool, *, resume: str | None = None
+    run: Run, output: str, log_format: str, quiet: bool, *, then: tuple[str, str] | None = None
 ) -> int:
     """Print the run's result on stdout and how it ended on stderr; returns the exit code.
 
     With ``--log-format json`` stderr stays JSON only (``workflow.finished`` says
     how it ended); with ``--quiet`` only a run that did not complete is
-    reported. `resume` is the command that resumes the run, shown when it was
-    cancelled.
+    reported. `then` is what to do with the run next and the command that does
+    it (resume it; retry it, when it was cancelled for good), shown when it
+    was cancelled.
     """
     if log_format != "json" and not (quiet and run.status == "completed"):
         report(run)
-        if run.status == "cancelled" and resume is not None:
-            print(f"resume it with: {resume}", file=sys.stderr, flush=True)
+        if run.status == "cancelled" and then is not None:
+            print(f"{then[0]} it with: {then[1]}", file=sys.stderr, flush=True)
     if output == "run":
         print_json(run_record(run))
     elif run.status == "completed":
         print_json(run.output)
     return 0 if run.status == "completed" else 1
+
+
+def _next_step(store: Any, run: Run, store_path: str, resume: str) -> tuple[str, str]:
+    """What to do next with a cancelled run, and the command: resume it (`resume`), unless
+    cancel_run stopped it for good (it does not resume: retry it)."""
+    if run.status == "cancelled":
+        try:
+            final = asyncio.run(store.cancel_requested(run.run_id))
+        except StoreError:
+            final = False
+        if final:
+            return "retry", shlex.join(
+                ["flowdsl", "runs", "retry", run.run_id, "--store", store_path]
+            )
+    return "resume", resume
 
 
 def _resume_command(run_id: str, store: str, modules: Iterable[str]) -> str:
@@ -222,10 +238,11 @@ def cmd_run(
         run = execute_run(
             wf, data, run_id=run_id, store=store, progress=progress_for(wf.name, log_format, quiet)
         )
-    resume = None
-    if store_path is not None:
-        resume = _resume_command(run.run_id, store_path, [split_target(target)[0]])
-    return finish_run(run, output, log_format, quiet, resume=resume)
+        then = None
+        if store_path is not None:
+            resume = _resume_command(run.run_id, store_path, [split_target(target)[0]])
+            then = _next_step(store, run, store_path, resume)
+    return finish_run(run, output, log_format, quiet, then=then)
 
 
 def cmd_check(sources: Sequence[str]) -> int:
@@ -411,8 +428,8 @@ def cmd_runs_resume(
             store=store,
             progress=progress_for(recorded.workflow, log_format, quiet),
         )
-    resume = _resume_command(run_id, store_path, modules)
-    return finish_run(run, output, log_format, quiet, resume=resume)
+        then = _next_step(store, run, store_path, _resume_command(run_id, store_path, modules))
+    return finish_run(run, output, log_format, quiet, then=then)
 
 
 def cmd_events_send(store_path: str, run_id: str, event: str, data: str | None) -> int:
