@@ -13,7 +13,7 @@ UV_VERSION := 0.13.9
 UV         := $(BIN)/uv
 UV_STAMP   := $(VENV)/.uv-$(UV_VERSION)
 STAMP      := $(VENV)/.installed
-EXTRAS     := test dev process dask docs postgres
+EXTRAS     := test dev process dask docs postgres fast otel
 LATEST     := .venv-latest
 
 # uv runs on the venv's Python and never downloads an interpreter of its own.
@@ -76,9 +76,9 @@ $(LATEST)/bin/python: | $(UV_STAMP)
 	$(UV) venv --quiet --python $(BIN)/python $(LATEST)
 
 test-latest: $(UV_STAMP) system-deps | $(LATEST)/bin/python
-	$(UV) pip install --quiet --python $(LATEST)/bin/python --upgrade -e '.[test,process,dask,postgres]'
+	$(UV) pip install --quiet --python $(LATEST)/bin/python --upgrade -e '.[test,process,dask,postgres,fast,otel]'
 	$(UV) pip list --python $(LATEST)/bin/python --format freeze \
-	  | grep -iE '^(attrs|click|cloudpickle|croniter|dask|distributed|hypothesis|psycopg|psycopg-pool|pytest|rich|structlog)=='
+	  | grep -iE '^(attrs|click|cloudpickle|croniter|dask|distributed|hypothesis|opentelemetry-api|opentelemetry-sdk|orjson|psycopg|psycopg-pool|pytest|rich|structlog)=='
 	$(LATEST)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The PostgreSQL store tests use a server on 127.0.0.1:5432, or else a private
@@ -108,9 +108,11 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --out docs/benchmark-report.md
+	$(BIN)/python benchmarks/bench_codec.py
 
 bench-quick: $(STAMP)
 	$(BIN)/python benchmarks/run.py --quick
+	$(BIN)/python benchmarks/bench_codec.py --quick
 
 clean:
 	rm -rf $(VENV) $(LATEST) site .pytest_cache .mypy_cache .ruff_cache .coverage

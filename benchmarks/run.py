@@ -8,7 +8,8 @@ installs, pinned, into throwaway virtual environments under benchmarks/.venvs/
 (never a dependency of flowdsl). Every implementation runs in its own process
 (benchmarks/_harness.py), in interleaved rounds, all on the same CPython.
 After them, when flowdsl is selected, the foreach benchmark (issue 15,
-benchmarks/bench_foreach.py) runs its own cases and prints its tables.
+benchmarks/bench_foreach.py) runs its own cases and prints its tables, and in
+full mode the durable runs against DBOS (benchmarks/bench_dbos.py) follow.
 See benchmarks/README.md for what is measured and how to read the table.
 """
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bench_dbos
 import bench_foreach
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -474,6 +476,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-foreach", action="store_true", help="skip the foreach benchmark (bench_foreach.py)"
     )
+    parser.add_argument(
+        "--no-dbos",
+        action="store_true",
+        help="skip the durable runs against DBOS (bench_dbos.py; full mode only)",
+    )
     args = parser.parse_args(argv)
 
     mode = QUICK if args.quick else FULL
@@ -523,6 +530,15 @@ def main(argv: list[str] | None = None) -> int:
             foreach_mode = bench_foreach.Mode(**{**foreach_mode.__dict__, "rounds": args.rounds})
         foreach = bench_foreach.measure(foreach_mode, base_python)
 
+    # Not in --quick: it installs DBOS with pip and takes minutes. A venv that cannot be
+    # made is reported as skipped, never as a failure.
+    dbos: bench_dbos.Report | None = None
+    if flowdsl_impl is not None and flowdsl_impl.available and not args.quick and not args.no_dbos:
+        dbos_mode = bench_dbos.FULL
+        if args.rounds:
+            dbos_mode = bench_dbos.Mode(**{**dbos_mode.__dict__, "rounds": args.rounds})
+        dbos = bench_dbos.measure(dbos_mode, base_python, ensure_peer_venv)
+
     elapsed = time.perf_counter() - started
     all_cases: list[dict[str, Any]] = []
     for impl in impls:
@@ -556,6 +572,9 @@ def main(argv: list[str] | None = None) -> int:
     if foreach is not None:
         print()
         print(foreach.text())
+    if dbos is not None:
+        print()
+        print(dbos.text())
     print(f"total {elapsed:.0f} s")
 
     _ignore_dir(RESULTS)
@@ -580,6 +599,7 @@ def main(argv: list[str] | None = None) -> int:
             for i in impls
         },
         "foreach": foreach.raw() if foreach is not None else None,
+        "dbos": dbos.raw() if dbos is not None else None,
     }
     raw_path = RESULTS / f"bench-{mode.name}-{stamp}.json"
     raw_path.write_text(json.dumps(raw, indent=1))
@@ -613,6 +633,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if foreach is not None:
             lines += [foreach.markdown(), ""]
+        if dbos is not None:
+            lines += [dbos.markdown(), ""]
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("\n".join(lines))
         print(f"report: {out}")

@@ -51,8 +51,9 @@ from .errors import (
 )
 from .executors._builtin import with_builtins
 from .stores import open_store
-from .stores._journal import incompatible, run_durably, run_header
+from .stores._journal import draw_graphs_with, incompatible, run_durably, run_header
 from .stores._protocol import Ticket
+from .views._graph import Graph
 
 if TYPE_CHECKING:
     from ._workflow import Workflow
@@ -74,6 +75,14 @@ __all__ = [
 ]
 
 _STREAMED = (StepStarted, StepChunk, StepFinished, RunFinished)
+
+
+def _graph_json(plan: Plan) -> str:
+    return Graph.from_plan(plan).to_json(indent=None)
+
+
+# A store keeps each definition's graph when its first run starts (for the run viewer).
+draw_graphs_with(_graph_json)
 
 
 def resolve(target: str | Workflow) -> Workflow:
@@ -448,7 +457,8 @@ async def astart_workflow(
     if store is None:
         msg = "start_workflow() needs store=: a queued run lives in a store, e.g. store='sqlite:///runs.db'"
         raise UsageError(msg)
-    header = run_header(planned(wf.plan), data, rid, parent_id=parent_id)
+    # traced: the context current now is the run's trace parent
+    header = run_header(planned(wf.plan), data, rid, parent_id=parent_id, traced=True)
     ticket = Ticket(name, priority, clock().now() + (delay or 0.0))
     opened, owned = open_store(store)
     try:

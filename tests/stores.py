@@ -22,12 +22,16 @@ The back doors, each implemented per kind:
   process was paused.
 - `mailbox`, `schema_version`: a run's events, and the database's schema
   version, as the database holds them.
-- `as_schema_5`: the database made what a release with schema 5 (before run
-  management) left: no ``cancel_requested`` or ``retry_of`` column, none of
-  schema 6's indexes, version 5.
+- `as_schema_6`: the database made what a release with schema 6 (before run
+  management) left: no ``cancel_requested`` column, none of schema 7's
+  indexes, version 6.
 - `as_schema_4`: the database made what a release with schema 4 (before
   child runs) left: schema 5's, without the ``parent_id`` column and its
-  index, version 4.
+  index, and without graphs, version 4.
+- `before_graphs`: the database made what the release before kept graphs left:
+  schema 6's, without the ``flowdsl_graphs`` table, version 5.
+- `graph_rows`, `delete_graphs`: the graphs the database keeps, (fingerprint,
+  workflow) in order; every one deleted behind the stores' back.
 - `backdate`: a run's last change (its end, for `prune_runs`) made older.
 
 A kit that cannot run on this machine (no PostgreSQL server) raises
@@ -207,20 +211,32 @@ class StoreKit(abc.ABC):
         """The schema version the database records."""
 
     @abc.abstractmethod
-    def as_schema_5(self) -> None:
-        """Turn the database (no store open on it) into what schema 5 was (see the module)."""
+    def as_schema_6(self) -> None:
+        """Turn the database (no store open on it) into what schema 6 was (see the module)."""
 
     @abc.abstractmethod
     def as_schema_4(self) -> None:
         """Turn the database (no store open on it) into what schema 4 was (see the module)."""
 
     @abc.abstractmethod
+    def before_graphs(self) -> None:
+        """Turn the database (no store open on it) into what the schema before graphs was."""
+
+    @abc.abstractmethod
+    def graph_rows(self) -> list[tuple[str, str]]:
+        """Every kept graph's (fingerprint, workflow), by fingerprint."""
+
+    @abc.abstractmethod
+    def delete_graphs(self) -> None:
+        """Delete every kept graph (the stores open on the database are not told)."""
+
+    @abc.abstractmethod
     def backdate(self, run_id: str, seconds: float) -> None:
         """Make the run's last change (``updated``: when it ended) `seconds` older."""
 
 
-# The indexes schema 6 added, by kind (what `as_schema_5` drops).
-_SCHEMA_6_INDEXES: Final = {
+# The indexes schema 7 added, by kind (what `as_schema_6` drops).
+_SCHEMA_7_INDEXES: Final = {
     "sqlite": ("flowdsl_runs_by_start", "flowdsl_runs_by_workflow"),
     "postgresql": ("flowdsl_runs_by_start", "flowdsl_runs_by_workflow", "flowdsl_events_by_run"),
 }
@@ -367,13 +383,12 @@ class SQLiteKit(StoreKit):
         with self._connection() as conn:
             return int(conn.execute("SELECT max(version) FROM flowdsl_schema").fetchone()[0])
 
-    def as_schema_5(self) -> None:
+    def as_schema_6(self) -> None:
         with self._connection() as conn:
-            for index in _SCHEMA_6_INDEXES["sqlite"]:
+            for index in _SCHEMA_7_INDEXES["sqlite"]:
                 conn.execute(f"DROP INDEX {index}")
             conn.execute("ALTER TABLE flowdsl_runs DROP COLUMN cancel_requested")
-            conn.execute("ALTER TABLE flowdsl_runs DROP COLUMN retry_of")
-            conn.execute("UPDATE flowdsl_schema SET version = 5")
+            conn.execute("UPDATE flowdsl_schema SET version = 6")
 
     def backdate(self, run_id: str, seconds: float) -> None:
         with self._connection() as conn:
@@ -382,11 +397,28 @@ class SQLiteKit(StoreKit):
             )
 
     def as_schema_4(self) -> None:
-        self.as_schema_5()
+        self.before_graphs()
         with self._connection() as conn:
             conn.execute("DROP INDEX flowdsl_runs_by_parent")
             conn.execute("ALTER TABLE flowdsl_runs DROP COLUMN parent_id")
             conn.execute("UPDATE flowdsl_schema SET version = 4")
+
+    def before_graphs(self) -> None:
+        self.as_schema_6()
+        with self._connection() as conn:
+            conn.execute("DROP TABLE flowdsl_graphs")
+            conn.execute("UPDATE flowdsl_schema SET version = 5")
+
+    def graph_rows(self) -> list[tuple[str, str]]:
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT fingerprint, workflow FROM flowdsl_graphs ORDER BY fingerprint"
+            ).fetchall()
+        return [(fingerprint, workflow) for fingerprint, workflow in rows]
+
+    def delete_graphs(self) -> None:
+        with self._connection() as conn:
+            conn.execute("DELETE FROM flowdsl_graphs")
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------
@@ -543,12 +575,11 @@ class PostgresKit(StoreKit):
         assert row is not None
         return int(row[0])
 
-    def as_schema_5(self) -> None:
-        for index in _SCHEMA_6_INDEXES["postgresql"]:
+    def as_schema_6(self) -> None:
+        for index in _SCHEMA_7_INDEXES["postgresql"]:
             self._execute(f"DROP INDEX {index}")
         self._execute("ALTER TABLE flowdsl_runs DROP COLUMN cancel_requested")
-        self._execute("ALTER TABLE flowdsl_runs DROP COLUMN retry_of")
-        self._execute("UPDATE flowdsl_schema SET version = 5")
+        self._execute("UPDATE flowdsl_schema SET version = 6")
 
     def backdate(self, run_id: str, seconds: float) -> None:
         self._execute(
@@ -556,10 +587,24 @@ class PostgresKit(StoreKit):
         )
 
     def as_schema_4(self) -> None:
-        self.as_schema_5()
+        self.before_graphs()
         self._execute("DROP INDEX flowdsl_runs_by_parent")
         self._execute("ALTER TABLE flowdsl_runs DROP COLUMN parent_id")
         self._execute("UPDATE flowdsl_schema SET version = 4")
+
+    def before_graphs(self) -> None:
+        self.as_schema_6()
+        self._execute("DROP TABLE flowdsl_graphs")
+        self._execute("UPDATE flowdsl_schema SET version = 5")
+
+    def graph_rows(self) -> list[tuple[str, str]]:
+        rows = self._execute(
+            "SELECT fingerprint, workflow FROM flowdsl_graphs ORDER BY fingerprint"
+        ).fetchall()
+        return [(fingerprint, workflow) for fingerprint, workflow in rows]
+
+    def delete_graphs(self) -> None:
+        self._execute("DELETE FROM flowdsl_graphs")
 
 
 # -- the kinds the suites run on ---------------------------------------------------------------

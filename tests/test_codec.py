@@ -12,6 +12,7 @@ import math
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterator
@@ -42,9 +43,11 @@ from flowdsl import (
     step,
     workflow,
 )
+from flowdsl._engine._context import freeze
 from flowdsl.errors import SerializationError, UsageError
 from flowdsl.stores import _codec
 from flowdsl.stores._codec import (
+    LARGE,
     MAX_DEPTH,
     Undecodable,
     Unencodable,
@@ -54,7 +57,11 @@ from flowdsl.stores._codec import (
     dumps,
     encode,
     encode_lenient,
+    encode_lenient_text,
     encode_reason,
+    encode_reason_text,
+    encode_text,
+    is_large,
 )
 
 SRC = str(Path(__file__).resolve().parent.parent)
@@ -351,6 +358,169 @@ def test_decoding_any_text_raises_nothing_but_undecodable(text: str) -> None:
     """Text that is not JSON at all is Undecodable too."""
     with contextlib.suppress(Undecodable):
         decode(text)
+
+
+# -- the journal's text, whichever writer writes it ------------------------------------------
+
+try:
+    import orjson
+except ImportError:  # pragma: no cover - the flowdsl[fast] extra is installed for the tests
+    orjson = None  # type: ignore[assignment]
+
+WRITERS = [
+    pytest.param(None, id="stdlib"),
+    pytest.param(
+        orjson,
+        id="orjson",
+        marks=pytest.mark.skipif(orjson is None, reason="the flowdsl[fast] extra is not installed"),
+    ),
+]
+
+
+@pytest.fixture(params=WRITERS)
+def writer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> object:
+    """The codec writing with orjson (the flowdsl[fast] extra), or with the json module only."""
+    monkeypatch.setattr(_codec, "orjson", request.param)
+    return request.param
+
+
+# Written by the codec of flowdsl 0.1.0.dev0 before the journal could be written with orjson:
+# journals already in stores must read back the same, and be written the same again.
+OLD_JOURNAL = (
+    '{"plain":{"s":"caf\\u00e9 \\u2603 \\ud83d\\ude00 \\u007f \\u0000\\n\\"\\\\","i":-12,"f":[1.5e-'
+    '07,2.5e-05,1e+16,-0.0,0.1],"big":1180591620717411303424,"b":true,"n":null,"l":[1,2.0'
+    ',"x",[]],"e":{}},"tagged":[{"$":"tuple","v":[1,{"$":"tuple","v":[2]}]},{"$":"map","v'
+    '":[[1,"a"],["$","b"]]},{"$":"map","v":[["$","x"]]},{"$":"map","v":[[{"$":"frozenset"'
+    ',"v":[1,3]},{"$":"set","v":["a","b"]}]]},{"$":"float","v":"NaN"},{"$":"float","v":"-'
+    'Infinity"}],"times":[{"$":"datetime","v":"2024-05-01T12:30:00+00:00"},{"$":"datetime'
+    '","v":"2024-10-27T02:30:00+01:00","fold":1,"zone":"Europe/Paris"},{"$":"date","v":"2'
+    '024-01-02"},{"$":"time","v":"08:00:00+05:30","name":"IST"}],"misc":[{"$":"uuid","v":'
+    '"00000000-0000-0000-0000-000000000007"},{"$":"decimal","v":"-1.20E+5"},{"$":"bytes",'
+    '"v":"AP9yYXc="}],"results":[{"$":"ok","v":{"a":1}},{"$":"err","v":"bad"},{"$":"err",'
+    '"v":{"$":"exc","type":"ValueError","message":"boom","traceback":null}},{"$":"goto","'
+    'to":"next","u":{"k":1}},{"$":"goto","to":null,"u":{}}]}'
+)
+OLD_LENIENT = '{"out":1,"odd":{"$":"exc","type":"complex","message":"1j","traceback":null}}'
+
+
+def test_a_journal_written_before_reads_back_and_is_written_the_same(writer: object) -> None:
+    """Text the earlier codec wrote decodes to its values, and encodes to that text again."""
+    value = decode(OLD_JOURNAL, strict=True)
+    assert same(
+        {
+            "s": 'caf\u00e9 \u2603 \U0001f600 \x7f \x00\n"\\',
+            "i": -12,
+            "f": [1.5e-07, 2.5e-05, 1e16, -0.0, 0.1],
+            "big": 2**70,
+            "b": True,
+            "n": None,
+            "l": [1, 2.0, "x", []],
+            "e": {},
+        },
+        value["plain"],
+    )
+    tagged = value["tagged"]
+    assert same(
+        [(1, (2,)), {1: "a", "$": "b"}, {"$": "x"}, {frozenset({1, 3}): {"a", "b"}}], tagged[:4]
+    )
+    assert math.isnan(tagged[4])
+    assert -math.inf == tagged[5]
+    assert same(
+        [
+            datetime(2024, 5, 1, 12, 30, tzinfo=UTC),
+            datetime(2024, 10, 27, 2, 30, fold=1, tzinfo=PARIS),
+            date(2024, 1, 2),
+            time(8, 0, tzinfo=timezone(timedelta(hours=5, minutes=30), "IST")),
+        ],
+        value["times"],
+    )
+    assert same([uuid.UUID(int=7), Decimal("-1.20E+5"), b"\x00\xffraw"], value["misc"])
+    ok_, err, exc, goto, end = value["results"]
+    assert (Ok({"a": 1}), Err("bad"), Err(RecordedError("ValueError", "boom"))) == (ok_, err, exc)
+    assert ("next", {"k": 1}, END, {}) == (
+        goto.target,
+        dict(goto.update),
+        end.target,
+        dict(end.update),
+    )
+    assert OLD_JOURNAL == encode_text(value) == dumps(encode(value))
+    assert OLD_LENIENT == encode_lenient_text({"out": 1, "odd": 1j})
+
+
+@given(journal_values())
+def test_every_writer_writes_the_same_text(value: object) -> None:
+    """encode_text(v) is dumps(encode(v)), with orjson or without, frozen or not."""
+    for candidate in (value, freeze(value)):
+        expected = dumps(encode(candidate))
+        with_orjson = encode_text(candidate)
+        try:
+            _codec.orjson = None  # type: ignore[assignment]
+            without = encode_text(candidate)
+        finally:
+            _codec.orjson = orjson
+        assert expected == with_orjson == without
+        assert dumps(encode_reason(candidate)) == encode_reason_text(candidate)
+        assert dumps(encode_lenient(candidate)) == encode_lenient_text(candidate)
+    assert same(value, decode(encode_text(value)))
+
+
+@given(
+    st.floats(allow_nan=False, allow_infinity=False)
+    | st.floats(min_value=1e-12, max_value=1e-3)
+    | st.floats(min_value=1e14, max_value=1e18)
+    | st.integers(-(2**64), 2**64),
+    st.text()
+    | st.text(
+        st.sampled_from(["\ud800", "\udfff", "\x7f", "\x00", "\u00e9", "\U0001f600", '"', "\\"])
+    ),
+)
+def test_numbers_and_text_are_written_as_the_json_module_writes_them(
+    number: float, text: str
+) -> None:
+    """Float digits and exponents, ints, escapes (DEL, controls, non-ASCII, surrogates)."""
+    data = [number, -number, text, {text: number}]
+    assert _codec._dumps(data) == _codec._write(data)
+
+
+def test_with_the_fast_extra_orjson_writes_the_journal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """encode_text hands what the walk made to orjson, and keeps its text when it is the same."""
+    written: list[object] = []
+
+    class Writer:
+        @staticmethod
+        def dumps(data: object) -> bytes:
+            written.append(data)
+            return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+    monkeypatch.setattr(_codec, "orjson", Writer)
+    value = {"when": datetime(2024, 5, 1, tzinfo=UTC), "caf\u00e9": [1, "\x7f"]}
+    assert dumps(encode(value)) == encode_text(value)
+    assert [encode(value)] == written
+
+
+@pytest.mark.parametrize("value", [math.nan, [math.inf, {"x": -math.inf}], Ok((math.nan,))])
+def test_the_walk_tags_non_finite_floats(value: object, writer: object) -> None:
+    """So no writer ever sees a NaN (orjson would write null for it)."""
+    text = encode_text(value)
+    json.loads(text, parse_constant=no_constants)
+    assert text == dumps(encode(value))
+    assert "null" not in text
+
+
+def test_a_value_is_large_by_the_values_it_holds_at_any_depth() -> None:
+    """Counted through every container the journal walks, frozen or not; stops early."""
+    assert not is_large(Ok({"a": 1, "b": [1, 2, 3]}))
+    assert not is_large("x" * 1_000_000)  # one value: cheap to walk, and written in C
+    deep: object = list(range(LARGE + 1))
+    for _ in range(10):
+        deep = {"k": [deep]}
+    assert is_large(Ok(deep))
+    assert is_large(freeze({"rows": [{"i": i} for i in range(LARGE)]}))
+    assert not is_large(freeze({"rows": [{"i": i} for i in range(LARGE // 4)]}))
+    assert is_large([(i,) for i in range(LARGE)])
+    endless: list[Any] = []
+    endless.append(endless)
+    assert is_large(endless)
 
 
 # -- the types, one by one -------------------------------------------------------------------
@@ -1027,3 +1197,55 @@ def test_runs_holding_a_class_this_process_does_not_know_still_list(store: SQLit
     del _codec._by_name["test_codec.Point"]
     [listed] = store.list_runs()
     assert {"p": {"x": 1, "y": 2}, "c": Color.GREEN} == dict(listed.output)
+
+
+class Probe:
+    """A registered type whose to_json says which thread encodes it."""
+
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
+
+
+@pytest.mark.usefixtures("flowdsl_registry")
+def test_a_large_outcome_or_output_is_encoded_in_a_thread_in_journal_order(
+    store: SQLiteStore,
+) -> None:
+    """The loop is not held by a large encoding; small ones stay on it; the order is kept."""
+    encoded: list[tuple[str, bool]] = []
+    loop_threads: list[threading.Thread] = []
+
+    def to_json(probe: Probe) -> str:
+        encoded.append((probe.tag, threading.current_thread() in loop_threads))
+        return probe.tag
+
+    register_type(Probe, to_json, Probe)
+
+    @workflow
+    def sized() -> None:
+        @step
+        async def small(ctx: Any) -> Any:
+            loop_threads.append(threading.current_thread())
+            return ok({"small": Probe("small")})
+
+        @step
+        async def large(ctx: Any) -> Any:
+            return ok({"large": [Probe("large"), *range(LARGE)]})
+
+        @step
+        async def last(ctx: Any) -> Any:
+            return ok({"last": Probe("last")})
+
+    run = run_workflow(sized, run_id="big", store=store)
+    assert "completed" == run.status
+    stored = store.get_run("big")
+    assert stored is not None
+    assert ["small", "large", "last"] == [record.name for record in stored.steps]
+    assert [*range(LARGE)] == stored.output["large"][1:]
+    assert ["small", "large", "last"] == [
+        stored.output["small"].tag,
+        stored.output["large"][0].tag,
+        stored.output["last"].tag,
+    ]
+    on_loop = [("small", True), ("large", False), ("last", True)]
+    the_output = [("small", False), ("large", False), ("last", False)]
+    assert on_loop + the_output == encoded

@@ -59,6 +59,8 @@ ALLOWED_RAISES: dict[tuple[str, str, str], str] = {
     ("flowdsl.stores._journal", "wait", "asyncio.CancelledError"): "cancellation",
     # The command line ends with an exit status; the testing toolkit fails with assertions.
     ("flowdsl.cli", "main", "SystemExit"): "exit statuses",
+    ("flowdsl.cli._commands", "parse_duration", "click.BadParameter"): "click's usage error",
+    ("flowdsl.cli._commands", "parse_time", "click.BadParameter"): "click's usage error",
     ("flowdsl.testing._model", "check", "AssertionError"): "a failed check is a test failure",
     ("flowdsl.testing._reducer", "probe", "AssertionError"): "a failed check is a test failure",
     ("flowdsl.testing.strategies", "<module>", "ImportError"): "hypothesis is not installed",

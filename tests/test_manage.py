@@ -18,7 +18,7 @@ What must hold, on every kind of store (`store_kit`):
   budget; the original is unchanged;
 * ``prune_runs`` deletes only ended runs older than the cut, with their
   journals and mailboxes, and counts them;
-* a store of schema 5 is migrated to 6 keeping every run;
+* a store of schema 6 is migrated to 7 keeping every run;
 * ``flowdsl runs list|cancel|retry|prune`` do the same from a shell.
 
 Nothing waits a fixed time: tests wait for events or statuses, bounded.
@@ -1030,10 +1030,10 @@ def test_prune_deletes_only_ended_runs_older_than_the_cut(
         prune_runs(store, older_than=-1)
 
 
-# -- the migration from schema 5 ---------------------------------------------------------------
+# -- the migration from schema 6 ---------------------------------------------------------------
 
 
-def test_a_schema_5_store_is_migrated_and_its_runs_managed(store_kit: StoreKit) -> None:
+def test_a_schema_6_store_is_migrated_and_its_runs_managed(store_kit: StoreKit) -> None:
     counts: Counter[str] = Counter()
 
     @workflow
@@ -1054,8 +1054,8 @@ def test_a_schema_5_store_is_migrated_and_its_runs_managed(store_kit: StoreKit) 
     start_workflow("recorded", {"n": 5}, store=store, run_id="queued-1")
     before = [summary(run) for run in store.list_runs()]
     store.close()
-    store_kit.as_schema_5()
-    assert 5 == store_kit.schema_version()
+    store_kit.as_schema_6()
+    assert 6 == store_kit.schema_version()
 
     migrated = store_kit.open()
     assert SCHEMA_VERSION == store_kit.schema_version()

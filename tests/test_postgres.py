@@ -156,9 +156,8 @@ def test_a_password_is_never_shown(pg_kit: StoreKit) -> None:
 def test_a_database_of_a_newer_flowdsl_is_refused_naming_both_versions(pg_kit: StoreKit) -> None:
     pg_kit.open().close()  # creates the tables
     sql(pg_kit, "UPDATE flowdsl_schema SET version = 99")
-    with pytest.raises(
-        StoreError, match=rf"journal schema 99, this release reads {_postgres.SCHEMA_VERSION}"
-    ):
+    reads = _postgres.SCHEMA_VERSION
+    with pytest.raises(StoreError, match=rf"journal schema 99, this release reads {reads}"):
         PostgresStore(pg_kit.url)
 
 

@@ -263,7 +263,7 @@ def test_a_schema_4_store_is_migrated_keeping_every_run_with_no_parent(
     assert 4 == store_kit.schema_version()
 
     migrated = store_kit.open()
-    assert SCHEMA_VERSION == store_kit.schema_version(), "migrated to the newest schema"
+    assert SCHEMA_VERSION == store_kit.schema_version(), "migrated to this release's schema"
     after = migrated.list_runs()
     assert before == after, "every run, as it was"
     assert 5 == len(after)

@@ -590,6 +590,24 @@ def statuses(store: Store) -> dict[str, int]:
     return found
 
 
+async def until_counted(
+    store: Store, status: str, count: int, what: str, timeout: float = 240.0
+) -> None:
+    """Until `count` of the store's runs have `status`, or fail naming `what`.
+
+    The runs are listed off the loop, every half second: the worker under test
+    runs on this loop, and listing a thousand runs takes a while. The budget
+    is generous: on a busy machine, PostgreSQL moves some ten runs a second
+    through a worker of concurrency 4.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (await asyncio.to_thread(statuses, store)).get(status) != count:
+        if loop.time() > deadline:
+            raise AssertionError(f"waited {timeout:g}s for {what}, in vain")
+        await asyncio.sleep(0.5)
+
+
 def test_a_thousand_parked_runs_hold_no_worker_slot(store: Store) -> None:
     """1,000 runs wait for events; a worker of concurrency 4 still runs the other runs."""
 
@@ -608,13 +626,13 @@ def test_a_thousand_parked_runs_hold_no_worker_slot(store: Store) -> None:
         serving = await serve(worker)
         for n in range(1000):
             await astart_workflow("waits_for_go", {}, store=store, run_id=f"w{n}")
-        await until(lambda: statuses(store).get("waiting") == 1000, "1,000 parked runs", pause=0.1)
+        await until_counted(store, "waiting", 1000, "1,000 parked runs")
         handles = [await astart_workflow("other", {}, store=store) for _ in range(10)]
         for handle in handles:
             assert "completed" == (await handle.aresult(timeout=60)).status
         for n in range(1000):
             await asend_event(f"w{n}", "go", n, store=store)
-        await until(lambda: statuses(store).get("completed") == 1010, "all completed", pause=0.1)
+        await until_counted(store, "completed", 1010, "all completed")
         worker.stop()
         await serving
 

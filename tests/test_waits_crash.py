@@ -380,27 +380,30 @@ def test_a_run_cancelled_while_it_takes_an_event_keeps_what_the_take_committed(
     lock = store_kit.write_lock()
     cls = type(store)
     take_event = cls.take_event
-    looks = 0
-    sent = False
+    looked = asyncio.Event()  # the wait's first take came back empty
+    sent = asyncio.Event()  # the event is committed to the mailbox
     holding = asyncio.Event()
 
     async def held_take(self: Store, claim: Any, event: str, entry: Any, wrap: Any) -> Any:
-        nonlocal looks
-        looks += 1
-        if sent and not holding.is_set():  # the wait woke up to the event: hold its take
-            lock.take()
+        if looked.is_set() and not holding.is_set():
+            # A take after the empty look (woken by the event, or by anything else): it
+            # starts once the event is in, and is held at the write lock, taken off the loop.
+            await sent.wait()
+            await asyncio.to_thread(lock.take)
             holding.set()
-        return await take_event(self, claim, event, entry, wrap)
+        taken = await take_event(self, claim, event, entry, wrap)
+        if taken is None:
+            looked.set()
+        return taken
 
     monkeypatch.setattr(cls, "take_event", held_take)
 
     async def main() -> None:
-        nonlocal sent
         task = asyncio.create_task(arun_workflow("replying", {}, run_id="take-1", store=store))
-        # Once the wait looked at its empty mailbox, it takes again only when the event is in.
-        await until(lambda: looks >= 1, "the wait's first look at its mailbox")
-        sent = True
+        # The first take must find the mailbox empty, not race the send for the event.
+        await asyncio.wait_for(looked.wait(), 20)
         await asend_event("take-1", "reply", "yes", store=store)
+        sent.set()
         await asyncio.wait_for(holding.wait(), 20)
         task.cancel()
         await asyncio.sleep(0.1)

@@ -77,12 +77,26 @@ def named(node: Node, scope: Scope) -> str:
 
 
 async def run_block(run: _Execution, node: BlockNode, scope: Scope) -> str | End | None:
-    """Run a parallel or foreach block, joined; returns the reducer's goto, if any."""
+    """Run a parallel or foreach block, joined; returns the reducer's goto, if any.
+
+    In a traced run the block has a span, current while its branches run.
+    """
     name = named(node, scope)
     run.current = name
-    version = scope.version
     visits = run.visits
     visit = visits[name] = visits.get(name, 0) + 1
+    tracer = run.tracer
+    if tracer is None:
+        return await _block(run, node, scope, name, visit)
+    what = "foreach" if type(node) is ForeachNode else "parallel"
+    with tracer.scoped(what, name, "flowdsl.block"):
+        return await _block(run, node, scope, name, visit)
+
+
+async def _block(
+    run: _Execution, node: BlockNode, scope: Scope, name: str, visit: int
+) -> str | End | None:
+    version = scope.version
     policy: Policy = FailFast() if node.fail_fast else COMPLETE_ALL
     if type(node) is ForeachNode:
         items = await _items(run, node, name, scope, version, visit)

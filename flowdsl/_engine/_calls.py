@@ -89,7 +89,7 @@ async def _child(
             data,
             child_id,
             executors=run.executors,
-            hook=run.hook,
+            hook=run.given_hook,  # the child makes its own log context and spans
             parent_id=run.run_id,
         )
     parker = run.parker

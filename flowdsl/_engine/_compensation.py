@@ -6,7 +6,7 @@ raises or returns ``error(reason)``: it is recorded and the rest still run.
 Each is bounded by its step's ``timeout=``, or else by the run's, counted
 afresh (a run that failed by timing out still gets to undo its steps). In a
 durable run each finished compensation is journaled, and never runs again on
-resume.
+resume. A traced run gives each compensation a span.
 """
 
 from __future__ import annotations
@@ -51,7 +51,14 @@ async def compensate(run: _Execution) -> tuple[CompensationRecord, ...]:
         ctx = Context(own, own.version, run.run_id, name, 1, visit)
         limit = node.timeout if node.timeout is not None else run.limit
         started = _perf()
-        error = await _undo(run, node, ctx, limit)
+        tracer = run.tracer
+        if tracer is None:
+            error = await _undo(run, node, ctx, limit)
+        else:  # a traced run: the compensation's span, ERROR when it failed
+            with tracer.scoped("compensate", name, "flowdsl.step") as span:
+                error = await _undo(run, node, ctx, limit)
+                if error is not None:
+                    span.fail(error)
         duration = _perf() - started
         status = "failed" if error is not None else "succeeded"
         if journal is not None:

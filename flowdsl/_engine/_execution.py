@@ -68,6 +68,7 @@ from ._parking import Parker
 from ._policies import IN_SEQUENCE, Failed, Policy
 from ._run import CompensationRecord, Run, StepRecord, Waiting
 from ._seams import DUE, STEP, AttemptHook, Entry, Invoker, Journal
+from ._tracing import RunTracer, Scoped, run_tracer, with_tracing
 
 __all__ = ["execute"]
 
@@ -145,6 +146,7 @@ class _Execution:
         "emit",
         "executors",
         "expired",
+        "given_hook",
         "hook",
         "inbox",
         "interrupted",
@@ -163,6 +165,7 @@ class _Execution:
         "task",
         "task_cancels",
         "timer",
+        "tracer",
         "transitions",
         "visits",
         "wall0",
@@ -185,6 +188,8 @@ class _Execution:
         self.executors = executors
         self.journal = journal
         self.hook = hook
+        self.given_hook: AttemptHook | None = None  # the caller's, handed to child runs
+        self.tracer: RunTracer | None = None  # a traced run's spans (see _tracing)
         self.parent_id: str | None = None  # the run that called this one (call_workflow)
         self.inbox: Inbox | None = None  # events sent to a run without a store (see _mailbox)
         self.parker: Parker | None = None  # a worker's run with waits (see start_parker)
@@ -338,6 +343,9 @@ class _Execution:
     # -- the top-level sequence ------------------------------------------------------
 
     async def main(self) -> None:
+        tracer, journal = self.tracer, self.journal
+        if tracer is not None and tracer.entry is not None and journal is not None:
+            await journal.record(tracer.entry)  # a durable run's trace parent (see _tracing)
         plan = self.plan
         nodes = plan.nodes
         targets = plan.targets
@@ -637,6 +645,23 @@ class _Execution:
             _, done = journal.replayed(STEP, name, visit)
             if done is not None:
                 return await self.waited(node, name, visit, None, done, policy)
+        tracer = self.tracer
+        if tracer is None:
+            return await self.waiting(node, scope, version, name, visit, policy)
+        with tracer.scoped("wait", name, "flowdsl.step") as span:
+            return await self.waiting(node, scope, version, name, visit, policy, span)
+
+    async def waiting(
+        self,
+        node: WaitNode,
+        scope: Scope,
+        version: int,
+        name: str,
+        visit: int,
+        policy: Policy,
+        span: Scoped | None = None,
+    ) -> object:
+        """A wait that was not replayed: wait, then settle what came (`span`: a traced run's)."""
         ctx = Context(scope, version, self.run_id, name, 1, visit)
         emit = self.emit
         if emit is not None:
@@ -674,6 +699,8 @@ class _Execution:
         finally:
             if parker is not None:
                 parker.leave(token)
+        if span is not None and type(outcome) is Err:
+            span.fail(outcome.error)
         return await self.waited(node, name, visit, started, outcome, policy, journaled)
 
     async def deadline(self, node: WaitNode, ctx: Context, visit: int) -> float | None:
@@ -899,25 +926,42 @@ async def execute(
     call, so nothing of it executes. ``executors`` maps executor names to
     where steps run (the run assembly adds the built-in ones).
     """
-    emit = fan_out(listeners)
+    given = hook
     if hook is None:
         hook = context_hook(plan.name)
+    tracer = run_tracer(plan.name, run_id)
+    if tracer is not None:
+        hook = with_tracing(hook, tracer)
+    emit = fan_out(listeners)
     state = _Execution(plan, run_id, Scope(initial=input), emit, executors or {}, journal, hook)
     state.parent_id = parent_id
+    state.given_hook = given
+    if tracer is None:
+        return await _run(state, timeout, resumed, stopped)
+    state.tracer = tracer
+    with tracer.run(journal, resumed, parent_id) as span:
+        run = await _run(state, timeout, resumed, stopped)
+        span.ended(run)
+        return run
+
+
+async def _run(state: _Execution, timeout: float | None, resumed: bool, stopped: bool) -> Run:
+    """`execute` once the run's state is made: the run, from its start to its report."""
+    plan, run_id, journal, emit = state.plan, state.run_id, state.journal, state.emit
     if emit is not None:
         emit(RunStarted(plan.name, run_id=run_id, resumed=resumed))
     state.start_clock(timeout if timeout is not None else plan.timeout)
     state.start_parker()
     unwatch = None if journal is None else journal.watch(state.request_stop)
     try:
-        return await _run(state, stopped)
+        return await _body(state, stopped)
     finally:
         if unwatch is not None:
             unwatch()
 
 
-async def _run(state: _Execution, stopped: bool) -> Run:
-    """`execute`'s body: the run, its failure or cancellation, and its record."""
+async def _body(state: _Execution, stopped: bool) -> Run:
+    """The run itself, its failure or cancellation, and its record."""
     plan = state.plan
     error: object = None
     failed_step: str | None = None

@@ -5,7 +5,7 @@
 * a `Journal` records what a durable run did and finds it again on resume
   (`flowdsl.stores`), one keyword-only `Entry` at a time;
 * an `AttemptHook` wraps every step attempt as a context manager (a tracing
-  span, a timeline), told how the attempt ended before it exits.
+  span, the log context, a timeline), told how the attempt ended before it exits.
 
 Stores and executors import these; the engine imports neither of them.
 """
@@ -28,6 +28,7 @@ __all__ = [
     "ITEMS",
     "REDUCE",
     "STEP",
+    "TRACE",
     "UNDO",
     "Attempt",
     "AttemptHook",
@@ -47,6 +48,9 @@ ITEMS: Final = "items"
 """`Entry.kind` of a foreach block's items, journaled when the block starts (``Ok(items)``)."""
 DUE: Final = "due"
 """`Entry.kind` of a wait's deadline, journaled when the wait is first reached (``Ok(when)``)."""
+TRACE: Final = "trace"
+"""`Entry.kind` of a traced run's trace parent (``Ok({"traceparent": ...})``, W3C trace
+context), journaled when it is first known so every execution of the run is in one trace."""
 
 
 def child_finished(run_id: str) -> str:
@@ -65,7 +69,7 @@ class Entry:
     """What the engine hands the journal: one finished attempt (or reducer, compensation)."""
 
     kind: str
-    """`STEP`, `REDUCE` or `UNDO`."""
+    """`STEP`, `REDUCE`, `UNDO`, `ITEMS`, `DUE` or `TRACE`."""
     name: str
     """The step's name; the block's for a reducer; the undone step's for a compensation."""
     visit: int

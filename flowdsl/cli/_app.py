@@ -24,6 +24,7 @@ from ._commands import (
     cmd_runs_resume,
     cmd_runs_retry,
     cmd_runs_show,
+    cmd_runs_view,
     cmd_worker,
     parse_duration,
     parse_time,
@@ -141,7 +142,7 @@ def graph(target: str, fmt: str) -> int:
 
 @cli.group()
 def runs() -> None:
-    """Durable runs kept in a store: list, show, resume, cancel, retry, prune."""
+    """Durable runs kept in a store: list, show, view, resume, cancel, retry, prune."""
 
 
 _STATUSES = click.Choice(["queued", "running", "waiting", "completed", "failed", "cancelled"])
@@ -264,6 +265,26 @@ def runs_prune(store_path: str, older_than: float, status: str | None) -> int:
 def runs_show(run_id: str, store_path: str) -> int:
     """Print one run's record as JSON."""
     return cmd_runs_show(store_path, run_id)
+
+
+@runs.command("view")
+@click.argument("run_id", metavar="ID")
+@_existing_store_option()
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    metavar="FILE",
+    help="Write the page to FILE (default, or '-': standard output).",
+)
+def runs_view(run_id: str, store_path: str, out: str | None) -> int:
+    """Write one run's page: a self-contained HTML file, opened with no network.
+
+    The page shows the run's graph, each node coloured by its status, a timeline
+    of every attempt (parallel branches, foreach items, goto visits, retries,
+    waits, compensations) and every error with its traceback.
+    """
+    return cmd_runs_view(store_path, run_id, out)
 
 
 @runs.command("resume")

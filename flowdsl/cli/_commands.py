@@ -32,7 +32,7 @@ from ..errors import (
     WorkflowNotFound,
 )
 from ..stores import open_store as open_named_store
-from ..views import Graph
+from ..views import Graph, run_page
 from ._errors import CliError
 from ._output import print_json, print_runs_table, run_record, run_summary
 from ._progress import Progress, configure_logging, progress_for, report
@@ -59,6 +59,7 @@ __all__ = [
     "cmd_runs_resume",
     "cmd_runs_retry",
     "cmd_runs_show",
+    "cmd_runs_view",
     "parse_duration",
     "parse_time",
 ]
@@ -400,6 +401,30 @@ def cmd_runs_show(store_path: str, run_id: str) -> int:
     with opened_store(store_path, must_exist=True) as store:
         run = _get_run(store, run_id, store_path)
     print_json(run_record(run))
+    return 0
+
+
+def cmd_runs_view(store_path: str, run_id: str, out: str | None) -> int:
+    """``flowdsl runs view``: the run's page (one self-contained HTML file) to `out` or stdout."""
+    with opened_store(store_path, must_exist=True) as store:
+        try:
+            page = run_page(store, run_id)
+        except RunNotFound:
+            raise _no_run(run_id, store_path) from None
+        except StoreError as exc:
+            raise CliError(str(exc)) from None
+    if out is None or out == "-":
+        sys.stdout.write(page)
+        sys.stdout.flush()
+        return 0
+    try:
+        with open(out, "w", encoding="utf-8") as file:
+            file.write(page)
+    except OSError as exc:
+        msg = f"cannot write the page of run {run_id!r} to {out!r}: {exc.strerror or exc}"
+        raise CliError(msg) from None
+    size = len(page.encode())
+    print(f"run {run_id!r}: page written to {out} ({size:,} bytes)", file=sys.stderr, flush=True)
     return 0
 
 

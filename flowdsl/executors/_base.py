@@ -25,6 +25,7 @@ from types import CodeType, TracebackType
 from typing import Any, Final, NamedTuple, Self
 
 from .._engine._context import Context
+from .._engine._tracing import carrier
 from .._plan import StepNode
 from ..errors import ExecutorError
 from ._trampoline import RAISED, UNLOADABLE, UNPICKLABLE, VALUE, short_repr
@@ -216,6 +217,7 @@ def pack(node: StepNode, ctx: Context) -> Packed:
         ctx.attempt,
         ctx.idempotency_key,
         None if each is None else (each.index, each.item),
+        carrier(),  # the attempt span's trace context, made current there (None: untraced)
     )
     spans: list[_pickler.Span] = []
     with _by_value(cloudpickle, _module_of(fn)):

@@ -5,7 +5,9 @@ body and its context (cloudpickle), and the source lines of the code sent by
 value (read only to format a traceback). `run_step` loads them in the worker
 process, rebuilds a read-only context (`RemoteContext`), calls the body (an
 ``async def`` body, or an awaitable a plain function returns, runs to
-completion with ``asyncio.run``), and returns one blob saying what happened. It never raises
+completion with ``asyncio.run``) under the attempt's trace context when the
+run is traced (a non-recording span: `flowdsl._engine._tracing.remote`), and
+returns one blob saying what happened. It never raises
 for anything the step does: an exception comes back as data with its traceback
 as text, so a failure is always reported, never a hung or undecodable task.
 
@@ -25,6 +27,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from .._engine._blocking import call_blocking
+from .._engine._tracing import remote, unattach
 from ..errors import UsageError
 
 __all__ = ["RemoteContext", "run_step"]
@@ -130,11 +133,14 @@ def run_step(fn_blob: bytes, ctx_blob: bytes, lines_blob: bytes = b"") -> bytes:
         data, meta = loads(ctx_blob)
     except BaseException as exc:
         return dumps((UNLOADABLE, "its context", _one_line(exc)))
+    token = remote(meta[5]) if len(meta) > 5 else None
     try:
-        outcome = call_blocking(fn, RemoteContext(data, *meta))
+        outcome = call_blocking(fn, RemoteContext(data, *meta[:5]))
     except BaseException as exc:  # every failure goes back as data; the parent re-raises it
         _learn_lines(lines_blob)
         return dumps(_raised(dumps, loads, exc))
+    finally:
+        unattach(token)
     try:
         return dumps((VALUE, outcome))
     except Exception as exc:

@@ -58,13 +58,20 @@ JSON cannot hold is kept as its type and ``repr``. Values nested deeper than
 `MAX_DEPTH` levels are refused (a value that contains itself hits that limit
 too), so no walk here, in ``json`` or in the reader can exhaust the stack.
 `decode` of anything `dumps` did not write raises `Undecodable`.
+
+The journal is written with `encode_text` (``dumps(encode(value))``), which
+hands what the walk made to orjson when the ``flowdsl[fast]`` extra is
+installed: the same text, written several times faster.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import datetime as _dt
+import gc
+import importlib
 import json
 import math
 import re
@@ -77,6 +84,7 @@ import zoneinfo
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from enum import Enum
+from types import MappingProxyType
 from typing import Any, Final, TypeAlias, TypeVar, overload
 
 import attrs
@@ -86,6 +94,17 @@ from .._outcome import Goto
 from .._plan import END
 from ..errors import FlowError, UsageError
 from ..result import Err, ErrorGroup, Ok
+
+
+def _optional(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:  # pragma: no cover - the tests run with the extras installed
+        return None
+
+
+orjson: Any = _optional("orjson")
+"""The optional flowdsl[fast] extra: a faster writer of the same text (None without it)."""
 
 __all__ = [
     "MAX_DEPTH",
@@ -98,7 +117,11 @@ __all__ = [
     "dumps",
     "encode",
     "encode_lenient",
+    "encode_lenient_text",
     "encode_reason",
+    "encode_reason_text",
+    "encode_text",
+    "is_large",
     "register_type",
     "type_name",
 ]
@@ -371,8 +394,10 @@ def _encode(value: Any, fallback: _Fallback, depth: int) -> Json:
     # The hot path: plain JSON comes back as it is, a container only copied (at C speed)
     # when something inside it changes, so a plain value costs one walk and no copy.
     kind = type(value)
-    if kind is str or kind is int or kind is float or kind is bool or value is None:
-        return value  # ints and floats JSON cannot hold are dumps()'s business
+    if kind is str or kind is int or kind is bool or value is None:
+        return value  # ints too long for decimal are dumps()'s business
+    if kind is float:  # NaN and infinities are tagged here, so no writer ever sees one
+        return value if value - value == 0.0 else _non_finite(value)
     if depth > MAX_DEPTH:
         raise _too_deep(value)
     if kind is dict or kind is FrozenDict:
@@ -383,7 +408,9 @@ def _encode(value: Any, fallback: _Fallback, depth: int) -> Json:
             if type(key) is not str:
                 return _encode_pairs(value, fallback, depth)
             each = type(item)
-            if each is str or each is int or each is float or each is bool or item is None:
+            if each is str or each is int or each is bool or item is None:
+                continue
+            if each is float and item - item == 0.0:  # finite
                 continue
             try:
                 encoded = _encode(item, fallback, depth + 1)
@@ -402,7 +429,9 @@ def _encode(value: Any, fallback: _Fallback, depth: int) -> Json:
         out = None
         for index, item in enumerate(value):
             each = type(item)
-            if each is str or each is int or each is float or each is bool or item is None:
+            if each is str or each is int or each is bool or item is None:
+                continue
+            if each is float and item - item == 0.0:
                 continue
             try:
                 encoded = _encode(item, fallback, depth + 1)
@@ -433,6 +462,13 @@ def _encode(value: Any, fallback: _Fallback, depth: int) -> Json:
     if fallback is not None:
         return fallback(value)
     raise Unencodable(value)
+
+
+def _non_finite(value: float) -> Json:
+    return {
+        _TAG: "float",
+        "v": "NaN" if value != value else "Infinity" if value > 0 else "-Infinity",
+    }
 
 
 def _too_deep(value: object, key: object = None, container: object = None) -> Unencodable:
@@ -771,6 +807,56 @@ def dumps(data: Json) -> str:
     return text
 
 
+# orjson writes the same JSON as `_dumps` (compact, keys in order, the same escapes and float
+# digits) but UTF-8 instead of ASCII escapes, DEL unescaped, and a float between 1e-10 and
+# 1e-4 as "1e-7" or "0.00001" where repr() writes "1e-07" and "1e-05"; `_write` mends the
+# first two and leaves the third to `_dumps`, so the journal is the same text either way.
+_ORJSON_EXPONENT: Final = re.compile(rb"e-[0-9](?![0-9])")
+
+
+def _escape_non_ascii(error: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: the JSON escapes `_dumps` writes for what ASCII cannot hold."""
+    if not isinstance(error, UnicodeEncodeError):  # pragma: no cover - only encoding uses it
+        raise error
+    quoted = json.encoder.encode_basestring_ascii(error.object[error.start : error.end])
+    return quoted[1:-1], error.end
+
+
+codecs.register_error("flowdsl.json-ascii", _escape_non_ascii)
+
+
+def _write(data: Json) -> str:
+    """`dumps` for what `_encode` made (no NaN or infinity left in it), with orjson if installed."""
+    if orjson is not None:
+        try:
+            out: bytes = orjson.dumps(data)
+        except TypeError:  # an int beyond 64 bits, a lone surrogate, nesting past orjson's limit
+            pass
+        else:
+            if b"0.0000" not in out and not (b"e-" in out and _ORJSON_EXPONENT.search(out)):
+                if b"\x7f" in out:
+                    out = out.replace(b"\x7f", b"\\u007f")
+                if out.isascii():
+                    return out.decode("ascii")
+                return out.decode("utf-8").encode("ascii", "flowdsl.json-ascii").decode("ascii")
+    return dumps(data)
+
+
+def encode_text(value: object) -> str:
+    """``dumps(encode(value))``, written with the fastest writer installed (the same text)."""
+    return _write(encode(value))
+
+
+def encode_lenient_text(value: object) -> str:
+    """``dumps(encode_lenient(value))``, as `encode_text` writes it."""
+    return _write(encode_lenient(value))
+
+
+def encode_reason_text(reason: object) -> str:
+    """``dumps(encode_reason(reason))``, as `encode_text` writes it."""
+    return _write(encode_reason(reason))
+
+
 def _dumps_tagging_numbers(data: Json) -> str:
     limit = sys.get_int_max_str_digits()
     digits = limit if 0 < limit <= _DIGITS else _DIGITS
@@ -784,12 +870,7 @@ def _tag_numbers(data: Json, bound: int) -> Json:
     """A copy of `data` with non-finite floats and ints of `bound` or more tagged."""
     kind = type(data)
     if kind is float:
-        if math.isfinite(data):
-            return data
-        return {
-            _TAG: "float",
-            "v": "NaN" if data != data else "Infinity" if data > 0 else "-Infinity",
-        }
+        return data if math.isfinite(data) else _non_finite(data)
     if kind is int:
         return data if -bound < data < bound else {_TAG: "int", "v": hex(data)}
     if kind is dict or kind is FrozenDict:
@@ -1037,3 +1118,37 @@ def decode(text: str, *, strict: bool = False) -> Any:
         raise Undecodable("the JSON is nested too deeply to read") from None
     except (ValueError, TypeError) as exc:  # JSONDecodeError, an over-long int, not a str
         raise Undecodable(f"not journal JSON: {exc}") from None
+
+
+# -- how big a value is ---------------------------------------------------------------------
+
+_get_referents: Final = gc.get_referents
+
+LARGE: Final = 2048
+"""Values (and parts of values) above which encoding a value is worth doing off the event loop."""
+
+_HOLDERS: Final = frozenset(
+    {dict, FrozenDict, list, FrozenList, tuple, set, frozenset, Ok, Err, Goto, MappingProxyType}
+)
+
+
+def is_large(value: object, limit: int = LARGE) -> bool:
+    """Whether `value` holds more than `limit` values (at any depth), told cheaply.
+
+    What encoding it costs grows with that count, so this bounds the cost
+    without encoding. What the containers the journal walks hold is counted
+    level by level (``gc.get_referents`` of a whole level at once), stopping
+    as soon as the count passes `limit`: a large value costs about `limit`
+    values' worth of this, a small one next to nothing. What a registered
+    class holds is not counted.
+    """
+    count = 0
+    level = [value] if type(value) in _HOLDERS else []
+    while level:
+        found = _get_referents(*level)
+        count += len(found)
+        if count > limit:
+            return True
+        holders = _HOLDERS
+        level = [part for part in found if type(part) in holders]
+    return False

@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
@@ -25,7 +27,8 @@ from .._engine._events import Listener, RunFinished, fan_out
 from .._engine._execution import execute
 from .._engine._mailbox import executing
 from .._engine._run import CompensationRecord, Run, StepRecord, Waiting
-from .._engine._seams import STEP, UNDO, Entry, Invoker, child_finished
+from .._engine._seams import STEP, TRACE, UNDO, Entry, Invoker, child_finished
+from .._engine._tracing import TRACE_NAME, carrier
 from .._outcome import Goto
 from .._plan import Plan
 from ..errors import IncompatibleDefinition, SerializationError, StoreError
@@ -38,8 +41,11 @@ from ._codec import (
     describe_path,
     dumps,
     encode,
-    encode_lenient,
+    encode_lenient_text,
     encode_reason,
+    encode_reason_text,
+    encode_text,
+    is_large,
     type_name,
 )
 from ._owner import describe_owner
@@ -60,7 +66,62 @@ def _payload_wrap(key: str) -> tuple[str, str]:
     return before, after
 
 
-__all__ = ["RunJournal", "incompatible", "run_claimed", "run_durably", "run_header"]
+__all__ = [
+    "RunJournal",
+    "draw_graphs_with",
+    "incompatible",
+    "run_claimed",
+    "run_durably",
+    "run_header",
+]
+
+_log = logging.getLogger("flowdsl")
+
+_GRAPHS: Final[weakref.WeakKeyDictionary[Plan, str | None]] = weakref.WeakKeyDictionary()
+"""Each plan's graph as JSON, drawn once (the first time one of its runs starts)."""
+_DRAW: list[Callable[[Plan], str]] = []
+
+
+def draw_graphs_with(draw: Callable[[Plan], str]) -> None:
+    """Give run headers their plan's graph as JSON, as `draw` makes it.
+
+    The graph is what the run viewer shows, and the views draw it; the stores
+    may not import the views, so the package hands their drawing function
+    over here when it is imported.
+    """
+    _DRAW[:] = [draw]
+
+
+def _graph_json(plan: Plan) -> str | None:
+    """The plan's graph as JSON (None without a drawing function); drawn once per plan.
+
+    A drawing that fails never fails the run: the run keeps no graph, and
+    the failure is logged.
+    """
+    try:
+        return _GRAPHS[plan]
+    except KeyError:
+        pass
+    text: str | None = None
+    if _DRAW:
+        try:
+            text = _DRAW[0](plan)
+        except Exception:
+            _log.warning("could not draw the graph of workflow %r", plan.name, exc_info=True)
+    _GRAPHS[plan] = text
+    return text
+
+
+async def _encoded(encoder: Callable[[Any], str], value: object) -> str:
+    """``encoder(value)``: in a thread when `value` is large, so the loop is never held long.
+
+    A cancel waits for the thread's encoding to end (nothing outlives the
+    caller), then propagates.
+    """
+    if not is_large(value):
+        return encoder(value)
+    text: str = await _wait_out_cancel(asyncio.ensure_future(asyncio.to_thread(encoder, value)))
+    return text
 
 
 def _wait_out_cancel(task: asyncio.Future[Any]) -> Any:
@@ -177,13 +238,13 @@ class RunJournal:
         outcome = entry.outcome
         failed, retrying = entry.failed, entry.retrying
         if failed:
-            text = dumps(encode(outcome))  # an Err: its reason always encodes
+            text = await _encoded(encode_text, outcome)  # an Err: its reason always encodes
         else:
             try:
-                text = dumps(encode(outcome))
+                text = await _encoded(encode_text, outcome)
             except Unencodable as exc:
                 outcome = Err(SerializationError(self.unencodable(entry, outcome, exc)))
-                text = dumps(encode(outcome))
+                text = encode_text(outcome)
                 failed, retrying = True, False
         await self.store.append(
             self.claim,
@@ -269,7 +330,7 @@ class RunJournal:
             )
             assert run is not None  # not resuming: a run held elsewhere raised
             return run
-        header = run_header(plan, data, run_id, parent_id=self.run_id)
+        header = run_header(plan, data, run_id, parent_id=self.run_id, traced=True)
         ticket = Ticket(queue or CHILD_QUEUE, 0, clock().now())
         event = child_finished(run_id)
         while True:
@@ -335,17 +396,22 @@ class RunJournal:
             [c.step, c.status, c.duration, None if c.error is None else encode_reason(c.error)]
             for c in run.compensations
         ]
-        ending = Ending(
-            status=run.status,
-            output=dumps(encode_lenient(run.output)),
-            error=None if run.error is None else dumps(encode_reason(run.error)),
-            failed_step=run.failed_step,
-            compensations=dumps(comps),
-            duration=run.duration,
-        )
-        # The final record is written whatever happens to the caller meanwhile: a cancel
-        # that arrives now waits for it, so the store never says what the caller did not see.
-        await _wait_out_cancel(asyncio.ensure_future(self.store.finish_run(self.claim, ending)))
+
+        async def write() -> None:
+            ending = Ending(
+                status=run.status,
+                output=await _encoded(encode_lenient_text, run.output),
+                error=None if run.error is None else encode_reason_text(run.error),
+                failed_step=run.failed_step,
+                compensations=dumps(comps),
+                duration=run.duration,
+            )
+            await self.store.finish_run(self.claim, ending)
+
+        # The final record is encoded and written whatever happens to the caller meanwhile:
+        # a cancel that arrives now waits for it, so the store never says what the caller
+        # did not see.
+        await _wait_out_cancel(asyncio.ensure_future(write()))
         self.finished = True
 
 
@@ -383,11 +449,20 @@ def _refuse(opened: Opened, plan: Plan, run_id: str) -> StoreError:
 
 
 def run_header(
-    plan: Plan, data: Mapping[str, Any] | None, run_id: str, parent_id: str | None = None
+    plan: Plan,
+    data: Mapping[str, Any] | None,
+    run_id: str,
+    parent_id: str | None = None,
+    *,
+    traced: bool = False,
 ) -> RunHeader:
-    """What a store is asked to create: the run, its definition and its journaled input."""
+    """What a store is asked to create: the run, its definition and its journaled input.
+
+    `traced`: a queued run, whose trace parent is the context current now
+    (journaled with the run when the current span is a valid one).
+    """
     try:
-        text = dumps(encode(data))
+        text = encode_text(data)
     except Unencodable as exc:
         path = exc.path  # innermost first: the input's own key is last
         key = path.pop() if path else None
@@ -399,9 +474,25 @@ def run_header(
             f"{f': {exc.why}' if exc.why else ''}. {exc.hint}"
         )
         raise SerializationError(msg) from None
+    now = time.time()
+    found = carrier() if traced else None
+    journal = () if found is None else (_trace_entry(found, now),)
     return RunHeader(
-        run_id, plan.name, plan.fingerprint, plan.shape, text, time.time(), parent_id=parent_id
+        run_id,
+        plan.name,
+        plan.fingerprint,
+        plan.shape,
+        text,
+        now,
+        parent_id=parent_id,
+        graph=_graph_json(plan),
+        journal=journal,
     )
+
+
+def _trace_entry(found: dict[str, str], now: float) -> Attempt:
+    """The journal entry of a queued run's trace parent (see `flowdsl._engine._tracing`)."""
+    return Attempt(TRACE_NAME, 1, 1, True, True, encode_text(Ok(found)), now, 0.0, kind=TRACE)
 
 
 async def run_durably(

@@ -52,6 +52,7 @@ from ._protocol import (
     Attempt,
     Claim,
     ClaimRequest,
+    Definition,
     Ending,
     Opened,
     Pending,
@@ -62,6 +63,7 @@ from ._protocol import (
 )
 from ._rows import (
     ATTEMPT_COLUMNS,
+    DEFINITION_QUERY,
     ENDED,
     RUN_COLUMNS,
     TABLE_COLUMNS,
@@ -70,9 +72,11 @@ from ._rows import (
     cancel_action,
     child_notice,
     damaged,
+    definition_from_row,
     delivery,
     final,
     found_run,
+    keep_graph,
     list_query,
     lost_claim,
     newer_schema,
@@ -100,13 +104,14 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 _log = logging.getLogger("flowdsl")
 _T = TypeVar("_T")
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 """The schema this release writes (``flowdsl_schema``); the same numbers as SQLite's.
 
 PostgreSQL stores begin at 4 (queues, waits, events and schedules): there is
 no older PostgreSQL schema to migrate from. 5: child runs (``parent_id``,
-indexed). 6: run management (``cancel_requested``, ``retry_of``, and indexes
-on ``started`` and ``workflow`` for paging through runs). Each later release
+indexed). 6: the graphs of the definitions runs started with
+(``flowdsl_graphs``). 7: run management (``cancel_requested``, and indexes on
+``started`` and ``workflow`` for paging through runs). Each later release
 adds its step to `_MIGRATIONS`.
 """
 
@@ -125,12 +130,17 @@ _BY_PARENT: Final = (
     "CREATE INDEX flowdsl_runs_by_parent ON flowdsl_runs (parent_id, started) "
     "WHERE parent_id IS NOT NULL"
 )
+_GRAPHS: Final = """CREATE TABLE IF NOT EXISTS flowdsl_graphs (
+        fingerprint text PRIMARY KEY,
+        workflow    text NOT NULL,
+        graph       text NOT NULL
+    )"""
 _PAGING: Final = (
     "CREATE INDEX flowdsl_runs_by_start ON flowdsl_runs (started, run_id)",
     "CREATE INDEX flowdsl_runs_by_workflow ON flowdsl_runs (workflow, started, run_id)",
     "CREATE INDEX flowdsl_events_by_run ON flowdsl_events (run_id)",
 )
-"""Schema 6's indexes: `list_runs` pages on the first two, `prune` deletes mailboxes on the last."""
+"""Schema 7's indexes: `list_runs` pages on the first two, `prune` deletes mailboxes on the last."""
 _TABLES: Final = (
     """CREATE TABLE flowdsl_runs (
         run_id        text PRIMARY KEY,
@@ -157,8 +167,7 @@ _TABLES: Final = (
         claimed_at    double precision,
         waiting       text,
         parent_id     text,
-        cancel_requested boolean NOT NULL DEFAULT false,
-        retry_of      text
+        cancel_requested boolean NOT NULL DEFAULT false
     )""",
     """CREATE TABLE flowdsl_attempts (
         seq      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -205,6 +214,7 @@ _TABLES: Final = (
     "CREATE INDEX flowdsl_events_mailbox ON flowdsl_events (run_id, event, seq) "
     "WHERE taken IS NULL",
     _BY_PARENT,
+    _GRAPHS,
     *_PAGING,
 )
 
@@ -215,18 +225,26 @@ def _migrate_4_to_5(conn: Any) -> None:
     conn.execute(_BY_PARENT)
 
 
-def _migrate_5_to_6(conn: Any) -> None:
-    """Run management: cancel requests, where a retried run came from, and the indexes that
-    page through runs (no run recorded before was asked to stop, or is a retry)."""
+def _migrate_graphs(conn: Any) -> None:
+    """Graphs: the table of each definition's graph (runs recorded before have none)."""
+    conn.execute(_GRAPHS)
+
+
+def _migrate_6_to_7(conn: Any) -> None:
+    """Run management: cancel requests, and the indexes that page through runs (no run
+    recorded before was asked to stop)."""
     conn.execute(
         "ALTER TABLE flowdsl_runs ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false"
     )
-    conn.execute("ALTER TABLE flowdsl_runs ADD COLUMN retry_of text")
     for statement in _PAGING:
         conn.execute(statement)
 
 
-_MIGRATIONS: Final[dict[int, Callable[[Any], None]]] = {4: _migrate_4_to_5, 5: _migrate_5_to_6}
+_MIGRATIONS: Final[dict[int, Callable[[Any], None]]] = {
+    4: _migrate_4_to_5,
+    5: _migrate_graphs,
+    6: _migrate_6_to_7,
+}
 """Schema version n -> n + 1 (a function of a sync connection), run in one transaction."""
 _SCHEMA_LOCK: Final = 7_346_512_019
 """The advisory lock two processes opening a new database take, so one creates it."""
@@ -855,6 +873,35 @@ async def _attempts(conn: Any, run_id: str) -> tuple[Attempt, ...]:
     return tuple(attempt_from_row(row) for row in await cursor.fetchall())
 
 
+async def _journal_header(conn: Any, header: RunHeader) -> None:
+    """Write the journal entries a new run is created with (`RunHeader.journal`)."""
+    if not header.journal:
+        return
+    me = owner_token()
+    async with conn.cursor() as cursor:
+        await cursor.executemany(
+            "INSERT INTO flowdsl_attempts (run_id, kind, step, visit, attempt, status, final, "
+            "outcome, started, duration, worker) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s)",
+            [
+                (
+                    header.run_id,
+                    a.kind,
+                    a.step,
+                    a.visit,
+                    a.attempt,
+                    "succeeded" if a.succeeded else "failed",
+                    a.final,
+                    a.outcome,
+                    a.started,
+                    a.duration,
+                    me,
+                )
+                for a in header.journal
+            ],
+        )
+
+
 async def _row(conn: Any, run_id: str, lock: str = "") -> Any:
     cursor = await conn.execute(
         f"SELECT {RUN_COLUMNS}, {_NOW} FROM flowdsl_runs WHERE run_id = %s {lock}", (run_id,)
@@ -892,16 +939,15 @@ async def _take_many(
     )
     epochs = {run_id: int(epoch) for run_id, epoch in await cursor.fetchall()}
     journals: dict[str, list[Attempt]] = {run_id: [] for run_id in ids}
-    # A run never claimed has no journal, unless it is a retry (it starts with one).
-    ran = [row[0] for row in rows if row[15] is not None or row[19] is not None]
-    if ran:
-        cursor = await conn.execute(
-            f"SELECT run_id, {ATTEMPT_COLUMNS} FROM flowdsl_attempts WHERE run_id = ANY(%s) "
-            f"ORDER BY seq",
-            (ran,),
-        )
-        for found in await cursor.fetchall():
-            journals[found[0]].append(attempt_from_row(found[1:]))
+    # Every run's journal: one never claimed may have been queued with entries (its trace
+    # parent, `RunHeader.journal`).
+    cursor = await conn.execute(
+        f"SELECT run_id, {ATTEMPT_COLUMNS} FROM flowdsl_attempts WHERE run_id = ANY(%s) "
+        f"ORDER BY seq",
+        (ids,),
+    )
+    for found in await cursor.fetchall():
+        journals[found[0]].append(attempt_from_row(found[1:]))
     return [
         found_run(
             row,
@@ -974,6 +1020,8 @@ class PostgresStore:
             dsn, self.where, key, self.lease, pool_size, synchronous_commit == "on"
         )
         self._leases = self._engine.leases
+        self._graphs: set[str] = set()
+        """The fingerprints whose graph is committed (touched on the store's loop only)."""
         self._close = weakref.finalize(self, _Engine.stop, self._engine)
 
     def __repr__(self) -> str:
@@ -1032,6 +1080,16 @@ class PostgresStore:
 
         row, attempts = self._read(f"run {run_id!r}", read)
         return None if row is None else run_from_row(row, attempts)
+
+    def get_definition(self, run_id: str) -> Definition | None:
+        """The definition run `run_id` was started with, and its graph if the store kept it."""
+
+        async def read(conn: Any) -> Any:
+            cursor = await conn.execute(DEFINITION_QUERY.format(mark="%s"), (run_id,))
+            return await cursor.fetchone()
+
+        row = self._read(f"the definition of run {run_id!r}", read)
+        return None if row is None else definition_from_row(run_id, row)
 
     def list_runs(
         self,
@@ -1140,8 +1198,11 @@ class PostgresStore:
         engine = self._engine
         await engine.settle(header.run_id)  # a release handed over before this open first
         taken: list[Claim] = []
+        graph = keep_graph(header, self._graphs, "%s")
 
         async def work(conn: Any) -> Opened:
+            if graph is not None:  # a definition's first run here: one more statement, once
+                await conn.execute(*graph)
             row = await _row(conn, header.run_id, "FOR UPDATE")
             if row is None:
                 now = time.time()
@@ -1166,6 +1227,7 @@ class PostgresStore:
                     ),
                 )
                 if await cursor.fetchone() is not None:
+                    await _journal_header(conn, header)
                     return Opened(
                         run_id=header.run_id,
                         claim=_hold(engine, Claim(header.run_id, 1), taken),
@@ -1176,6 +1238,7 @@ class PostgresStore:
                         input=header.input,
                         started=header.started,
                         parent_id=header.parent_id,
+                        attempts=header.journal,
                     )
                 row = await _row(conn, header.run_id, "FOR UPDATE")  # created meanwhile
                 assert row is not None
@@ -1198,6 +1261,8 @@ class PostgresStore:
                 engine.leases.drop(engine.key, claim)
             raise
         engine.leases.committed(taken)
+        if graph is not None:
+            self._graphs.add(header.fingerprint)
         return opened
 
     async def append(self, claim: Claim, attempt: Attempt) -> None:
@@ -1447,31 +1512,18 @@ class PostgresStore:
             for new_id in retry_ids(run_id):
                 cursor = await conn.execute(
                     "INSERT INTO flowdsl_runs (run_id, workflow, status, fingerprint, shape, "
-                    "input, started, updated, queue, priority, available_at, queued_at, retry_of) "
-                    "VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "input, started, updated, queue, priority, available_at, queued_at) "
+                    "VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                     "ON CONFLICT (run_id) DO NOTHING RETURNING 1",
                     (
                         new_id, workflow, fingerprint, shape, data, now, now, queue_name,
-                        priority, available_at, now, run_id,
+                        priority, available_at, now,
                     ),
                 )  # fmt: skip
                 if await cursor.fetchone() is not None:
                     break
-            me = owner_token()
-            async with conn.cursor() as many:
-                await many.executemany(
-                    "INSERT INTO flowdsl_attempts (run_id, kind, step, visit, attempt, status, "
-                    "final, outcome, started, duration, worker) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    [
-                        (
-                            new_id, a.kind, a.step, a.visit, a.attempt,
-                            "succeeded" if a.succeeded else "failed", a.final, a.outcome,
-                            a.started, a.duration, me,
-                        )
-                        for a in kept
-                    ],
-                )  # fmt: skip
+            header = RunHeader(new_id, workflow, fingerprint, (), data, now, journal=kept)
+            await _journal_header(conn, header)
             await conn.execute("SELECT pg_notify(%s, '')", (_WORK,))
             return new_id
 
@@ -1502,17 +1554,23 @@ class PostgresStore:
         return await self._call(self._enqueue(header, ticket))
 
     async def _enqueue(self, header: RunHeader, ticket: Ticket) -> Opened:
-        # One statement, one round trip and its own commit, when the run_id is new.
+        # One statement, one round trip and its own commit, when the run_id is new (and the
+        # run has no journal entries to go with it: see the end); a definition's first run
+        # keeps its graph in the same statement.
+        graph = keep_graph(header, self._graphs, "%s")
+        keeping, kept = ("", ()) if graph is None else (f"graph AS ({graph[0]}), ", graph[1])
+
         async def work(conn: Any) -> Opened:
             now = time.time()
             cursor = await conn.execute(
-                "WITH queued AS (INSERT INTO flowdsl_runs (run_id, workflow, status, "
+                f"WITH {keeping}queued AS (INSERT INTO flowdsl_runs (run_id, workflow, status, "
                 "fingerprint, shape, input, started, updated, queue, priority, available_at, "
                 "queued_at, parent_id) "
                 "VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT (run_id) DO NOTHING RETURNING run_id) "
                 "SELECT pg_notify(%s, '') FROM queued",
                 (
+                    *kept,
                     header.run_id,
                     header.workflow,
                     header.fingerprint,
@@ -1529,6 +1587,7 @@ class PostgresStore:
                 ),
             )
             if await cursor.fetchone() is not None:
+                await _journal_header(conn, header)
                 return Opened(
                     run_id=header.run_id,
                     claim=None,
@@ -1548,7 +1607,13 @@ class PostgresStore:
                 finished = run_from_row(row, await _attempts(conn, row[0]))
             return found_run(row, None, owner=row[12], finished=finished)
 
-        return await self._write(f"queue run {header.run_id!r}", self._engine.autocommit(work))
+        # A run created with journal entries is one transaction: the run and its entries.
+        engine = self._engine
+        committed = engine.transaction(work) if header.journal else engine.autocommit(work)
+        opened = await self._write(f"queue run {header.run_id!r}", committed)
+        if graph is not None:
+            self._graphs.add(header.fingerprint)
+        return opened
 
     async def claim(self, request: ClaimRequest) -> list[Opened]:
         """Claim runs for a worker (``FOR UPDATE SKIP LOCKED``); see `Store.claim`.

@@ -35,6 +35,7 @@ __all__ = [
     "Attempt",
     "Claim",
     "ClaimRequest",
+    "Definition",
     "Ending",
     "Opened",
     "Pending",
@@ -60,6 +61,25 @@ class RunHeader:
     parent_id: str | None = attrs.field(default=None, kw_only=True)
     """The run that started this one with ``call_workflow``, else None (recorded when the
     run is created; a run the store holds already keeps what it recorded)."""
+    graph: str | None = attrs.field(default=None, kw_only=True, repr=False)
+    """The workflow's graph as JSON (``Graph.to_json``), or None. A store keeps the first
+    it is given for each `fingerprint` (later ones change nothing), for the run viewer."""
+    journal: tuple[Attempt, ...] = attrs.field(default=(), kw_only=True)
+    """Journal entries the store commits with the run when it creates it (a queued run's
+    trace parent); none is written for a run the store holds already."""
+
+
+@attrs.frozen
+class Definition:
+    """The definition a run was started with, as the store keeps it (`Store.get_definition`)."""
+
+    workflow: str
+    fingerprint: str
+    shape: tuple[str, ...]
+    """One line per node of the plan (`Plan.shape`): what the fingerprint covers."""
+    graph: str | None
+    """The workflow's graph as JSON (``Graph.to_json``), kept for the fingerprint when its
+    first run started; None when the store has none (a run recorded by an older release)."""
 
 
 @attrs.frozen
@@ -191,8 +211,9 @@ Pick: TypeAlias = Callable[
 class Store(Protocol):
     """Where durable runs are journaled (`SQLiteStore` is the embedded one).
 
-    Users call `get_run`, `list_runs` and `close`; the run functions (and
-    `cancel_run`, `retry_run`, `prune_runs`) call the rest. Every ``async`` method returns once its write is committed, and
+    Users call `get_run`, `list_runs`, `get_definition` and `close`; the run
+    functions (and `cancel_run`, `retry_run`, `prune_runs`) call the rest.
+    Every ``async`` method returns once its write is committed, and
     every write of a claimed run is fenced on its `Claim`.
     """
 
@@ -221,6 +242,10 @@ class Store(Protocol):
         gives ``[]``). A damaged run is left out and handed to
         ``on_damaged(run_id, error)`` (logged as a warning when that is None).
         """
+        ...
+
+    def get_definition(self, run_id: str) -> Definition | None:
+        """The definition run `run_id` was started with (its graph, if kept), or None."""
         ...
 
     def close(self) -> None:

@@ -17,10 +17,11 @@ from .._engine._run import CompensationRecord, Run, RunStatus, StepRecord, Waiti
 from .._engine._seams import STEP, child_finished
 from ..errors import RunNotFound, StoreError, UsageError
 from ._codec import Undecodable, decode, dumps, encode
-from ._protocol import Attempt, Claim, Opened
+from ._protocol import Attempt, Claim, Definition, Opened, RunHeader
 
 __all__ = [
     "ATTEMPT_COLUMNS",
+    "DEFINITION_QUERY",
     "ENDED",
     "FINISHED",
     "RUN_COLUMNS",
@@ -36,9 +37,11 @@ __all__ = [
     "check_statuses",
     "child_notice",
     "damaged",
+    "definition_from_row",
     "delivery",
     "final",
     "found_run",
+    "keep_graph",
     "list_query",
     "lost_claim",
     "newer_schema",
@@ -63,7 +66,7 @@ __all__ = [
 RUN_COLUMNS: Final = (
     "run_id, workflow, status, fingerprint, shape, input, output, error, failed_step, "
     "compensations, started, duration, owner, lease_expires, lease_epoch, claimed_at, waiting, "
-    "parent_id, cancel_requested, retry_of"
+    "parent_id, cancel_requested"
 )
 ATTEMPT_COLUMNS: Final = "step, visit, attempt, status, final, outcome, started, duration, kind"
 FINISHED: Final = ("completed", "failed")
@@ -79,7 +82,7 @@ TABLE_COLUMNS: Final = {
         "run_id", "workflow", "status", "fingerprint", "shape", "input", "output", "error",
         "failed_step", "compensations", "started", "updated", "duration", "owner",
         "lease_expires", "lease_epoch", "resumes", "queue", "priority", "available_at",
-        "queued_at", "claimed_at", "waiting", "parent_id", "cancel_requested", "retry_of",
+        "queued_at", "claimed_at", "waiting", "parent_id", "cancel_requested",
     ),
     "flowdsl_attempts": (
         "seq", "run_id", "kind", "step", "visit", "attempt", "status", "final", "outcome",
@@ -88,10 +91,40 @@ TABLE_COLUMNS: Final = {
     "flowdsl_queues": ("name", "concurrency", "rate_count", "rate_period", "updated"),
     "flowdsl_events": ("seq", "run_id", "event", "payload", "sent", "taken", "taken_by"),
     "flowdsl_schedules": ("workflow", "since", "checked"),
+    "flowdsl_graphs": ("fingerprint", "workflow", "graph"),
 }  # fmt: skip
 """What each table of every store must have (one may have more: columns an older schema left)."""
 
+DEFINITION_QUERY: Final = (
+    "SELECT r.workflow, r.fingerprint, r.shape, g.graph FROM flowdsl_runs r "
+    "LEFT JOIN flowdsl_graphs g ON g.fingerprint = r.fingerprint WHERE r.run_id = {mark}"
+)
+"""`Store.get_definition`'s query (`mark`: the driver's placeholder); `definition_from_row`."""
+
+_KEEP_GRAPH: Final = (
+    "INSERT INTO flowdsl_graphs (fingerprint, workflow, graph) VALUES ({mark}, {mark}, {mark}) "
+    "ON CONFLICT (fingerprint) DO NOTHING"
+)
+
 _log = logging.getLogger("flowdsl")
+
+
+def keep_graph(header: RunHeader, kept: set[str], mark: str) -> tuple[str, tuple[str, ...]] | None:
+    """The statement that keeps `header`'s graph (once per fingerprint), or None.
+
+    None when the header carries no graph, or when `kept` (the fingerprints
+    this store object wrote already) holds its fingerprint: after a
+    definition's first run, starting a run costs nothing more.
+    """
+    if header.graph is None or header.fingerprint in kept:
+        return None
+    return _KEEP_GRAPH.format(mark=mark), (header.fingerprint, header.workflow, header.graph)
+
+
+def definition_from_row(run_id: str, row: Sequence[Any]) -> Definition:
+    """A `Definition` from `DEFINITION_QUERY`'s row."""
+    workflow, fingerprint, shape, graph = row
+    return Definition(workflow, fingerprint, shape_of(run_id, shape), graph)
 
 
 def damaged(run_id: str, where: str, why: object) -> StoreError:

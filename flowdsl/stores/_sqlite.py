@@ -49,6 +49,7 @@ from ._protocol import (
     Attempt,
     Claim,
     ClaimRequest,
+    Definition,
     Ending,
     Opened,
     Pending,
@@ -59,6 +60,7 @@ from ._protocol import (
 )
 from ._rows import (
     ATTEMPT_COLUMNS,
+    DEFINITION_QUERY,
     ENDED,
     RUN_COLUMNS,
     TABLE_COLUMNS,
@@ -67,9 +69,11 @@ from ._rows import (
     cancel_action,
     child_notice,
     damaged,
+    definition_from_row,
     delivery,
     final,
     found_run,
+    keep_graph,
     list_query,
     lost_claim,
     newer_schema,
@@ -90,7 +94,7 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 _log = logging.getLogger("flowdsl")
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 """The journal schema this release writes (kept in the ``flowdsl_schema`` table).
 
 1: the first release. 2: leases (``lease_expires``, ``lease_epoch``) and
@@ -98,8 +102,10 @@ journal entries of several kinds (``kind``: step attempts, reducer outcomes,
 compensations). 3: queues (``queue``, ``priority``, ``available_at``,
 ``queued_at``, ``claimed_at`` and the ``flowdsl_queues`` table). 4: waits
 (``waiting``, the ``flowdsl_events`` mailbox and ``flowdsl_schedules``).
-5: child runs (``parent_id``, indexed). 6: run management (``cancel_requested``,
-``retry_of``, and indexes on ``started`` and ``workflow`` for paging through runs).
+5: child runs (``parent_id``, indexed). 6: the graphs of the definitions runs
+started with (``flowdsl_graphs``, one row per fingerprint). 7: run management
+(``cancel_requested``, and indexes on ``started`` and ``workflow`` for
+paging through runs).
 """
 
 _RUNS: Final = """
@@ -128,8 +134,7 @@ _RUNS: Final = """
         claimed_at    REAL,
         waiting       TEXT,
         parent_id     TEXT,
-        cancel_requested INTEGER NOT NULL DEFAULT 0,
-        retry_of      TEXT
+        cancel_requested INTEGER NOT NULL DEFAULT 0
     )
 """
 _EVENTS: Final = """
@@ -174,6 +179,13 @@ _ATTEMPTS: Final = """
         duration REAL NOT NULL,
         worker   TEXT NOT NULL,
         UNIQUE (run_id, kind, step, visit, attempt)
+    )
+"""
+_GRAPHS: Final = """
+    CREATE TABLE IF NOT EXISTS flowdsl_graphs (
+        fingerprint TEXT PRIMARY KEY,
+        workflow    TEXT NOT NULL,
+        graph       TEXT NOT NULL
     )
 """
 _INDEXES: Final = (
@@ -298,6 +310,10 @@ class _Writer:
         self.confirmed = 0.0
         self.beat = 0.0
         self.pid = os.getpid()
+        self.graphs: set[str] = set()
+        """The fingerprints whose graph is committed (only the writer thread touches it)."""
+        self.graphs_written: list[str] = []
+        """Those the open transaction writes: kept in `graphs` once it commits."""
         self.watchers: dict[str, tuple[int, Callable[[], None]]] = {}
         """Claims whose run stops when `cancel_run` asks (run id -> (epoch, stop))."""
 
@@ -454,6 +470,8 @@ class _Writer:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise
+            finally:
+                written, self.graphs_written = self.graphs_written, []
         except sqlite3.Error as exc:
             with self.lock:
                 self.claims = claims_before  # what the batch claimed or gave up did not happen
@@ -465,6 +483,7 @@ class _Writer:
             error = StoreError(f"could not write to the store at {self.path!r}: {exc}")
             self.wake([(job, None, error) for job in batch])
             return
+        self.graphs.update(written)
         if renewed is not None:
             self.renewed(now, renewed)
         self.wake(results)
@@ -546,6 +565,7 @@ def _open_job(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> O
             input=header.input,
             started=header.started,
             parent_id=header.parent_id,
+            attempts=header.journal,
         )
         conn.execute(
             "INSERT INTO flowdsl_runs (run_id, workflow, status, fingerprint, shape, input, "
@@ -566,6 +586,8 @@ def _open_job(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> O
                 header.parent_id,
             ),
         )
+        _keep_graph(writer, conn, header)
+        _journal_header(conn, header, me)
         _activate(writer, header.run_id, 1)
         return opened
     if final(row[2], row[18]):
@@ -577,7 +599,42 @@ def _open_job(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> O
         or not _claimable(writer, header.run_id, owner, lease_expires)
     ):
         return found_run(row, None, owner=owner)
-    return _take(writer, conn, row, now)
+    opened = _take(writer, conn, row, now)
+    _keep_graph(writer, conn, header)  # a run an older release started: its graph from now
+    return opened
+
+
+def _keep_graph(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> None:
+    """Keep the header's graph, in the run's own commit, once per fingerprint (see `keep_graph`)."""
+    statement = keep_graph(header, writer.graphs, "?")
+    if statement is not None:
+        conn.execute(*statement)
+        writer.graphs_written.append(header.fingerprint)
+
+
+def _journal_header(conn: sqlite3.Connection, header: RunHeader, me: str) -> None:
+    """Commit the journal entries a new run is created with (`RunHeader.journal`)."""
+    if header.journal:
+        conn.executemany(
+            "INSERT INTO flowdsl_attempts (run_id, kind, step, visit, attempt, status, final, "
+            "outcome, started, duration, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    header.run_id,
+                    a.kind,
+                    a.step,
+                    a.visit,
+                    a.attempt,
+                    "succeeded" if a.succeeded else "failed",
+                    a.final,
+                    a.outcome,
+                    a.started,
+                    a.duration,
+                    me,
+                )
+                for a in header.journal
+            ],
+        )
 
 
 def _take(writer: _Writer, conn: sqlite3.Connection, row: Sequence[Any], now: float) -> Opened:
@@ -625,6 +682,8 @@ def _enqueue_job(
             header.parent_id,
         ),
     )
+    _keep_graph(writer, conn, header)
+    _journal_header(conn, header, owner_token())
     return Opened(
         run_id=header.run_id,
         claim=None,
@@ -926,26 +985,15 @@ def _retry_job(
     now = time.time()
     conn.execute(
         "INSERT INTO flowdsl_runs (run_id, workflow, status, fingerprint, shape, input, "
-        "started, updated, queue, priority, available_at, queued_at, retry_of) "
-        "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "started, updated, queue, priority, available_at, queued_at) "
+        "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             new_id, workflow, fingerprint, shape, data, now, now, queue_name, priority,
-            available_at, now, run_id,
+            available_at, now,
         ),
     )  # fmt: skip
-    me = owner_token()
-    conn.executemany(
-        "INSERT INTO flowdsl_attempts (run_id, kind, step, visit, attempt, status, final, "
-        "outcome, started, duration, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                new_id, a.kind, a.step, a.visit, a.attempt,
-                "succeeded" if a.succeeded else "failed", a.final, a.outcome, a.started,
-                a.duration, me,
-            )
-            for a in kept
-        ],
-    )  # fmt: skip
+    header = RunHeader(new_id, workflow, fingerprint, (), data, now, journal=kept)
+    _journal_header(conn, header, owner_token())
     return new_id
 
 
@@ -1245,6 +1293,7 @@ def _create(conn: sqlite3.Connection) -> None:
     conn.execute(_QUEUES)
     conn.execute(_EVENTS)
     conn.execute(_SCHEDULES)
+    conn.execute(_GRAPHS)
     conn.execute(_ATTEMPTS.format(name="flowdsl_attempts"))
     for statement in _INDEXES:
         conn.execute(statement)
@@ -1297,13 +1346,17 @@ def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
     conn.execute(_INDEXES[5])
 
 
-def _migrate_5_to_6(conn: sqlite3.Connection) -> None:
-    """Run management: cancel requests, where a retried run came from, and the indexes that
-    page through runs (no run recorded before was asked to stop, or is a retry)."""
+def _migrate_6_to_7(conn: sqlite3.Connection) -> None:
+    """Run management: cancel requests, and the indexes that page through runs (no run
+    recorded before was asked to stop)."""
     conn.execute("ALTER TABLE flowdsl_runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
-    conn.execute("ALTER TABLE flowdsl_runs ADD COLUMN retry_of TEXT")
     for statement in _INDEXES[6:]:
         conn.execute(statement)
+
+
+def _migrate_graphs(conn: sqlite3.Connection) -> None:
+    """Graphs: the table of each definition's graph (runs recorded before have none)."""
+    conn.execute(_GRAPHS)
 
 
 _MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {
@@ -1311,7 +1364,8 @@ _MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {
     2: _migrate_2_to_3,
     3: _migrate_3_to_4,
     4: _migrate_4_to_5,
-    5: _migrate_5_to_6,
+    5: _migrate_graphs,
+    6: _migrate_6_to_7,
 }
 """Schema version n -> n + 1, run in order inside one transaction when a store is opened."""
 
@@ -1411,6 +1465,15 @@ class SQLiteStore:
 
         row, attempts = self._reading(f"run {run_id!r}", read)
         return None if row is None else run_from_row(row, attempts)
+
+    def get_definition(self, run_id: str) -> Definition | None:
+        """The definition run `run_id` was started with, and its graph if the store kept it."""
+
+        def read(conn: sqlite3.Connection) -> Any:
+            return conn.execute(DEFINITION_QUERY.format(mark="?"), (run_id,)).fetchone()
+
+        row = self._reading(f"the definition of run {run_id!r}", read)
+        return None if row is None else definition_from_row(run_id, row)
 
     def list_runs(
         self,

@@ -185,6 +185,11 @@ class SequenceShape:
         return self.name
 
 
+def _fail_fast(on_error: OnError | None, into: ReducerShape | None) -> bool:
+    """A block's policy: ``on_error``, else fail_fast without a reducer, complete_all with one."""
+    return into is None if on_error is None else on_error == "fail_fast"
+
+
 @attrs.frozen
 class ParallelShape:
     """A generated ``with parallel(name=...):`` block."""
@@ -201,9 +206,7 @@ class ParallelShape:
 
     @property
     def fail_fast(self) -> bool:
-        if self.on_error is None:
-            return self.into is None
-        return self.on_error == "fail_fast"
+        return _fail_fast(self.on_error, self.into)
 
 
 @attrs.frozen
@@ -224,9 +227,7 @@ class ForeachShape:
 
     @property
     def fail_fast(self) -> bool:
-        if self.on_error is None:
-            return self.into is None
-        return self.on_error == "fail_fast"
+        return _fail_fast(self.on_error, self.into)
 
 
 @attrs.frozen

@@ -17,7 +17,7 @@ import datetime as _dt
 import json
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, get_args
 
 import attrs
 
@@ -33,7 +33,7 @@ from .._plan import (
     StepNode,
     WaitNode,
 )
-from ..errors import KeyNotFound
+from ..errors import InvalidArgument, KeyNotFound
 
 if TYPE_CHECKING:
     from .._plan import BlockNode, Node
@@ -452,6 +452,29 @@ class Graph:
         """The graph of a compiled plan; runs nothing."""
         return _Builder(plan).build()
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Graph:
+        """The graph `to_dict` made (read back from a store, a file); `InvalidArgument` if not one."""
+        try:
+            return _from_dict(data)
+        except (KeyError, TypeError, AttributeError, InvalidArgument) as exc:
+            why = f"a {type(data).__name__}" if not isinstance(data, Mapping) else _why(exc)
+            msg = (
+                f"not a flowdsl graph (the JSON of Graph.to_json, format {FORMAT!r}): {why}; "
+                f"draw it again with Graph.from_plan or flowdsl graph TARGET --format json"
+            )
+            raise InvalidArgument(msg) from None
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Graph:
+        """The graph `to_json` wrote; `InvalidArgument` when `text` is not one."""
+        try:
+            data = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            msg = f"not a flowdsl graph: the text is not JSON ({exc})"
+            raise InvalidArgument(msg) from None
+        return cls.from_dict(data)
+
     def node(self, node_id: str) -> GraphNode:
         """The node with id `node_id`."""
         for node in self.nodes:
@@ -507,6 +530,102 @@ class Graph:
     def to_dot(self) -> str:
         """A Graphviz ``digraph``: ``flowdsl graph T --format dot | dot -Tsvg > graph.svg``."""
         return _render(self, _DOT)
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"a node, an edge or a block lacks its {exc.args[0]!r}"
+    return str(exc)
+
+
+_NODE_KINDS: Final = frozenset(get_args(NodeKind))
+_EDGE_KINDS: Final = frozenset(get_args(EdgeKind))
+_BLOCK_KINDS: Final = frozenset(get_args(BlockKind))
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        msg = f"{what} is {value!r}, not a string"
+        raise InvalidArgument(msg)
+    return value
+
+
+def _maybe(value: object, what: str) -> str | None:
+    return None if value is None else _text(value, what)
+
+
+def _kind(value: object, kinds: frozenset[str], what: str) -> Any:
+    if value not in kinds:
+        msg = f"{what} {value!r} is none of {', '.join(sorted(kinds))}"
+        raise InvalidArgument(msg)
+    return value
+
+
+def _info(value: object, what: str) -> Mapping[str, object]:
+    if value is None:
+        return _EMPTY
+    if not isinstance(value, Mapping):
+        msg = f"the info of {what} is {value!r}, not an object"
+        raise InvalidArgument(msg)
+    return MappingProxyType(dict(value))
+
+
+def _from_dict(data: Mapping[str, Any]) -> Graph:
+    if data.get("format") != FORMAT:
+        msg = f"its format is {data.get('format')!r}"
+        raise InvalidArgument(msg)
+    nodes = tuple(
+        GraphNode(
+            _text(n["id"], "a node's id"),
+            _kind(n["kind"], _NODE_KINDS, "node kind"),
+            _text(n["label"], "a node's label"),
+            _maybe(n.get("block"), "a node's block"),
+            _maybe(n.get("where"), "a node's where"),
+            _info(n.get("info"), f"node {n['id']!r}"),
+        )
+        for n in data["nodes"]
+    )
+    edges = tuple(
+        GraphEdge(
+            _text(e["source"], "an edge's source"),
+            _text(e["target"], "an edge's target"),
+            _kind(e.get("kind", "next"), _EDGE_KINDS, "edge kind"),
+            _maybe(e.get("label"), "an edge's label"),
+        )
+        for e in data["edges"]
+    )
+    blocks = tuple(
+        GraphBlock(
+            _text(b["id"], "a block's id"),
+            _kind(b["kind"], _BLOCK_KINDS, "block kind"),
+            _text(b["name"], "a block's name"),
+            _text(b["label"], "a block's label"),
+            _maybe(b.get("parent"), "a block's parent"),
+            _maybe(b.get("where"), "a block's where"),
+            _info(b.get("info"), f"block {b['id']!r}"),
+        )
+        for b in data["blocks"]
+    )
+    ids = {n.id for n in nodes}
+    block_ids = {b.id for b in blocks}
+    for edge in edges:
+        for end in (edge.source, edge.target):
+            if end not in ids:
+                msg = f"an edge names node {end!r}, which it does not have"
+                raise InvalidArgument(msg)
+    inside = [(n.id, n.block) for n in nodes] + [(b.id, b.parent) for b in blocks]
+    for item, block in inside:
+        if block is not None and block not in block_ids:
+            msg = f"{item!r} is in block {block!r}, which it does not have"
+            raise InvalidArgument(msg)
+    return Graph(
+        workflow=_text(data["workflow"], "the workflow"),
+        qualname=_text(data.get("qualname", ""), "the qualname"),
+        where=_text(data.get("where", ""), "where"),
+        nodes=nodes,
+        edges=edges,
+        blocks=blocks,
+    )
 
 
 # -- rendering -----------------------------------------------------------------------------

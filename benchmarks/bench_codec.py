@@ -1,0 +1,245 @@
+"""What writing the journal costs: encode + dumps of a run's output and of a step's outcome.
+
+    python benchmarks/bench_codec.py            # a few seconds
+    python benchmarks/bench_codec.py --quick    # CI: fewer repetitions; never fails on a timing
+
+Two values, the kinds a durable run journals:
+
+* ``context``: a run's final output, about 6.5 KB of JSON: the frozen context of an order
+  workflow (nested dicts and lists of str, int, float, bool and None, a few datetimes, a
+  tuple, an Ok and an Err), written with ``encode_lenient`` as the journal writes it;
+* ``outcome``: one step's outcome of about 100 KB, ``Ok`` of 800 records (plus a datetime
+  and a tuple beside them), written with ``encode``.
+
+Timed in the same process, interleaved round by round (best of the rounds, microseconds
+per call):
+
+* ``before``: the codec as it was before the journal could be written with orjson
+  (flowdsl/stores/_codec.py at commit BEFORE, read from git; skipped without git);
+* ``after``: the codec now (``encode_text``), with orjson when the flowdsl[fast] extra is
+  installed, and ``after, json only`` without it;
+* for scale, writers that do not keep the journal's types: ``json.dumps``, and
+  ``orjson.dumps`` and ``msgspec.json.encode`` when installed (datetimes as ``str()``,
+  a tuple as a list, an Ok as whatever ``default`` makes of it).
+
+Each codec's text is checked: "after" must be exactly "before"'s text and read back the
+same; a difference is an error (exit status 1). Timings are only reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import importlib.util
+import json
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import MappingProxyType, ModuleType
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from flowdsl import Err, Ok  # noqa: E402
+from flowdsl._engine._context import freeze  # noqa: E402
+from flowdsl.stores import _codec  # noqa: E402
+
+BEFORE = "5c7adbe"
+"""The last commit whose codec walked and wrote the journal with the json module only."""
+
+
+def load_before() -> ModuleType | None:
+    """The codec of commit BEFORE, as a module of its own (its own registries)."""
+    try:
+        source = subprocess.run(
+            ["git", "-C", str(REPO), "show", f"{BEFORE}:flowdsl/stores/_codec.py"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    spec = importlib.util.spec_from_loader("flowdsl.stores._codec_before", loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "flowdsl.stores"
+    try:
+        exec(compile(source, f"<flowdsl {BEFORE} _codec.py>", "exec"), module.__dict__)
+    except Exception as exc:  # what it imports from flowdsl moved since
+        print(f"note: the codec of {BEFORE} cannot be loaded here ({exc!r})", file=sys.stderr)
+        return None
+    return module
+
+
+def context() -> Any:
+    """A run's output: what the steps of an order workflow left in the context, frozen."""
+    t0 = _dt.datetime(2024, 5, 1, 12, 30, 15, 123456, tzinfo=_dt.UTC)
+    items = [
+        {
+            "sku": f"SKU-{i:05d}",
+            "name": f"Widget number {i}",
+            "qty": i % 4 + 1,
+            "price": 9.99 + i,
+            "discount": None if i % 3 else 0.15,
+            "taxable": i % 2 == 0,
+            "tags": ["blue", "large", f"batch-{i}"],
+            "dims": {"w": 10.5, "h": 3, "d": 7.25},
+        }
+        for i in range(10)
+    ]
+    customer = {
+        "id": 4711,
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+        "vip": True,
+        "address": {"street": "12 Analytical Way", "city": "London", "zip": "NW1 2DB"},
+    }
+    data = {
+        "input": {"order_id": "ord_8f3a2c", "customer": customer, "items": items, "at": t0},
+        "validated": True,
+        "quote": {
+            "subtotal": 199.75,
+            "tax": 39.95,
+            "currency": "EUR",
+            "lines": [{"sku": it["sku"], "amount": it["price"] * it["qty"]} for it in items],
+        },
+        "inventory": {
+            "reserved": [it["sku"] for it in items],
+            "warehouse": "LHR-2",
+            "at": t0 + _dt.timedelta(seconds=3),
+        },
+        "payment": Ok({"charge": "ch_3NQ", "amount": 239.7, "at": t0 + _dt.timedelta(seconds=5)}),
+        "fraud": Err("score above threshold: 0.91"),
+        "shipping": {
+            "carrier": "DHL",
+            "window": (t0 + _dt.timedelta(days=1), t0 + _dt.timedelta(days=3)),
+            "cost": 4.99,
+        },
+        "audit": [
+            {"step": f"step_{i}", "ms": 12 + i, "ok": True, "msg": "done without retries"}
+            for i in range(50)
+        ],
+        "counters": {"retries": 0, "attempts": 1, "events": 7},
+    }
+    return MappingProxyType({key: freeze(value) for key, value in data.items()})
+
+
+def outcome() -> Any:
+    """A step's outcome of about 100 KB of JSON: a page of records fetched from an API."""
+    rows = [
+        {
+            "id": i,
+            "name": f"record {i}",
+            "score": i * 0.37,
+            "active": i % 2 == 0,
+            "tags": ["x", "y", f"t{i % 7}"],
+            "meta": {"source": "feed", "rank": i % 13, "note": None},
+        }
+        for i in range(800)
+    ]
+    fetched = _dt.datetime(2024, 5, 1, tzinfo=_dt.UTC)
+    return Ok({"rows": rows, "fetched_at": fetched, "page": (1, 20)})
+
+
+def best_of(fn: Callable[[], object], calls: int) -> float:
+    started = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - started) / calls
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (CI)")
+    args = parser.parse_args(argv)
+    rounds = 3 if args.quick else 9
+    budget = 0.02 if args.quick else 0.1  # seconds of calls per implementation and round
+
+    before = load_before()
+    try:
+        import orjson
+    except ImportError:
+        orjson = None
+    try:
+        import msgspec
+    except ImportError:
+        msgspec = None
+    writer = _codec.orjson
+
+    def json_only(encode: Callable[[Any], str]) -> Callable[[Any], str]:
+        def run(value: Any) -> str:
+            _codec.orjson = None
+            try:
+                return encode(value)
+            finally:
+                _codec.orjson = writer
+
+        return run
+
+    cases: list[tuple[str, Any, bool]] = [
+        ("context", context(), True),
+        ("outcome", outcome(), False),
+    ]
+    errors: list[str] = []
+    print(f"journal codec: {platform.python_implementation()} {platform.python_version()},")
+    print(
+        f"  orjson {getattr(orjson, '__version__', 'not installed')}, "
+        f"msgspec {getattr(msgspec, '__version__', 'not installed')}, "
+        f"before = {BEFORE if before is not None else 'not available (no git history)'}"
+    )
+    print(
+        f"  {'quick' if args.quick else 'full'}: best of {rounds} interleaved rounds, us per call"
+    )
+    for name, value, lenient in cases:
+        after = _codec.encode_lenient_text if lenient else _codec.encode_text
+        impls: dict[str, Callable[[], object]] = {}
+        if before is not None:
+            old_encode = before.encode_lenient if lenient else before.encode
+            impls["before"] = lambda old_encode=old_encode, value=value: before.dumps(
+                old_encode(value)
+            )
+        impls["after"] = lambda after=after, value=value: after(value)
+        impls["after, json only"] = lambda after=after, value=value: json_only(after)(value)
+        native = dict(value) if lenient else value.value
+        impls["json.dumps"] = lambda native=native: json.dumps(native, default=str)
+        if orjson is not None:
+            impls["orjson.dumps"] = lambda native=native: orjson.dumps(native, default=str)
+        if msgspec is not None:
+            impls["msgspec"] = lambda native=native: msgspec.json.encode(native, enc_hook=str)
+
+        text = after(value)
+        if text != json_only(after)(value):
+            errors.append(f"{name}: the text with orjson differs from the text without it")
+        if before is not None and text != impls["before"]():
+            errors.append(f"{name}: the text differs from the text written before")
+        back = _codec.decode(text, strict=True)
+        if (_codec.encode_lenient_text(back) if lenient else _codec.encode_text(back)) != text:
+            errors.append(f"{name}: the text does not read back to the same value")
+
+        calls = {
+            label: max(1, int(budget / max(best_of(fn, 1), 1e-7))) for label, fn in impls.items()
+        }
+        times: dict[str, float] = {label: float("inf") for label in impls}
+        for _ in range(rounds):
+            for label, fn in impls.items():
+                times[label] = min(times[label], best_of(fn, calls[label]))
+        print(f"\n{name}: {len(text):,} bytes of journal JSON")
+        reference = times.get("before")
+        for label, seconds in times.items():
+            ratio = (
+                f"  before / this = {reference / seconds:5.2f}"
+                if reference and label != "before"
+                else ""
+            )
+            print(f"  {label:<18} {seconds * 1e6:10.1f} us{ratio}")
+    for error in errors:
+        print(f"ERROR: {error}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
