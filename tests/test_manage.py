@@ -639,6 +639,62 @@ def test_a_cancelled_child_tells_its_waiting_parent(store: Store, store_kit: Sto
     assert ["p"] == claimable(store, (("parent-wf", "fp"), ("child-wf", "fp"))), "woken"
 
 
+def test_a_run_whose_owner_dies_after_the_request_is_cancelled_by_the_next_claim(
+    store: Store, store_kit: StoreKit
+) -> None:
+    """Asked to stop while another host ran it, then that owner's lease ran out: whoever
+    claims it next records it as cancelled, and runs none of it."""
+    calls: list[str] = []
+
+    @workflow
+    def remote() -> None:
+        @step
+        async def work(ctx: Any) -> Any:
+            calls.append("work")
+            return ok()
+
+    start_workflow(remote, store=store, run_id="rm-1")
+    store_kit.set_owner("rm-1", "elsewhere|pid:[1]|7|1", time.time() + 3600)
+    assert (("rm-1", "stopping"),) == asyncio.run(store.cancel("rm-1")), "its owner is alive"
+    store_kit.set_owner("rm-1", "elsewhere|pid:[1]|7|1", time.time() - 1, epoch=100)
+    run = run_workflow(remote, run_id="rm-1", store=store)
+    assert ("cancelled", []) == (run.status, calls)
+    assert "cancelled" == status(store, "rm-1")
+    assert "cancelled" == run_workflow(remote, run_id="rm-1", store=store).status, "final"
+
+
+def test_a_run_asked_to_stop_as_it_parks_is_claimable_at_once(store: Store) -> None:
+    async def main() -> Any:
+        opened = await store.open_run(header("pk-1", started=time.time()))
+        assert opened.claim is not None
+        assert (("pk-1", "stopping"),) == await store.cancel("pk-1")
+        await store.park(opened.claim, Waiting(("w",), ("never",), None), (("w", 1),))
+        claimed = await store.claim(ClaimRequest(10, (("wf", "fp"),)))
+        for found in claimed:
+            assert found.claim is not None
+            store.release(found.claim)
+        return claimed
+
+    claimed = asyncio.run(main())
+    assert [("pk-1", True)] == [(o.run_id, o.cancel_requested) for o in claimed]
+
+
+def test_a_parent_cancelled_for_good_cancels_the_children_it_started_meanwhile(
+    store: Store,
+) -> None:
+    """A child queued after the cancel (its parent had not stopped yet) goes with it."""
+
+    async def main() -> None:
+        parent = await store.open_run(header("pa", started=time.time()))
+        assert parent.claim is not None
+        assert (("pa", "stopping"),) == await store.cancel("pa")
+        await store.enqueue(header("pa/c#1", started=time.time(), parent="pa"), now_ticket())
+        await store.finish_run(parent.claim, Ending("cancelled", "{}", None, None, "[]", 0.1))
+
+    asyncio.run(main())
+    assert ("cancelled", "cancelled") == (status(store, "pa"), status(store, "pa/c#1"))
+
+
 # -- retry_run ---------------------------------------------------------------------------------
 
 
