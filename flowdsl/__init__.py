@@ -30,6 +30,7 @@ from ._engine._events import (
 )
 from ._engine._logging import LogContextFilter
 from ._engine._run import CompensationRecord, Run, StepRecord, Waiting
+from ._managing import acancel_run, aprune_runs, aretry_run, cancel_run, prune_runs, retry_run
 from ._outcome import Goto, error, goto, ok, parallel_ok, parallel_result, parallel_results
 from ._plan import END, Plan, Retry
 from ._running import (
@@ -102,12 +103,16 @@ __all__ = [
     "Workflow",
     "WorkflowFailed",
     "WorkflowNotFound",
+    "acancel_run",
+    "aprune_runs",
     "aresume_runs",
+    "aretry_run",
     "arun_many",
     "arun_workflow",
     "asend_event",
     "astart_workflow",
     "call_workflow",
+    "cancel_run",
     "error",
     "foreach",
     "get_workflow",
@@ -117,8 +122,10 @@ __all__ = [
     "parallel_ok",
     "parallel_result",
     "parallel_results",
+    "prune_runs",
     "register_type",
     "resume_runs",
+    "retry_run",
     "run_many",
     "run_workflow",
     "send_event",

@@ -118,7 +118,8 @@ async def arun_workflow(
 
     A failed run is returned, not raised (``run.unwrap()`` raises). If the
     calling task is cancelled, the run is cancelled and `CancelledError`
-    propagates. Bad arguments raise `UsageError`; an unknown name
+    propagates; a durable run that `cancel_run` stops is returned, with
+    status "cancelled". Bad arguments raise `UsageError`; an unknown name
     `WorkflowNotFound`.
     """
     wf = resolve(workflow)

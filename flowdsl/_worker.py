@@ -9,6 +9,10 @@ a slot to free up. Each run is executed by `stores.run_claimed` with the
 run's lease renewed by the store: a worker that dies loses its leases and
 another resumes its runs from the journal.
 
+A run that `cancel_run` stops ends here as "cancelled" (the store tells the
+run at its next lease renewal, or at once by a notification on PostgreSQL):
+its task returns, and the worker goes on.
+
 Stopping (`stop()`, SIGTERM or SIGINT under `run()`) stops claiming, lets the
 runs in hand finish for ``grace`` seconds, then hands the rest back: each is
 cancelled here and released in the store, unfinished and unowned, for

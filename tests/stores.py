@@ -22,12 +22,17 @@ The back doors, each implemented per kind:
   process was paused.
 - `mailbox`, `schema_version`: a run's events, and the database's schema
   version, as the database holds them.
+- `as_schema_6`: the database made what a release with schema 6 (before run
+  management) left: no ``cancel_requested`` column, none of schema 7's
+  indexes, version 6.
 - `as_schema_4`: the database made what a release with schema 4 (before
-  child runs) left: no ``parent_id`` column, no index on it, no graphs, version 4.
+  child runs) left: schema 5's, without the ``parent_id`` column and its
+  index, and without graphs, version 4.
 - `before_graphs`: the database made what the release before kept graphs left:
-  no ``flowdsl_graphs`` table, the schema version one less than this release's.
+  schema 6's, without the ``flowdsl_graphs`` table, version 5.
 - `graph_rows`, `delete_graphs`: the graphs the database keeps, (fingerprint,
   workflow) in order; every one deleted behind the stores' back.
+- `backdate`: a run's last change (its end, for `prune_runs`) made older.
 
 A kit that cannot run on this machine (no PostgreSQL server) raises
 `KitUnavailable` when made: `store_kit` skips its tests, or fails them in CI.
@@ -48,7 +53,6 @@ import psycopg
 from psycopg import sql
 
 from flowdsl import SQLiteStore, Store
-from flowdsl.stores._sqlite import SCHEMA_VERSION
 
 __all__ = [
     "DAMAGES",
@@ -207,6 +211,10 @@ class StoreKit(abc.ABC):
         """The schema version the database records."""
 
     @abc.abstractmethod
+    def as_schema_6(self) -> None:
+        """Turn the database (no store open on it) into what schema 6 was (see the module)."""
+
+    @abc.abstractmethod
     def as_schema_4(self) -> None:
         """Turn the database (no store open on it) into what schema 4 was (see the module)."""
 
@@ -222,6 +230,16 @@ class StoreKit(abc.ABC):
     def delete_graphs(self) -> None:
         """Delete every kept graph (the stores open on the database are not told)."""
 
+    @abc.abstractmethod
+    def backdate(self, run_id: str, seconds: float) -> None:
+        """Make the run's last change (``updated``: when it ended) `seconds` older."""
+
+
+# The indexes schema 7 added, by kind (what `as_schema_6` drops).
+_SCHEMA_7_INDEXES: Final = {
+    "sqlite": ("flowdsl_runs_by_start", "flowdsl_runs_by_workflow"),
+    "postgresql": ("flowdsl_runs_by_start", "flowdsl_runs_by_workflow", "flowdsl_events_by_run"),
+}
 
 # -- SQLite ------------------------------------------------------------------------------------
 
@@ -365,17 +383,31 @@ class SQLiteKit(StoreKit):
         with self._connection() as conn:
             return int(conn.execute("SELECT max(version) FROM flowdsl_schema").fetchone()[0])
 
+    def as_schema_6(self) -> None:
+        with self._connection() as conn:
+            for index in _SCHEMA_7_INDEXES["sqlite"]:
+                conn.execute(f"DROP INDEX {index}")
+            conn.execute("ALTER TABLE flowdsl_runs DROP COLUMN cancel_requested")
+            conn.execute("UPDATE flowdsl_schema SET version = 6")
+
+    def backdate(self, run_id: str, seconds: float) -> None:
+        with self._connection() as conn:
+            conn.execute(
+                "UPDATE flowdsl_runs SET updated = updated - ? WHERE run_id = ?", (seconds, run_id)
+            )
+
     def as_schema_4(self) -> None:
+        self.before_graphs()
         with self._connection() as conn:
             conn.execute("DROP INDEX flowdsl_runs_by_parent")
             conn.execute("ALTER TABLE flowdsl_runs DROP COLUMN parent_id")
-            conn.execute("DROP TABLE flowdsl_graphs")
             conn.execute("UPDATE flowdsl_schema SET version = 4")
 
     def before_graphs(self) -> None:
+        self.as_schema_6()
         with self._connection() as conn:
             conn.execute("DROP TABLE flowdsl_graphs")
-            conn.execute("UPDATE flowdsl_schema SET version = ?", (SCHEMA_VERSION - 1,))
+            conn.execute("UPDATE flowdsl_schema SET version = 5")
 
     def graph_rows(self) -> list[tuple[str, str]]:
         with self._connection() as conn:
@@ -543,15 +575,27 @@ class PostgresKit(StoreKit):
         assert row is not None
         return int(row[0])
 
+    def as_schema_6(self) -> None:
+        for index in _SCHEMA_7_INDEXES["postgresql"]:
+            self._execute(f"DROP INDEX {index}")
+        self._execute("ALTER TABLE flowdsl_runs DROP COLUMN cancel_requested")
+        self._execute("UPDATE flowdsl_schema SET version = 6")
+
+    def backdate(self, run_id: str, seconds: float) -> None:
+        self._execute(
+            "UPDATE flowdsl_runs SET updated = updated - %s WHERE run_id = %s", (seconds, run_id)
+        )
+
     def as_schema_4(self) -> None:
+        self.before_graphs()
         self._execute("DROP INDEX flowdsl_runs_by_parent")
         self._execute("ALTER TABLE flowdsl_runs DROP COLUMN parent_id")
-        self._execute("DROP TABLE flowdsl_graphs")
         self._execute("UPDATE flowdsl_schema SET version = 4")
 
     def before_graphs(self) -> None:
+        self.as_schema_6()
         self._execute("DROP TABLE flowdsl_graphs")
-        self._execute("UPDATE flowdsl_schema SET version = %s", (SCHEMA_VERSION - 1,))
+        self._execute("UPDATE flowdsl_schema SET version = 5")
 
     def graph_rows(self) -> list[tuple[str, str]]:
         rows = self._execute(

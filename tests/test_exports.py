@@ -25,6 +25,7 @@ def test_core_names_of_the_design_are_exported() -> None:
         "Queue", "start_workflow", "Worker", "RunHandle", "register_type",
         "SQLiteStore", "PostgresStore", "Store",
         "sleep_for", "sleep_until", "wait_for_event", "send_event", "asend_event", "Waiting",
+        "cancel_run", "acancel_run", "retry_run", "aretry_run", "prune_runs",
     }  # fmt: skip
     assert set() == promised - set(flowdsl.__all__)
 
@@ -51,11 +52,15 @@ ALLOWED_RAISES: dict[tuple[str, str, str], str] = {
     # Cancellation is raised as itself, never wrapped.
     ("flowdsl._engine._execution", "overdue", "asyncio.CancelledError"): "cancellation",
     ("flowdsl._engine._execution", "interrupt", "asyncio.CancelledError"): "cancellation",
+    ("flowdsl._engine._execution", "stop_here", "asyncio.CancelledError"): "cancellation",
+    ("flowdsl._engine._execution", "refuse", "asyncio.CancelledError"): "cancellation",
     ("flowdsl._engine._execution", "_report", "asyncio.CancelledError"): "cancellation",
     ("flowdsl.result", "gather", "asyncio.CancelledError"): "cancellation",
     ("flowdsl.stores._journal", "wait", "asyncio.CancelledError"): "cancellation",
     # The command line ends with an exit status; the testing toolkit fails with assertions.
     ("flowdsl.cli", "main", "SystemExit"): "exit statuses",
+    ("flowdsl.cli._commands", "parse_duration", "click.BadParameter"): "click's usage error",
+    ("flowdsl.cli._commands", "parse_time", "click.BadParameter"): "click's usage error",
     ("flowdsl.testing._model", "check", "AssertionError"): "a failed check is a test failure",
     ("flowdsl.testing._reducer", "probe", "AssertionError"): "a failed check is a test failure",
     ("flowdsl.testing.strategies", "<module>", "ImportError"): "hypothesis is not installed",

@@ -12,7 +12,9 @@ parent's cancellation and deadline reach it). A durable parent asks its
 journal (`Journal.child`): the child runs here too, or, under a worker, is
 queued and waited for like an event, so the parent can park. A child run the
 store holds already (the parent crashed while it ran) is never started twice:
-its recorded end is used, or it is resumed.
+its recorded end is used, or it is resumed. A child that ended "cancelled"
+(`cancel_run` stopped it) fails its node, unless its parent was stopped with
+it: then the parent stops too.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ async def child_attempt(run: _Execution, node: CallNode, ctx: Context, execute: 
         return Ok({node.key: dict(child.output)})
     if child.status == "failed":
         return Err(child.error)
+    if child.status == "cancelled" and run.journal is not None and await run.journal.cancelling():
+        run.stop_here()  # the child was stopped with this run (cancel_run): stop here too
     msg = f"child run {child.run_id!r} of workflow {child.workflow!r} ended {child.status!r}"
     return Err(UsageError(msg))
 

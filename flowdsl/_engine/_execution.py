@@ -139,6 +139,7 @@ class _Execution:
     __slots__ = (
         "cancelled_task",
         "clock",
+        "closing",
         "compensable",
         "current",
         "due",
@@ -159,6 +160,7 @@ class _Execution:
         "records",
         "root",
         "run_id",
+        "stopping",
         "t0",
         "task",
         "task_cancels",
@@ -210,6 +212,8 @@ class _Execution:
         self.cancelled_task = False
         self.task_cancels = 0  # interrupt()'s cancels of the run's task, taken back in execute
         self.interrupted: BaseException | None = None
+        self.stopping = False  # cancel_run asked the run to stop: it ends "cancelled", returned
+        self.closing = False  # the run's end is being recorded: nothing stops it any more
 
     # -- the run's deadline and interruptions ---------------------------------------------
 
@@ -234,11 +238,51 @@ class _Execution:
 
     def park(self, waiting: Waiting, visits: tuple[tuple[str, int], ...]) -> None:
         """Every thread of the run waits (see `Parker`): stop it here, to be parked by `execute`."""
-        if self.parking is None and self.interrupted is None and self.task is not None:
+        if (
+            self.parking is None
+            and self.interrupted is None
+            and not self.stopping
+            and self.task is not None
+        ):
             self.parking = waiting
             self.parked_visits = visits
             self.task.cancel()
             self.task_cancels += 1
+
+    def request_stop(self) -> None:
+        """`cancel_run` asked the run to stop (its journal's watch, on the run's loop): cancel
+        its task; `execute` records it as cancelled and returns it.
+
+        A run being parked is left to its store (a run parked while asked to stop
+        is claimable at once, and then recorded as cancelled), and so is one
+        whose end is being recorded: it has ended.
+        """
+        if (
+            self.stopping
+            or self.closing
+            or self.parking is not None
+            or self.interrupted is not None
+            or self.task is None
+        ):
+            return
+        self.stopping = True
+        self.task.cancel()
+        self.task_cancels += 1
+
+    def stop_here(self) -> NoReturn:
+        """Stop the run for good from inside it (a child run that `cancel_run` stopped with
+        this run): as `request_stop`, from the task that raises."""
+        if not self.stopping and self.interrupted is None:
+            self.stopping = True
+            if self.task is not None and asyncio.current_task() is not self.task:
+                self.task.cancel()
+                self.task_cancels += 1
+        raise asyncio.CancelledError
+
+    async def refuse(self) -> NoReturn:
+        """Instead of `main` for a run asked to stop before it was claimed: nothing runs."""
+        self.stopping = True
+        raise asyncio.CancelledError
 
     def forget_cancels(self) -> None:
         """Take back the run task's cancellations `interrupt` asked for (they were delivered)."""
@@ -869,14 +913,18 @@ async def execute(
     hook: AttemptHook | None = None,
     resumed: bool = False,
     parent_id: str | None = None,
+    stopped: bool = False,
 ) -> Run:
     """Run `plan` once with `input`; returns the finished `Run`.
 
     A failing step fails the run (compensations then run); the run's own
     timeout fails it with a `TimeoutError` reason. Cancellation from outside
     is never turned into a failure: it propagates after the run is reported
-    as "cancelled" to listeners and the journal. ``executors`` maps executor
-    names to where steps run (the run assembly adds the built-in ones).
+    as "cancelled" to listeners and the journal. A durable run asked to stop
+    for good (`cancel_run`, which its journal watches) is cancelled too, and
+    returned with status "cancelled"; `stopped` says it was asked before this
+    call, so nothing of it executes. ``executors`` maps executor names to
+    where steps run (the run assembly adds the built-in ones).
     """
     given = hook
     if hook is None:
@@ -889,35 +937,48 @@ async def execute(
     state.parent_id = parent_id
     state.given_hook = given
     if tracer is None:
-        return await _run(state, timeout, resumed)
+        return await _run(state, timeout, resumed, stopped)
     state.tracer = tracer
     with tracer.run(journal, resumed, parent_id) as span:
-        run = await _run(state, timeout, resumed)
+        run = await _run(state, timeout, resumed, stopped)
         span.ended(run)
         return run
 
 
-async def _run(state: _Execution, timeout: float | None, resumed: bool) -> Run:
+async def _run(state: _Execution, timeout: float | None, resumed: bool, stopped: bool) -> Run:
     """`execute` once the run's state is made: the run, from its start to its report."""
     plan, run_id, journal, emit = state.plan, state.run_id, state.journal, state.emit
     if emit is not None:
         emit(RunStarted(plan.name, run_id=run_id, resumed=resumed))
     state.start_clock(timeout if timeout is not None else plan.timeout)
     state.start_parker()
+    unwatch = None if journal is None else journal.watch(state.request_stop)
+    try:
+        return await _body(state, stopped)
+    finally:
+        if unwatch is not None:
+            unwatch()
+
+
+async def _body(state: _Execution, stopped: bool) -> Run:
+    """The run itself, its failure or cancellation, and its record."""
+    plan = state.plan
     error: object = None
     failed_step: str | None = None
     mailbox = None
-    if plan.waits and journal is None:  # send_event(run_id, ...) reaches it in this process
-        state.inbox = Inbox(run_id)
-        mailbox = executing(run_id, state.inbox)
+    if plan.waits and state.journal is None:  # send_event(run_id, ...) reaches it here
+        state.inbox = Inbox(state.run_id)
+        mailbox = executing(state.run_id, state.inbox)
         mailbox.__enter__()
     try:
-        await state.main()
+        await (state.refuse() if stopped else state.main())
     except Failed as failure:
         error, failed_step = failure.reason, failure.step
     except asyncio.CancelledError as cancel:
         if state.parking is not None:
             return await _parked(state, state.parking, cancel)
+        if state.stopping and state.interrupted is None:
+            return await _cancelled(state, state.finish("cancelled"), cancel)
         if not state.timed_out():
             await _stopped(state, state.finish("cancelled"), cancel)
         failed_step = state.current
@@ -938,9 +999,30 @@ async def _run(state: _Execution, timeout: float | None, resumed: bool) -> Run:
         try:
             compensations = await compensate(state)
         except asyncio.CancelledError as cancel:  # cancelled while undoing: reported, then raised
-            await _stopped(state, state.finish("cancelled", error, failed_step), cancel)
+            cut_short = state.finish("cancelled", error, failed_step)
+            if state.stopping and state.interrupted is None:
+                return await _cancelled(state, cut_short, cancel)
+            await _stopped(state, cut_short, cancel)
         run = state.finish("failed", error, failed_step, compensations)
+    state.closing = True
     await _report(run, state.emit, state.journal)
+    return run
+
+
+async def _cancelled(state: _Execution, run: Run, cancel: asyncio.CancelledError) -> Run:
+    """The run was asked to stop for good (`cancel_run`): record it, and return it.
+
+    A cancel of the caller's that came too is raised once the run is recorded.
+    """
+    state.closing = True
+    state.forget_cancels()
+    task = state.task
+    if state.cancelled_task and task is not None:  # the deadline's cancel came too: not a caller's
+        state.cancelled_task = False
+        task.uncancel()
+    await _report(run, state.emit, state.journal)
+    if task is not None and task.cancelling():
+        raise cancel
     return run
 
 
@@ -950,6 +1032,7 @@ async def _parked(state: _Execution, waiting: Waiting, cancel: asyncio.Cancelled
     No step was in flight. A cancel of the caller's that came meanwhile is
     raised once the run is parked.
     """
+    state.closing = True
     state.forget_cancels()
     task = state.task
     journal = state.journal
@@ -962,6 +1045,7 @@ async def _parked(state: _Execution, waiting: Waiting, cancel: asyncio.Cancelled
 
 async def _stopped(state: _Execution, run: Run, cancel: asyncio.CancelledError) -> NoReturn:
     """The run was cancelled (or interrupted): record it, then raise what stopped it."""
+    state.closing = True  # it has ended: a cancel_run now has nothing left to stop
     interrupted = state.interrupted
     if interrupted is not None:
         state.forget_cancels()

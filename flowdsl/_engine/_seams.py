@@ -153,6 +153,15 @@ class Journal(Protocol):
         """
         ...
 
+    def watch(self, stop: Callable[[], None]) -> Callable[[], None]:
+        """Call `stop()` on this (the run's) event loop when the run is asked to stop for good
+        (`cancel_run`), maybe more than once; returns the function that ends the watch."""
+        ...
+
+    async def cancelling(self) -> bool:
+        """Whether the run was asked to stop for good (read now, from the store)."""
+        ...
+
     async def park(self, waiting: Waiting, visits: tuple[tuple[str, int], ...]) -> None:
         """Give the run up until an event or a deadline of `waiting` wakes it (a worker's run).
 

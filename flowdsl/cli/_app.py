@@ -18,12 +18,17 @@ from ._commands import (
     cmd_events_send,
     cmd_graph,
     cmd_run,
+    cmd_runs_cancel,
     cmd_runs_list,
+    cmd_runs_prune,
     cmd_runs_resume,
+    cmd_runs_retry,
     cmd_runs_show,
     cmd_runs_view,
     cmd_ui,
     cmd_worker,
+    parse_duration,
+    parse_time,
 )
 
 __all__ = ["cli"]
@@ -138,16 +143,35 @@ def graph(target: str, fmt: str) -> int:
 
 @cli.group()
 def runs() -> None:
-    """Durable runs kept in a store: list, show, view, resume."""
+    """Durable runs kept in a store: list, show, view, resume, cancel, retry, prune."""
+
+
+_STATUSES = click.Choice(["queued", "running", "waiting", "completed", "failed", "cancelled"])
 
 
 @runs.command("list")
 @_existing_store_option()
 @click.option(
     "--status",
-    type=click.Choice(["queued", "running", "waiting", "completed", "failed", "cancelled"]),
+    type=_STATUSES,
     default=None,
     help="Only the runs with this status (waiting: parked until an event or a deadline).",
+)
+@click.option("--workflow", metavar="NAME", default=None, help="Only the runs of this workflow.")
+@click.option(
+    "--since",
+    callback=parse_time,
+    default=None,
+    metavar="ISO",
+    help="Only the runs started at or after this time (2025-05-01T12:00+02:00; local time "
+    "without a zone).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Only the N newest runs, newest first.",
 )
 @click.option(
     "--parent",
@@ -158,14 +182,82 @@ def runs() -> None:
 @click.option(
     "--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True
 )
-def runs_list(store_path: str, status: str | None, parent: str | None, fmt: str) -> int:
-    """List the runs in a store, oldest first.
+def runs_list(
+    store_path: str,
+    status: str | None,
+    workflow: str | None,
+    since: Any,
+    limit: int | None,
+    parent: str | None,
+    fmt: str,
+) -> int:
+    """List the runs in a store, oldest first (newest first with --limit).
 
     A parked run (status waiting) also shows what it waits for: its waits, their
     events, and until when (the earliest deadline; none when only an event wakes it).
     A child run (started by call_workflow) names its parent run.
     """
-    return cmd_runs_list(store_path, status, fmt, parent=parent)
+    return cmd_runs_list(
+        store_path, status, fmt, parent=parent, workflow=workflow, since=since, limit=limit
+    )
+
+
+@runs.command("cancel")
+@click.argument("run_id", metavar="ID")
+@_existing_store_option()
+def runs_cancel(run_id: str, store_path: str) -> int:
+    """Cancel a run for good, and its unfinished child runs.
+
+    A queued or waiting run is cancelled at once; a running one is stopped by the
+    process that runs it, at its next lease renewal at the latest. Exit status: 0 the
+    cancel is committed; 2 no such run, or a run that has ended.
+    """
+    return cmd_runs_cancel(store_path, run_id)
+
+
+@runs.command("retry")
+@click.argument("run_id", metavar="ID")
+@_existing_store_option()
+@click.option(
+    "--from",
+    "from_step",
+    metavar="STEP",
+    default=None,
+    help="Run this top-level step and all after it again (default: every step that did not "
+    "succeed, and the steps whose compensation ran).",
+)
+def runs_retry(run_id: str, store_path: str, from_step: str | None) -> int:
+    """Queue a new run of an ended run that reuses its journal; print the new run's id.
+
+    A worker runs it (or: flowdsl runs resume NEW_ID --module ...). Exit status: 0 queued;
+    2 no such run, a run that has not ended, or a STEP that is not one to retry from.
+    """
+    return cmd_runs_retry(store_path, run_id, from_step)
+
+
+@runs.command("prune")
+@_existing_store_option()
+@click.option(
+    "--older-than",
+    "older_than",
+    callback=parse_duration,
+    required=True,
+    metavar="DURATION",
+    help="Delete the runs that ended longer ago than this: a number and a unit, s, m, h or d "
+    "(90s, 15m, 12h, 7d).",
+)
+@click.option(
+    "--status",
+    type=click.Choice(["completed", "failed", "cancelled"]),
+    default=None,
+    help="Only the ended runs with this status (default: all three).",
+)
+def runs_prune(store_path: str, older_than: float, status: str | None) -> int:
+    """Delete ended runs (with their journals and events); print how many.
+
+    Queued, running and waiting runs are never deleted.
+    """
+    return cmd_runs_prune(store_path, older_than, status)
 
 
 @runs.command("show")

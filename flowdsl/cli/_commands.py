@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shlex
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from datetime import datetime
+from typing import Any, Final
+
+import click
 
 from .._define._registry import workflows
 from .._engine._events import Event, RunFinished
@@ -49,11 +53,53 @@ __all__ = [
     "cmd_events_send",
     "cmd_graph",
     "cmd_run",
+    "cmd_runs_cancel",
     "cmd_runs_list",
+    "cmd_runs_prune",
     "cmd_runs_resume",
+    "cmd_runs_retry",
     "cmd_runs_show",
     "cmd_runs_view",
+    "parse_duration",
+    "parse_time",
 ]
+
+
+# -- argument types --------------------------------------------------------------------------
+
+_UNITS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION: Final = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+
+
+def parse_duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """``--older-than``: a number with a unit, ``s``, ``m``, ``h`` or ``d`` (``90s``, ``7d``);
+    its seconds. Anything else is a usage error (exit 2)."""
+    if value is None:
+        return None
+    found = _DURATION.fullmatch(value.strip())
+    if found is None:
+        msg = (
+            f"{value!r} is not a duration: write a number and a unit, s, m, h or d "
+            f"(90s, 15m, 12h, 7d)"
+        )
+        raise click.BadParameter(msg, ctx, param)
+    return float(found[1]) * _UNITS[found[2]]
+
+
+def parse_time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """``--since``: an ISO 8601 time (``2025-05-01``, ``2025-05-01T12:00+02:00``), taken as
+    this machine's local time when it names no zone."""
+    if value is None:
+        return None
+    try:
+        found = datetime.fromisoformat(value.strip())
+    except ValueError:
+        msg = (
+            f"{value!r} is not an ISO 8601 time: write 2025-05-01, 2025-05-01T12:00 or "
+            f"2025-05-01T12:00+02:00"
+        )
+        raise click.BadParameter(msg, ctx, param) from None
+    return found if found.tzinfo is not None else found.astimezone()
 
 
 # -- stores and runs -----------------------------------------------------------------------
@@ -128,24 +174,40 @@ def execute_run(
 
 
 def finish_run(
-    run: Run, output: str, log_format: str, quiet: bool, *, resume: str | None = None
+    run: Run, output: str, log_format: str, quiet: bool, *, then: tuple[str, str] | None = None
 ) -> int:
     """Print the run's result on stdout and how it ended on stderr; returns the exit code.
 
     With ``--log-format json`` stderr stays JSON only (``workflow.finished`` says
     how it ended); with ``--quiet`` only a run that did not complete is
-    reported. `resume` is the command that resumes the run, shown when it was
-    cancelled.
+    reported. `then` is what to do with the run next and the command that does
+    it (resume it; retry it, when it was cancelled for good), shown when it
+    was cancelled.
     """
     if log_format != "json" and not (quiet and run.status == "completed"):
         report(run)
-        if run.status == "cancelled" and resume is not None:
-            print(f"resume it with: {resume}", file=sys.stderr, flush=True)
+        if run.status == "cancelled" and then is not None:
+            print(f"{then[0]} it with: {then[1]}", file=sys.stderr, flush=True)
     if output == "run":
         print_json(run_record(run))
     elif run.status == "completed":
         print_json(run.output)
     return 0 if run.status == "completed" else 1
+
+
+def _next_step(store: Any, run: Run, store_path: str, resume: str) -> tuple[str, str]:
+    """What to do next with a cancelled run, and the command: resume it (`resume`), unless
+    cancel_run stopped it for good (it does not resume: retry it)."""
+    if run.status == "cancelled":
+        try:
+            final = asyncio.run(store.cancel_requested(run.run_id))
+        except StoreError:
+            final = False
+        if final:
+            return "retry", shlex.join(
+                ["flowdsl", "runs", "retry", run.run_id, "--store", store_path]
+            )
+    return "resume", resume
 
 
 def _resume_command(run_id: str, store: str, modules: Iterable[str]) -> str:
@@ -177,10 +239,11 @@ def cmd_run(
         run = execute_run(
             wf, data, run_id=run_id, store=store, progress=progress_for(wf.name, log_format, quiet)
         )
-    resume = None
-    if store_path is not None:
-        resume = _resume_command(run.run_id, store_path, [split_target(target)[0]])
-    return finish_run(run, output, log_format, quiet, resume=resume)
+        then = None
+        if store_path is not None:
+            resume = _resume_command(run.run_id, store_path, [split_target(target)[0]])
+            then = _next_step(store, run, store_path, resume)
+    return finish_run(run, output, log_format, quiet, then=then)
 
 
 def cmd_check(sources: Sequence[str]) -> int:
@@ -248,15 +311,25 @@ def _get_run(store: Any, run_id: str, store_path: str) -> Run:
 
 
 def cmd_runs_list(
-    store_path: str, status: str | None, fmt: str, *, parent: str | None = None
+    store_path: str,
+    status: str | None,
+    fmt: str,
+    *,
+    parent: str | None = None,
+    workflow: str | None = None,
+    since: datetime | None = None,
+    limit: int | None = None,
 ) -> int:
-    """List the runs (a parent's children only, with `parent`); damaged ones are named on
-    stderr (exit 2) and the rest still listed."""
+    """List the runs (a parent's children only, with `parent`; the `limit` newest, newest
+    first, with `limit`); damaged ones are named on stderr (exit 2) and the rest still listed."""
     damaged: list[StoreError] = []
     with opened_store(store_path, must_exist=True) as store:
         try:
             runs: Iterable[Run] = store.list_runs(
-                status=status,
+                status,
+                workflow,
+                since,
+                limit,
                 parent=parent,
                 on_damaged=lambda run_id, error: damaged.append(error),
             )
@@ -269,6 +342,59 @@ def cmd_runs_list(
     for error in damaged:
         print(f"Error: {error}", file=sys.stderr)
     return 2 if damaged else 0
+
+
+def cmd_runs_cancel(store_path: str, run_id: str) -> int:
+    """``flowdsl runs cancel``: commit the cancel; say on stderr what it did to each run."""
+    with opened_store(store_path, must_exist=True) as store:
+        try:
+            done = asyncio.run(store.cancel(run_id))
+        except RunNotFound:
+            raise _no_run(run_id, store_path) from None
+        except (UsageError, StoreError) as exc:
+            raise CliError(str(exc)) from None
+    for cancelled, how in done:
+        what = "child run" if cancelled != run_id else "run"
+        if how == "cancelled":
+            print(f"{what} {cancelled!r} cancelled", file=sys.stderr)
+        else:
+            print(
+                f"{what} {cancelled!r} is running: its process stops it at its next lease "
+                f"renewal, and records it as cancelled",
+                file=sys.stderr,
+            )
+    return 0
+
+
+def cmd_runs_retry(store_path: str, run_id: str, from_step: str | None) -> int:
+    """``flowdsl runs retry``: queue the retry; its run id on stdout."""
+    from .._managing import retry_run
+
+    with opened_store(store_path, must_exist=True) as store:
+        try:
+            new_id = retry_run(run_id, store, from_step=from_step)
+        except RunNotFound:
+            raise _no_run(run_id, store_path) from None
+        except (UsageError, StoreError) as exc:
+            raise CliError(str(exc)) from None
+    print(new_id, flush=True)
+    print(f"run {new_id!r} queued: a retry of run {run_id!r}", file=sys.stderr, flush=True)
+    return 0
+
+
+def cmd_runs_prune(store_path: str, older_than: float, status: str | None) -> int:
+    """``flowdsl runs prune``: delete the runs that ended before the cut; the count on stdout."""
+    from .._managing import prune_runs
+
+    with opened_store(store_path, must_exist=True) as store:
+        try:
+            count = prune_runs(store, older_than=older_than, status=status)
+        except (UsageError, StoreError) as exc:
+            raise CliError(str(exc)) from None
+    print(count, flush=True)
+    plural = "" if count == 1 else "s"
+    print(f"{count} ended run{plural} deleted", file=sys.stderr, flush=True)
+    return 0
 
 
 def cmd_runs_show(store_path: str, run_id: str) -> int:
@@ -327,8 +453,8 @@ def cmd_runs_resume(
             store=store,
             progress=progress_for(recorded.workflow, log_format, quiet),
         )
-    resume = _resume_command(run_id, store_path, modules)
-    return finish_run(run, output, log_format, quiet, resume=resume)
+        then = _next_step(store, run, store_path, _resume_command(run_id, store_path, modules))
+    return finish_run(run, output, log_format, quiet, then=then)
 
 
 def cmd_events_send(store_path: str, run_id: str, event: str, data: str | None) -> int:

@@ -349,6 +349,20 @@ class RunJournal:
                 waiting()
             await self.store.wait_for_event(self.run_id, event, _EVENT_POLL)
 
+    def watch(self, stop: Callable[[], None]) -> Callable[[], None]:
+        """`stop()` on this event loop when `cancel_run` asks for the run to stop (the store
+        finds out at a lease renewal, or is notified)."""
+        loop = asyncio.get_running_loop()
+
+        def asked() -> None:  # from the store's thread
+            with contextlib.suppress(RuntimeError):  # the loop closed: the run is over
+                loop.call_soon_threadsafe(stop)
+
+        return self.store.watch(self.claim, asked)
+
+    async def cancelling(self) -> bool:
+        return await self.store.cancel_requested(self.run_id)
+
     async def park(self, waiting: Waiting, visits: tuple[tuple[str, int], ...]) -> None:
         parking = self.store.park(self.claim, waiting, visits)
         await _wait_out_cancel(asyncio.ensure_future(parking))
@@ -558,6 +572,7 @@ async def run_claimed(
                 journal=journal,
                 resumed=not (opened.new or opened.fresh),
                 parent_id=parent_id,
+                stopped=opened.cancel_requested,
             )
     except BaseExceptionGroup as group:
         if journal is None or not journal.finished:

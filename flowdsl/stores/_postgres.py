@@ -39,12 +39,13 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import datetime
 from typing import Any, Final, Literal, TypeVar
 
 from .._checks import require, seconds_problem
 from .._engine._clock import clock
 from .._engine._run import Run, RunStatus, Waiting
-from ..errors import StoreError, UsageError
+from ..errors import RunNotFound, StoreError, UsageError
 from ._codec import dumps
 from ._owner import claimable, executing, owner_alive, owner_token, stopped_executing
 from ._protocol import (
@@ -55,6 +56,7 @@ from ._protocol import (
     Ending,
     Opened,
     Pending,
+    Pick,
     QueueLimits,
     RunHeader,
     Ticket,
@@ -62,24 +64,30 @@ from ._protocol import (
 from ._rows import (
     ATTEMPT_COLUMNS,
     DEFINITION_QUERY,
-    FINISHED,
+    ENDED,
     RUN_COLUMNS,
     TABLE_COLUMNS,
     WOKEN,
     attempt_from_row,
+    cancel_action,
     child_notice,
     damaged,
     definition_from_row,
     delivery,
+    final,
     found_run,
     keep_graph,
+    list_query,
     lost_claim,
     newer_schema,
+    no_such_run,
+    not_cancellable,
+    not_retryable,
     parent_delivery,
     partial_schema,
     readable,
+    retry_ids,
     run_from_row,
-    runs_where,
     shape_of,
     waiting_text,
     warn_damaged,
@@ -96,13 +104,15 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 _log = logging.getLogger("flowdsl")
 _T = TypeVar("_T")
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 """The schema this release writes (``flowdsl_schema``); the same numbers as SQLite's.
 
 PostgreSQL stores begin at 4 (queues, waits, events and schedules): there is
 no older PostgreSQL schema to migrate from. 5: child runs (``parent_id``,
 indexed). 6: the graphs of the definitions runs started with
-(``flowdsl_graphs``). Each later release adds its step to `_MIGRATIONS`.
+(``flowdsl_graphs``). 7: run management (``cancel_requested``, and indexes on
+``started`` and ``workflow`` for paging through runs). Each later release
+adds its step to `_MIGRATIONS`.
 """
 
 _NOW: Final = "extract(epoch from now())"
@@ -113,6 +123,8 @@ _WORK: Final = "flowdsl_work"
 """The channel a worker listens on: a run may have become claimable."""
 _EVENT: Final = "flowdsl_event"
 """The channel a waiting run listens on: its payload is the run id an event was sent to."""
+_CANCEL: Final = "flowdsl_cancel"
+"""The channel `cancel_run` tells owners on: its payload is the id of a run to stop."""
 
 _BY_PARENT: Final = (
     "CREATE INDEX flowdsl_runs_by_parent ON flowdsl_runs (parent_id, started) "
@@ -123,6 +135,12 @@ _GRAPHS: Final = """CREATE TABLE IF NOT EXISTS flowdsl_graphs (
         workflow    text NOT NULL,
         graph       text NOT NULL
     )"""
+_PAGING: Final = (
+    "CREATE INDEX flowdsl_runs_by_start ON flowdsl_runs (started, run_id)",
+    "CREATE INDEX flowdsl_runs_by_workflow ON flowdsl_runs (workflow, started, run_id)",
+    "CREATE INDEX flowdsl_events_by_run ON flowdsl_events (run_id)",
+)
+"""Schema 7's indexes: `list_runs` pages on the first two, `prune` deletes mailboxes on the last."""
 _TABLES: Final = (
     """CREATE TABLE flowdsl_runs (
         run_id        text PRIMARY KEY,
@@ -148,7 +166,8 @@ _TABLES: Final = (
         queued_at     double precision,
         claimed_at    double precision,
         waiting       text,
-        parent_id     text
+        parent_id     text,
+        cancel_requested boolean NOT NULL DEFAULT false
     )""",
     """CREATE TABLE flowdsl_attempts (
         seq      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -196,6 +215,7 @@ _TABLES: Final = (
     "WHERE taken IS NULL",
     _BY_PARENT,
     _GRAPHS,
+    *_PAGING,
 )
 
 
@@ -210,7 +230,21 @@ def _migrate_graphs(conn: Any) -> None:
     conn.execute(_GRAPHS)
 
 
-_MIGRATIONS: Final[dict[int, Callable[[Any], None]]] = {4: _migrate_4_to_5, 5: _migrate_graphs}
+def _migrate_6_to_7(conn: Any) -> None:
+    """Run management: cancel requests, and the indexes that page through runs (no run
+    recorded before was asked to stop)."""
+    conn.execute(
+        "ALTER TABLE flowdsl_runs ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false"
+    )
+    for statement in _PAGING:
+        conn.execute(statement)
+
+
+_MIGRATIONS: Final[dict[int, Callable[[Any], None]]] = {
+    4: _migrate_4_to_5,
+    5: _migrate_graphs,
+    6: _migrate_6_to_7,
+}
 """Schema version n -> n + 1 (a function of a sync connection), run in one transaction."""
 _SCHEMA_LOCK: Final = 7_346_512_019
 """The advisory lock two processes opening a new database take, so one creates it."""
@@ -278,10 +312,36 @@ class _Leases:
         self.claims: dict[str, tuple[int, float]] = {}
         self.lost: set[Claim] = set()
         self.confirmed = 0.0
+        self.watchers: dict[str, tuple[int, Callable[[], None]]] = {}
+        """Claims whose run stops when `cancel_run` asks (run id -> (epoch, stop))."""
 
     def may_have_lost(self, claim: Claim) -> bool:
         with self.lock:
             return claim in self.lost or time.time() > self.confirmed
+
+    def watch(self, claim: Claim, stop: Callable[[], None]) -> Callable[[], None]:
+        entry = (claim.epoch, stop)
+        with self.lock:
+            self.watchers[claim.run_id] = entry
+
+        def unwatch() -> None:
+            with self.lock:
+                if self.watchers.get(claim.run_id) is entry:
+                    del self.watchers[claim.run_id]
+
+        return unwatch
+
+    def ask_to_stop(self, asked: Sequence[tuple[str, int | None]]) -> None:
+        """Tell the watchers of these claims (epoch None: any) that their runs must stop."""
+        with self.lock:
+            stops = [
+                found[1]
+                for run_id, epoch in asked
+                if (found := self.watchers.get(run_id)) is not None
+                and (epoch is None or found[0] == epoch)
+            ]
+        for stop in stops:
+            stop()
 
     def hold(self, key: str, claim: Claim) -> None:
         """This process executes `claim` from now on (called before the claim commits)."""
@@ -311,10 +371,12 @@ class _Leases:
             del self.claims[claim.run_id]
         stopped_executing(key, claim.run_id)
 
-    def renewed(self, sent: float, rows: Sequence[tuple[str, int]]) -> None:
+    def renewed(self, sent: float, rows: Sequence[tuple[str, int, bool]]) -> None:
         """After a renewal sent at `sent`: a claim held before then that it did not find is
-        lost. One made since may have committed after the renewal's snapshot: not judged."""
-        held = set(rows)
+        lost. One made since may have committed after the renewal's snapshot: not judged.
+        A run it found asked to stop is told to."""
+        held = {(run_id, epoch) for run_id, epoch, _ in rows}
+        self.ask_to_stop([(run_id, epoch) for run_id, epoch, asked in rows if asked])
         with self.lock:
             self.confirmed = sent + self.lease
             for run_id, (epoch, since) in list(self.claims.items()):
@@ -604,7 +666,8 @@ class _Engine:
             sent = time.time()
             cursor = await conn.execute(
                 f"UPDATE flowdsl_runs SET lease_expires = {_NOW} + %s "
-                f"WHERE owner = %s AND status = 'running' RETURNING run_id, lease_epoch",
+                f"WHERE owner = %s AND status = 'running' "
+                f"RETURNING run_id, lease_epoch, cancel_requested",
                 (self.lease, owner_token()),
             )
             rows = await cursor.fetchall()
@@ -732,6 +795,7 @@ class _Engine:
                 async with conn:
                     await conn.execute(f"LISTEN {_WORK}")
                     await conn.execute(f"LISTEN {_EVENT}")
+                    await conn.execute(f"LISTEN {_CANCEL}")
                     self.listening.set()
                     self.waiters.wake(None)  # a notification may have been missed meanwhile
                     pause = 0.05
@@ -739,6 +803,8 @@ class _Engine:
                         if note.channel == _WORK:
                             self.work_generation += 1
                             self.waiters.wake((_WORK, ""))
+                        elif note.channel == _CANCEL:
+                            self.leases.ask_to_stop([(note.payload, None)])
                         elif note.payload:
                             self.waiters.wake((_EVENT, note.payload))
                         else:  # a run id too long for a notice: every waiting run looks
@@ -755,6 +821,13 @@ async def _asynchronous_commits(conn: Any) -> None:
     """``synchronous_commit="off"``: a commit returns before the server flushes its WAL."""
     await conn.execute("SET synchronous_commit = off")
 
+
+_MAILBOX_ROW: Final = (
+    "SELECT status, waiting, cancel_requested FROM flowdsl_runs WHERE run_id = %s FOR UPDATE"
+)
+"""What `delivery` needs of a run an event is sent to, its row locked."""
+_TREE: Final = "run_id, status, owner, lease_expires, cancel_requested, parent_id"
+"""What `PostgresStore._cancel_tree` reads of each run of a tree."""
 
 _FINISH: Final = (
     "UPDATE flowdsl_runs SET status = %s, output = %s, error = %s, failed_step = %s, "
@@ -781,6 +854,15 @@ async def _mail(conn: Any, run_id: str, event: str, payload: str, wakes: bool) -
             (WOKEN, now, run_id),
         )
         await conn.execute("SELECT pg_notify(%s, '')", (_WORK,))
+
+
+async def _children(conn: Any, run_id: str) -> list[Any]:
+    """The `_TREE` rows (with the server's time) of `run_id`'s children, locked."""
+    cursor = await conn.execute(
+        f"SELECT {_TREE}, {_NOW} FROM flowdsl_runs WHERE parent_id = %s ORDER BY run_id FOR UPDATE",
+        (run_id,),
+    )
+    return list(await cursor.fetchall())
 
 
 async def _attempts(conn: Any, run_id: str) -> tuple[Attempt, ...]:
@@ -1011,23 +1093,25 @@ class PostgresStore:
 
     def list_runs(
         self,
-        status: RunStatus | None = None,
+        status: RunStatus | tuple[RunStatus, ...] | None = None,
+        workflow: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
         *,
+        before: Run | tuple[float, str] | None = None,
         parent: str | None = None,
         on_damaged: Callable[[str, StoreError], None] | None = None,
     ) -> list[Run]:
-        """Every run in the store (or only those with `status`), oldest first.
+        """The runs in the store, oldest first; with `limit`, the `limit` newest, newest first.
 
-        ``parent=RUN_ID`` lists only the child runs that run started.
-        A run whose rows cannot be read is handed to ``on_damaged(run_id,
-        error)``, or logged as a warning, so one damaged run never hides the others.
+        The filters and ``before=`` are those of `SQLiteStore.list_runs`. A run
+        whose rows cannot be read is handed to ``on_damaged(run_id, error)``,
+        or logged as a warning, so one damaged run never hides the others.
         """
-        where, args = runs_where(status, parent, "%s")
+        clause, args = list_query(status, workflow, since, limit, before, parent, "%s")
 
         async def read(conn: Any) -> tuple[list[Any], dict[str, list[Attempt]]]:
-            cursor = await conn.execute(
-                f"SELECT {RUN_COLUMNS} FROM flowdsl_runs {where} ORDER BY started, run_id", args
-            )
+            cursor = await conn.execute(f"SELECT {RUN_COLUMNS} FROM flowdsl_runs {clause}", args)
             rows = await cursor.fetchall()
             attempts: dict[str, list[Attempt]] = {row[0]: [] for row in rows}
             cursor = await conn.execute(
@@ -1058,7 +1142,8 @@ class PostgresStore:
         async def read(conn: Any) -> list[Any]:
             cursor = await conn.execute(
                 f"SELECT run_id, workflow, fingerprint, shape, status, owner, lease_expires, "
-                f"{_NOW}, parent_id FROM flowdsl_runs WHERE status = ANY(%s) ORDER BY started, run_id",
+                f"{_NOW}, parent_id FROM flowdsl_runs WHERE status = ANY(%s) "
+                f"AND NOT (status = 'cancelled' AND cancel_requested) ORDER BY started, run_id",
                 (statuses,),
             )
             return list(await cursor.fetchall())
@@ -1157,7 +1242,7 @@ class PostgresStore:
                     )
                 row = await _row(conn, header.run_id, "FOR UPDATE")  # created meanwhile
                 assert row is not None
-            if row[2] in FINISHED:
+            if final(row[2], row[18]):
                 attempts = await _attempts(conn, row[0])
                 return found_run(row, None, finished=run_from_row(row, attempts))
             owner, expires = row[12], row[13]
@@ -1190,6 +1275,7 @@ class PostgresStore:
 
     async def _finish(self, claim: Claim, end: Ending) -> None:
         engine = self._engine
+        me = owner_token()
         values = (
             end.status,
             end.output,
@@ -1199,7 +1285,7 @@ class PostgresStore:
             end.duration,
             time.time(),
             claim.run_id,
-            owner_token(),
+            me,
             claim.epoch,
         )
 
@@ -1209,27 +1295,40 @@ class PostgresStore:
             return int(cursor.rowcount)
 
         async def child(conn: Any) -> None:
-            # A child run (or a lost claim): its end and its parent's event in one transaction.
-            cursor = await conn.execute(_FINISH + " RETURNING parent_id", values)
+            # A child run (or a cancelled one, or a lost claim): its end, its parent's event
+            # and its children's cancellation in one transaction. Rows are locked parent
+            # first, then child, as `cancel` locks a tree: never in a cycle.
+            cursor = await conn.execute(
+                "SELECT parent_id FROM flowdsl_runs WHERE run_id = %s AND owner = %s "
+                "AND lease_epoch = %s",
+                (claim.run_id, me, claim.epoch),
+            )
             row = await cursor.fetchone()
             if row is None:
                 raise lost_claim(claim)
-            notice = child_notice(claim.run_id, end.status)
+            parent = None
+            if row[0] is not None:
+                cursor = await conn.execute(_MAILBOX_ROW, (row[0],))
+                parent = await cursor.fetchone()
+            cursor = await conn.execute(_FINISH + " RETURNING parent_id, cancel_requested", values)
+            row = await cursor.fetchone()
+            if row is None:
+                raise lost_claim(claim)
+            parent_id, asked = row
+            if end.status == "cancelled" and asked:  # for good: so are its unfinished children
+                await self._cancel_tree(conn, await _children(conn, claim.run_id))
+            notice = None if parent_id is None else child_notice(claim.run_id, end.status, asked)
             if notice is None:
                 return
-            parent_id, (event, payload) = row[0], notice
-            cursor = await conn.execute(
-                "SELECT status, waiting FROM flowdsl_runs WHERE run_id = %s FOR UPDATE",
-                (parent_id,),
-            )
-            wakes = parent_delivery(parent_id, event, await cursor.fetchone(), self.where)
+            event, payload = notice
+            wakes = parent_delivery(parent_id, event, parent, self.where)
             if wakes is not None:
                 await _mail(conn, parent_id, event, payload, wakes)
 
         what = f"finish run {claim.run_id!r}"
         try:
             await engine.settle(claim.run_id)  # an entry handed over (a cancelled branch's)
-            if await self._write(what, engine.autocommit(lone)) != 1:
+            if end.status == "cancelled" or await self._write(what, engine.autocommit(lone)) != 1:
                 await self._write(what, engine.transaction(child))
         finally:
             engine.leases.drop(engine.key, claim)
@@ -1243,19 +1342,22 @@ class PostgresStore:
         engine = self._engine
         sent = time.time()
 
-        async def work(conn: Any) -> bool:
+        async def work(conn: Any) -> tuple[bool, bool]:
             cursor = await conn.execute(
                 f"UPDATE flowdsl_runs SET lease_expires = {_NOW} + %s WHERE run_id = %s "
-                f"AND owner = %s AND lease_epoch = %s",
+                f"AND owner = %s AND lease_epoch = %s RETURNING cancel_requested",
                 (engine.lease, claim.run_id, owner_token(), claim.epoch),
             )
-            return bool(cursor.rowcount == 1)
+            row = await cursor.fetchone()
+            return row is not None, bool(row is not None and row[0])
 
-        holds = await self._write(
+        holds, asked = await self._write(
             f"renew the lease of run {claim.run_id!r}", engine.autocommit(work)
         )
         if holds:
             engine.leases.kept(claim, sent)
+            if asked:
+                engine.leases.ask_to_stop([(claim.run_id, claim.epoch)])
         else:
             engine.leases.lose(claim)
         return holds
@@ -1288,6 +1390,162 @@ class PostgresStore:
                 )
         finally:
             engine.leases.drop(engine.key, claim)
+
+    # -- managing runs -----------------------------------------------------------------------
+
+    async def cancel(self, run_id: str) -> tuple[tuple[str, str], ...]:
+        """Cancel the run and its unfinished children in one transaction; see `Store.cancel`.
+
+        Owners asked to stop are told by a ``NOTIFY`` as well (their lease
+        renewal finds the request anyway).
+        """
+
+        async def work(conn: Any) -> list[tuple[str, str]]:
+            cursor = await conn.execute(
+                "SELECT parent_id FROM flowdsl_runs WHERE run_id = %s", (run_id,)
+            )
+            found = await cursor.fetchone()
+            if found is None:
+                raise RunNotFound(no_such_run(run_id, self.where))
+            if found[0] is not None:  # locked first: rows are locked parent, then child
+                await conn.execute(_MAILBOX_ROW, (found[0],))
+            cursor = await conn.execute(
+                f"SELECT {_TREE}, {_NOW} FROM flowdsl_runs WHERE run_id = %s FOR UPDATE",
+                (run_id,),
+            )
+            row = await cursor.fetchone()
+            if final(row[1], row[4]):
+                raise UsageError(not_cancellable(run_id, row[1]))
+            return await self._cancel_tree(conn, [row])
+
+        done = await self._call(
+            self._write(f"cancel run {run_id!r}", self._engine.transaction(work))
+        )
+        return tuple(done)
+
+    async def _cancel_tree(self, conn: Any, roots: list[Any]) -> list[tuple[str, str]]:
+        """Cancel the runs of `roots` (`_TREE` rows, locked) and their descendants that have
+        not ended; what was done to each (see `Store.cancel`). Only a root's parent can be
+        outside the tree: it gets ``child_finished`` (its row was locked first)."""
+        engine = self._engine
+        now = time.time()
+        done: list[tuple[str, str]] = []
+        ended: list[tuple[str, str | None]] = []
+        seen: set[str] = set()
+        todo = list(roots)
+        while todo:
+            run_id, status, owner, expires, asked, parent, server_now = todo.pop(0)
+            if run_id in seen:
+                continue
+            seen.add(run_id)
+            loose = status == "running" and claimable(
+                engine.key, run_id, owner, expires, server_now
+            )
+            action = cancel_action(status, asked, loose)
+            if action == "cancelled":
+                await conn.execute(
+                    "UPDATE flowdsl_runs SET status = 'cancelled', cancel_requested = true, "
+                    "owner = NULL, lease_expires = NULL, lease_epoch = lease_epoch + 1, "
+                    "available_at = NULL, updated = %s WHERE run_id = %s",
+                    (now, run_id),
+                )
+                ended.append((run_id, parent))
+            elif action == "stopping":
+                await conn.execute(
+                    "UPDATE flowdsl_runs SET cancel_requested = true WHERE run_id = %s", (run_id,)
+                )
+                if len(run_id.encode()) < 4000:  # a notice's payload is under 8,000 bytes
+                    await conn.execute("SELECT pg_notify(%s, %s)", (_CANCEL, run_id))
+            if action is not None:
+                done.append((run_id, action))
+            todo.extend(await _children(conn, run_id))
+        for run_id, parent in ended:
+            notice = child_notice(run_id, "cancelled", True)
+            if parent is None or parent in seen or notice is None:
+                continue
+            cursor = await conn.execute(_MAILBOX_ROW, (parent,))
+            wakes = parent_delivery(parent, notice[0], await cursor.fetchone(), self.where)
+            if wakes is not None:
+                await _mail(conn, parent, notice[0], notice[1], wakes)
+        return done
+
+    def watch(self, claim: Claim, stop: Callable[[], None]) -> Callable[[], None]:
+        """`stop()` from the store's thread when a lease renewal (or a ``NOTIFY``) finds the
+        run asked to stop."""
+        return self._leases.watch(claim, stop)
+
+    async def cancel_requested(self, run_id: str) -> bool:
+        """Whether `cancel_run` asked for `run_id` to stop."""
+
+        async def read(conn: Any) -> bool:
+            cursor = await conn.execute(
+                "SELECT 1 FROM flowdsl_runs WHERE run_id = %s AND cancel_requested", (run_id,)
+            )
+            return await cursor.fetchone() is not None
+
+        return await self._call(
+            self._write(f"read run {run_id!r}", self._engine.autocommit(read)), shield=False
+        )
+
+    async def retry(
+        self,
+        run_id: str,
+        pick: Pick,
+        available_at: float,
+    ) -> str:
+        """Queue a retry of the ended run `run_id` (and wake a worker); see `Store.retry`."""
+
+        async def work(conn: Any) -> str:
+            cursor = await conn.execute(
+                "SELECT workflow, status, fingerprint, shape, input, queue, priority, "
+                "failed_step FROM flowdsl_runs WHERE run_id = %s",
+                (run_id,),
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                raise RunNotFound(no_such_run(run_id, self.where))
+            workflow, status, fingerprint, shape, data, queue_name, priority, failed = row
+            if status not in ENDED:
+                raise UsageError(not_retryable(run_id, status))
+            kept = pick(status, failed, shape_of(run_id, shape), await _attempts(conn, run_id))
+            now = time.time()
+            for new_id in retry_ids(run_id):
+                cursor = await conn.execute(
+                    "INSERT INTO flowdsl_runs (run_id, workflow, status, fingerprint, shape, "
+                    "input, started, updated, queue, priority, available_at, queued_at) "
+                    "VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (run_id) DO NOTHING RETURNING 1",
+                    (
+                        new_id, workflow, fingerprint, shape, data, now, now, queue_name,
+                        priority, available_at, now,
+                    ),
+                )  # fmt: skip
+                if await cursor.fetchone() is not None:
+                    break
+            header = RunHeader(new_id, workflow, fingerprint, (), data, now, journal=kept)
+            await _journal_header(conn, header)
+            await conn.execute("SELECT pg_notify(%s, '')", (_WORK,))
+            return new_id
+
+        return await self._call(
+            self._write(f"retry run {run_id!r}", self._engine.transaction(work))
+        )
+
+    async def prune(self, finished_before: float, statuses: tuple[str, ...]) -> int:
+        """Delete ended runs, their journals and mailboxes; see `Store.prune`."""
+
+        async def work(conn: Any) -> int:
+            cursor = await conn.execute(
+                "DELETE FROM flowdsl_runs WHERE status = ANY(%s) AND updated < %s RETURNING run_id",
+                (list(statuses), finished_before),
+            )
+            gone = [run_id for (run_id,) in await cursor.fetchall()]
+            if gone:
+                await conn.execute("DELETE FROM flowdsl_attempts WHERE run_id = ANY(%s)", (gone,))
+                await conn.execute("DELETE FROM flowdsl_events WHERE run_id = ANY(%s)", (gone,))
+            return len(gone)
+
+        return await self._call(self._write("prune runs", self._engine.transaction(work)))
 
     # -- queues and workers ------------------------------------------------------------------
 
@@ -1345,7 +1603,7 @@ class PostgresStore:
             row = await _row(conn, header.run_id)  # the run_id is taken: say what it is
             assert row is not None
             finished = None
-            if row[2] in FINISHED:
+            if final(row[2], row[18]):
                 finished = run_from_row(row, await _attempts(conn, row[0]))
             return found_run(row, None, owner=row[12], finished=finished)
 
@@ -1520,10 +1778,7 @@ class PostgresStore:
         """Commit an event to the run's mailbox (and wake whoever waits); see `Store.send_event`."""
 
         async def work(conn: Any) -> None:
-            cursor = await conn.execute(
-                "SELECT status, waiting FROM flowdsl_runs WHERE run_id = %s FOR UPDATE",
-                (run_id,),
-            )
+            cursor = await conn.execute(_MAILBOX_ROW, (run_id,))
             found = await cursor.fetchone()
             await _mail(conn, run_id, event, payload, delivery(run_id, event, found, self.where))
 
@@ -1620,14 +1875,16 @@ class PostgresStore:
         async def work(conn: Any) -> None:
             run_id, me = claim.run_id, owner_token()
             cursor = await conn.execute(
-                "SELECT 1 FROM flowdsl_runs WHERE run_id = %s AND owner = %s "
+                "SELECT cancel_requested FROM flowdsl_runs WHERE run_id = %s AND owner = %s "
                 "AND lease_epoch = %s FOR UPDATE",
                 (run_id, me, claim.epoch),
             )
-            if await cursor.fetchone() is None:
+            held = await cursor.fetchone()
+            if held is None:
                 raise lost_claim(claim)
-            woken = False
-            if waiting.events:
+            # A run asked to stop as it parked is claimable now: claimed, it is recorded cancelled.
+            woken = bool(held[0])
+            if waiting.events and not woken:
                 cursor = await conn.execute(
                     "SELECT 1 FROM flowdsl_events WHERE run_id = %s AND taken IS NULL "
                     "AND event = ANY(%s) LIMIT 1",

@@ -22,7 +22,8 @@ implementation; a server-backed store implements the same methods.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from datetime import datetime
+from typing import Protocol, TypeAlias, runtime_checkable
 
 import attrs
 
@@ -38,6 +39,7 @@ __all__ = [
     "Ending",
     "Opened",
     "Pending",
+    "Pick",
     "QueueLimits",
     "RunHeader",
     "Store",
@@ -130,6 +132,8 @@ class Opened:
     """The run never ran before: a queued run claimed for the first time (not a resume)."""
     parent_id: str | None = None
     """The run that started this one with ``call_workflow`` (as the store recorded it), else None."""
+    cancel_requested: bool = False
+    """`cancel_run` asked for the run to stop: claimed, it is recorded as cancelled at once."""
 
     @property
     def claimed(self) -> bool:
@@ -197,12 +201,19 @@ class ClaimRequest:
     None: the store's. Leases always use the store's own clock."""
 
 
+Pick: TypeAlias = Callable[
+    [str, str | None, tuple[str, ...], tuple[Attempt, ...]], tuple[Attempt, ...]
+]
+"""`Store.retry`'s ``pick(status, failed_step, shape, journal)``: the entries a retry keeps."""
+
+
 @runtime_checkable
 class Store(Protocol):
     """Where durable runs are journaled (`SQLiteStore` is the embedded one).
 
     Users call `get_run`, `list_runs`, `get_definition` and `close`; the run
-    functions call the rest. Every ``async`` method returns once its write is committed, and
+    functions (and `cancel_run`, `retry_run`, `prune_runs`) call the rest.
+    Every ``async`` method returns once its write is committed, and
     every write of a claimed run is fenced on its `Claim`.
     """
 
@@ -212,17 +223,24 @@ class Store(Protocol):
 
     def list_runs(
         self,
-        status: RunStatus | None = None,
+        status: RunStatus | tuple[RunStatus, ...] | None = None,
+        workflow: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
         *,
+        before: Run | tuple[float, str] | None = None,
         parent: str | None = None,
         on_damaged: Callable[[str, StoreError], None] | None = None,
     ) -> list[Run]:
-        """Every run (or those with `status`), oldest first.
+        """The runs (of `status`, one or a tuple; of `workflow`; started at or after the aware
+        datetime `since`), oldest first; with `limit`, the `limit` newest, newest first.
 
-        With ``parent=RUN_ID`` only the child runs that run started (their
-        `Run.parent_id` is `parent`; a run id with no children gives ``[]``).
-        A damaged run is left out and handed to ``on_damaged(run_id, error)``
-        (logged as a warning when that is None).
+        ``before=`` pages: the runs after that one in the newest-first order
+        (pass the last `Run` of the previous page, or its ``(started,
+        run_id)``). With ``parent=RUN_ID`` only the child runs that run
+        started (their `Run.parent_id` is `parent`; a run id with no children
+        gives ``[]``). A damaged run is left out and handed to
+        ``on_damaged(run_id, error)`` (logged as a warning when that is None).
         """
         ...
 
@@ -273,6 +291,54 @@ class Store(Protocol):
         on_damaged: Callable[[str, StoreError], None] | None = None,
     ) -> list[Pending]:
         """Unfinished runs that no live owner holds, oldest first (damaged ones as in list_runs)."""
+        ...
+
+    # -- managing runs -------------------------------------------------------------------
+
+    async def cancel(self, run_id: str) -> tuple[tuple[str, str], ...]:
+        """Cancel `run_id` and its unfinished child runs, recursively, in one commit.
+
+        Each is ``(run_id, "cancelled")`` when it is cancelled now (queued,
+        parked, running with no live owner, cancelled by an interrupted caller),
+        or ``(run_id, "stopping")`` when its owner is asked to stop it (it
+        notices at its next lease renewal at the latest, see `watch`). A run
+        cancelled now that has a parent outside the tree sends it
+        ``child_finished`` as `finish_run` does. An unknown run is
+        `RunNotFound`; one that has ended is a `UsageError`.
+        """
+        ...
+
+    def watch(self, claim: Claim, stop: Callable[[], None]) -> Callable[[], None]:
+        """Call `stop()` (from any thread, maybe more than once) when `cancel_run` asks for
+        the claim's run to stop; returns the function that ends the watch."""
+        ...
+
+    async def cancel_requested(self, run_id: str) -> bool:
+        """Whether `cancel_run` asked for `run_id` to stop (read now)."""
+        ...
+
+    async def retry(
+        self,
+        run_id: str,
+        pick: Pick,
+        available_at: float,
+    ) -> str:
+        """Queue a new run of the ended run `run_id` with a journal of its entries; its id.
+
+        ``pick(status, failed_step, shape, journal)`` (the original's status and
+        failed step, its recorded definition shape, its journal in commit
+        order) chooses the entries the new run starts
+        with (it may raise `UsageError`; nothing is written then). The new run
+        ``{run_id}.retry{n}`` (the smallest n free) is queued on the
+        original's queue with its priority, input and definition, claimable
+        from `available_at`, and has no parent. An unknown run is
+        `RunNotFound`; one that has not ended is a `UsageError`.
+        """
+        ...
+
+    async def prune(self, finished_before: float, statuses: tuple[str, ...]) -> int:
+        """Delete the runs with one of `statuses` (finished ones) that ended before
+        `finished_before` (epoch seconds), with their journals and mailboxes; how many."""
         ...
 
     # -- queues and workers --------------------------------------------------------------

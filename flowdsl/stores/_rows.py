@@ -6,9 +6,10 @@ Every store builds its `Run`s here, so a row that cannot be read is the same
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -21,6 +22,7 @@ from ._protocol import Attempt, Claim, Definition, Opened, RunHeader
 __all__ = [
     "ATTEMPT_COLUMNS",
     "DEFINITION_QUERY",
+    "ENDED",
     "FINISHED",
     "RUN_COLUMNS",
     "STATUSES",
@@ -28,23 +30,32 @@ __all__ = [
     "WOKEN",
     "attempt_from_row",
     "build_run",
+    "cancel_action",
+    "check_cursor",
+    "check_limit",
     "check_status",
+    "check_statuses",
     "child_notice",
     "damaged",
     "definition_from_row",
     "delivery",
+    "final",
     "found_run",
     "keep_graph",
+    "list_query",
     "lost_claim",
     "newer_schema",
     "no_such_run",
+    "not_cancellable",
+    "not_retryable",
     "parent_delivery",
     "partial_schema",
     "readable",
     "refused_event",
+    "retry_ids",
     "run_from_row",
-    "runs_where",
     "shape_of",
+    "since_seconds",
     "step_record",
     "waited_events",
     "waiting_text",
@@ -55,10 +66,13 @@ __all__ = [
 RUN_COLUMNS: Final = (
     "run_id, workflow, status, fingerprint, shape, input, output, error, failed_step, "
     "compensations, started, duration, owner, lease_expires, lease_epoch, claimed_at, waiting, "
-    "parent_id"
+    "parent_id, cancel_requested"
 )
 ATTEMPT_COLUMNS: Final = "step, visit, attempt, status, final, outcome, started, duration, kind"
 FINISHED: Final = ("completed", "failed")
+ENDED: Final = ("completed", "failed", "cancelled")
+"""The statuses of a run that is not executing and never will on its own (`prune_runs`,
+`retry_run`): finished, or cancelled (for good, or until asked for again)."""
 WOKEN: Final = 0.0
 """`available_at` of a parked run an event woke: claimable now, whatever the claimer's clock."""
 STATUSES: Final = ("queued", "running", "waiting", "completed", "failed", "cancelled")
@@ -68,7 +82,7 @@ TABLE_COLUMNS: Final = {
         "run_id", "workflow", "status", "fingerprint", "shape", "input", "output", "error",
         "failed_step", "compensations", "started", "updated", "duration", "owner",
         "lease_expires", "lease_epoch", "resumes", "queue", "priority", "available_at",
-        "queued_at", "claimed_at", "waiting", "parent_id",
+        "queued_at", "claimed_at", "waiting", "parent_id", "cancel_requested",
     ),
     "flowdsl_attempts": (
         "seq", "run_id", "kind", "step", "visit", "attempt", "status", "final", "outcome",
@@ -244,34 +258,45 @@ def no_such_run(run_id: str, where: str) -> str:
 
 
 def refused_event(run_id: str, event: str, status: str) -> str:
+    ended = "was cancelled" if status == "cancelled" else f"has {status}"
     return (
-        f"run {run_id!r} has {status}: it waits for nothing any more, so the event "
+        f"run {run_id!r} {ended}: it waits for nothing any more, so the event "
         f"{event!r} is refused; send it to a run that is not finished"
     )
 
 
-def delivery(run_id: str, event: str, found: Sequence[Any] | None, where: str) -> bool:
-    """`send_event`'s rule, given the run's ``(status, waiting)`` (None: no such run).
+def final(status: str, cancel_requested: object) -> bool:
+    """Whether a run with this row has ended for good: completed, failed, or stopped by
+    `cancel_run` (a run cancelled because its caller was interrupted resumes when asked for)."""
+    return status in FINISHED or (status == "cancelled" and bool(cancel_requested))
 
-    An unknown run is `RunNotFound`, a completed or failed one refuses the
-    event (`UsageError`); otherwise the event goes in the run's mailbox, and
-    the answer is whether it wakes the run: parked, and waiting for `event`.
+
+def delivery(run_id: str, event: str, found: Sequence[Any] | None, where: str) -> bool:
+    """`send_event`'s rule, given the run's ``(status, waiting, cancel_requested)`` (None: no
+    such run).
+
+    An unknown run is `RunNotFound`, a run that ended for good (`final`) refuses
+    the event (`UsageError`); otherwise the event goes in the run's mailbox,
+    and the answer is whether it wakes the run: parked, and waiting for `event`.
     """
     if found is None:
         raise RunNotFound(no_such_run(run_id, where))
-    status, waiting = found
-    if status in FINISHED:
+    status, waiting, cancel_requested = found
+    if final(status, cancel_requested):
         raise UsageError(refused_event(run_id, event, status))
     return status == "waiting" and event in waited_events(run_id, waiting)
 
 
-def child_notice(run_id: str, status: str) -> tuple[str, str] | None:
+def child_notice(
+    run_id: str, status: str, cancel_requested: object = False
+) -> tuple[str, str] | None:
     """The event a child run that ended with `status` sends its parent: (name, JSON payload).
 
-    None when the run has not ended for good: a cancelled run resumes when
-    asked for, so its parent goes on waiting for it.
+    None when the run has not ended for good: a run cancelled because its
+    caller was interrupted resumes when asked for, so its parent goes on
+    waiting for it; one stopped by `cancel_run` has ended (status "cancelled").
     """
-    if status not in FINISHED:
+    if not final(status, cancel_requested):
         return None
     return child_finished(run_id), dumps(encode({"run_id": run_id, "status": status}))
 
@@ -293,21 +318,162 @@ def parent_delivery(
         return False
 
 
-def runs_where(status: object, parent: object, mark: str) -> tuple[str, tuple[str, ...]]:
-    """`list_runs`'s filters as a ``WHERE`` clause (`mark`: the driver's placeholder) and args."""
-    check_status(status)
+def list_query(
+    status: object,
+    workflow: object,
+    since: object,
+    limit: object,
+    before: object,
+    parent: object,
+    mark: str,
+) -> tuple[str, tuple[Any, ...]]:
+    """`list_runs`'s filters, order and page as SQL after ``FROM flowdsl_runs``, and its args.
+
+    `mark` is the driver's placeholder. Oldest first without `limit`, newest
+    first with it; ``before`` keeps the runs after a cursor in the newest-first
+    order (older ones): ``(started, run_id) < cursor``, which the indexes on
+    ``(started, run_id)`` (and ``(workflow, started, run_id)``) serve.
+    """
+    statuses = check_statuses(status)
     if parent is not None and not (isinstance(parent, str) and parent):
         msg = f"parent= takes the run id of a parent run (a non-empty str), or None; got {parent!r}"
         raise UsageError(msg)
+    if workflow is not None and not (isinstance(workflow, str) and workflow):
+        msg = f"workflow= takes a workflow's name (a non-empty str), or None; got {workflow!r}"
+        raise UsageError(msg)
+    cut = since_seconds(since)
+    count = check_limit(limit)
+    cursor = check_cursor(before)
     clauses: list[str] = []
-    args: list[str] = []
-    if status is not None:
-        clauses.append(f"status = {mark}")
-        args.append(str(status))
+    args: list[Any] = []
+    if statuses is not None:
+        if len(statuses) == 1:
+            clauses.append(f"status = {mark}")
+        else:
+            clauses.append(f"status IN ({', '.join(mark for _ in statuses)})")
+        args.extend(statuses)
+    if workflow is not None:
+        clauses.append(f"workflow = {mark}")
+        args.append(workflow)
     if parent is not None:
         clauses.append(f"parent_id = {mark}")
         args.append(parent)
-    return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
+    if cut is not None:
+        clauses.append(f"started >= {mark}")
+        args.append(cut)
+    if cursor is not None:
+        clauses.append(f"(started, run_id) < ({mark}, {mark})")
+        args.extend(cursor)
+    text = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    if count is None:
+        return f"{text} ORDER BY started, run_id", tuple(args)
+    return f"{text} ORDER BY started DESC, run_id DESC LIMIT {count}", tuple(args)
+
+
+def check_statuses(status: object) -> tuple[str, ...] | None:
+    """`status=` of `list_runs` and `prune_runs`: one status, a tuple of them, or None."""
+    if status is None:
+        return None
+    if isinstance(status, str):
+        check_status(status)
+        return (status,)
+    if isinstance(status, tuple | list | set | frozenset) and status:
+        for one in status:
+            check_status(one)
+        return tuple(sorted(set(status)))
+    known = ", ".join(repr(s) for s in STATUSES)
+    msg = f"status= takes one of {known}, a non-empty tuple of them, or None; got {status!r}"
+    raise UsageError(msg)
+
+
+def since_seconds(since: object) -> float | None:
+    """`list_runs(since=)`: an aware datetime as epoch seconds (None: no lower bound)."""
+    if since is None:
+        return None
+    if not isinstance(since, _dt.datetime):
+        msg = (
+            f"since= takes an aware datetime (runs started at or after it), got {since!r}; "
+            f"e.g. datetime.now(timezone.utc) - timedelta(hours=1)"
+        )
+        raise UsageError(msg)
+    if since.tzinfo is None or since.tzinfo.utcoffset(since) is None:
+        msg = (
+            f"since= takes an aware datetime, got the naive {since.isoformat()!r} (no time "
+            f"zone: which moment it names is unknown); give it one, e.g. "
+            f"since.replace(tzinfo=timezone.utc) or datetime.now(timezone.utc)"
+        )
+        raise UsageError(msg)
+    return since.timestamp()
+
+
+def check_limit(limit: object) -> int | None:
+    if limit is None:
+        return None
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1:
+        return limit
+    msg = (
+        f"limit= takes how many runs to return (an int >= 1), or None for every run; got {limit!r}"
+    )
+    raise UsageError(msg)
+
+
+def check_cursor(before: object) -> tuple[float, str] | None:
+    """`list_runs(before=)`: a `Run` of the previous page (its last), or ``(started, run_id)``."""
+    if before is None:
+        return None
+    if isinstance(before, Run):
+        return float(before.started), before.run_id
+    if (
+        isinstance(before, tuple)
+        and len(before) == 2
+        and isinstance(before[0], int | float)
+        and not isinstance(before[0], bool)
+        and isinstance(before[1], str)
+    ):
+        return float(before[0]), before[1]
+    msg = (
+        f"before= takes the last Run of the previous page (or its (started, run_id)), got "
+        f"{before!r}; e.g. page = store.list_runs(limit=50); "
+        f"store.list_runs(limit=50, before=page[-1])"
+    )
+    raise UsageError(msg)
+
+
+def cancel_action(status: str, cancel_requested: object, claimable: bool) -> str | None:
+    """What `cancel_run` does to an (unfinished) run of a cancelled tree.
+
+    ``"cancelled"``: it becomes cancelled now (queued, parked, cancelled by an
+    interrupted caller, or running with no live owner); ``"stopping"``: its
+    owner is asked to stop it (running, owned); None: it has ended already.
+    """
+    if final(status, cancel_requested):
+        return None
+    if status == "running" and not claimable:
+        return "stopping"
+    return "cancelled"
+
+
+def not_retryable(run_id: str, status: str) -> str:
+    return (
+        f"run {run_id!r} is {status}: only a run that has ended (completed, failed or "
+        f"cancelled) is retried; cancel it first (cancel_run), or wait for it to end"
+    )
+
+
+def retry_ids(run_id: str) -> Iterator[str]:
+    """The ids a retry of `run_id` may take, in order: ``{run_id}.retry1``, ``.retry2``, ..."""
+    n = 1
+    while True:
+        yield f"{run_id}.retry{n}"
+        n += 1
+
+
+def not_cancellable(run_id: str, status: str) -> str:
+    what = "was cancelled already" if status == "cancelled" else f"has {status}"
+    return (
+        f"run {run_id!r} {what}: only a run that has not ended can be cancelled; "
+        f"to run it again, use retry_run (flowdsl runs retry)"
+    )
 
 
 def attempt_from_row(row: Sequence[Any]) -> Attempt:
@@ -378,12 +544,13 @@ def found_run(row: Sequence[Any], claim: Claim | None, **more: Any) -> Opened:
         started=row[10],
         fresh=row[15] is None,
         parent_id=row[17],
+        cancel_requested=bool(row[18]),
         **more,
     )
 
 
 def check_status(status: object) -> None:
-    """`list_runs`'s `status`: a run status or None, else a `UsageError` listing them."""
+    """A run status or None, else a `UsageError` listing them."""
     if status is not None and status not in STATUSES:
         known = ", ".join(repr(s) for s in STATUSES)
         msg = f"status must be one of {known}, or None; got {status!r}"

@@ -35,13 +35,14 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, Final, Literal
 
 import attrs
 
 from .._checks import require, seconds_problem
 from .._engine._run import Run, RunStatus, Waiting
-from ..errors import StoreError, UsageError
+from ..errors import RunNotFound, StoreError, UsageError
 from ._codec import Undecodable, dumps
 from ._owner import claimable, executing, owner_token, stopped_executing
 from ._protocol import (
@@ -52,6 +53,7 @@ from ._protocol import (
     Ending,
     Opened,
     Pending,
+    Pick,
     QueueLimits,
     RunHeader,
     Ticket,
@@ -59,24 +61,30 @@ from ._protocol import (
 from ._rows import (
     ATTEMPT_COLUMNS,
     DEFINITION_QUERY,
-    FINISHED,
+    ENDED,
     RUN_COLUMNS,
     TABLE_COLUMNS,
     WOKEN,
     attempt_from_row,
+    cancel_action,
     child_notice,
     damaged,
     definition_from_row,
     delivery,
+    final,
     found_run,
     keep_graph,
+    list_query,
     lost_claim,
     newer_schema,
+    no_such_run,
+    not_cancellable,
+    not_retryable,
     parent_delivery,
     partial_schema,
     readable,
+    retry_ids,
     run_from_row,
-    runs_where,
     shape_of,
     waiting_text,
     warn_damaged,
@@ -86,7 +94,7 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 _log = logging.getLogger("flowdsl")
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 """The journal schema this release writes (kept in the ``flowdsl_schema`` table).
 
 1: the first release. 2: leases (``lease_expires``, ``lease_epoch``) and
@@ -95,7 +103,9 @@ compensations). 3: queues (``queue``, ``priority``, ``available_at``,
 ``queued_at``, ``claimed_at`` and the ``flowdsl_queues`` table). 4: waits
 (``waiting``, the ``flowdsl_events`` mailbox and ``flowdsl_schedules``).
 5: child runs (``parent_id``, indexed). 6: the graphs of the definitions runs
-started with (``flowdsl_graphs``, one row per fingerprint).
+started with (``flowdsl_graphs``, one row per fingerprint). 7: run management
+(``cancel_requested``, and indexes on ``started`` and ``workflow`` for
+paging through runs).
 """
 
 _RUNS: Final = """
@@ -123,7 +133,8 @@ _RUNS: Final = """
         queued_at     REAL,
         claimed_at    REAL,
         waiting       TEXT,
-        parent_id     TEXT
+        parent_id     TEXT,
+        cancel_requested INTEGER NOT NULL DEFAULT 0
     )
 """
 _EVENTS: Final = """
@@ -186,6 +197,9 @@ _INDEXES: Final = (
     "CREATE INDEX IF NOT EXISTS flowdsl_runs_waking ON flowdsl_runs (status, available_at)",
     "CREATE INDEX IF NOT EXISTS flowdsl_runs_by_parent ON flowdsl_runs (parent_id, started) "
     "WHERE parent_id IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS flowdsl_runs_by_start ON flowdsl_runs (started, run_id)",
+    "CREATE INDEX IF NOT EXISTS flowdsl_runs_by_workflow ON flowdsl_runs "
+    "(workflow, started, run_id)",
 )
 
 
@@ -300,6 +314,8 @@ class _Writer:
         """The fingerprints whose graph is committed (only the writer thread touches it)."""
         self.graphs_written: list[str] = []
         """Those the open transaction writes: kept in `graphs` once it commits."""
+        self.watchers: dict[str, tuple[int, Callable[[], None]]] = {}
+        """Claims whose run stops when `cancel_run` asks (run id -> (epoch, stop))."""
 
     # -- called from any thread --------------------------------------------------------------
 
@@ -332,6 +348,29 @@ class _Writer:
     def may_have_lost(self, claim: Claim) -> bool:
         with self.lock:
             return claim in self.lost or time.time() > self.confirmed
+
+    def watch(self, claim: Claim, stop: Callable[[], None]) -> Callable[[], None]:
+        entry = (claim.epoch, stop)
+        with self.lock:
+            self.watchers[claim.run_id] = entry
+
+        def unwatch() -> None:
+            with self.lock:
+                if self.watchers.get(claim.run_id) is entry:
+                    del self.watchers[claim.run_id]
+
+        return unwatch
+
+    def ask_to_stop(self, asked: list[tuple[str, int]]) -> None:
+        """Tell the watchers of these claims that `cancel_run` asked their runs to stop."""
+        with self.lock:
+            stops = [
+                found[1]
+                for run_id, epoch in asked
+                if (found := self.watchers.get(run_id)) is not None and found[0] == epoch
+            ]
+        for stop in stops:
+            stop()
 
     # -- the thread ------------------------------------------------------------------------
 
@@ -404,7 +443,7 @@ class _Writer:
 
     def commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         results: list[tuple[_Job, object, BaseException | None]] = []
-        renewed: list[tuple[str, int]] | None = None
+        renewed: list[tuple[str, int, int]] | None = None
         claims_before = dict(self.claims)
         now = time.time()
         try:
@@ -423,7 +462,7 @@ class _Writer:
                 if self.claims and now - self.beat > self.lease / 3:
                     renewed = conn.execute(
                         "UPDATE flowdsl_runs SET lease_expires = ? WHERE owner = ? "
-                        "AND status = 'running' RETURNING run_id, lease_epoch",
+                        "AND status = 'running' RETURNING run_id, lease_epoch, cancel_requested",
                         (now + self.lease, owner_token()),
                     ).fetchall()
                 conn.execute("COMMIT")
@@ -449,9 +488,10 @@ class _Writer:
             self.renewed(now, renewed)
         self.wake(results)
 
-    def renewed(self, now: float, rows: list[tuple[str, int]]) -> None:
-        """After a renewal: the claims it did not find are lost (another owner took them)."""
-        held = set(rows)
+    def renewed(self, now: float, rows: list[tuple[str, int, int]]) -> None:
+        """After a renewal: the claims it did not find are lost (another owner took them);
+        the runs it found asked to stop are told to."""
+        held = {(run_id, epoch) for run_id, epoch, _ in rows}
         with self.lock:
             self.beat = now
             self.confirmed = now + self.lease
@@ -459,6 +499,7 @@ class _Writer:
                 if (run_id, epoch) not in held:
                     del self.claims[run_id]
                     self.lost.add(Claim(run_id, epoch))
+        self.ask_to_stop([(run_id, epoch) for run_id, epoch, asked in rows if asked])
 
     def damage(self, job: _Job, exc: BaseException) -> StoreError:
         run_id = next((a for a in job.args if isinstance(a, str)), None)
@@ -549,7 +590,7 @@ def _open_job(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> O
         _journal_header(conn, header, me)
         _activate(writer, header.run_id, 1)
         return opened
-    if row[2] in FINISHED:
+    if final(row[2], row[18]):
         return found_run(row, None, finished=run_from_row(row, _load_attempts(conn, row[0])))
     workflow, fingerprint, owner, lease_expires = row[1], row[3], row[12], row[13]
     if (
@@ -618,7 +659,7 @@ def _enqueue_job(
     ).fetchone()
     if row is not None:  # the run_id is taken: queue nothing, say what it is
         finished = None
-        if row[2] in FINISHED:
+        if final(row[2], row[18]):
             finished = run_from_row(row, _load_attempts(conn, row[0]))
         return found_run(row, None, owner=row[12], finished=finished)
     now = time.time()
@@ -781,34 +822,34 @@ def _append_job(writer: _Writer, conn: sqlite3.Connection, claim: Claim, a: Atte
 
 def _finish_job(
     writer: _Writer, conn: sqlite3.Connection, claim: Claim, end: Ending
-) -> tuple[str, str] | None:
+) -> list[tuple[str, str]]:
     """The run's final record and, for a child run, its parent's event: all or nothing.
 
-    Returns the (parent, event) mailbox it wrote to, if any.
+    Returns the (run, event) mailboxes it wrote to.
     """
     # A job that raises is not rolled back by the batch: the savepoint undoes this one.
     try:
         conn.execute("SAVEPOINT flowdsl_finish")
         try:
-            mailbox = _finish(writer, conn, claim, end)
+            mailboxes = _finish(writer, conn, claim, end)
         except BaseException:
             with contextlib.suppress(sqlite3.Error):  # the transaction failed: the batch's is
                 conn.execute("ROLLBACK TO flowdsl_finish")  # rolled back as a whole
                 conn.execute("RELEASE flowdsl_finish")
             raise
         conn.execute("RELEASE flowdsl_finish")
-        return mailbox
+        return mailboxes
     finally:
         _deactivate(writer, claim.run_id)
 
 
 def _finish(
     writer: _Writer, conn: sqlite3.Connection, claim: Claim, end: Ending
-) -> tuple[str, str] | None:
+) -> list[tuple[str, str]]:
     rows = conn.execute(
         "UPDATE flowdsl_runs SET status = ?, output = ?, error = ?, failed_step = ?, "
         "compensations = ?, duration = ?, updated = ?, owner = NULL, lease_expires = NULL "
-        "WHERE run_id = ? AND owner = ? AND lease_epoch = ? RETURNING parent_id",
+        "WHERE run_id = ? AND owner = ? AND lease_epoch = ? RETURNING parent_id, cancel_requested",
         (
             end.status,
             end.output,
@@ -824,29 +865,167 @@ def _finish(
     ).fetchall()
     if len(rows) != 1:
         raise lost_claim(claim)
-    parent_id = rows[0][0]
-    notice = None if parent_id is None else child_notice(claim.run_id, end.status)
+    parent_id, asked = rows[0]
+    mailboxes: list[tuple[str, str]] = []
+    if end.status == "cancelled" and asked:  # stopped for good: so are its unfinished children
+        mailboxes = _cancel_tree(writer, conn, _children(conn, claim.run_id))[1]
+    notice = None if parent_id is None else child_notice(claim.run_id, end.status, asked)
     if notice is None:
-        return None
+        return mailboxes
     event, payload = notice
+    if _deliver(writer, conn, parent_id, event, payload):
+        mailboxes.append((parent_id, event))
+    return mailboxes
+
+
+def _deliver(
+    writer: _Writer, conn: sqlite3.Connection, parent_id: str, event: str, payload: str
+) -> bool:
+    """A child's end to its parent's mailbox, unless the parent takes no event; whether sent."""
     found = conn.execute(
-        "SELECT status, waiting FROM flowdsl_runs WHERE run_id = ?", (parent_id,)
+        "SELECT status, waiting, cancel_requested FROM flowdsl_runs WHERE run_id = ?",
+        (parent_id,),
     ).fetchone()
     wakes = parent_delivery(parent_id, event, found, writer.path)
     if wakes is None:
-        return None
+        return False
     _mail(conn, parent_id, event, payload, wakes)
-    return parent_id, event
+    return True
+
+
+_TREE: Final = "run_id, status, owner, lease_expires, cancel_requested, parent_id"
+"""What `_cancel_tree` reads of each run of a tree."""
+
+
+def _children(conn: sqlite3.Connection, run_id: str) -> list[Any]:
+    return conn.execute(
+        f"SELECT {_TREE} FROM flowdsl_runs WHERE parent_id = ? ORDER BY started, run_id",
+        (run_id,),
+    ).fetchall()
+
+
+def _cancel_tree(
+    writer: _Writer, conn: sqlite3.Connection, roots: list[Any]
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Cancel the runs of `roots` (`_TREE` rows) and all their descendants that have not ended.
+
+    Returns what was done to each, ``(run_id, "cancelled" | "stopping")``, and the
+    mailboxes written to: a run cancelled now whose parent is outside the tree
+    sends it ``child_finished``, as its end would.
+    """
+    now = time.time()
+    done: list[tuple[str, str]] = []
+    ended: list[tuple[str, str | None]] = []
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        run_id, status, owner, expires, asked, parent = todo.pop(0)
+        if run_id in seen:
+            continue
+        seen.add(run_id)
+        loose = status == "running" and _claimable(writer, run_id, owner, expires)
+        action = cancel_action(status, asked, loose)
+        if action == "cancelled":
+            conn.execute(
+                "UPDATE flowdsl_runs SET status = 'cancelled', cancel_requested = 1, "
+                "owner = NULL, lease_expires = NULL, lease_epoch = lease_epoch + 1, "
+                "available_at = NULL, updated = ? WHERE run_id = ?",
+                (now, run_id),
+            )
+            ended.append((run_id, parent))
+        elif action == "stopping":
+            conn.execute("UPDATE flowdsl_runs SET cancel_requested = 1 WHERE run_id = ?", (run_id,))
+        if action is not None:
+            done.append((run_id, action))
+        todo.extend(_children(conn, run_id))
+    mailboxes: list[tuple[str, str]] = []
+    for run_id, parent in ended:
+        notice = child_notice(run_id, "cancelled", True)
+        if parent is None or parent in seen or notice is None:
+            continue
+        if _deliver(writer, conn, parent, *notice):
+            mailboxes.append((parent, notice[0]))
+    return done, mailboxes
+
+
+def _cancel_job(
+    writer: _Writer, conn: sqlite3.Connection, run_id: str
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    row = conn.execute(f"SELECT {_TREE} FROM flowdsl_runs WHERE run_id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise RunNotFound(no_such_run(run_id, writer.path))
+    if final(row[1], row[4]):
+        raise UsageError(not_cancellable(run_id, row[1]))
+    return _cancel_tree(writer, conn, [row])
+
+
+def _retry_job(
+    writer: _Writer,
+    conn: sqlite3.Connection,
+    run_id: str,
+    pick: Pick,
+    available_at: float,
+) -> str:
+    row = conn.execute(
+        "SELECT workflow, status, fingerprint, shape, input, queue, priority, failed_step "
+        "FROM flowdsl_runs WHERE run_id = ?",
+        (run_id,),
+    ).fetchone()
+    if row is None:
+        raise RunNotFound(no_such_run(run_id, writer.path))
+    workflow, status, fingerprint, shape, data, queue_name, priority, failed_step = row
+    if status not in ENDED:
+        raise UsageError(not_retryable(run_id, status))
+    kept = pick(status, failed_step, shape_of(run_id, shape), _load_attempts(conn, run_id))
+    new_id = next(
+        candidate
+        for candidate in retry_ids(run_id)
+        if not _one(conn, "SELECT 1 FROM flowdsl_runs WHERE run_id = ?", (candidate,))
+    )
+    now = time.time()
+    conn.execute(
+        "INSERT INTO flowdsl_runs (run_id, workflow, status, fingerprint, shape, input, "
+        "started, updated, queue, priority, available_at, queued_at) "
+        "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            new_id, workflow, fingerprint, shape, data, now, now, queue_name, priority,
+            available_at, now,
+        ),
+    )  # fmt: skip
+    header = RunHeader(new_id, workflow, fingerprint, (), data, now, journal=kept)
+    _journal_header(conn, header, owner_token())
+    return new_id
+
+
+def _prune_job(
+    writer: _Writer, conn: sqlite3.Connection, cut: float, statuses: tuple[str, ...]
+) -> int:
+    marks = ", ".join("?" for _ in statuses)
+    gone = [
+        row[0]
+        for row in conn.execute(
+            f"DELETE FROM flowdsl_runs WHERE status IN ({marks}) AND updated < ? RETURNING run_id",
+            (*statuses, cut),
+        )
+    ]
+    for start in range(0, len(gone), 500):  # under SQLite's limit on a statement's arguments
+        chunk = gone[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        conn.execute(f"DELETE FROM flowdsl_attempts WHERE run_id IN ({marks})", chunk)
+        conn.execute(f"DELETE FROM flowdsl_events WHERE run_id IN ({marks})", chunk)
+    return len(gone)
 
 
 def _holds_job(writer: _Writer, conn: sqlite3.Connection, claim: Claim) -> bool:
     now = time.time()
-    cursor = conn.execute(
+    row = conn.execute(
         "UPDATE flowdsl_runs SET lease_expires = ? WHERE run_id = ? AND owner = ? "
-        "AND lease_epoch = ?",
+        "AND lease_epoch = ? RETURNING cancel_requested",
         (now + writer.lease, claim.run_id, owner_token(), claim.epoch),
-    )
-    holds = cursor.rowcount == 1
+    ).fetchone()
+    holds = row is not None
+    if holds and row[0]:
+        writer.ask_to_stop([(claim.run_id, claim.epoch)])
     with writer.lock:
         if holds:
             if len(writer.claims) == 1:  # the only lease: it is confirmed as a whole
@@ -875,7 +1054,7 @@ def _send_job(
     writer: _Writer, conn: sqlite3.Connection, run_id: str, event: str, payload: str
 ) -> None:
     found = conn.execute(
-        "SELECT status, waiting FROM flowdsl_runs WHERE run_id = ?", (run_id,)
+        "SELECT status, waiting, cancel_requested FROM flowdsl_runs WHERE run_id = ?", (run_id,)
     ).fetchone()
     _mail(conn, run_id, event, payload, delivery(run_id, event, found, writer.path))
 
@@ -952,11 +1131,13 @@ def _park_job(
             for name, visit in visits
         )
         wake = WOKEN if woken else waiting.until  # an event is there already: claimable now
+        # A run asked to stop as it parked is claimable now: claimed, it is recorded cancelled.
         cursor = conn.execute(
             "UPDATE flowdsl_runs SET status = 'waiting', owner = NULL, lease_expires = NULL, "
-            "available_at = ?, waiting = ?, updated = ? "
-            "WHERE run_id = ? AND owner = ? AND lease_epoch = ?",
+            "available_at = CASE WHEN cancel_requested THEN ? ELSE ? END, waiting = ?, "
+            "updated = ? WHERE run_id = ? AND owner = ? AND lease_epoch = ?",
             (
+                WOKEN,
                 wake,
                 waiting_text(waiting),
                 time.time(),
@@ -1162,7 +1343,14 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
 def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
     """Child runs: the run that started each one (NULL for every run recorded before)."""
     conn.execute("ALTER TABLE flowdsl_runs ADD COLUMN parent_id TEXT")
-    for statement in _INDEXES[5:]:
+    conn.execute(_INDEXES[5])
+
+
+def _migrate_6_to_7(conn: sqlite3.Connection) -> None:
+    """Run management: cancel requests, and the indexes that page through runs (no run
+    recorded before was asked to stop)."""
+    conn.execute("ALTER TABLE flowdsl_runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
+    for statement in _INDEXES[6:]:
         conn.execute(statement)
 
 
@@ -1177,6 +1365,7 @@ _MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {
     3: _migrate_3_to_4,
     4: _migrate_4_to_5,
     5: _migrate_graphs,
+    6: _migrate_6_to_7,
 }
 """Schema version n -> n + 1, run in order inside one transaction when a store is opened."""
 
@@ -1288,29 +1477,33 @@ class SQLiteStore:
 
     def list_runs(
         self,
-        status: RunStatus | None = None,
+        status: RunStatus | tuple[RunStatus, ...] | None = None,
+        workflow: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
         *,
+        before: Run | tuple[float, str] | None = None,
         parent: str | None = None,
         on_damaged: Callable[[str, StoreError], None] | None = None,
     ) -> list[Run]:
-        """Every run in the store (or only those with `status`), oldest first.
+        """The runs in the store, oldest first; with `limit`, the `limit` newest, newest first.
 
-        ``parent=RUN_ID`` lists only the child runs that run started.
-        A run whose rows cannot be read is left out: it is handed to
-        ``on_damaged(run_id, error)``, or logged as a warning (logger
-        ``"flowdsl"``), so one damaged run never hides the others.
+        `status` is one status or a tuple of them; `workflow` a workflow's
+        name; `since` an aware datetime (runs started at or after it);
+        ``before=`` the last `Run` of the previous page (or its ``(started,
+        run_id)``): the page after it. ``parent=RUN_ID`` lists only the child
+        runs that run started. A run whose rows cannot be read is left out:
+        it is handed to ``on_damaged(run_id, error)``, or logged as a warning
+        (logger ``"flowdsl"``), so one damaged run never hides the others.
         """
-        where, args = runs_where(status, parent, "?")
+        clause, args = list_query(status, workflow, since, limit, before, parent, "?")
 
         def read(conn: sqlite3.Connection) -> tuple[list[Any], dict[str, list[Attempt]]]:
-            rows = conn.execute(
-                f"SELECT {RUN_COLUMNS} FROM flowdsl_runs {where} ORDER BY started, run_id",
-                args,
-            ).fetchall()
+            rows = conn.execute(f"SELECT {RUN_COLUMNS} FROM flowdsl_runs {clause}", args).fetchall()
             attempts: dict[str, list[Attempt]] = {row[0]: [] for row in rows}
             for row in conn.execute(
                 f"SELECT run_id, {ATTEMPT_COLUMNS} FROM flowdsl_attempts "
-                f"WHERE run_id IN (SELECT run_id FROM flowdsl_runs {where}) ORDER BY seq",
+                f"WHERE run_id IN (SELECT run_id FROM flowdsl_runs {clause}) ORDER BY seq",
                 args,
             ):
                 found = attempts.get(row[0])
@@ -1338,7 +1531,7 @@ class SQLiteStore:
             return conn.execute(
                 "SELECT run_id, workflow, fingerprint, shape, status, owner, lease_expires, parent_id "
                 f"FROM flowdsl_runs WHERE status IN ({', '.join('?' for _ in statuses)}) "
-                "ORDER BY started, run_id",
+                "AND NOT (status = 'cancelled' AND cancel_requested) ORDER BY started, run_id",
                 statuses,
             ).fetchall()
 
@@ -1393,8 +1586,8 @@ class SQLiteStore:
 
     async def finish_run(self, claim: Claim, ending: Ending) -> None:
         """Commit the run's final record (and its parent's event); the run is no longer owned."""
-        mailbox: tuple[str, str] | None = await self._submit(_finish_job, claim, ending)[1]
-        if mailbox is not None:
+        mailboxes: list[tuple[str, str]] = await self._submit(_finish_job, claim, ending)[1]
+        for mailbox in mailboxes:
             _wake_mail((self._writer.key, *mailbox))
 
     async def holds(self, claim: Claim) -> bool:
@@ -1405,6 +1598,49 @@ class SQLiteStore:
     def lost(self, claim: Claim) -> bool:
         """True when a renewal found the claim taken, or the leases were not renewed in time."""
         return self._writer.may_have_lost(claim)
+
+    # -- managing runs -------------------------------------------------------------------
+
+    async def cancel(self, run_id: str) -> tuple[tuple[str, str], ...]:
+        """Cancel the run and its unfinished children in one commit; see `Store.cancel`."""
+        done, mailboxes = await self._submit(_cancel_job, run_id)[1]
+        for mailbox in mailboxes:
+            _wake_mail((self._writer.key, *mailbox))
+        return tuple(done)
+
+    def watch(self, claim: Claim, stop: Callable[[], None]) -> Callable[[], None]:
+        """`stop()` from the writer thread when a lease renewal finds the run asked to stop."""
+        return self._writer.watch(claim, stop)
+
+    async def cancel_requested(self, run_id: str) -> bool:
+        """Whether `cancel_run` asked for `run_id` to stop."""
+
+        def read(conn: sqlite3.Connection) -> bool:
+            return _one(
+                conn,
+                "SELECT 1 FROM flowdsl_runs WHERE run_id = ? AND cancel_requested",
+                (run_id,),
+            )
+
+        asked: bool = await asyncio.to_thread(self._reading, f"run {run_id!r}", read)
+        return asked
+
+    async def retry(
+        self,
+        run_id: str,
+        pick: Pick,
+        available_at: float,
+    ) -> str:
+        """Queue a retry of the ended run `run_id`; see `Store.retry`."""
+        new_id: str = await self._submit(_retry_job, run_id, pick, available_at)[1]
+        return new_id
+
+    async def prune(self, finished_before: float, statuses: tuple[str, ...]) -> int:
+        """Delete ended runs, their journals and mailboxes; see `Store.prune`."""
+        count: int = await self._submit(_prune_job, finished_before, statuses)[1]
+        return count
+
+    # -- queues and workers ------------------------------------------------------------------
 
     async def enqueue(self, header: RunHeader, ticket: Ticket) -> Opened:
         """Commit the run as queued; see `Store.enqueue`."""
