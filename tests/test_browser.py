@@ -10,10 +10,12 @@ a request anywhere else fails the test.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import pytest
@@ -28,12 +30,18 @@ pytestmark = pytest.mark.usefixtures("flowdsl_registry")
 CHROMIUM = os.environ.get("FLOWDSL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+@pytest.fixture(autouse=True)
+def _has_chromium() -> None:
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI"):
             pytest.fail(f"no Chromium at {CHROMIUM}: make system-deps installs Debian's chromium")
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """Headless Chromium. Playwright's sync API runs an event loop in this thread while it
+    is open, so the test starts its runs (run_workflow refuses a running loop) before."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as driver:
@@ -78,17 +86,14 @@ def _open(browser: Any, board: Dashboard) -> Offline:
     return Offline(browser, (board.url + "/",))
 
 
-def test_filter_open_a_running_run_and_cancel_it(browser: Any, store: Store) -> None:
+def test_filter_open_a_running_run_and_cancel_it(store: Store) -> None:
     release = threading.Event()
 
     @workflow
     def report() -> None:
         @step
         async def build(ctx: Any) -> Any:
-            import asyncio
-
-            while not release.is_set():
-                await asyncio.sleep(0.01)
+            await asyncio.to_thread(release.wait, 60)  # the test releases it
             return ok()
 
     @workflow
@@ -100,8 +105,13 @@ def test_filter_open_a_running_run_and_cancel_it(browser: Any, store: Store) -> 
     run_workflow("quick", {"fail": True}, run_id="q-bad", store=store)
     start_workflow("report", run_id="r-1", store=store)
     try:
-        with serving(store, park_after=0, poll=0.02), running_dashboard(store) as board:
+        with (
+            ExitStack() as stack,
+            serving(store, park_after=0, poll=0.02),
+            running_dashboard(store) as board,
+        ):
             wait_for(lambda: store.get_run("r-1").status == "running", "the report to run")  # type: ignore[union-attr]
+            browser = stack.enter_context(chromium())
             tab = _open(browser, board)
             page = tab.page
             page.goto(board.url + "/")
@@ -120,13 +130,14 @@ def test_filter_open_a_running_run_and_cancel_it(browser: Any, store: Store) -> 
                 "document.querySelector('#status')?.textContent === 'cancelled'", timeout=30_000
             )
             assert "cancelled" == store.get_run("r-1").status  # type: ignore[union-attr]
+            release.set()  # the cancelled attempt's thread ends, and the worker can stop
             assert [] == tab.elsewhere
             tab.close()
     finally:
         release.set()
 
 
-def test_send_an_event_to_a_waiting_run_and_see_it_finish(browser: Any, store: Store) -> None:
+def test_send_an_event_to_a_waiting_run_and_see_it_finish(store: Store) -> None:
     @workflow
     def expense() -> None:
         wait_for_event("approved", returns="decision")
@@ -136,7 +147,11 @@ def test_send_an_event_to_a_waiting_run_and_see_it_finish(browser: Any, store: S
             return ok({"paid_by": ctx["decision"]["by"]})
 
     start_workflow("expense", run_id="exp-17", store=store)
-    with serving(store, park_after=0, poll=0.02), running_dashboard(store) as board:
+    with (
+        serving(store, park_after=0, poll=0.02),
+        running_dashboard(store) as board,
+        chromium() as browser,
+    ):
         wait_for(lambda: store.get_run("exp-17").status == "waiting", "the run to park")  # type: ignore[union-attr]
         tab = _open(browser, board)
         page = tab.page

@@ -7,6 +7,7 @@ and a worker). The browser tests are in tests/test_browser.py.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +20,9 @@ from stores import StoreKit
 
 from flowdsl import (
     Store,
+    arun_workflow,
     call_workflow,
+    cancel_run,
     error,
     ok,
     run_workflow,
@@ -71,7 +74,8 @@ def test_the_runs_list_shows_every_run_newest_first_and_filters(store: Store) ->
     assert {"o-2", "o-2/pay#1"} == {r["run_id"] for r in failed}
     assert ["o-2", "o-1"] == [r["run_id"] for r in orders]
     assert next(r for r in failed if r["run_id"] == "o-2/pay#1")["parent_id"] == "o-2"
-    assert (400, "status='nope' is not a run status") == (bad.status, bad.body["error"][:34])
+    assert 400 == bad.status
+    assert bad.body["error"].startswith("status='nope' is not a run status")
     assert f'<meta name="flowdsl-token" content="{TOKEN}">' in page.body
 
 
@@ -149,7 +153,10 @@ def test_the_guard_refuses_other_hosts_tokens_and_origins(store: Store) -> None:
             headers={"Origin": "http://evil.example"},
         )
         same_site = call(
-            board, "/api/runs/w-1/events", data={"event": "go"}, headers={"Origin": f"http://{here}"}
+            board,
+            "/api/runs/w-1/events",
+            data={"event": "go"},
+            headers={"Origin": f"http://{here}"},
         )
     assert 421 == rebound.status
     assert (403, 403, 403) == (no_token.status, wrong.status, other_site.status)
@@ -169,7 +176,9 @@ def test_send_event_wakes_a_waiting_run(store: Store) -> None:
     start_workflow("approval", run_id="a-1", store=store)
     with serving(store, park_after=0, poll=0.02), running_dashboard(store) as board:
         wait_for(lambda: store.get_run("a-1").status == "waiting", "the run to park")  # type: ignore[union-attr]
-        sent = call(board, "/api/runs/a-1/events", data={"event": "approved", "data": {"by": "ana"}})
+        sent = call(
+            board, "/api/runs/a-1/events", data={"event": "approved", "data": {"by": "ana"}}
+        )
         empty = call(board, "/api/runs/a-1/events", data={"data": 1})
         wait_for(lambda: store.get_run("a-1").status == "completed", "the run to finish")  # type: ignore[union-attr]
     assert 200 == sent.status
@@ -191,10 +200,7 @@ def test_cancel_stops_a_running_run_and_retry_makes_a_new_one(store: Store) -> N
         @step
         async def hold(ctx: Any) -> Any:
             calls.append("hold")
-            import asyncio
-
-            while not release.is_set():
-                await asyncio.sleep(0.01)
+            await asyncio.to_thread(release.wait, 60)  # the test releases it
             return ok()
 
     start_workflow("slow", run_id="s-1", store=store)
@@ -216,28 +222,68 @@ def test_cancel_stops_a_running_run_and_retry_makes_a_new_one(store: Store) -> N
     assert 404 == unknown.status
 
 
-def test_resume_runs_a_cancelled_run_in_the_dashboards_process(store: Store) -> None:
+def test_resume_runs_an_interrupted_run_here_and_refuses_one_cancelled_for_good(
+    store: Store,
+) -> None:
+    """Resume continues a run its caller interrupted, in the dashboard's process; a run
+    stopped by cancel_run is final: resume says to retry it."""
     release = threading.Event()
+    reached: dict[str, asyncio.Event] = {}
 
     @workflow
     def paused() -> None:
         @step
         async def hold(ctx: Any) -> Any:
-            import asyncio
-
-            while not release.is_set():
-                await asyncio.sleep(0.01)
+            if ctx.run_id in reached:
+                reached[ctx.run_id].set()
+            await asyncio.to_thread(release.wait, 60)  # the test releases it
             return ok({"done": True})
 
-    start_workflow("paused", run_id="p-1", store=store)
-    with serving(store, park_after=0, poll=0.02), running_dashboard(store) as board:
-        wait_for(lambda: store.get_run("p-1").status == "running", "the run to start")  # type: ignore[union-attr]
-        call(board, "/api/runs/p-1/cancel", data={})
-        wait_for(lambda: store.get_run("p-1").status == "cancelled", "the run to stop")  # type: ignore[union-attr]
-    release.set()
+    async def interrupt() -> None:
+        reached["p-1"] = asyncio.Event()
+        task = asyncio.ensure_future(arun_workflow("paused", run_id="p-1", store=store))
+        await reached["p-1"].wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()  # the cancelled attempt's thread ends too
+
+    asyncio.run(interrupt())
+    assert "cancelled" == store.get_run("p-1").status  # type: ignore[union-attr]
+    start_workflow("paused", run_id="p-2", store=store)
+    cancel_run("p-2", store)
     with running_dashboard(store) as board:
+        page = call(board, "/runs/p-1").body
         resumed = call(board, "/api/runs/p-1/resume", data={})
         wait_for(lambda: store.get_run("p-1").status == "completed", "the resumed run")  # type: ignore[union-attr]
         done = call(board, "/api/runs/p-1/resume", data={})
+        final_page = call(board, "/runs/p-2").body
+        final = call(board, "/api/runs/p-2/resume", data={})
+    assert "id=resume" in page
     assert 200 == resumed.status
     assert 400 == done.status
+    assert "id=resume" not in final_page
+    assert (400, True) == (final.status, "retry it instead" in final.body["error"])
+
+
+def test_flowdsl_ui_refuses_a_store_that_is_not_there(tmp_path: Any) -> None:
+    """Exit 2 and a message naming the file; no empty store is made."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import flowdsl
+
+    missing = tmp_path / "nowhere.db"
+    env = {**os.environ, "PYTHONPATH": str(Path(flowdsl.__file__).parent.parent)}
+    done = subprocess.run(
+        [sys.executable, "-m", "flowdsl", "ui", "--store", str(missing)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert (2, False) == (done.returncode, missing.exists())
+    assert "nowhere.db" in done.stderr

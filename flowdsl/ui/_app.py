@@ -169,15 +169,21 @@ class _Dashboard:
     async def run_page(self, request: Request) -> Response:
         from starlette.responses import HTMLResponse
 
+        from ..views import run_page as viewer_page
+
         refused = self.guard.refuse(request, changes=False)
         if refused is not None:
             return refused
+        run_id = request.path_params["run_id"]
         try:
-            run = await self.run(request.path_params["run_id"])
+            run = await self.run(run_id)
+            viewer = await asyncio.to_thread(viewer_page, self.store, run_id, link=run_url)
+            definition = await asyncio.to_thread(self.store.get_definition, run_id)
+            final = run.status == "cancelled" and await self.store.cancel_requested(run_id)
         except RunNotFound as exc:
             return _problem(404, str(exc))
-        graph = await asyncio.to_thread(_graph_of, self.store, run)
-        return HTMLResponse(run_page(run, graph, self.guard.token))
+        steps = () if definition is None else top_steps(definition.shape)
+        return HTMLResponse(run_page(run, steps, viewer, self.guard.token, resumable=not final))
 
     # -- the JSON API ----------------------------------------------------------------------
 
@@ -249,6 +255,9 @@ class _Dashboard:
         run = await self.run(run_id)
         if run.status in ("completed", "failed"):
             raise UsageError(f"run {run_id!r} has {run.status}: there is nothing to resume")
+        if run.status == "cancelled" and await self.store.cancel_requested(run_id):
+            msg = f"run {run_id!r} was cancelled for good (cancel_run): retry it instead"
+            raise UsageError(msg)
         get_workflow(run.workflow)  # WorkflowNotFound names how to fix it
         task = asyncio.create_task(arun_workflow(run.workflow, run_id=run_id, store=self.store))
         self.resuming.add(task)
@@ -275,10 +284,15 @@ async def _body(request: Request) -> dict[str, Any]:
     return {}
 
 
-def _graph_of(store: Store, run: Any) -> Any:
-    """The graph the store keeps for the run's definition, or None (an older store)."""
-    read = getattr(store, "graph_of", None)
-    return None if read is None else read(run.fingerprint)
+def top_steps(shape: tuple[str, ...]) -> tuple[str, ...]:
+    """The top-level steps of a definition's shape (``step NAME -> KEY`` lines): retry points."""
+    found = []
+    for line in shape:
+        kind, _, rest = line.partition(" ")
+        name = rest.split(" -> ")[0]
+        if kind == "step" and "/" not in name:
+            found.append(name)
+    return tuple(found)
 
 
 def create_app(

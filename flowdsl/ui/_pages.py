@@ -41,6 +41,7 @@ button.danger{border-color:#dc2626;color:#dc2626}
 #actions{display:flex;gap:10px;align-items:center;flex-wrap:wrap;background:#fff;padding:10px;
 border:1px solid #e3e6eb;margin-bottom:14px}
 #message{color:#374151}
+iframe#viewer{width:100%;border:1px solid #e3e6eb;background:#fff;min-height:400px}
 .muted{color:#6b7280}
 """
 
@@ -112,6 +113,9 @@ document.getElementById('send-event')?.addEventListener('submit', (e) => {
   act('events', {event: document.getElementById('event-name').value, data});
 });
 setInterval(refresh, 1000);
+const frame = document.getElementById('viewer');
+function fit() { try { frame.style.height = (frame.contentDocument.documentElement.scrollHeight + 20) + 'px'; } catch (e) {} }
+frame?.addEventListener('load', fit);
 """
 
 
@@ -174,12 +178,12 @@ def list_page(
     return _document("flowdsl runs", token, form + table + empty + more, _LIST_SCRIPT)
 
 
-def _actions(run: Any, steps: Sequence[str]) -> str:
+def _actions(run: Any, steps: Sequence[str], resumable: bool) -> str:
     status = run.status
     parts = []
     if status in ("queued", "running", "waiting"):
         parts.append("<button id=cancel class=danger>Cancel</button>")
-    if status in ("cancelled", "running"):
+    if status == "cancelled" and resumable:  # stopped by its caller, not by cancel_run
         parts.append("<button id=resume>Resume</button>")
     if status in ("failed", "cancelled", "completed"):
         choices = "".join(f'<option value="{escape(s)}">{escape(s)}</option>' for s in steps)
@@ -188,7 +192,7 @@ def _actions(run: Any, steps: Sequence[str]) -> str:
             f'<select id=retry-from><option value="">the first unfinished step</option>{choices}</select></span>'
         )
     if status == "waiting":
-        events = () if run.waiting is None else run.waiting.events
+        events: tuple[str, ...] = () if run.waiting is None else tuple(run.waiting.events)
         name = escape(events[0]) if len(events) == 1 else ""
         parts.append(
             "<form id=send-event>"
@@ -199,9 +203,15 @@ def _actions(run: Any, steps: Sequence[str]) -> str:
     return f"<div id=actions>{''.join(parts)}<span id=message></span></div>"
 
 
-def run_page(run: Any, graph: Any, token: str, viewer: str | None = None) -> str:
-    """A run's page: its actions, then the run viewer's content (`viewer`, an HTML body)."""
-    steps = list(dict.fromkeys(record.name for record in run.steps if "[" not in record.name))
+def run_page(
+    run: Any, steps: Sequence[str], viewer: str, token: str, *, resumable: bool = True
+) -> str:
+    """A run's page: its actions above the run viewer's page (`viewer`, a whole document).
+
+    The viewer's page is shown as it is, in a frame of its own (``#viewer``): its
+    content policy, which forbids every load and every script, stays in force
+    there. Its links open in the whole window.
+    """
     seen = f"{run.status}/{len(run.steps)}/{len(run.compensations)}"
     head = (
         f'<meta name="flowdsl-run" content="{escape(run.run_id)}">'
@@ -211,20 +221,10 @@ def run_page(run: Any, graph: Any, token: str, viewer: str | None = None) -> str
         f"<h2>{escape(run.workflow)} <code>{escape(run.run_id)}</code> "
         f'<span id=status class="badge s-{escape(run.status)}">{escape(run.status)}</span></h2>'
     )
-    content = viewer if viewer is not None else _plain(run)
-    return _document(
-        f"run {run.run_id}", token, title + _actions(run, steps) + content, _RUN_SCRIPT, head
+    framed = viewer.replace("<head>", '<head><base target="_top">', 1)
+    frame = (
+        '<iframe id=viewer title="run viewer" sandbox="allow-same-origin allow-top-navigation" '
+        f'srcdoc="{escape(framed, quote=True)}"></iframe>'
     )
-
-
-def _plain(run: Any) -> str:
-    """The run's attempts as a table (what the page shows without the viewer)."""
-    rows = "".join(
-        f"<tr><td>{escape(r.name)}</td><td>{r.attempt}</td><td>{escape(r.status)}</td>"
-        f"<td>{_duration(r.duration)}</td><td>{escape('' if r.error is None else str(r.error))}</td></tr>"
-        for r in run.steps
-    )
-    return (
-        "<table id=attempts><thead><tr><th>step</th><th>attempt</th><th>status</th>"
-        f"<th>duration</th><th>error</th></tr></thead><tbody>{rows}</tbody></table>"
-    )
+    body = title + _actions(run, steps, resumable) + frame
+    return _document(f"run {run.run_id}", token, body, _RUN_SCRIPT, head)
