@@ -23,7 +23,17 @@ from dashboard import Dashboard, running_dashboard
 from polling import serving, wait_for
 from stores import StoreKit
 
-from flowdsl import Store, error, ok, run_workflow, start_workflow, step, wait_for_event, workflow
+from flowdsl import (
+    Store,
+    error,
+    foreach,
+    ok,
+    run_workflow,
+    start_workflow,
+    step,
+    wait_for_event,
+    workflow,
+)
 
 pytestmark = pytest.mark.usefixtures("flowdsl_registry")
 
@@ -165,3 +175,33 @@ def test_send_an_event_to_a_waiting_run_and_see_it_finish(store: Store) -> None:
         assert [] == tab.elsewhere
         tab.close()
     assert "ana" == store.get_run("exp-17").output["paid_by"]  # type: ignore[union-attr]
+
+
+def test_the_viewer_page_opens_from_a_file_with_no_network(store: Store, tmp_path: Any) -> None:
+    """`runs view`'s file, opened from disk with every other load refused: it loads nothing,
+    and its graph and every attempt are there."""
+    from flowdsl.views import run_page
+
+    @workflow
+    def batch() -> None:
+        @step
+        def list_items(ctx: Any) -> Any:
+            return ok({"items": [1, 2, 3]})
+
+        with foreach("items"):
+
+            @step
+            def work(ctx: Any) -> Any:
+                return error("odd") if ctx.item == 3 else ok({"double": ctx.item * 2})
+
+    run = run_workflow("batch", run_id="b-1", store=store)
+    page = tmp_path / "b-1.html"
+    page.write_text(run_page(store, "b-1"))
+    with chromium() as browser:
+        tab = Offline(browser, (page.as_uri(),))
+        tab.page.goto(page.as_uri())
+        assert tab.page.locator("#graph svg").count() == 1
+        assert tab.page.locator("#timeline .attempt").count() == len(run.steps)
+        assert "failed" == tab.page.get_attribute("#run-header", "data-status")
+        assert [] == tab.elsewhere
+        tab.close()
