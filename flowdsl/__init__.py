@@ -13,6 +13,8 @@ with ``ok`` / ``error`` / ``goto`` routing::
     run_workflow("greet", {"name": "Ada"}).output["greeting"]
 """
 
+from typing import TYPE_CHECKING
+
 from ._define._calls import call_workflow
 from ._define._dsl import foreach, parallel, sequence, step
 from ._define._queues import Queue
@@ -57,9 +59,12 @@ from .errors import (
     WorkflowNotFound,
 )
 from .result import Err, ErrorGroup, Ok, Result
-from .stores import PostgresStore, SQLiteStore, Store
+from .stores import SQLiteStore, Store
 from .stores._codec import RecordedError, register_type
 from .views import Graph, GraphBlock, GraphEdge, GraphNode, to_dot, to_json, to_mermaid
+
+if TYPE_CHECKING:
+    from .stores import PostgresStore
 
 __version__ = "0.1.0.dev0"
 
@@ -142,3 +147,14 @@ __all__ = [
     "workflow",
     "workflows",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # PostgresStore (and with it psycopg, half of `import flowdsl`) is imported when first
+    # asked for: a process on SQLite never pays for it.
+    if name == "PostgresStore":
+        from .stores._postgres import PostgresStore
+
+        return PostgresStore
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -49,6 +49,9 @@ ALLOWED_RAISES: dict[tuple[str, str, str], str] = {
     ("flowdsl.result", "__setattr__", "AttributeError"): "immutable objects",
     ("flowdsl.result", "__delattr__", "AttributeError"): "immutable objects",
     ("flowdsl.result", "_no_subclass", "TypeError"): "a final class refuses subclassing",
+    # A module's __getattr__ (lazy PostgresStore) answers a missing name as Python does.
+    ("flowdsl", "__getattr__", "AttributeError"): "the module attribute protocol",
+    ("flowdsl.stores", "__getattr__", "AttributeError"): "the module attribute protocol",
     # Cancellation is raised as itself, never wrapped.
     ("flowdsl._engine._execution", "overdue", "asyncio.CancelledError"): "cancellation",
     ("flowdsl._engine._execution", "interrupt", "asyncio.CancelledError"): "cancellation",
@@ -154,3 +157,21 @@ def test_the_exception_tree_docstring_names_every_flow_error() -> None:
         )
     }
     assert set() == {name for name in classes if name not in drawing}
+
+
+def test_import_flowdsl_leaves_postgresql_and_cron_for_later() -> None:
+    """psycopg and croniter are imported when a PostgreSQL store or a schedule needs them:
+    a process on SQLite (a worker restarting after a crash, say) does not pay for them."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, flowdsl\n"
+        "before = sorted(m for m in ('psycopg', 'psycopg_pool', 'croniter') if m in sys.modules)\n"
+        "flowdsl.PostgresStore\n"
+        "print(before, 'psycopg' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "[] True" == done.stdout.strip()

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import zoneinfo
-from typing import Final
-
-from croniter import croniter
+from typing import TYPE_CHECKING, Any, Final
 
 from .._plan import CATCH_UPS, Schedule
+
+if TYPE_CHECKING:
+    from croniter import croniter as Croniter
 
 __all__ = ["ON_TIME", "due_ticks", "next_tick", "schedule_problems", "tick_run_id"]
 
@@ -25,12 +26,23 @@ ON_TIME: Final = 60.0
 """A tick found up to this many seconds after it came is on time; later, it was missed."""
 
 
+def _croniter() -> type[Croniter]:
+    """croniter, imported when a schedule is first checked (``import flowdsl`` does not pay)."""
+    from croniter import croniter
+
+    return croniter
+
+
+def croniter(expression: str, start: Any) -> Croniter:
+    return _croniter()(expression, start)
+
+
 def schedule_problems(cron: object, timezone: object, catch_up: object) -> list[str]:
     """What is wrong with ``@workflow(schedule=cron, timezone=..., catch_up=...)``."""
     problems: list[str] = []
     if not isinstance(cron, str) or not cron.strip():
         problems.append(f"schedule= takes a cron expression such as '0 2 * * *', got {cron!r}")
-    elif not croniter.is_valid(cron):
+    elif not _croniter().is_valid(cron):
         problems.append(
             f"schedule={cron!r} is not a cron expression croniter accepts; write five fields "
             f"(minute hour day-of-month month day-of-week), e.g. '0 2 * * *' for 02:00 daily"
