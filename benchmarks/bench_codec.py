@@ -3,7 +3,8 @@
     python benchmarks/bench_codec.py            # a few seconds
     python benchmarks/bench_codec.py --quick    # CI: fewer repetitions; never fails on a timing
 
-Two values, the kinds a durable run journals:
+Two values, the kinds a durable run journals, both frozen as the engine freezes what a step
+returns before the journal writes it:
 
 * ``context``: a run's final output, about 6.5 KB of JSON: the frozen context of an order
   workflow (nested dicts and lists of str, int, float, bool and None, a few datetimes, a
@@ -16,14 +17,20 @@ per call):
 
 * ``before``: the codec as it was before the journal could be written with orjson
   (flowdsl/stores/_codec.py at commit BEFORE, read from git; skipped without git);
-* ``after``: the codec now (``encode_text``), with orjson when the flowdsl[fast] extra is
-  installed, and ``after, json only`` without it;
+* ``after, first``: the codec now (``encode_text``) on a value never written before, with
+  orjson when the flowdsl[fast] extra is installed;
+* ``after, again``: the same value written a second time. Writing a frozen container finds
+  out whether it is plain JSON and marks it so; a marked one is written without a walk.
+  This is the run's output: its values are what its steps returned, journaled (and so
+  marked) when each step finished;
+* ``after, json only``: "again" without orjson;
 * for scale, writers that do not keep the journal's types: ``json.dumps``, and
   ``orjson.dumps`` and ``msgspec.json.encode`` when installed (datetimes as ``str()``,
   a tuple as a list, an Ok as whatever ``default`` makes of it).
 
-Each codec's text is checked: "after" must be exactly "before"'s text and read back the
-same; a difference is an error (exit status 1). Timings are only reported.
+Each codec's text is checked: "after" (first and again, with and without orjson) must be
+exactly "before"'s text and read back the same; a difference is an error (exit status 1).
+Timings are only reported.
 """
 
 from __future__ import annotations
@@ -142,14 +149,36 @@ def outcome() -> Any:
         for i in range(800)
     ]
     fetched = _dt.datetime(2024, 5, 1, tzinfo=_dt.UTC)
-    return Ok({"rows": rows, "fetched_at": fetched, "page": (1, 20)})
+    return Ok(freeze({"rows": rows, "fetched_at": fetched, "page": (1, 20)}))
 
 
-def best_of(fn: Callable[[], object], calls: int) -> float:
-    started = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - started) / calls
+FRESH = 100
+"""Fresh values made per round for "after, first" (each is written once)."""
+
+
+def timed(fn: Callable[[], object]) -> Callable[[int], float]:
+    """Seconds per call of `fn`, over `calls` calls."""
+
+    def run(calls: int) -> float:
+        started = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - started) / calls
+
+    return run
+
+
+def timed_fresh(encode: Callable[[Any], str], make: Callable[[], Any]) -> Callable[[int], float]:
+    """Seconds per call of `encode` on values never written before (made outside the timing)."""
+
+    def run(calls: int) -> float:
+        values = [make() for _ in range(calls)]
+        started = time.perf_counter()
+        for value in values:
+            encode(value)
+        return (time.perf_counter() - started) / calls
+
+    return run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return run
 
-    cases: list[tuple[str, Any, bool]] = [
-        ("context", context(), True),
-        ("outcome", outcome(), False),
+    cases: list[tuple[str, Callable[[], Any], bool]] = [
+        ("context", context, True),
+        ("outcome", outcome, False),
     ]
     errors: list[str] = []
     print(f"journal codec: {platform.python_implementation()} {platform.python_version()},")
@@ -194,39 +223,45 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  {'quick' if args.quick else 'full'}: best of {rounds} interleaved rounds, us per call"
     )
-    for name, value, lenient in cases:
+    for name, make, lenient in cases:
         after = _codec.encode_lenient_text if lenient else _codec.encode_text
-        impls: dict[str, Callable[[], object]] = {}
+        value = make()
+        text = after(value)  # this value is now found plain where it is (see "again" below)
+        timers: dict[str, Callable[[int], float]] = {}
         if before is not None:
             old_encode = before.encode_lenient if lenient else before.encode
-            impls["before"] = lambda old_encode=old_encode, value=value: before.dumps(
-                old_encode(value)
-            )
-        impls["after"] = lambda after=after, value=value: after(value)
-        impls["after, json only"] = lambda after=after, value=value: json_only(after)(value)
+            old_value = make()  # its own: the old codec does not know the plain classes
+            timers["before"] = timed(lambda e=old_encode, v=old_value: before.dumps(e(v)))
+        timers["after, first"] = timed_fresh(after, make)
+        timers["after, again"] = timed(lambda a=after, v=value: a(v))
+        timers["after, json only"] = timed(lambda a=after, v=value: json_only(a)(v))
         native = dict(value) if lenient else value.value
-        impls["json.dumps"] = lambda native=native: json.dumps(native, default=str)
+        timers["json.dumps"] = timed(lambda n=native: json.dumps(n, default=str))
         if orjson is not None:
-            impls["orjson.dumps"] = lambda native=native: orjson.dumps(native, default=str)
+            timers["orjson.dumps"] = timed(lambda n=native: orjson.dumps(n, default=str))
         if msgspec is not None:
-            impls["msgspec"] = lambda native=native: msgspec.json.encode(native, enc_hook=str)
+            timers["msgspec"] = timed(lambda n=native: msgspec.json.encode(n, enc_hook=str))
 
-        text = after(value)
+        if text != after(make()):
+            errors.append(f"{name}: a fresh copy of the value is written differently")
+        if text != after(value):
+            errors.append(f"{name}: the text written again differs from the first text")
         if text != json_only(after)(value):
             errors.append(f"{name}: the text with orjson differs from the text without it")
-        if before is not None and text != impls["before"]():
+        if before is not None and text != before.dumps(old_encode(old_value)):
             errors.append(f"{name}: the text differs from the text written before")
         back = _codec.decode(text, strict=True)
         if (_codec.encode_lenient_text(back) if lenient else _codec.encode_text(back)) != text:
             errors.append(f"{name}: the text does not read back to the same value")
 
         calls = {
-            label: max(1, int(budget / max(best_of(fn, 1), 1e-7))) for label, fn in impls.items()
+            label: max(1, int(budget / max(timer(1), 1e-7))) for label, timer in timers.items()
         }
-        times: dict[str, float] = {label: float("inf") for label in impls}
+        calls["after, first"] = min(calls["after, first"], FRESH)
+        times: dict[str, float] = {label: float("inf") for label in timers}
         for _ in range(rounds):
-            for label, fn in impls.items():
-                times[label] = min(times[label], best_of(fn, calls[label]))
+            for label, timer in timers.items():
+                times[label] = min(times[label], timer(calls[label]))
         print(f"\n{name}: {len(text):,} bytes of journal JSON")
         reference = times.get("before")
         for label, seconds in times.items():

@@ -24,14 +24,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, TypeVar
 
 from ..errors import UsageError
 from ..result import Err, Ok
 
-__all__ = ["IMMUTABLE", "Context", "FrozenDict", "FrozenList", "Item", "Scope", "freeze"]
+__all__ = [
+    "IMMUTABLE",
+    "PLAIN",
+    "PLAIN_DICTS",
+    "PLAIN_HEIGHT",
+    "PLAIN_LISTS",
+    "Context",
+    "FrozenDict",
+    "FrozenList",
+    "Item",
+    "Scope",
+    "freeze",
+]
 
 _MISSING: Final = object()
+_T = TypeVar("_T")
 
 
 def _read_only(value: object) -> NoReturn:
@@ -143,9 +156,49 @@ class FrozenList(list[Any]):
         return list.__repr__(self)
 
 
+# A frozen container that the journal has found to be plain JSON (str keys other than "$";
+# str, int, finite float, bool, None and such containers inside) is given a subclass that
+# says so and says its height (1: only scalars inside), so it is written again without a
+# walk. Frozen, it cannot change, so what was found stays true. Heights up to PLAIN_HEIGHT
+# are marked; a taller container is not, its parts are.
+PLAIN_HEIGHT: Final = 16
+
+
+def _plain(base: type[_T]) -> tuple[type[_T], ...]:
+    """`base`, then its plain subclasses by height (same name, layout and behaviour)."""
+    made: list[type[_T]] = []
+    for _ in range(PLAIN_HEIGHT):
+        kind = type(base.__name__, (base,), {"__slots__": (), "__module__": base.__module__})
+        kind.__qualname__ = base.__qualname__
+        made.append(kind)
+    return (base, *made)
+
+
+PLAIN_DICTS: Final = _plain(FrozenDict)
+"""FrozenDict, then the plain frozen dicts by height: ``PLAIN_DICTS[h]`` has height h."""
+PLAIN_LISTS: Final = _plain(FrozenList)
+"""FrozenList, then the plain frozen lists by height."""
+PLAIN: Final[dict[type, int]] = {
+    **{kind: height for height, kind in enumerate(PLAIN_DICTS) if height},
+    **{kind: height for height, kind in enumerate(PLAIN_LISTS) if height},
+}
+"""Each plain frozen container class, with its height."""
+
 # Values that need no freezing: immutable (or frozen already) and holding nothing mutable.
 IMMUTABLE: Final = frozenset(
-    {str, int, float, bool, type(None), bytes, complex, range, frozenset, FrozenDict, FrozenList}
+    {
+        str,
+        int,
+        float,
+        bool,
+        type(None),
+        bytes,
+        complex,
+        range,
+        frozenset,
+        *PLAIN_DICTS,
+        *PLAIN_LISTS,
+    }
 )
 _IMMUTABLE = IMMUTABLE
 # What `freeze` looks inside (Ok and Err: a parallel block's results are in the context).

@@ -52,7 +52,7 @@ from ._blocks import branch_goto, run_block
 from ._calls import child_attempt
 from ._clock import clock
 from ._compensation import compensate
-from ._context import Context, FrozenDict, Scope, freeze
+from ._context import IMMUTABLE, Context, FrozenDict, Scope, freeze
 from ._events import (
     Listener,
     RunFinished,
@@ -508,7 +508,18 @@ class _Execution:
         started: float,
         duration: float,
     ) -> tuple[object, bool, bool]:
-        """Hand the attempt to the journal; what to go on with (the journal may refuse it)."""
+        """Hand the attempt to the journal; what to go on with (the journal may refuse it).
+
+        A success is frozen first, as the context would freeze it: the journal then
+        writes the context's own values, finding which parts are plain JSON once, so
+        the run's output (made of them) is written without walking them again.
+        """
+        if not failed and type(outcome) is Ok:
+            value = outcome.value
+            if type(value) is dict or (
+                type(value) not in IMMUTABLE and not isinstance(value, Mapping)
+            ):
+                outcome = Ok(freeze(value))
         journaled = await self.journal.record(  # type: ignore[union-attr]
             Entry(
                 kind=STEP,

@@ -89,7 +89,7 @@ from typing import Any, Final, TypeAlias, TypeVar, overload
 
 import attrs
 
-from .._engine._context import FrozenDict, FrozenList
+from .._engine._context import PLAIN, PLAIN_DICTS, PLAIN_HEIGHT, PLAIN_LISTS, FrozenDict, FrozenList
 from .._outcome import Goto
 from .._plan import END
 from ..errors import FlowError, UsageError
@@ -129,6 +129,7 @@ __all__ = [
 Json: TypeAlias = Any
 _T = TypeVar("_T")
 _TAG: Final = "$"
+_STR: Final = frozenset({str})
 
 MAX_DEPTH: Final = 100
 """Levels of nesting a journaled value may have: far below the interpreter's recursion
@@ -231,6 +232,8 @@ def type_name(obj: object) -> str:
 
 
 def _class_name(cls: type) -> str:
+    if issubclass(cls, (FrozenDict, FrozenList)):  # what the step returned, frozen: a dict, a list
+        return "dict" if issubclass(cls, dict) else "list"
     module = cls.__module__
     if module == "builtins":
         return cls.__qualname__
@@ -404,6 +407,7 @@ def _encode(value: Any, fallback: _Fallback, depth: int) -> Json:
         if _TAG in value:
             return _encode_pairs(value, fallback, depth)
         out: Any = None
+        tallest = 0  # the tallest plain part so far; -1 once a part is not plain
         for key, item in value.items():
             if type(key) is not str:
                 return _encode_pairs(value, fallback, depth)
@@ -424,9 +428,18 @@ def _encode(value: Any, fallback: _Fallback, depth: int) -> Json:
                 if out is None:
                     out = dict(value)
                 out[key] = encoded
-        return value if out is None else out
+            elif tallest >= 0:
+                height = _PLAIN.get(type(item), -1)
+                if height < 0 or height > tallest:
+                    tallest = height
+        if out is not None:
+            return out
+        if kind is FrozenDict and 0 <= tallest < PLAIN_HEIGHT:
+            value.__class__ = PLAIN_DICTS[tallest + 1]  # what the walk found stays true
+        return value
     if kind is list or kind is tuple or kind is FrozenList:
         out = None
+        tallest = 0
         for index, item in enumerate(value):
             each = type(item)
             if each is str or each is int or each is bool or item is None:
@@ -445,9 +458,17 @@ def _encode(value: Any, fallback: _Fallback, depth: int) -> Json:
                 if out is None:
                     out = list(value)
                 out[index] = encoded
-        if kind is not tuple:
-            return value if out is None else out
-        return {_TAG: "tuple", "v": list(value) if out is None else out}
+            elif tallest >= 0:
+                height = _PLAIN.get(type(item), -1)
+                if height < 0 or height > tallest:
+                    tallest = height
+        if kind is tuple:
+            return {_TAG: "tuple", "v": list(value) if out is None else out}
+        if out is not None:
+            return out
+        if kind is FrozenList and 0 <= tallest < PLAIN_HEIGHT:
+            value.__class__ = PLAIN_LISTS[tallest + 1]
+        return value
     encoder = _encoders.get(kind)
     if encoder is None:
         encoder = _encoder_for(kind)
@@ -539,7 +560,7 @@ def _time_zone(value: _dt.datetime | _dt.time, out: dict[str, Json]) -> dict[str
     zone = value.tzinfo
     if value.fold:
         out["fold"] = 1
-    if zone is None:
+    if zone is None or zone is _dt.UTC:
         return out
     if type(zone) is _dt.timezone:
         name = zone.tzname(None)
@@ -643,6 +664,21 @@ _encoders: dict[type, _Encoder] = {
 }
 """How each class that is not plain JSON is written; registered classes join it."""
 
+
+def _plain_encoder(height: int) -> _Encoder:
+    """A frozen container found plain before: written as it is, unless it is now too deep."""
+
+    def encode_plain(value: Any, fallback: _Fallback, depth: int) -> Json:
+        if depth + height <= MAX_DEPTH + 1:  # its deepest container within MAX_DEPTH
+            return value
+        return _encode(dict(value) if isinstance(value, dict) else list(value), fallback, depth)
+
+    return encode_plain
+
+
+_PLAIN: Final = PLAIN
+_encoders.update({kind: _plain_encoder(height) for kind, height in PLAIN.items()})
+
 _CARRIED: Final = frozenset({str, int, float, bool, type(None), list, tuple, dict, *_encoders})
 
 
@@ -713,8 +749,11 @@ def encode_lenient(value: object) -> Json:
     A mapping (a run's output) stays a mapping: only a value under one of its
     keys that contains itself, or is nested too deeply, is replaced.
     """
-    if isinstance(value, Mapping) and all(type(k) is str and k != _TAG for k in value):
-        return {key: _lenient_one(item, 1) for key, item in value.items()}
+    if isinstance(value, Mapping) and _TAG not in value and set(map(type, value)) <= _STR:
+        try:  # in one walk (the usual case), else key by key
+            return _encode_mapping(value, _as_repr, 0)
+        except (Unencodable, RecursionError):
+            return {key: _lenient_one(item, 1) for key, item in value.items()}
     return _lenient_one(value, 0)
 
 
@@ -811,7 +850,9 @@ def dumps(data: Json) -> str:
 # digits) but UTF-8 instead of ASCII escapes, DEL unescaped, and a float between 1e-10 and
 # 1e-4 as "1e-7" or "0.00001" where repr() writes "1e-07" and "1e-05"; `_write` mends the
 # first two and leaves the third to `_dumps`, so the journal is the same text either way.
+# (Each pattern is a regex: the regex module finds a literal faster than ``in`` does here.)
 _ORJSON_EXPONENT: Final = re.compile(rb"e-[0-9](?![0-9])")
+_ORJSON_SMALL: Final = re.compile(rb"0\.0000")
 
 
 def _escape_non_ascii(error: UnicodeError) -> tuple[str, int]:
@@ -833,7 +874,7 @@ def _write(data: Json) -> str:
         except TypeError:  # an int beyond 64 bits, a lone surrogate, nesting past orjson's limit
             pass
         else:
-            if b"0.0000" not in out and not (b"e-" in out and _ORJSON_EXPONENT.search(out)):
+            if not _ORJSON_SMALL.search(out) and not _ORJSON_EXPONENT.search(out):
                 if b"\x7f" in out:
                     out = out.replace(b"\x7f", b"\\u007f")
                 if out.isascii():
@@ -873,9 +914,9 @@ def _tag_numbers(data: Json, bound: int) -> Json:
         return data if math.isfinite(data) else _non_finite(data)
     if kind is int:
         return data if -bound < data < bound else {_TAG: "int", "v": hex(data)}
-    if kind is dict or kind is FrozenDict:
+    if isinstance(data, dict):  # a dict, or a frozen one (plain or not)
         return {key: _tag_numbers(item, bound) for key, item in data.items()}
-    if kind is list or kind is FrozenList:
+    if isinstance(data, list):
         return [_tag_numbers(item, bound) for item in data]
     return data
 
@@ -1128,7 +1169,7 @@ LARGE: Final = 2048
 """Values (and parts of values) above which encoding a value is worth doing off the event loop."""
 
 _HOLDERS: Final = frozenset(
-    {dict, FrozenDict, list, FrozenList, tuple, set, frozenset, Ok, Err, Goto, MappingProxyType}
+    {dict, list, tuple, set, frozenset, Ok, Err, Goto, MappingProxyType, *PLAIN_DICTS, *PLAIN_LISTS}
 )
 
 
