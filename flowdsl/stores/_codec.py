@@ -389,6 +389,18 @@ def _find_class(name: str) -> object:
 
 # -- encoding -------------------------------------------------------------------------------
 
+_SMALL: Final = 1e-4
+"""orjson and ``repr`` write a nonzero float of magnitude below this differently (some of
+them): the walk counts each it meets, so the writer checks orjson's text only then."""
+
+
+class _Seen(threading.local):
+    small = 0
+    """Small floats the walk has met in this thread (only ever grows: nested writes add)."""
+
+
+_seen: Final = _Seen()
+
 _Fallback: TypeAlias = Callable[[object], Json] | None
 _Encoder: TypeAlias = Callable[[Any, _Fallback, int], Json]
 
@@ -400,7 +412,11 @@ def _encode(value: Any, fallback: _Fallback, depth: int) -> Json:
     if kind is str or kind is int or kind is bool or value is None:
         return value  # ints too long for decimal are dumps()'s business
     if kind is float:  # NaN and infinities are tagged here, so no writer ever sees one
-        return value if value - value == 0.0 else _non_finite(value)
+        if value - value != 0.0:
+            return _non_finite(value)
+        if -_SMALL < value < _SMALL and value:
+            _seen.small += 1
+        return value
     if depth > MAX_DEPTH:
         raise _too_deep(value)
     if kind is dict or kind is FrozenDict:
@@ -415,6 +431,9 @@ def _encode(value: Any, fallback: _Fallback, depth: int) -> Json:
             if each is str or each is int or each is bool or item is None:
                 continue
             if each is float and item - item == 0.0:  # finite
+                if -_SMALL < item < _SMALL and item:
+                    _seen.small += 1
+                    tallest = -1  # a small float: left for the writer to check, never marked
                 continue
             try:
                 encoded = _encode(item, fallback, depth + 1)
@@ -445,6 +464,9 @@ def _encode(value: Any, fallback: _Fallback, depth: int) -> Json:
             if each is str or each is int or each is bool or item is None:
                 continue
             if each is float and item - item == 0.0:
+                if -_SMALL < item < _SMALL and item:
+                    _seen.small += 1
+                    tallest = -1
                 continue
             try:
                 encoded = _encode(item, fallback, depth + 1)
@@ -866,15 +888,19 @@ def _escape_non_ascii(error: UnicodeError) -> tuple[str, int]:
 codecs.register_error("flowdsl.json-ascii", _escape_non_ascii)
 
 
-def _write(data: Json) -> str:
-    """`dumps` for what `_encode` made (no NaN or infinity left in it), with orjson if installed."""
+def _write(data: Json, small: bool = True) -> str:
+    """`dumps` for what `_encode` made (no NaN or infinity left in it), with orjson if installed.
+
+    `small`: whether `data` may hold a small float (see `_SMALL`), which orjson's text is
+    then checked for. Containers marked plain never hold one.
+    """
     if orjson is not None:
         try:
             out: bytes = orjson.dumps(data)
         except TypeError:  # an int beyond 64 bits, a lone surrogate, nesting past orjson's limit
             pass
         else:
-            if not _ORJSON_SMALL.search(out) and not _ORJSON_EXPONENT.search(out):
+            if not small or not (_ORJSON_SMALL.search(out) or _ORJSON_EXPONENT.search(out)):
                 if b"\x7f" in out:
                     out = out.replace(b"\x7f", b"\\u007f")
                 if out.isascii():
@@ -885,17 +911,23 @@ def _write(data: Json) -> str:
 
 def encode_text(value: object) -> str:
     """``dumps(encode(value))``, written with the fastest writer installed (the same text)."""
-    return _write(encode(value))
+    seen = _seen.small
+    data = encode(value)
+    return _write(data, _seen.small != seen)
 
 
 def encode_lenient_text(value: object) -> str:
     """``dumps(encode_lenient(value))``, as `encode_text` writes it."""
-    return _write(encode_lenient(value))
+    seen = _seen.small
+    data = encode_lenient(value)
+    return _write(data, _seen.small != seen)
 
 
 def encode_reason_text(reason: object) -> str:
     """``dumps(encode_reason(reason))``, as `encode_text` writes it."""
-    return _write(encode_reason(reason))
+    seen = _seen.small
+    data = encode_reason(reason)
+    return _write(data, _seen.small != seen)
 
 
 def _dumps_tagging_numbers(data: Json) -> str:
