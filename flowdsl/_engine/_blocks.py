@@ -126,6 +126,10 @@ async def _block(
     return run.apply(node.key, outcome, scope)
 
 
+_BATCH: Final = 64
+"""Branches a block without ``max_concurrency`` starts at once; more start in batches."""
+
+
 async def _join(
     run: _Execution,
     policy: Policy,
@@ -135,39 +139,86 @@ async def _join(
 ) -> list[object]:
     """Run branches ``0 .. count-1`` (at most `limit` at once); their outcomes, in order."""
     parker = run.parker
-    tasks: list[asyncio.Task[object]] = policy.tasks if type(policy) is FailFast else []
+    fail_fast = type(policy) is FailFast
+    tasks: list[asyncio.Task[object]] = policy.tasks if fail_fast else []  # type: ignore[union-attr]
+    bounded = limit is not None and limit < count
+    results: list[object] = [None] * count if bounded or count > _BATCH else []
+    pending: list[tuple[int, asyncio.Task[object]]] = []
     if parker is not None:  # this thread pauses while its branches run (see _parking)
         parker.threads_changed(-1)
     try:
         async with asyncio.TaskGroup() as group:
             spawn = group.create_task
-            if limit is None or limit >= count:
-                tasks.extend([spawn(start(index)) for index in range(count)])
-            else:
-                results: list[object] = [None] * count
+            if bounded:
                 cursor = iter(range(count))
 
                 async def take_turns() -> None:
                     # One of `limit` tasks: start the next branch as soon as one finishes.
                     for index in cursor:
                         results[index] = await start(index)
-                        if type(policy) is FailFast and policy.failure is not None:
+                        if fail_fast and policy.failure is not None:  # type: ignore[union-attr]
                             return
 
-                tasks.extend([spawn(take_turns()) for _ in range(limit)])
+                tasks.extend([spawn(take_turns()) for _ in range(limit)])  # type: ignore[arg-type]
+            elif count <= _BATCH:
+                tasks.extend([spawn(start(index)) for index in range(count)])
+            else:
+                pending = await _in_batches(spawn, start, count, policy, tasks, results)
     finally:
         if parker is not None:
             parker.threads_changed(1)
-    if type(policy) is FailFast and policy.failure is not None:
+    if fail_fast and policy.failure is not None:  # type: ignore[union-attr]
         raw = []  # the siblings were cancelled: the block raises the failure
-    elif limit is None or limit >= count:
+    elif bounded:
+        raw = results
+    elif count <= _BATCH:
         raw = [task.result() for task in tasks]
     else:
+        for index, task in pending:
+            results[index] = task.result()
         raw = results
     # Free the finished tasks (and their coroutines) before wrapping the results, so
     # that a collection triggered by the wrapping has less to walk (docs/performance.md).
     tasks.clear()
+    pending.clear()
     return raw
+
+
+async def _in_batches(
+    spawn: Callable[[Coroutine[Any, Any, object]], asyncio.Task[object]],
+    start: Callable[[int], Coroutine[Any, Any, object]],
+    count: int,
+    policy: Policy,
+    tasks: list[asyncio.Task[object]],
+    results: list[object],
+) -> list[tuple[int, asyncio.Task[object]]]:
+    """Start `count` branches `_BATCH` at a time; the branches still running, by index.
+
+    Each batch starts once the loop has run the one before to its first wait, in the
+    order a single TaskGroup would run them; what of a batch finished by then is taken
+    into `results` and its task dropped (each branch is looked at once here). So a wide block of quick steps keeps about a
+    batch of tasks alive instead of all of them, and the garbage collector does not
+    promote them all to its oldest generation (a full collection walks every object
+    in the process: docs/performance.md). `tasks` is kept to the live ones (a
+    fail-fast block cancels those).
+    """
+    fail_fast = type(policy) is FailFast
+    pending: list[tuple[int, asyncio.Task[object]]] = []
+    for first in range(0, count, _BATCH):
+        batch = [(index, spawn(start(index))) for index in range(first, min(first + _BATCH, count))]
+        tasks.extend([task for _, task in batch])
+        await asyncio.sleep(0)  # the loop runs this batch's branches (as a TaskGroup would)
+        if fail_fast and policy.failure is not None:  # type: ignore[union-attr]
+            break  # the block failed: the rest never start
+        del tasks[len(tasks) - len(batch) :]
+        for entry in batch:
+            task = entry[1]
+            if task.done() and not task.cancelled() and task.exception() is None:
+                results[entry[0]] = task.result()
+            else:  # waiting, or failed (the TaskGroup sees to that): taken at the end
+                pending.append(entry)
+                tasks.append(task)
+    return pending
 
 
 def _parallel_starter(
