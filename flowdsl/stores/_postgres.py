@@ -63,12 +63,14 @@ from ._protocol import (
 )
 from ._rows import (
     ATTEMPT_COLUMNS,
+    ATTEMPT_ROW,
     DEFINITION_QUERY,
     ENDED,
     RUN_COLUMNS,
     TABLE_COLUMNS,
     WOKEN,
     attempt_from_row,
+    attempt_row,
     cancel_action,
     child_notice,
     damaged,
@@ -880,25 +882,9 @@ async def _journal_header(conn: Any, header: RunHeader) -> None:
     me = owner_token()
     async with conn.cursor() as cursor:
         await cursor.executemany(
-            "INSERT INTO flowdsl_attempts (run_id, kind, step, visit, attempt, status, final, "
-            "outcome, started, duration, worker) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
-            "%s, %s)",
-            [
-                (
-                    header.run_id,
-                    a.kind,
-                    a.step,
-                    a.visit,
-                    a.attempt,
-                    "succeeded" if a.succeeded else "failed",
-                    a.final,
-                    a.outcome,
-                    a.started,
-                    a.duration,
-                    me,
-                )
-                for a in header.journal
-            ],
+            f"INSERT INTO flowdsl_attempts ({ATTEMPT_ROW}) VALUES (%s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s, %s, %s)",
+            [attempt_row(header.run_id, a, me) for a in header.journal],
         )
 
 

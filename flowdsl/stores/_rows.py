@@ -21,6 +21,7 @@ from ._protocol import Attempt, Claim, Definition, Opened, RunHeader
 
 __all__ = [
     "ATTEMPT_COLUMNS",
+    "ATTEMPT_ROW",
     "DEFINITION_QUERY",
     "ENDED",
     "FINISHED",
@@ -29,6 +30,7 @@ __all__ = [
     "TABLE_COLUMNS",
     "WOKEN",
     "attempt_from_row",
+    "attempt_row",
     "build_run",
     "cancel_action",
     "check_cursor",
@@ -474,6 +476,19 @@ def not_cancellable(run_id: str, status: str) -> str:
         f"run {run_id!r} {what}: only a run that has not ended can be cancelled; "
         f"to run it again, use retry_run (flowdsl runs retry)"
     )
+
+
+ATTEMPT_ROW: Final = (
+    "run_id, kind, step, visit, attempt, status, final, outcome, started, duration, worker"
+)
+"""The columns a journal row is written with, in `attempt_row`'s order."""
+
+
+def attempt_row(run_id: str, attempt: Attempt, worker: str) -> tuple[Any, ...]:
+    """The values of `attempt`'s journal row (`ATTEMPT_ROW`), written by `worker`."""
+    a = attempt
+    status = "succeeded" if a.succeeded else "failed"
+    return (run_id, a.kind, a.step, a.visit, a.attempt, status, a.final, a.outcome, a.started, a.duration, worker)  # fmt: skip
 
 
 def attempt_from_row(row: Sequence[Any]) -> Attempt:

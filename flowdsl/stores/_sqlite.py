@@ -60,12 +60,14 @@ from ._protocol import (
 )
 from ._rows import (
     ATTEMPT_COLUMNS,
+    ATTEMPT_ROW,
     DEFINITION_QUERY,
     ENDED,
     RUN_COLUMNS,
     TABLE_COLUMNS,
     WOKEN,
     attempt_from_row,
+    attempt_row,
     cancel_action,
     child_notice,
     damaged,
@@ -616,24 +618,8 @@ def _journal_header(conn: sqlite3.Connection, header: RunHeader, me: str) -> Non
     """Commit the journal entries a new run is created with (`RunHeader.journal`)."""
     if header.journal:
         conn.executemany(
-            "INSERT INTO flowdsl_attempts (run_id, kind, step, visit, attempt, status, final, "
-            "outcome, started, duration, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    header.run_id,
-                    a.kind,
-                    a.step,
-                    a.visit,
-                    a.attempt,
-                    "succeeded" if a.succeeded else "failed",
-                    a.final,
-                    a.outcome,
-                    a.started,
-                    a.duration,
-                    me,
-                )
-                for a in header.journal
-            ],
+            f"INSERT INTO flowdsl_attempts ({ATTEMPT_ROW}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [attempt_row(header.run_id, a, me) for a in header.journal],
         )
 
 
@@ -796,25 +782,9 @@ _HOLDS: Final = "SELECT 1 FROM flowdsl_runs WHERE run_id = ? AND owner = ? AND l
 def _append_job(writer: _Writer, conn: sqlite3.Connection, claim: Claim, a: Attempt) -> None:
     me = owner_token()
     cursor = conn.execute(
-        "INSERT INTO flowdsl_attempts (run_id, kind, step, visit, attempt, status, final, "
-        f"outcome, started, duration, worker) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
+        f"INSERT INTO flowdsl_attempts ({ATTEMPT_ROW}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
         f"WHERE EXISTS ({_HOLDS})",
-        (
-            claim.run_id,
-            a.kind,
-            a.step,
-            a.visit,
-            a.attempt,
-            "succeeded" if a.succeeded else "failed",
-            a.final,
-            a.outcome,
-            a.started,
-            a.duration,
-            me,
-            claim.run_id,
-            me,
-            claim.epoch,
-        ),
+        (*attempt_row(claim.run_id, a, me), claim.run_id, me, claim.epoch),
     )
     if cursor.rowcount != 1:
         raise lost_claim(claim)
