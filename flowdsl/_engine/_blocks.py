@@ -139,8 +139,8 @@ async def _join(
 ) -> list[object]:
     """Run branches ``0 .. count-1`` (at most `limit` at once); their outcomes, in order."""
     parker = run.parker
-    fail_fast = type(policy) is FailFast
-    tasks: list[asyncio.Task[object]] = policy.tasks if fail_fast else []  # type: ignore[union-attr]
+    fail_fast = policy if type(policy) is FailFast else None
+    tasks: list[asyncio.Task[object]] = [] if fail_fast is None else fail_fast.tasks
     bounded = limit is not None and limit < count
     results: list[object] = [None] * count if bounded or count > _BATCH else []
     pending: list[tuple[int, asyncio.Task[object]]] = []
@@ -156,18 +156,18 @@ async def _join(
                     # One of `limit` tasks: start the next branch as soon as one finishes.
                     for index in cursor:
                         results[index] = await start(index)
-                        if fail_fast and policy.failure is not None:  # type: ignore[union-attr]
+                        if fail_fast is not None and fail_fast.failure is not None:
                             return
 
                 tasks.extend([spawn(take_turns()) for _ in range(limit)])  # type: ignore[arg-type]
             elif count <= _BATCH:
                 tasks.extend([spawn(start(index)) for index in range(count)])
             else:
-                pending = await _in_batches(spawn, start, count, policy, tasks, results)
+                pending = await _in_batches(spawn, start, count, fail_fast, tasks, results)
     finally:
         if parker is not None:
             parker.threads_changed(1)
-    if fail_fast and policy.failure is not None:  # type: ignore[union-attr]
+    if fail_fast is not None and fail_fast.failure is not None:
         raw = []  # the siblings were cancelled: the block raises the failure
     elif bounded:
         raw = results
@@ -188,7 +188,7 @@ async def _in_batches(
     spawn: Callable[[Coroutine[Any, Any, object]], asyncio.Task[object]],
     start: Callable[[int], Coroutine[Any, Any, object]],
     count: int,
-    policy: Policy,
+    fail_fast: FailFast | None,
     tasks: list[asyncio.Task[object]],
     results: list[object],
 ) -> list[tuple[int, asyncio.Task[object]]]:
@@ -196,19 +196,19 @@ async def _in_batches(
 
     Each batch starts once the loop has run the one before to its first wait, in the
     order a single TaskGroup would run them; what of a batch finished by then is taken
-    into `results` and its task dropped (each branch is looked at once here). So a wide block of quick steps keeps about a
-    batch of tasks alive instead of all of them, and the garbage collector does not
-    promote them all to its oldest generation (a full collection walks every object
-    in the process: docs/performance.md). `tasks` is kept to the live ones (a
-    fail-fast block cancels those).
+    into `results` and its task dropped (each branch is looked at once here). So a
+    wide block of quick steps keeps about a batch of tasks alive instead of all of
+    them, and the garbage collector does not promote them all to its oldest
+    generation (a full collection walks every object in the process:
+    docs/performance.md). `tasks` is kept to the live ones, which a fail-fast
+    block's failure (`fail_fast`) cancels; after one, no batch starts.
     """
-    fail_fast = type(policy) is FailFast
     pending: list[tuple[int, asyncio.Task[object]]] = []
     for first in range(0, count, _BATCH):
         batch = [(index, spawn(start(index))) for index in range(first, min(first + _BATCH, count))]
         tasks.extend([task for _, task in batch])
         await asyncio.sleep(0)  # the loop runs this batch's branches (as a TaskGroup would)
-        if fail_fast and policy.failure is not None:  # type: ignore[union-attr]
+        if fail_fast is not None and fail_fast.failure is not None:
             break  # the block failed: the rest never start
         del tasks[len(tasks) - len(batch) :]
         for entry in batch:
