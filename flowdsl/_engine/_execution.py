@@ -52,7 +52,7 @@ from ._blocks import branch_goto, run_block
 from ._calls import child_attempt
 from ._clock import clock
 from ._compensation import compensate
-from ._context import Context, FrozenDict, Scope, freeze
+from ._context import IMMUTABLE, Context, FrozenDict, Scope, freeze
 from ._events import (
     Listener,
     RunFinished,
@@ -516,9 +516,10 @@ class _Execution:
         """
         if not failed and type(outcome) is Ok:
             value = outcome.value
-            frozen = freeze(value)  # what is frozen already (or immutable) comes back as it is
-            if frozen is not value:
-                outcome = Ok(frozen)
+            if type(value) is dict or (
+                type(value) not in IMMUTABLE and not isinstance(value, Mapping)
+            ):
+                outcome = Ok(freeze(value))
         journaled = await self.journal.record(  # type: ignore[union-attr]
             Entry(
                 kind=STEP,

@@ -448,7 +448,7 @@ def _encode(value: Any, fallback: _Fallback, depth: int) -> Json:
                     out = dict(value)
                 out[key] = encoded
             elif tallest >= 0:
-                height = PLAIN.get(type(item), -1)
+                height = _PLAIN.get(type(item), -1)
                 if height < 0 or height > tallest:
                     tallest = height
         if out is not None:
@@ -481,7 +481,7 @@ def _encode(value: Any, fallback: _Fallback, depth: int) -> Json:
                     out = list(value)
                 out[index] = encoded
             elif tallest >= 0:
-                height = PLAIN.get(type(item), -1)
+                height = _PLAIN.get(type(item), -1)
                 if height < 0 or height > tallest:
                     tallest = height
         if kind is tuple:
@@ -698,6 +698,7 @@ def _plain_encoder(height: int) -> _Encoder:
     return encode_plain
 
 
+_PLAIN: Final = PLAIN
 _encoders.update({kind: _plain_encoder(height) for kind, height in PLAIN.items()})
 
 _CARRIED: Final = frozenset({str, int, float, bool, type(None), list, tuple, dict, *_encoders})
@@ -908,26 +909,25 @@ def _write(data: Json, small: bool = True) -> str:
     return dumps(data)
 
 
-def _text(encoder: Callable[[Any], Json], value: object) -> str:
-    """``dumps(encoder(value))`` with `_write`, told whether the walk met a small float."""
-    seen = _seen.small
-    data = encoder(value)
-    return _write(data, _seen.small != seen)
-
-
 def encode_text(value: object) -> str:
     """``dumps(encode(value))``, written with the fastest writer installed (the same text)."""
-    return _text(encode, value)
+    seen = _seen.small
+    data = encode(value)
+    return _write(data, _seen.small != seen)
 
 
 def encode_lenient_text(value: object) -> str:
     """``dumps(encode_lenient(value))``, as `encode_text` writes it."""
-    return _text(encode_lenient, value)
+    seen = _seen.small
+    data = encode_lenient(value)
+    return _write(data, _seen.small != seen)
 
 
 def encode_reason_text(reason: object) -> str:
     """``dumps(encode_reason(reason))``, as `encode_text` writes it."""
-    return _text(encode_reason, reason)
+    seen = _seen.small
+    data = encode_reason(reason)
+    return _write(data, _seen.small != seen)
 
 
 def _dumps_tagging_numbers(data: Json) -> str:
