@@ -8,6 +8,7 @@ unmarked one is.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,10 +18,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowdsl import ok, run_workflow, step, workflow
-from flowdsl._engine._context import PLAIN, PLAIN_HEIGHT, FrozenDict, FrozenList, freeze
+from flowdsl._engine._context import (
+    PLAIN,
+    PLAIN_HEIGHT,
+    FrozenDict,
+    FrozenList,
+    freeze,
+    freeze_plain,
+)
 from flowdsl.result import Err, Ok
-from flowdsl.stores import SQLiteStore, _codec
+from flowdsl.stores import SQLiteStore, _codec, _journal
 from flowdsl.stores._codec import (
+    LARGE_PLAIN,
     MAX_DEPTH,
     Unencodable,
     describe_path,
@@ -28,6 +37,7 @@ from flowdsl.stores._codec import (
     encode,
     encode_lenient_text,
     encode_text,
+    is_large,
     type_name,
 )
 
@@ -128,17 +138,20 @@ def test_a_plain_value_is_marked_by_its_first_write(value: object) -> None:
         assert encode(frozen) is frozen
 
 
-def test_what_cannot_be_written_as_it_is_is_never_marked() -> None:
-    frozen = freeze(
-        {
-            "nan": [1.0, float("nan")],
-            "tag": {"$": 1},
-            "keys": {1: "a"},
-            "tuple": [(1, 2)],
-            "fine": [1.5, "x", None, True],
-        }
-    )
-    encode_text(frozen)
+@pytest.mark.parametrize("marking", ["the journal's walk", "freeze_plain"])
+def test_what_cannot_be_written_as_it_is_is_never_marked(marking: str) -> None:
+    value = {
+        "nan": [1.0, float("nan")],
+        "tag": {"$": 1},
+        "keys": {1: "a"},
+        "tuple": [(1, 2)],
+        "fine": [1.5, "x", None, True],
+    }
+    if marking == "freeze_plain":
+        frozen, _ = freeze_plain(value)
+    else:
+        frozen = freeze(value)
+        encode_text(frozen)
     assert type(frozen["fine"]) in PLAIN
     for key in ("nan", "tag", "keys", "tuple"):
         assert type(frozen[key]) not in PLAIN, key
@@ -238,3 +251,125 @@ def test_small_floats_are_written_as_repr_writes_them_marked_or_not(floats: list
     assert (type(frozen["f"]) in PLAIN) == (
         not small and all(f == f and abs(f) != float("inf") for f in floats)
     )
+
+
+# -- freeze_plain: a durable step's outcome, frozen and marked in one copy -------------------
+
+
+def size_of(value: Any) -> int:
+    """The parts `value` holds at any depth: a dict's keys and values, a list's items."""
+    if isinstance(value, dict):
+        return sum(2 + size_of(item) for item in value.values())
+    if isinstance(value, list):
+        return sum(1 + size_of(item) for item in value)
+    return 0
+
+
+def marks(value: Any) -> list[int | None]:
+    return [PLAIN.get(type(part)) for part in parts(value)]
+
+
+@given(values)
+def test_freeze_plain_freezes_as_freeze_does_and_marks_only_what_the_walk_would(
+    value: object,
+) -> None:
+    expected = dumps(encode(freeze(value)))
+    marked, _ = freeze_plain(value)
+    for part in parts(marked):
+        height = PLAIN.get(type(part))
+        if height is not None:
+            assert plain_height(part) == height
+    walked = freeze(value)
+    assert encode_text(marked) == encode_text(walked) == expected
+    assert encode_text(marked) == expected  # again, through the marks
+    assert marks(marked) == marks(walked)  # once written, the same marks as the walk's
+
+
+@given(test_codec.plain_json)
+def test_freeze_plain_marks_a_plain_value_whole_and_counts_its_parts(value: object) -> None:
+    marked, size = freeze_plain(value)
+    if not isinstance(value, dict | list):
+        assert (marked, size) == (value, -1)
+        return
+    assert size == size_of(value)
+    height = plain_height(marked)  # None: a small float inside
+    if height is None or height > PLAIN_HEIGHT:
+        assert type(marked) not in PLAIN
+    else:
+        assert PLAIN[type(marked)] == height
+        assert encode(marked) is marked  # written without a walk
+
+
+def test_freeze_plain_marks_nothing_inside_a_cycle() -> None:
+    loop: dict[str, Any] = {"data": [1, 2], "rows": [{"a": ["x"]}]}
+    loop["self"] = [loop]
+    marked, _ = freeze_plain(loop)
+    assert marked["self"][0] is marked
+    assert type(marked) not in PLAIN
+    assert type(marked["self"]) not in PLAIN
+    assert type(marked["data"]) in PLAIN
+    assert PLAIN[type(marked["rows"])] == 3
+
+
+def test_freeze_plain_keeps_a_shared_list_shared() -> None:
+    shared = ["a", "b"]
+    marked, size = freeze_plain({"x": shared, "y": shared, "z": [shared]})
+    assert marked["x"] is marked["y"] is marked["z"][0]
+    assert PLAIN[type(marked)] == 3
+    assert size == 6 + 2 + 1  # the shared list's items are counted once
+
+
+def test_freeze_plain_of_a_value_too_deep_to_copy_by_recursion_only_freezes_it() -> None:
+    marked, size = freeze_plain(nested(20_000))
+    assert size == -1
+    depth = 1
+    while marked != [1]:
+        assert type(marked) is FrozenList  # frozen, and not marked
+        marked = marked[0]
+        depth += 1
+    assert depth == 20_000
+
+
+def test_freeze_plain_returns_what_needs_no_copy_as_it_is() -> None:
+    frozen, _ = freeze_plain({"a": [1]})
+    assert freeze_plain(frozen) == (frozen, -1)
+    assert freeze_plain("text") == ("text", -1)
+
+
+def rows(count: int, extra: object) -> list[dict[str, Any]]:
+    return [{"i": i, "tags": ["a"], "extra": extra} for i in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("count", "extra", "on_loop"),
+    [
+        (2_000, "plain", True),  # 16,002 parts: large to walk, not to write as it is
+        (2_000, ("a", "tuple"), False),  # the same size, but a walk finds the tuples
+        (LARGE_PLAIN // 6, "plain", False),  # too large even written as it is
+    ],
+)
+def test_a_large_outcome_is_written_on_the_loop_only_when_it_is_plain_and_not_too_large(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, count: int, extra: object, on_loop: bool
+) -> None:
+    threads: list[bool] = []
+
+    def encode_text_noting_where(value: object) -> str:
+        if isinstance(value, Ok) and isinstance(value.value, dict) and "rows" in value.value:
+            threads.append(threading.current_thread() is threading.main_thread())
+        return encode_text(value)
+
+    monkeypatch.setattr(_journal, "encode_text", encode_text_noting_where)
+    made = rows(count, extra)
+    assert is_large(Ok(freeze(made)))  # every case is large for the walk
+
+    @workflow
+    def export() -> None:
+        step(lambda ctx: ok({"rows": made}), name="fetch")
+
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        run = run_workflow(export, store=store)
+        assert run.status == "completed"
+        saved = store.get_run(run.run_id)
+        assert saved is not None
+        assert saved.output["rows"] == made
+    assert threads == [on_loop]

@@ -162,6 +162,9 @@ class FrozenList(list[Any]):
 # walk. Frozen, it cannot change, so what was found stays true. Heights up to PLAIN_HEIGHT
 # are marked; a taller container is not, its parts are.
 PLAIN_HEIGHT: Final = 16
+SMALL_FLOAT: Final = 1e-4
+"""orjson and ``repr`` write a nonzero float of magnitude below this differently (some of
+them), so a container holding one is never marked: its text is checked each time."""
 
 
 def _plain(base: type[_T]) -> tuple[type[_T], ...]:
@@ -234,25 +237,36 @@ def _freeze(value: Any, memo: dict[int, Any]) -> Any:
         done = memo.get(key)
         if done is not None:
             return done
+        # Copied at C speed, then only the parts that need freezing are replaced, so a
+        # scalar costs a type check and no call.
+        # A list of scalars inside is copied here, without a call of its own.
         immutable = _IMMUTABLE
         if kind is list:
-            for item in value:
+            items = memo[key] = FrozenList(value)
+            for index, item in enumerate(value):
                 if type(item) not in immutable:
-                    break
-            else:  # only scalars inside: a copy made in C
-                items = memo[key] = FrozenList(value)
-                return items
-            items = memo[key] = FrozenList()
-            list.extend(items, [_freeze(item, memo) for item in value])
+                    if type(item) is list and immutable.issuperset(map(type, item)):
+                        frozen = memo.get(id(item))
+                        if frozen is None:
+                            frozen = memo[id(item)] = FrozenList(item)
+                    else:
+                        frozen = _freeze(item, memo)
+                        if frozen is item:
+                            continue
+                    list.__setitem__(items, index, frozen)
             return items
-        for item in value.values():
+        mapping = memo[key] = FrozenDict(value)
+        for name, item in value.items():
             if type(item) not in immutable:
-                break
-        else:
-            mapping = memo[key] = FrozenDict(value)
-            return mapping
-        mapping = memo[key] = FrozenDict()
-        dict.update(mapping, {k: _freeze(item, memo) for k, item in value.items()})
+                if type(item) is list and immutable.issuperset(map(type, item)):
+                    frozen = memo.get(id(item))
+                    if frozen is None:
+                        frozen = memo[id(item)] = FrozenList(item)
+                else:
+                    frozen = _freeze(item, memo)
+                    if frozen is item:
+                        continue
+                dict.__setitem__(mapping, name, frozen)
         return mapping
     if kind is tuple:
         parts = [_freeze(item, memo) for item in value]
@@ -269,6 +283,110 @@ def _freeze(value: Any, memo: dict[int, Any]) -> Any:
         result = kind(frozen)
     # A cycle through this value (via a dict or list) built it already: keep that one.
     return memo.setdefault(id(value), result)
+
+
+def freeze_plain(value: Any) -> tuple[Any, int]:
+    """`freeze`, with the containers that are plain JSON marked as the journal would mark them.
+
+    For a value about to be journaled: the check rides on the copy, so the journal writes
+    a marked part without walking it. Only what the journal's walk would mark is marked
+    (`PLAIN`), nothing inside a cycle; once written, the marks are the walk's. Too deep
+    for the quick copy, it is only frozen, and the journal marks it as it goes.
+
+    Returns the frozen value and how many parts the copy held (a dict's keys and values,
+    a list's items, at every depth), or -1 when nothing was copied.
+    """
+    kind = type(value)
+    if kind in _IMMUTABLE or kind not in _CONTAINERS:
+        return value, -1
+    size = [0]
+    try:
+        return _freeze_plain(value, {}, size), size[0]
+    except RecursionError:
+        return _freeze_walk(value), -1
+
+
+_PLAIN_SCALARS: Final = frozenset({str, int, bool, type(None)})
+_PLAIN_LEAF_LIST: Final = PLAIN_LISTS[1]  # a list of such scalars (a list of tags, say)
+
+
+def _freeze_plain(value: Any, memo: dict[int, Any], size: list[int]) -> Any:
+    """The copy behind `freeze_plain`: `_freeze`'s, for a dict or list also finding its height
+    (and adding the parts it copies to ``size[0]``)."""
+    kind = type(value)
+    if kind is not dict and kind is not list:
+        return _freeze(value, memo)  # never plain (tuples, sets, results) or rare (proxies)
+    key = id(value)
+    done = memo.get(key)
+    if done is not None:
+        return done  # unmarked while it is being copied: a cycle through it is never plain
+    scalars = _PLAIN_SCALARS
+    immutable = _IMMUTABLE
+    heights = PLAIN
+    tallest = 0  # the tallest plain part so far; -1 once a part is not plain
+    if kind is list:
+        frozen: Any = FrozenList(value)
+        memo[key] = frozen
+        size[0] += len(value)
+        for index, item in enumerate(value):
+            each = type(item)
+            if each in scalars:
+                continue
+            if each is float:
+                if item - item != 0.0 or (-SMALL_FLOAT < item < SMALL_FLOAT and item):
+                    tallest = -1  # not finite, or written unlike repr by orjson
+                continue
+            if each not in immutable:
+                if each is list and scalars.issuperset(map(type, item)):
+                    part = memo.get(id(item))
+                    if part is None:
+                        part = memo[id(item)] = _PLAIN_LEAF_LIST(item)
+                        size[0] += len(item)
+                else:
+                    part = _freeze_plain(item, memo, size)
+                if part is not item:
+                    list.__setitem__(frozen, index, part)
+                each = type(part)
+            if tallest >= 0:
+                height = heights.get(each, -1)
+                if height < 0 or height > tallest:
+                    tallest = height
+        if 0 <= tallest < PLAIN_HEIGHT:
+            frozen.__class__ = PLAIN_LISTS[tallest + 1]
+        return frozen
+    frozen = FrozenDict(value)
+    memo[key] = frozen
+    size[0] += 2 * len(value)
+    if "$" in value:
+        tallest = -1  # a tag's key: the journal writes such a dict as pairs
+    for name, item in value.items():
+        each = type(item)
+        if type(name) is not str:
+            tallest = -1
+        if each in scalars:
+            continue
+        if each is float:
+            if item - item != 0.0 or (-SMALL_FLOAT < item < SMALL_FLOAT and item):
+                tallest = -1
+            continue
+        if each not in immutable:
+            if each is list and scalars.issuperset(map(type, item)):
+                part = memo.get(id(item))
+                if part is None:
+                    part = memo[id(item)] = _PLAIN_LEAF_LIST(item)
+                    size[0] += len(item)
+            else:
+                part = _freeze_plain(item, memo, size)
+            if part is not item:
+                dict.__setitem__(frozen, name, part)
+            each = type(part)
+        if tallest >= 0:
+            height = heights.get(each, -1)
+            if height < 0 or height > tallest:
+                tallest = height
+    if 0 <= tallest < PLAIN_HEIGHT:
+        frozen.__class__ = PLAIN_DICTS[tallest + 1]
+    return frozen
 
 
 def _freeze_walk(root: Any) -> Any:

@@ -52,7 +52,7 @@ from ._blocks import branch_goto, run_block
 from ._calls import child_attempt
 from ._clock import clock
 from ._compensation import compensate
-from ._context import IMMUTABLE, Context, FrozenDict, Scope, freeze
+from ._context import IMMUTABLE, PLAIN, Context, FrozenDict, Scope, freeze, freeze_plain
 from ._events import (
     Listener,
     RunFinished,
@@ -514,12 +514,16 @@ class _Execution:
         writes the context's own values, finding which parts are plain JSON once, so
         the run's output (made of them) is written without walking them again.
         """
+        plain_size = -1
         if not failed and type(outcome) is Ok:
             value = outcome.value
             if type(value) is dict or (
                 type(value) not in IMMUTABLE and not isinstance(value, Mapping)
             ):
-                outcome = Ok(freeze(value))
+                value, size = freeze_plain(value)
+                outcome = Ok(value)
+                if type(value) in PLAIN:
+                    plain_size = size
         journaled = await self.journal.record(  # type: ignore[union-attr]
             Entry(
                 kind=STEP,
@@ -531,6 +535,7 @@ class _Execution:
                 retrying=retrying,
                 started=self.wall(started),
                 duration=duration,
+                plain_size=plain_size,
             )
         )
         if journaled is not outcome:  # the journal refused it: retrying cannot help

@@ -81,6 +81,11 @@ class Entry:
     started: float
     """Wall-clock seconds since the epoch."""
     duration: float
+    plain_size: int = -1
+    """How many parts a success's value holds when all of it is plain JSON (-1: not known).
+
+    The journal writes such a value without a walk, so it writes a larger one on the
+    event loop than a value it has to walk."""
 
 
 class Journal(Protocol):

@@ -89,7 +89,15 @@ from typing import Any, Final, TypeAlias, TypeVar, overload
 
 import attrs
 
-from .._engine._context import PLAIN, PLAIN_DICTS, PLAIN_HEIGHT, PLAIN_LISTS, FrozenDict, FrozenList
+from .._engine._context import (
+    PLAIN,
+    PLAIN_DICTS,
+    PLAIN_HEIGHT,
+    PLAIN_LISTS,
+    SMALL_FLOAT,
+    FrozenDict,
+    FrozenList,
+)
 from .._outcome import Goto
 from .._plan import END
 from ..errors import FlowError, UsageError
@@ -389,7 +397,7 @@ def _find_class(name: str) -> object:
 
 # -- encoding -------------------------------------------------------------------------------
 
-_SMALL: Final = 1e-4
+_SMALL: Final = SMALL_FLOAT
 """orjson and ``repr`` write a nonzero float of magnitude below this differently (some of
 them): the walk counts each it meets, so the writer checks orjson's text only then."""
 
@@ -448,7 +456,7 @@ def _encode(value: Any, fallback: _Fallback, depth: int) -> Json:
                     out = dict(value)
                 out[key] = encoded
             elif tallest >= 0:
-                height = _PLAIN.get(type(item), -1)
+                height = PLAIN.get(type(item), -1)
                 if height < 0 or height > tallest:
                     tallest = height
         if out is not None:
@@ -481,7 +489,7 @@ def _encode(value: Any, fallback: _Fallback, depth: int) -> Json:
                     out = list(value)
                 out[index] = encoded
             elif tallest >= 0:
-                height = _PLAIN.get(type(item), -1)
+                height = PLAIN.get(type(item), -1)
                 if height < 0 or height > tallest:
                     tallest = height
         if kind is tuple:
@@ -698,7 +706,6 @@ def _plain_encoder(height: int) -> _Encoder:
     return encode_plain
 
 
-_PLAIN: Final = PLAIN
 _encoders.update({kind: _plain_encoder(height) for kind, height in PLAIN.items()})
 
 _CARRIED: Final = frozenset({str, int, float, bool, type(None), list, tuple, dict, *_encoders})
@@ -1199,6 +1206,9 @@ _get_referents: Final = gc.get_referents
 
 LARGE: Final = 2048
 """Values (and parts of values) above which encoding a value is worth doing off the event loop."""
+LARGE_PLAIN: Final = 8 * LARGE
+"""The same for a value all marked plain, which orjson writes without a walk: measured on a
+100 KB list of 800 records (13,602 parts), 0.17 ms against 1.7 ms for the walk."""
 
 _HOLDERS: Final = frozenset(
     {dict, list, tuple, set, frozenset, Ok, Err, Goto, MappingProxyType, *PLAIN_DICTS, *PLAIN_LISTS}

@@ -34,6 +34,7 @@ from .._plan import Plan
 from ..errors import IncompatibleDefinition, SerializationError, StoreError
 from ..result import Err, Ok
 from ._codec import (
+    LARGE_PLAIN,
     Undecodable,
     Unencodable,
     Unregistered,
@@ -112,13 +113,16 @@ def _graph_json(plan: Plan) -> str | None:
     return text
 
 
-async def _encoded(encoder: Callable[[Any], str], value: object) -> str:
+async def _encoded(encoder: Callable[[Any], str], value: object, plain_size: int = -1) -> str:
     """``encoder(value)``: in a thread when `value` is large, so the loop is never held long.
 
+    `plain_size`: how many parts `value` holds when all of it is marked plain
+    (`Entry.plain_size`); written without a walk, it is large only past `LARGE_PLAIN`.
     A cancel waits for the thread's encoding to end (nothing outlives the
     caller), then propagates.
     """
-    if not is_large(value):
+    small = plain_size <= LARGE_PLAIN if plain_size >= 0 else not is_large(value)
+    if small:
         return encoder(value)
     text: str = await _wait_out_cancel(asyncio.ensure_future(asyncio.to_thread(encoder, value)))
     return text
@@ -241,7 +245,7 @@ class RunJournal:
             text = await _encoded(encode_text, outcome)  # an Err: its reason always encodes
         else:
             try:
-                text = await _encoded(encode_text, outcome)
+                text = await _encoded(encode_text, outcome, entry.plain_size)
             except Unencodable as exc:
                 outcome = Err(SerializationError(self.unencodable(entry, outcome, exc)))
                 text = encode_text(outcome)
