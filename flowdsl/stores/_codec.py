@@ -918,22 +918,23 @@ def _write(data: Json, small: bool = True) -> str:
 
 def encode_text(value: object) -> str:
     """``dumps(encode(value))``, written with the fastest writer installed (the same text)."""
-    seen = _seen.small
-    data = encode(value)
-    return _write(data, _seen.small != seen)
+    return _text(encode, value)
 
 
 def encode_lenient_text(value: object) -> str:
     """``dumps(encode_lenient(value))``, as `encode_text` writes it."""
-    seen = _seen.small
-    data = encode_lenient(value)
-    return _write(data, _seen.small != seen)
+    return _text(encode_lenient, value)
 
 
 def encode_reason_text(reason: object) -> str:
     """``dumps(encode_reason(reason))``, as `encode_text` writes it."""
+    return _text(encode_reason, reason)
+
+
+def _text(encoder: Callable[[Any], Json], value: object) -> str:
+    """``encoder(value)`` written; orjson's text is checked for small floats only if it met one."""
     seen = _seen.small
-    data = encode_reason(reason)
+    data = encoder(value)
     return _write(data, _seen.small != seen)
 
 
