@@ -238,25 +238,18 @@ def _freeze(value: Any, memo: dict[int, Any]) -> Any:
         if done is not None:
             return done
         # Copied at C speed, then only the parts that need freezing are replaced, so a
-        # scalar costs a type check and no call.
-        # A list of scalars inside is copied here, without a call of its own.
+        # scalar costs a type check and no call; a list of scalars inside is copied here.
         immutable = _IMMUTABLE
+        copy: Any
         if kind is list:
-            items = memo[key] = FrozenList(value)
-            for index, item in enumerate(value):
-                if type(item) not in immutable:
-                    if type(item) is list and immutable.issuperset(map(type, item)):
-                        frozen = memo.get(id(item))
-                        if frozen is None:
-                            frozen = memo[id(item)] = FrozenList(item)
-                    else:
-                        frozen = _freeze(item, memo)
-                        if frozen is item:
-                            continue
-                    list.__setitem__(items, index, frozen)
-            return items
-        mapping = memo[key] = FrozenDict(value)
-        for name, item in value.items():
+            copy = memo[key] = FrozenList(value)
+            parts: Any = enumerate(value)
+            replace: Any = list.__setitem__
+        else:
+            copy = memo[key] = FrozenDict(value)
+            parts = value.items()
+            replace = dict.__setitem__
+        for name, item in parts:
             if type(item) not in immutable:
                 if type(item) is list and immutable.issuperset(map(type, item)):
                     frozen = memo.get(id(item))
@@ -266,8 +259,8 @@ def _freeze(value: Any, memo: dict[int, Any]) -> Any:
                     frozen = _freeze(item, memo)
                     if frozen is item:
                         continue
-                dict.__setitem__(mapping, name, frozen)
-        return mapping
+                replace(copy, name, frozen)
+        return copy
     if kind is tuple:
         parts = [_freeze(item, memo) for item in value]
         if all(a is b for a, b in zip(parts, value, strict=True)):
@@ -324,50 +317,30 @@ def _freeze_plain(value: Any, memo: dict[int, Any], size: list[int]) -> Any:
     immutable = _IMMUTABLE
     heights = PLAIN
     tallest = 0  # the tallest plain part so far; -1 once a part is not plain
+    frozen: Any
     if kind is list:
-        frozen: Any = FrozenList(value)
-        memo[key] = frozen
+        frozen = memo[key] = FrozenList(value)
         size[0] += len(value)
-        for index, item in enumerate(value):
-            each = type(item)
-            if each in scalars:
-                continue
-            if each is float:
-                if item - item != 0.0 or (-SMALL_FLOAT < item < SMALL_FLOAT and item):
-                    tallest = -1  # not finite, or written unlike repr by orjson
-                continue
-            if each not in immutable:
-                if each is list and scalars.issuperset(map(type, item)):
-                    part = memo.get(id(item))
-                    if part is None:
-                        part = memo[id(item)] = _PLAIN_LEAF_LIST(item)
-                        size[0] += len(item)
-                else:
-                    part = _freeze_plain(item, memo, size)
-                if part is not item:
-                    list.__setitem__(frozen, index, part)
-                each = type(part)
-            if tallest >= 0:
-                height = heights.get(each, -1)
-                if height < 0 or height > tallest:
-                    tallest = height
-        if 0 <= tallest < PLAIN_HEIGHT:
-            frozen.__class__ = PLAIN_LISTS[tallest + 1]
-        return frozen
-    frozen = FrozenDict(value)
-    memo[key] = frozen
-    size[0] += 2 * len(value)
-    if "$" in value:
-        tallest = -1  # a tag's key: the journal writes such a dict as pairs
-    for name, item in value.items():
+        parts: Any = enumerate(value)
+        replace: Any = list.__setitem__
+        keyed = False
+    else:
+        frozen = memo[key] = FrozenDict(value)
+        size[0] += 2 * len(value)
+        parts = value.items()
+        replace = dict.__setitem__
+        keyed = True
+        if "$" in value:
+            tallest = -1  # a tag's key: the journal writes such a dict as pairs
+    for name, item in parts:
         each = type(item)
-        if type(name) is not str:
-            tallest = -1
+        if keyed and type(name) is not str:
+            tallest = -1  # written as pairs too
         if each in scalars:
             continue
         if each is float:
             if item - item != 0.0 or (-SMALL_FLOAT < item < SMALL_FLOAT and item):
-                tallest = -1
+                tallest = -1  # not finite, or written unlike repr by orjson
             continue
         if each not in immutable:
             if each is list and scalars.issuperset(map(type, item)):
@@ -378,14 +351,14 @@ def _freeze_plain(value: Any, memo: dict[int, Any], size: list[int]) -> Any:
             else:
                 part = _freeze_plain(item, memo, size)
             if part is not item:
-                dict.__setitem__(frozen, name, part)
+                replace(frozen, name, part)
             each = type(part)
         if tallest >= 0:
             height = heights.get(each, -1)
             if height < 0 or height > tallest:
                 tallest = height
     if 0 <= tallest < PLAIN_HEIGHT:
-        frozen.__class__ = PLAIN_DICTS[tallest + 1]
+        frozen.__class__ = (PLAIN_LISTS if keyed is False else PLAIN_DICTS)[tallest + 1]
     return frozen
 
 
