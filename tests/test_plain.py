@@ -265,6 +265,14 @@ def size_of(value: Any) -> int:
     return 0
 
 
+def unmarked(part: Any) -> type:
+    """The class of `part`, a marked container's frozen base class for a marked one."""
+    kind = type(part)
+    if kind in PLAIN:
+        return FrozenDict if isinstance(part, FrozenDict) else FrozenList
+    return kind
+
+
 def marks(value: Any) -> list[int | None]:
     return [PLAIN.get(type(part)) for part in parts(value)]
 
@@ -280,6 +288,7 @@ def test_freeze_plain_freezes_as_freeze_does_and_marks_only_what_the_walk_would(
         if height is not None:
             assert plain_height(part) == height
     walked = freeze(value)
+    assert [unmarked(part) for part in parts(marked)] == [unmarked(part) for part in parts(walked)]
     assert encode_text(marked) == encode_text(walked) == expected
     assert encode_text(marked) == expected  # again, through the marks
     assert marks(marked) == marks(walked)  # once written, the same marks as the walk's
@@ -311,12 +320,27 @@ def test_freeze_plain_marks_nothing_inside_a_cycle() -> None:
     assert PLAIN[type(marked["rows"])] == 3
 
 
-def test_freeze_plain_keeps_a_shared_list_shared() -> None:
-    shared = ["a", "b"]
-    marked, size = freeze_plain({"x": shared, "y": shared, "z": [shared]})
-    assert marked["x"] is marked["y"] is marked["z"][0]
+def test_freeze_plain_keeps_shared_parts_shared_and_does_not_count_them() -> None:
+    """A part met twice is written twice: the count says it does not know (-1)."""
+    tags = ["a", "b"]
+    row = {"id": 1, "tags": tags}
+    marked, size = freeze_plain({"x": tags, "y": tags, "z": [tags], "r": [row, row]})
+    assert marked["x"] is marked["y"] is marked["z"][0] is marked["r"][0]["tags"]
+    assert marked["r"][0] is marked["r"][1]
+    assert PLAIN[type(marked)] == 4
+    assert size == -1
+    _, once = freeze_plain({"x": list(tags), "r": [dict(row)]})
+    assert once == 4 + 2 + 1 + 4 + 2
+    assert freeze_plain({"r": [{"id": 1}] * 2})[1] == -1  # a dict met twice
+
+
+def test_freeze_plain_does_not_count_a_part_marked_before() -> None:
+    rows, size = freeze_plain([{"i": i} for i in range(1_000)])
+    assert size == 1_000 * 3
+    marked, again = freeze_plain({"rows": rows, "more": rows})
     assert PLAIN[type(marked)] == 3
-    assert size == 6 + 2 + 1  # the shared list's items are counted once
+    assert marked["rows"] is rows
+    assert again == -1  # written in full, twice, but not looked at by this freeze
 
 
 def test_freeze_plain_of_a_value_too_deep_to_copy_by_recursion_only_freezes_it() -> None:
@@ -332,7 +356,9 @@ def test_freeze_plain_of_a_value_too_deep_to_copy_by_recursion_only_freezes_it()
 
 def test_freeze_plain_returns_what_needs_no_copy_as_it_is() -> None:
     frozen, _ = freeze_plain({"a": [1]})
-    assert freeze_plain(frozen) == (frozen, -1)
+    same, size = freeze_plain(frozen)
+    assert same is frozen
+    assert size == -1
     assert freeze_plain("text") == ("text", -1)
 
 
@@ -373,3 +399,30 @@ def test_a_large_outcome_is_written_on_the_loop_only_when_it_is_plain_and_not_to
         assert saved is not None
         assert saved.output["rows"] == made
     assert threads == [on_loop]
+
+
+def test_an_outcome_passing_on_a_large_marked_value_is_written_in_a_thread(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its freeze counts none of what it passes on, so the count cannot put it on the loop."""
+    threads: dict[str, bool] = {}
+
+    def encode_text_noting_where(value: object) -> str:
+        if isinstance(value, Ok) and isinstance(value.value, dict):
+            for key in ("rows", "again"):
+                if key in value.value:
+                    threads[key] = threading.current_thread() is threading.main_thread()
+        return encode_text(value)
+
+    monkeypatch.setattr(_journal, "encode_text", encode_text_noting_where)
+
+    @workflow
+    def pass_on() -> None:
+        step(lambda ctx: ok({"rows": rows(2_000, "plain")}), name="fetch")
+        step(lambda ctx: ok({"again": ctx["rows"], "twice": ctx["rows"]}), name="pass_on")
+
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        run = run_workflow(pass_on, store=store)
+        assert run.status == "completed"
+        assert PLAIN[type(run.output["again"])] == 3
+    assert threads == {"rows": True, "again": False}

@@ -286,21 +286,25 @@ def freeze_plain(value: Any) -> tuple[Any, int]:
     (`PLAIN`), nothing inside a cycle; once written, the marks are the walk's. Too deep
     for the quick copy, it is only frozen, and the journal marks it as it goes.
 
-    Returns the frozen value and how many parts the copy held (a dict's keys and values,
-    a list's items, at every depth), or -1 when nothing was copied.
+    Returns the frozen value and how many parts a writer meets in it (a dict's keys and
+    values, a list's items, at every depth), or -1 when that is not known: nothing was
+    copied, or a part is met twice or was marked before (written in full each time, and
+    not counted here).
     """
     kind = type(value)
     if kind in _IMMUTABLE or kind not in _CONTAINERS:
         return value, -1
     size = [0]
     try:
-        return _freeze_plain(value, {}, size), size[0]
+        frozen = _freeze_plain(value, {}, size)
     except RecursionError:
         return _freeze_walk(value), -1
+    return frozen, size[0] if size[0] >= 0 else -1
 
 
 _PLAIN_SCALARS: Final = frozenset({str, int, bool, type(None)})
 _PLAIN_LEAF_LIST: Final = PLAIN_LISTS[1]  # a list of such scalars (a list of tags, say)
+_UNCOUNTED: Final = 1 << 62  # taken off the count for a part it cannot count
 
 
 def _freeze_plain(value: Any, memo: dict[int, Any], size: list[int]) -> Any:
@@ -311,8 +315,9 @@ def _freeze_plain(value: Any, memo: dict[int, Any], size: list[int]) -> Any:
         return _freeze(value, memo)  # never plain (tuples, sets, results) or rare (proxies)
     key = id(value)
     done = memo.get(key)
-    if done is not None:
-        return done  # unmarked while it is being copied: a cycle through it is never plain
+    if done is not None:  # shared, or a cycle (unmarked while it is being copied: never plain)
+        size[0] -= _UNCOUNTED
+        return done
     scalars = _PLAIN_SCALARS
     immutable = _IMMUTABLE
     heights = PLAIN
@@ -348,11 +353,15 @@ def _freeze_plain(value: Any, memo: dict[int, Any], size: list[int]) -> Any:
                 if part is None:
                     part = memo[id(item)] = _PLAIN_LEAF_LIST(item)
                     size[0] += len(item)
+                else:
+                    size[0] -= _UNCOUNTED
             else:
                 part = _freeze_plain(item, memo, size)
             if part is not item:
                 replace(frozen, name, part)
             each = type(part)
+        elif each in heights:  # marked before: its parts are not looked at again
+            size[0] -= _UNCOUNTED
         if tallest >= 0:
             height = heights.get(each, -1)
             if height < 0 or height > tallest:
