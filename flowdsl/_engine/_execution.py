@@ -510,9 +510,9 @@ class _Execution:
     ) -> tuple[object, bool, bool]:
         """Hand the attempt to the journal; what to go on with (the journal may refuse it).
 
-        A success is frozen first, as the context would freeze it: the journal then
-        writes the context's own values, finding which parts are plain JSON once, so
-        the run's output (made of them) is written without walking them again.
+        A success is frozen first, as the context would freeze it, and the freeze marks
+        what is plain JSON as it copies (`freeze_plain`): the journal writes those parts
+        without a walk, and the run's output (made of the same values) too.
         """
         plain_size = -1
         if not failed and type(outcome) is Ok:

@@ -397,9 +397,8 @@ def _find_class(name: str) -> object:
 
 # -- encoding -------------------------------------------------------------------------------
 
-_SMALL: Final = SMALL_FLOAT
-"""orjson and ``repr`` write a nonzero float of magnitude below this differently (some of
-them): the walk counts each it meets, so the writer checks orjson's text only then."""
+# A nonzero float of magnitude below SMALL_FLOAT may be written by orjson unlike ``repr``:
+# the walk counts each it meets, so the writer checks orjson's text only then.
 
 
 class _Seen(threading.local):
@@ -422,7 +421,7 @@ def _encode(value: Any, fallback: _Fallback, depth: int) -> Json:
     if kind is float:  # NaN and infinities are tagged here, so no writer ever sees one
         if value - value != 0.0:
             return _non_finite(value)
-        if -_SMALL < value < _SMALL and value:
+        if -SMALL_FLOAT < value < SMALL_FLOAT and value:
             _seen.small += 1
         return value
     if depth > MAX_DEPTH:
@@ -439,7 +438,7 @@ def _encode(value: Any, fallback: _Fallback, depth: int) -> Json:
             if each is str or each is int or each is bool or item is None:
                 continue
             if each is float and item - item == 0.0:  # finite
-                if -_SMALL < item < _SMALL and item:
+                if -SMALL_FLOAT < item < SMALL_FLOAT and item:
                     _seen.small += 1
                     tallest = -1  # a small float: left for the writer to check, never marked
                 continue
@@ -472,7 +471,7 @@ def _encode(value: Any, fallback: _Fallback, depth: int) -> Json:
             if each is str or each is int or each is bool or item is None:
                 continue
             if each is float and item - item == 0.0:
-                if -_SMALL < item < _SMALL and item:
+                if -SMALL_FLOAT < item < SMALL_FLOAT and item:
                     _seen.small += 1
                     tallest = -1
                 continue
@@ -898,7 +897,7 @@ codecs.register_error("flowdsl.json-ascii", _escape_non_ascii)
 def _write(data: Json, small: bool = True) -> str:
     """`dumps` for what `_encode` made (no NaN or infinity left in it), with orjson if installed.
 
-    `small`: whether `data` may hold a small float (see `_SMALL`), which orjson's text is
+    `small`: whether `data` may hold a small float (see `SMALL_FLOAT`), which orjson's text is
     then checked for. Containers marked plain never hold one.
     """
     if orjson is not None:
