@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
 from typing import Any
 
+import attrs
 import pytest
 
 from flowdsl import (
@@ -21,6 +23,7 @@ from flowdsl import (
     RunFinished,
     StepChunk,
     StepFinished,
+    StepRecord,
     StepStarted,
     UsageError,
     WorkflowFailed,
@@ -668,6 +671,37 @@ def test_retry_recovers_and_error_results_count_as_failed_attempts() -> None:
     r = run(recovering)
     assert {"attempts": 3} == dict(r.output)
     assert ["failed", "failed", "succeeded"] == [s.status for s in r.steps]
+
+
+def test_step_records_are_built_once_and_their_raw_form_is_not_tracked_by_the_collector() -> None:
+    """Attempts are kept as plain tuples while a run goes (a collection stops tracking them,
+    so a long run's records do not lengthen every full collection); `Run.steps` turns them
+    into the same StepRecords, once, and a run built from StepRecords equals it."""
+
+    @workflow
+    def recorded() -> None:
+        @step(retry=Retry(max_attempts=2, base=0))
+        async def call(ctx: Any) -> Any:
+            return error("busy") if ctx.attempt == 1 else ok({"n": ctx.attempt})
+
+        @step
+        async def after(ctx: Any) -> Any:
+            return ok()
+
+    r = run(recorded)
+    gc.collect()
+    assert not any(gc.is_tracked(raw) for raw in r._steps if raw[5] is None)
+    steps = r.steps
+    assert all(type(s) is StepRecord for s in steps)
+    assert steps is r.steps
+    assert [
+        ("call", 1, "failed", "busy"),
+        ("call", 2, "succeeded", None),
+        ("after", 1, "succeeded", None),
+    ] == [(s.name, s.attempt, s.status, s.error) for s in steps]
+    assert "steps=<3 attempts>" in repr(r)
+    assert attrs.evolve(r, steps=steps) == r
+    assert attrs.evolve(r, steps=steps[1:]).steps == steps[1:]
 
 
 def test_retry_on_limits_which_exceptions_are_retried() -> None:

@@ -66,14 +66,13 @@ from ._logging import context_hook
 from ._mailbox import Inbox, executing
 from ._parking import Parker
 from ._policies import IN_SEQUENCE, Failed, Policy
-from ._run import CompensationRecord, Run, StepRecord, Waiting
+from ._run import Attempted, CompensationRecord, Run, Waiting
 from ._seams import DUE, STEP, AttemptHook, Entry, Invoker, Journal
 from ._tracing import RunTracer, Scoped, run_tracer, with_tracing
 
 __all__ = ["execute"]
 
 _perf = time.perf_counter
-_new_record = tuple.__new__
 _OK_NONE: Final = Ok(None)
 
 
@@ -195,7 +194,7 @@ class _Execution:
         self.parker: Parker | None = None  # a worker's run with waits (see start_parker)
         self.parking: Waiting | None = None  # set when the run parks: what it waits for
         self.parked_visits: tuple[tuple[str, int], ...] = ()  # and which visits of which waits
-        self.records: list[StepRecord] = []
+        self.records: list[Attempted] = []  # plain tuples: the collector untracks them
         self.compensable: list[tuple[StepNode | CallNode, Scope, int, object, int]] = []
         self.visits: dict[str, int] = {}
         self.transitions = 0
@@ -557,18 +556,7 @@ class _Execution:
     ) -> object:
         """Record a successful attempt; the step's outcome (a branch's goto is its failure)."""
         self.records.append(
-            _new_record(
-                StepRecord,
-                (
-                    name,
-                    attempt,
-                    "succeeded",
-                    self.wall0 + (started - self.t0),
-                    duration,
-                    None,
-                    visit,
-                ),
-            )
+            (name, attempt, "succeeded", self.wall0 + (started - self.t0), duration, None, visit)
         )
         if node.compensate is not None:
             self.compensable.append((node, scope, version, outcome, visit))
@@ -592,12 +580,7 @@ class _Execution:
     ) -> float | None:
         """Record a failed attempt; the delay before the next one, or None when it was the last."""
         reason = outcome.error  # type: ignore[attr-defined]
-        self.records.append(
-            _new_record(
-                StepRecord,
-                (name, attempt, "failed", self.wall(started), duration, reason, visit),
-            )
-        )
+        self.records.append((name, attempt, "failed", self.wall(started), duration, reason, visit))
         retry = node.retry
         delay = retry.delay(attempt) if retrying and retry is not None else None
         emit = self.emit
@@ -795,11 +778,7 @@ class _Execution:
                 failed = type(outcome) is Err
             reason = outcome.error if failed else None  # type: ignore[attr-defined]
             status = "failed" if failed else "succeeded"
-            self.records.append(
-                _new_record(
-                    StepRecord, (name, 1, status, self.wall(started), duration, reason, visit)
-                )
-            )
+            self.records.append((name, 1, status, self.wall(started), duration, reason, visit))
             if self.emit is not None:
                 self.emit(StepFinished(name, status, duration, error=reason, run_id=self.run_id))
         if failed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple, TypeAlias
@@ -60,6 +61,11 @@ class Waiting:
     """When the earliest deadline passes (epoch seconds); None: only an event wakes it."""
 
 
+Attempted: TypeAlias = tuple[str, int, str, float, float, Any, int]
+"""A `StepRecord`'s fields as a plain tuple, as the engine records an attempt: the garbage
+collector stops tracking a tuple of scalars, never a NamedTuple, so a long run's records
+do not make every full collection longer."""
+
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
@@ -86,8 +92,9 @@ class Run:
     """Why the run failed: the failing step's reason (often an exception)."""
     failed_step: str | None = None
     """The name of the step that failed the run, else None."""
-    steps: tuple[StepRecord, ...] = ()
-    """Every attempt of every step, in the order the attempts finished."""
+    _steps: tuple[Attempted, ...] = attrs.field(default=(), alias="steps")
+    # Each attempt as it was recorded: a plain tuple of a StepRecord's fields (an engine's
+    # record) or a StepRecord (a store's). `steps` makes them StepRecords when first read.
     compensations: tuple[CompensationRecord, ...] = ()
     """The compensations that ran after a failure, in the order they ran."""
     duration: float = 0.0
@@ -113,8 +120,13 @@ class Run:
         )
         return (
             f"Run(run_id={self.run_id!r}, workflow={self.workflow!r}, status={self.status!r}"
-            f"{failed}, steps=<{len(self.steps)} attempts>, duration={self.duration:.6f})"
+            f"{failed}, steps=<{len(self._steps)} attempts>, duration={self.duration:.6f})"
         )
+
+    @functools.cached_property
+    def steps(self) -> tuple[StepRecord, ...]:
+        """Every attempt of every step, in the order the attempts finished."""
+        return tuple(map(StepRecord._make, self._steps))
 
     @property
     def ok(self) -> bool:
