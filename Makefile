@@ -32,7 +32,7 @@ $(UV_STAMP): | $(BIN)/python
 
 # --locked: install exactly uv.lock, and stop if it no longer matches pyproject.toml.
 # The project itself is installed editable.
-$(STAMP): uv.lock pyproject.toml $(UV_STAMP)
+$(STAMP): uv.lock pyproject.toml hatch_build.py flowdsl/_engine/_cfreeze.c $(UV_STAMP)
 	$(UV) sync --locked --python $(BIN)/python $(addprefix --extra ,$(EXTRAS))
 	touch $@
 
@@ -45,8 +45,8 @@ lock-upgrade: $(UV_STAMP)
 	$(UV) lock --upgrade --python $(BIN)/python
 
 lint: $(STAMP)
-	$(BIN)/ruff check flowdsl tests examples benchmarks
-	$(BIN)/ruff format --check flowdsl tests examples benchmarks
+	$(BIN)/ruff check flowdsl tests examples benchmarks hatch_build.py
+	$(BIN)/ruff format --check flowdsl tests examples benchmarks hatch_build.py
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

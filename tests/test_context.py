@@ -134,7 +134,7 @@ def test_freeze_keeps_the_value_and_shares_no_mutable_part(value: Any) -> None:
     originals = {id(part) for part in _mutable_parts(value)}
     for part in _mutable_parts(frozen):
         assert id(part) not in originals
-        assert type(part) in (FrozenDict, FrozenList)
+        assert isinstance(part, FrozenDict | FrozenList)  # a plain one may be marked so
         change = part.__setitem__ if isinstance(part, dict) else part.insert
         with pytest.raises(UsageError, match="part of the workflow context"):
             change(0, 1)

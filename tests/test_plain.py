@@ -8,8 +8,12 @@ unmarked one is.
 
 from __future__ import annotations
 
+import gc
+import os
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,14 +21,15 @@ import test_codec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowdsl import ok, run_workflow, step, workflow
+from flowdsl import UsageError, ok, run_workflow, step, workflow
+from flowdsl._engine import _context
 from flowdsl._engine._context import (
     PLAIN,
     PLAIN_HEIGHT,
     FrozenDict,
     FrozenList,
     freeze,
-    freeze_plain,
+    python_freeze_plain,
 )
 from flowdsl.result import Err, Ok
 from flowdsl.stores import SQLiteStore, _codec, _journal
@@ -148,7 +153,7 @@ def test_what_cannot_be_written_as_it_is_is_never_marked(marking: str) -> None:
         "fine": [1.5, "x", None, True],
     }
     if marking == "freeze_plain":
-        frozen, _ = freeze_plain(value)
+        frozen, _ = _context.freeze_plain(value)
     else:
         frozen = freeze(value)
         encode_text(frozen)
@@ -254,6 +259,14 @@ def test_small_floats_are_written_as_repr_writes_them_marked_or_not(floats: list
 
 
 # -- freeze_plain: a durable step's outcome, frozen and marked in one copy -------------------
+#
+# Each test runs with the copy a run uses (the compiled one, where it was built) and with
+# the Python copy alone: both must give the same frozen value, marks and count.
+
+FreezePlain = Callable[[Any], tuple[Any, int]]
+COPIES = pytest.mark.parametrize(
+    "freeze_plain", [_context.freeze_plain, python_freeze_plain], ids=["as-run", "python"]
+)
 
 
 def size_of(value: Any) -> int:
@@ -277,9 +290,10 @@ def marks(value: Any) -> list[int | None]:
     return [PLAIN.get(type(part)) for part in parts(value)]
 
 
+@COPIES
 @given(values)
 def test_freeze_plain_freezes_as_freeze_does_and_marks_only_what_the_walk_would(
-    value: object,
+    freeze_plain: FreezePlain, value: object
 ) -> None:
     expected = dumps(encode(freeze(value)))
     marked, _ = freeze_plain(value)
@@ -294,8 +308,11 @@ def test_freeze_plain_freezes_as_freeze_does_and_marks_only_what_the_walk_would(
     assert marks(marked) == marks(walked)  # once written, the same marks as the walk's
 
 
+@COPIES
 @given(test_codec.plain_json)
-def test_freeze_plain_marks_a_plain_value_whole_and_counts_its_parts(value: object) -> None:
+def test_freeze_plain_marks_a_plain_value_whole_and_counts_its_parts(
+    freeze_plain: FreezePlain, value: object
+) -> None:
     marked, size = freeze_plain(value)
     if not isinstance(value, dict | list):
         assert (marked, size) == (value, -1)
@@ -309,7 +326,8 @@ def test_freeze_plain_marks_a_plain_value_whole_and_counts_its_parts(value: obje
         assert encode(marked) is marked  # written without a walk
 
 
-def test_freeze_plain_marks_nothing_inside_a_cycle() -> None:
+@COPIES
+def test_freeze_plain_marks_nothing_inside_a_cycle(freeze_plain: FreezePlain) -> None:
     loop: dict[str, Any] = {"data": [1, 2], "rows": [{"a": ["x"]}]}
     loop["self"] = [loop]
     marked, _ = freeze_plain(loop)
@@ -320,7 +338,10 @@ def test_freeze_plain_marks_nothing_inside_a_cycle() -> None:
     assert PLAIN[type(marked["rows"])] == 3
 
 
-def test_freeze_plain_keeps_shared_parts_shared_and_does_not_count_them() -> None:
+@COPIES
+def test_freeze_plain_keeps_shared_parts_shared_and_does_not_count_them(
+    freeze_plain: FreezePlain,
+) -> None:
     """A part met twice is written twice: the count says it does not know (-1)."""
     tags = ["a", "b"]
     row = {"id": 1, "tags": tags}
@@ -334,7 +355,8 @@ def test_freeze_plain_keeps_shared_parts_shared_and_does_not_count_them() -> Non
     assert freeze_plain({"r": [{"id": 1}] * 2})[1] == -1  # a dict met twice
 
 
-def test_freeze_plain_does_not_count_a_part_marked_before() -> None:
+@COPIES
+def test_freeze_plain_does_not_count_a_part_marked_before(freeze_plain: FreezePlain) -> None:
     rows, size = freeze_plain([{"i": i} for i in range(1_000)])
     assert size == 1_000 * 3
     marked, again = freeze_plain({"rows": rows, "more": rows})
@@ -343,7 +365,10 @@ def test_freeze_plain_does_not_count_a_part_marked_before() -> None:
     assert again == -1  # written in full, twice, but not looked at by this freeze
 
 
-def test_freeze_plain_of_a_value_too_deep_to_copy_by_recursion_only_freezes_it() -> None:
+@COPIES
+def test_freeze_plain_of_a_value_too_deep_to_copy_by_recursion_only_freezes_it(
+    freeze_plain: FreezePlain,
+) -> None:
     marked, size = freeze_plain(nested(20_000))
     assert size == -1
     depth = 1
@@ -354,12 +379,107 @@ def test_freeze_plain_of_a_value_too_deep_to_copy_by_recursion_only_freezes_it()
     assert depth == 20_000
 
 
-def test_freeze_plain_returns_what_needs_no_copy_as_it_is() -> None:
+@COPIES
+def test_freeze_plain_returns_what_needs_no_copy_as_it_is(freeze_plain: FreezePlain) -> None:
     frozen, _ = freeze_plain({"a": [1]})
     same, size = freeze_plain(frozen)
     assert same is frozen
     assert size == -1
     assert freeze_plain("text") == ("text", -1)
+
+
+def shape(value: Any) -> object:
+    """`value`'s parts with their classes (and ids of containers met twice), to compare."""
+    if isinstance(value, dict):
+        return (type(value), [(key, shape(item)) for key, item in value.items()])
+    if isinstance(value, list | tuple):
+        return (type(value), [shape(item) for item in value])
+    return (type(value), value if value == value else "nan")
+
+
+@given(values)
+def test_the_compiled_copy_gives_what_the_python_copy_gives_or_leaves_it_to_it(
+    value: object,
+) -> None:
+    """It copies exactly the values the Python copy marks whole and counts (plain JSON, no
+    part met twice), to the same classes, parts and count; any other value it leaves."""
+    if _context._copy_plain is None:
+        pytest.skip("the compiled copy was not built here")
+    before = shape(value)
+    python = python_freeze_plain(value)
+    compiled = _context._copy_plain(value)
+    assert shape(value) == before  # the original is left as it was
+    wholly_plain = type(python[0]) in PLAIN and python[1] >= 0
+    assert (compiled is not None) == (wholly_plain and type(value) in (dict, list))
+    if compiled is not None:
+        assert shape(compiled[0]) == shape(python[0])
+        assert compiled[1] == python[1]
+        assert encode_text(compiled[0]) == encode_text(python[0])
+
+
+@pytest.mark.parametrize("levels", [PLAIN_HEIGHT - 1, PLAIN_HEIGHT, PLAIN_HEIGHT + 1])
+def test_the_compiled_copy_marks_up_to_the_tallest_height_and_leaves_taller_values(
+    levels: int,
+) -> None:
+    if _context._copy_plain is None:
+        pytest.skip("the compiled copy was not built here")
+    compiled = _context._copy_plain(nested(levels))
+    if levels > PLAIN_HEIGHT:
+        assert compiled is None  # the Python copy marks its parts, not it
+        assert type(python_freeze_plain(nested(levels))[0]) is FrozenList
+    else:
+        assert compiled is not None
+        assert PLAIN[type(compiled[0])] == levels
+        assert compiled[1] == levels
+
+
+def test_the_compiled_copy_is_built_where_the_tests_run_in_ci() -> None:
+    """CI installs with a compiler at hand: a run there uses the compiled copy."""
+    if _context._copy_plain is None and not os.environ.get("CI"):
+        pytest.skip("the compiled copy was not built here")
+    assert _context._copy_plain is not None
+
+
+def test_flowdsl_runs_on_the_python_copy_when_the_compiled_one_is_turned_off() -> None:
+    code = (
+        "from flowdsl._engine import _context as c; "
+        "frozen, size = c.freeze_plain({'rows': [{'id': 1, 'tags': ['a']}]}); "
+        "print(c._copy_plain, size, c.PLAIN[type(frozen)])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "FLOWDSL_NO_CEXT": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split() == ["None", "8", "4"]
+
+
+def test_the_compiled_copy_leaves_its_copies_to_the_collector_untracked_and_read_only() -> None:
+    """A plain copy holds only scalars and copies made for it, so it is never in a cycle:
+    the collector need not follow it (as CPython does for a tuple of scalars)."""
+    if _context._copy_plain is None:
+        pytest.skip("the compiled copy was not built here")
+    made = _context._copy_plain({"rows": [{"id": 1, "tags": ["a"]}]})
+    assert made is not None
+    frozen, _ = made
+    gc.collect()
+    assert not gc.is_tracked(frozen)
+    assert not gc.is_tracked(frozen["rows"][0]["tags"])
+    with pytest.raises(UsageError, match="read-only"):
+        frozen["rows"][0]["tags"].append("b")
+    with pytest.raises(UsageError, match="read-only"):
+        frozen["rows"][0]["id"] = 2
+
+
+def test_the_compiled_copy_refuses_classes_it_cannot_fill() -> None:
+    if _context._copy_plain is None:
+        pytest.skip("the compiled copy was not built here")
+    from flowdsl._engine import _cfreeze
+
+    with pytest.raises(TypeError, match="dict and list subclasses"):
+        _cfreeze.configure((dict, tuple), (list, list), 1e-4)
 
 
 def rows(count: int, extra: object) -> list[dict[str, Any]]:

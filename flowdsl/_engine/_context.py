@@ -22,7 +22,8 @@ mutable again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, Final, NoReturn, TypeVar
 
@@ -216,11 +217,17 @@ def freeze(value: Any) -> Any:
     step gets in its context, not the inside of arbitrary objects. A value that
     contains itself is frozen into one that contains itself. Any depth works,
     so freezing never fails: what is too deep for the quick recursive copy is
-    done by a walk with a stack of its own.
+    done by a walk with a stack of its own. A dict or list that is all plain JSON
+    is copied by the compiled module where it was built, marked as
+    `freeze_plain` marks it.
     """
     kind = type(value)
     if kind in _IMMUTABLE or kind not in _CONTAINERS:
         return value
+    if _copy_plain is not None and (kind is dict or kind is list):
+        done = _copy_plain(value)  # plain JSON: copied in C, and marked as freeze_plain marks
+        if done is not None:
+            return done[0]
     try:
         return _freeze(value, {})
     except RecursionError:  # very deep, or a cycle through a tuple: the walk handles both
@@ -290,7 +297,19 @@ def freeze_plain(value: Any) -> tuple[Any, int]:
     values, a list's items, at every depth), or -1 when that is not known: nothing was
     copied, or a part is met twice or was marked before (written in full each time, and
     not counted here).
+
+    A value that is all plain JSON (the common case) is copied by the compiled module
+    when it was built (`_cfreeze`, the same result); anything else by the Python copy.
     """
+    if _copy_plain is not None and (type(value) is dict or type(value) is list):
+        done = _copy_plain(value)
+        if done is not None:
+            return done
+    return python_freeze_plain(value)
+
+
+def python_freeze_plain(value: Any) -> tuple[Any, int]:
+    """`freeze_plain` in Python: what the compiled copy must give, for any value."""
     kind = type(value)
     if kind in _IMMUTABLE or kind not in _CONTAINERS:
         return value, -1
@@ -369,6 +388,19 @@ def _freeze_plain(value: Any, memo: dict[int, Any], size: list[int]) -> Any:
     if 0 <= tallest < PLAIN_HEIGHT:
         frozen.__class__ = (PLAIN_LISTS if keyed is False else PLAIN_DICTS)[tallest + 1]
     return frozen
+
+
+# The compiled copy of plain data (hatch_build.py builds it where a C compiler is at hand).
+# Without it, or with FLOWDSL_NO_CEXT set, the Python copy does everything.
+_copy_plain: Callable[[Any], tuple[Any, int] | None] | None = None
+if not os.environ.get("FLOWDSL_NO_CEXT"):
+    try:
+        from . import _cfreeze
+    except ImportError:
+        pass
+    else:
+        _cfreeze.configure(PLAIN_DICTS, PLAIN_LISTS, SMALL_FLOAT)
+        _copy_plain = _cfreeze.copy_plain
 
 
 def _freeze_walk(root: Any) -> Any:

@@ -1,0 +1,386 @@
+/* flowdsl._engine._cfreeze: `freeze_plain` of plain JSON data, at C speed.
+ *
+ * The pure-Python copy in _context.py is the reference; this module is an
+ * optional accelerator of its most common case and must give exactly what it
+ * gives. It copies a value made only of exact dicts (str keys, no "$" key),
+ * exact lists, str, int, bool, None and floats the journal writes as repr
+ * does (finite, zero or of magnitude at least SMALL_FLOAT), in which every
+ * container is met once and no container is taller than PLAIN_HEIGHT. Each
+ * dict or list becomes the plain frozen class of its height, and the count
+ * of parts is returned with it. Anything else (a tuple, a subclass, a shared
+ * part, a small float, ...) makes it give up and return None, without
+ * changing anything: the Python copy then does the whole value.
+ *
+ * It runs no Python code while it copies (the classes are dict and list subclasses
+ * with no methods of their own on that path, and the collector is paused), so the
+ * parts it borrows from `value` cannot change or go away under it.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Set once by configure(): PLAIN_DICTS and PLAIN_LISTS (index = height), SMALL_FLOAT. */
+static PyObject *plain_dicts = NULL;
+static PyObject *plain_lists = NULL;
+static Py_ssize_t plain_height = 0;
+static double small_float = 0.0;
+static PyObject *empty_tuple = NULL; /* the arguments of each class's tp_new */
+
+/* The containers met so far, by address: a container met twice means a shared part or a
+ * cycle, which the Python copy handles. Open addressing; the table only grows. */
+typedef struct {
+    uintptr_t *slots;
+    size_t mask;
+    size_t used;
+} Seen;
+
+static int
+seen_grow(Seen *seen)
+{
+    size_t capacity = (seen->mask + 1) * 2;
+    uintptr_t *slots = PyMem_Calloc(capacity, sizeof(uintptr_t));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i <= seen->mask; i++) {
+        uintptr_t key = seen->slots[i];
+        if (key != 0) {
+            size_t at = (key >> 4) & (capacity - 1);
+            while (slots[at] != 0) {
+                at = (at + 1) & (capacity - 1);
+            }
+            slots[at] = key;
+        }
+    }
+    PyMem_Free(seen->slots);
+    seen->slots = slots;
+    seen->mask = capacity - 1;
+    return 0;
+}
+
+/* 1: added; 0: met before; -1: out of memory. */
+static int
+seen_add(Seen *seen, PyObject *obj)
+{
+    if ((seen->used + 1) * 2 > seen->mask + 1 && seen_grow(seen) < 0) {
+        return -1;
+    }
+    uintptr_t key = (uintptr_t)obj;
+    size_t at = (key >> 4) & seen->mask;
+    while (seen->slots[at] != 0) {
+        if (seen->slots[at] == key) {
+            return 0;
+        }
+        at = (at + 1) & seen->mask;
+    }
+    seen->slots[at] = key;
+    seen->used++;
+    return 1;
+}
+
+typedef struct {
+    Seen seen;
+    Py_ssize_t size;
+} Copy;
+
+enum { GAVE_UP = 0, DONE = 1, FAILED = -1 };
+
+static int copy_value(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out,
+                      Py_ssize_t *height);
+
+static int
+plain_float(PyObject *value)
+{
+    double x = PyFloat_AS_DOUBLE(value);
+    return isfinite(x) && (x == 0.0 || fabs(x) >= small_float);
+}
+
+/* 1 when `value` is a scalar the journal writes as it is (kept, not copied), else 0. */
+static int
+plain_scalar(PyObject *value)
+{
+    PyTypeObject *kind = Py_TYPE(value);
+    if (kind == &PyUnicode_Type || kind == &PyLong_Type || kind == &PyBool_Type ||
+        value == Py_None) {
+        return 1;
+    }
+    return kind == &PyFloat_Type && plain_float(value);
+}
+
+/* The copied containers inside a container, kept until its own copy is made. */
+typedef struct {
+    PyObject *where; /* the key (borrowed from the dict); NULL in a list, where: */
+    Py_ssize_t index;
+    PyObject *part;
+} Replaced;
+
+typedef struct {
+    Replaced *items;
+    Py_ssize_t used;
+    Py_ssize_t capacity;
+    Replaced first[8];
+} Parts;
+
+static int
+parts_add(Parts *parts, PyObject *where, Py_ssize_t index, PyObject *part)
+{
+    if (parts->used == parts->capacity) {
+        Py_ssize_t capacity = parts->capacity * 2;
+        Replaced *items = PyMem_Malloc(capacity * sizeof(Replaced));
+        if (items == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(items, parts->items, parts->used * sizeof(Replaced));
+        if (parts->items != parts->first) {
+            PyMem_Free(parts->items);
+        }
+        parts->items = items;
+        parts->capacity = capacity;
+    }
+    parts->items[parts->used++] = (Replaced){where, index, part};
+    return 0;
+}
+
+static void
+parts_free(Parts *parts)
+{
+    for (Py_ssize_t i = 0; i < parts->used; i++) {
+        Py_DECREF(parts->items[i].part);
+    }
+    if (parts->items != parts->first) {
+        PyMem_Free(parts->items);
+    }
+}
+
+/* Copy the container parts of `value` into `parts` (its scalars are only checked): DONE,
+ * GAVE_UP or FAILED, and the tallest part's height. */
+static int
+copy_parts(Copy *copy, PyObject *value, Py_ssize_t depth, Parts *parts, Py_ssize_t *tallest)
+{
+    PyObject *part;
+    Py_ssize_t height;
+    int status;
+    if (PyList_CheckExact(value)) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(value); i++) {
+            PyObject *item = PyList_GET_ITEM(value, i);
+            if (plain_scalar(item)) {
+                continue;
+            }
+            status = copy_value(copy, item, depth + 1, &part, &height);
+            if (status != DONE) {
+                return status;
+            }
+            if (parts_add(parts, NULL, i, part) < 0) {
+                Py_DECREF(part);
+                return FAILED;
+            }
+            if (height > *tallest) {
+                *tallest = height;
+            }
+        }
+        copy->size += PyList_GET_SIZE(value);
+        return DONE;
+    }
+    Py_ssize_t at = 0;
+    PyObject *key, *item;
+    while (PyDict_Next(value, &at, &key, &item)) {
+        if (!PyUnicode_CheckExact(key) ||
+            (PyUnicode_GET_LENGTH(key) == 1 && PyUnicode_READ_CHAR(key, 0) == '$')) {
+            return GAVE_UP; /* written as pairs, or a tag's key */
+        }
+        if (plain_scalar(item)) {
+            continue;
+        }
+        status = copy_value(copy, item, depth + 1, &part, &height);
+        if (status != DONE) {
+            return status;
+        }
+        if (parts_add(parts, key, 0, part) < 0) {
+            Py_DECREF(part);
+            return FAILED;
+        }
+        if (height > *tallest) {
+            *tallest = height;
+        }
+    }
+    copy->size += 2 * PyDict_GET_SIZE(value);
+    return DONE;
+}
+
+static int
+copy_container(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out,
+               Py_ssize_t *height)
+{
+    if (depth >= plain_height) {
+        return GAVE_UP; /* taller than the marks: the Python copy marks its parts */
+    }
+    int added = seen_add(&copy->seen, value);
+    if (added <= 0) {
+        return added < 0 ? FAILED : GAVE_UP;
+    }
+    Parts parts;
+    parts.items = parts.first;
+    parts.used = 0;
+    parts.capacity = 8;
+    Py_ssize_t tallest = 0;
+    int status = copy_parts(copy, value, depth, &parts, &tallest);
+    if (status != DONE) {
+        parts_free(&parts);
+        return status;
+    }
+    /* The frozen class of its height, made from `value` (copied in C, as `FrozenDict(value)`
+     * does), then the copied containers put in place of the originals. Nothing here runs
+     * Python code, so `value` cannot change between the two loops. */
+    int is_list = PyList_CheckExact(value);
+    PyObject *kind = PyTuple_GET_ITEM(is_list ? plain_lists : plain_dicts, tallest + 1);
+    PyTypeObject *type = (PyTypeObject *)kind;
+    PyObject *frozen = type->tp_new(type, empty_tuple, NULL);
+    if (frozen == NULL ||
+        (is_list ? PyList_SetSlice(frozen, 0, 0, value) : PyDict_Merge(frozen, value, 1)) < 0) {
+        Py_XDECREF(frozen);
+        parts_free(&parts);
+        return FAILED;
+    }
+    for (Py_ssize_t i = 0; i < parts.used; i++) {
+        Replaced *replaced = &parts.items[i];
+        int set;
+        if (is_list) {
+            Py_INCREF(replaced->part); /* PyList_SetItem steals it */
+            set = PyList_SetItem(frozen, replaced->index, replaced->part);
+        }
+        else {
+            set = PyDict_SetItem(frozen, replaced->where, replaced->part);
+        }
+        if (set < 0) {
+            parts_free(&parts);
+            Py_DECREF(frozen);
+            return FAILED;
+        }
+    }
+    parts_free(&parts);
+    /* It holds only scalars and plain copies made here, each met once: it can never be in
+     * a reference cycle, so the collector need not follow it (CPython untracks a tuple or
+     * a dict of scalars for the same reason). */
+    PyObject_GC_UnTrack(frozen);
+    *out = frozen;
+    *height = tallest + 1;
+    return DONE;
+}
+
+static int
+copy_value(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out, Py_ssize_t *height)
+{
+    if (PyList_CheckExact(value) || PyDict_CheckExact(value)) {
+        return copy_container(copy, value, depth, out, height);
+    }
+    if (plain_scalar(value)) {
+        Py_INCREF(value);
+        *out = value;
+        *height = 0;
+        return DONE;
+    }
+    return GAVE_UP;
+}
+
+PyDoc_STRVAR(copy_plain_doc,
+             "copy_plain(value, /)\n--\n\n"
+             "`freeze_plain` of a dict or list that is all plain JSON: (frozen, size), or None\n"
+             "when it is not (the Python copy then does it).");
+
+static PyObject *
+copy_plain(PyObject *module, PyObject *value)
+{
+    if (plain_dicts == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_cfreeze.configure() was not called");
+        return NULL;
+    }
+    if (!PyList_CheckExact(value) && !PyDict_CheckExact(value)) {
+        Py_RETURN_NONE;
+    }
+    Copy copy = {{NULL, 63, 0}, 0};
+    copy.seen.slots = PyMem_Calloc(64, sizeof(uintptr_t));
+    if (copy.seen.slots == NULL) {
+        return PyErr_NoMemory();
+    }
+    PyObject *frozen;
+    Py_ssize_t height;
+    /* No collection while it copies, so no finalizer or weakref callback (no Python code)
+     * runs: the borrowed parts of `value` stay as they are until it is done. */
+    int collecting = PyGC_Disable();
+    int status = copy_container(&copy, value, 0, &frozen, &height);
+    if (collecting) {
+        PyGC_Enable();
+    }
+    PyMem_Free(copy.seen.slots);
+    if (status == FAILED) {
+        return NULL;
+    }
+    if (status == GAVE_UP) {
+        Py_RETURN_NONE;
+    }
+    PyObject *result = Py_BuildValue("(Nn)", frozen, copy.size);
+    return result;
+}
+
+PyDoc_STRVAR(configure_doc,
+             "configure(plain_dicts, plain_lists, small_float, /)\n--\n\n"
+             "The frozen classes by height (index 0: the unmarked base) and SMALL_FLOAT.");
+
+static PyObject *
+configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyTuple_CheckExact(args[0]) || !PyTuple_CheckExact(args[1]) ||
+        PyTuple_GET_SIZE(args[0]) != PyTuple_GET_SIZE(args[1]) ||
+        PyTuple_GET_SIZE(args[0]) < 2 || !PyFloat_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "configure() takes two tuples of classes of one length and a float");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < 2; i++) {
+        for (Py_ssize_t h = 0; h < PyTuple_GET_SIZE(args[i]); h++) {
+            PyObject *kind = PyTuple_GET_ITEM(args[i], h);
+            PyTypeObject *base = i == 0 ? &PyDict_Type : &PyList_Type;
+            if (!PyType_Check(kind) || !PyType_IsSubtype((PyTypeObject *)kind, base) ||
+                ((PyTypeObject *)kind)->tp_basicsize != base->tp_basicsize) {
+                PyErr_SetString(PyExc_TypeError,
+                                "configure(): the classes must be dict and list subclasses "
+                                "with no slots of their own");
+                return NULL;
+            }
+        }
+    }
+    if (empty_tuple == NULL && (empty_tuple = PyTuple_New(0)) == NULL) {
+        return NULL;
+    }
+    Py_INCREF(args[0]);
+    Py_INCREF(args[1]);
+    Py_XSETREF(plain_dicts, args[0]);
+    Py_XSETREF(plain_lists, args[1]);
+    plain_height = PyTuple_GET_SIZE(args[0]) - 1;
+    small_float = PyFloat_AS_DOUBLE(args[2]);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"copy_plain", (PyCFunction)copy_plain, METH_O, copy_plain_doc},
+    {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, configure_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    "flowdsl._engine._cfreeze",
+    "freeze_plain of plain JSON data at C speed (optional; see _context.py).",
+    -1,
+    methods,
+};
+
+PyMODINIT_FUNC
+PyInit__cfreeze(void)
+{
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,8 @@
+"""The compiled copy of plain JSON data behind `freeze_plain` (see _cfreeze.c)."""
+
+from typing import Any
+
+def configure(
+    plain_dicts: tuple[type, ...], plain_lists: tuple[type, ...], small_float: float, /
+) -> None: ...
+def copy_plain(value: Any, /) -> tuple[Any, int] | None: ...
