@@ -29,7 +29,6 @@ from flowdsl._engine._context import (
     FrozenDict,
     FrozenList,
     freeze,
-    python_freeze_plain,
 )
 from flowdsl.result import Err, Ok
 from flowdsl.stores import SQLiteStore, _codec, _journal
@@ -264,6 +263,25 @@ def test_small_floats_are_written_as_repr_writes_them_marked_or_not(floats: list
 # the Python copy alone: both must give the same frozen value, marks and count.
 
 FreezePlain = Callable[[Any], tuple[Any, int]]
+
+
+def python_freeze_plain(value: Any) -> tuple[Any, int]:
+    """`freeze_plain` with the compiled copy turned off: the Python copy, all of it."""
+    copy_plain, _context._copy_plain = _context._copy_plain, None
+    try:
+        return _context.freeze_plain(value)
+    finally:
+        _context._copy_plain = copy_plain
+
+
+def python_freeze(value: Any) -> Any:
+    copy_plain, _context._copy_plain = _context._copy_plain, None
+    try:
+        return freeze(value)
+    finally:
+        _context._copy_plain = copy_plain
+
+
 COPIES = pytest.mark.parametrize(
     "freeze_plain", [_context.freeze_plain, python_freeze_plain], ids=["as-run", "python"]
 )
@@ -388,13 +406,70 @@ def test_freeze_plain_returns_what_needs_no_copy_as_it_is(freeze_plain: FreezePl
     assert freeze_plain("text") == ("text", -1)
 
 
-def shape(value: Any) -> object:
-    """`value`'s parts with their classes (and ids of containers met twice), to compare."""
+def shape(
+    value: Any, seen: dict[int, int] | None = None, kind: Callable[[Any], type] = type
+) -> object:
+    """`value`'s parts with their classes (as `kind` names them), and which containers are
+    one object, to compare."""
+    seen = {} if seen is None else seen
+    if isinstance(value, dict | list | tuple | set | frozenset | Ok | Err):
+        if id(value) in seen:
+            return ("the same as", seen[id(value)])
+        seen[id(value)] = len(seen)
     if isinstance(value, dict):
-        return (type(value), [(key, shape(item)) for key, item in value.items()])
+        return (kind(value), [(key, shape(item, seen, kind)) for key, item in value.items()])
     if isinstance(value, list | tuple):
-        return (type(value), [shape(item) for item in value])
-    return (type(value), value if value == value else "nan")
+        return (kind(value), [shape(item, seen, kind) for item in value])
+    if isinstance(value, set | frozenset):
+        return (kind(value), sorted(map(id, value)))
+    if isinstance(value, Ok | Err):
+        return (
+            kind(value),
+            shape(value.value if isinstance(value, Ok) else value.error, seen, kind),
+        )
+    return (kind(value), id(value))  # a scalar: the one object, in any copy
+
+
+@given(values)
+def test_freezes_give_the_same_with_and_without_the_compiled_copy(value: object) -> None:
+    """Copying plain parts in C inside any value changes nothing a run can see or write: the
+    same classes, the same parts shared, the same count and text. It may mark a plain part
+    the Python freeze leaves to the journal's walk (inside a tuple, say), never wrongly."""
+    marked, size = _context.freeze_plain(value)
+    expected, expected_size = python_freeze_plain(value)
+    assert shape(marked, kind=unmarked) == shape(expected, kind=unmarked)
+    for part in parts(marked):
+        if type(part) in PLAIN:
+            assert plain_height(part) == PLAIN[type(part)]
+    assert size == expected_size
+    frozen = freeze(value)
+    assert [unmarked(part) for part in parts(frozen)] == [
+        unmarked(part) for part in parts(python_freeze(value))
+    ]
+    assert encode_text(frozen) == encode_text(marked) == encode_text(expected)
+
+
+def test_a_part_shared_by_plain_and_other_parts_is_copied_once() -> None:
+    tags = ["a", "b"]
+    row = {"id": 1, "tags": tags}
+    value = {"rows": [row], "again": (row,), "tags": tags, "when": {"at": 1e-9, "tags": tags}}
+    for copy in (_context.freeze_plain, python_freeze_plain):
+        marked, size = copy(value)
+        assert marked["rows"][0] is marked["again"][0]
+        assert marked["rows"][0]["tags"] is marked["tags"] is marked["when"]["tags"]
+        assert size == -1
+        assert PLAIN[type(marked["rows"])] == 3
+        assert type(marked["when"]) is FrozenDict  # a small float: not marked
+    assert shape(_context.freeze_plain(value)[0]) == shape(python_freeze_plain(value)[0])
+
+
+def test_a_part_shared_inside_a_tuple_is_copied_once() -> None:
+    """A tuple is not remembered before its parts: the copies in it are, so they are shared."""
+    row = {"id": 1}
+    frozen = freeze((row, [row], row))
+    assert frozen[0] is frozen[1][0] is frozen[2]
+    marked, _ = _context.freeze_plain({"t": (row, row)})
+    assert marked["t"][0] is marked["t"][1]
 
 
 @given(values)

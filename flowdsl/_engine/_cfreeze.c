@@ -84,12 +84,16 @@ seen_add(Seen *seen, PyObject *obj)
 typedef struct {
     Seen seen;
     Py_ssize_t size;
+    PyObject *memo; /* the Python copy's memo (id -> copy) when it asked, else NULL */
+    PyObject *made; /* then: the ids and copies made, in pairs, for the memo once done */
 } Copy;
 
 enum { GAVE_UP = 0, DONE = 1, FAILED = -1 };
 
 static int copy_value(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out,
                       Py_ssize_t *height);
+static int copy_fresh(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out,
+                     Py_ssize_t *height);
 
 static int
 plain_float(PyObject *value)
@@ -222,6 +226,30 @@ copy_container(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out,
     if (added <= 0) {
         return added < 0 ? FAILED : GAVE_UP;
     }
+    PyObject *id = NULL; /* `value`'s key in the memo, when there is one */
+    if (copy->memo != NULL) {
+        id = PyLong_FromVoidPtr(value);
+        int known = id == NULL ? -1 : PyDict_Contains(copy->memo, id);
+        if (known != 0) {
+            Py_XDECREF(id); /* copied already, elsewhere: the Python copy shares that copy */
+            return known < 0 ? FAILED : GAVE_UP;
+        }
+    }
+    int status = copy_fresh(copy, value, depth, out, height);
+    if (id != NULL) {
+        if (status == DONE && (PyList_Append(copy->made, id) < 0 ||
+                               PyList_Append(copy->made, *out) < 0)) {
+            Py_DECREF(*out);
+            status = FAILED;
+        }
+        Py_DECREF(id);
+    }
+    return status;
+}
+
+static int
+copy_fresh(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out, Py_ssize_t *height)
+{
     Parts parts;
     parts.items = parts.first;
     parts.used = 0;
@@ -287,23 +315,34 @@ copy_value(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out, Py_ssi
 }
 
 PyDoc_STRVAR(copy_plain_doc,
-             "copy_plain(value, /)\n--\n\n"
+             "copy_plain(value, memo=None, /)\n--\n\n"
              "`freeze_plain` of a dict or list that is all plain JSON: (frozen, size), or None\n"
-             "when it is not (the Python copy then does it).");
+             "when it is not (the Python copy then does it). Given the Python copy's memo\n"
+             "(id -> copy), it leaves a value holding a container the memo knows, and puts\n"
+             "every copy it made in the memo when it is done.");
 
 static PyObject *
-copy_plain(PyObject *module, PyObject *value)
+copy_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (plain_dicts == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_cfreeze.configure() was not called");
         return NULL;
     }
+    if (nargs < 1 || nargs > 2 || (nargs == 2 && !PyDict_CheckExact(args[1]))) {
+        PyErr_SetString(PyExc_TypeError, "copy_plain() takes a value and, optionally, a memo dict");
+        return NULL;
+    }
+    PyObject *value = args[0];
     if (!PyList_CheckExact(value) && !PyDict_CheckExact(value)) {
         Py_RETURN_NONE;
     }
-    Copy copy = {{NULL, 63, 0}, 0};
+    Copy copy = {{NULL, 63, 0}, 0, nargs == 2 ? args[1] : NULL, NULL};
+    if (copy.memo != NULL && (copy.made = PyList_New(0)) == NULL) {
+        return NULL;
+    }
     copy.seen.slots = PyMem_Calloc(64, sizeof(uintptr_t));
     if (copy.seen.slots == NULL) {
+        Py_XDECREF(copy.made);
         return PyErr_NoMemory();
     }
     PyObject *frozen;
@@ -316,14 +355,25 @@ copy_plain(PyObject *module, PyObject *value)
         PyGC_Enable();
     }
     PyMem_Free(copy.seen.slots);
+    /* Done: the memo learns every copy made, as the Python copy would have told it. */
+    if (status == DONE && copy.made != NULL) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(copy.made); i += 2) {
+            if (PyDict_SetItem(copy.memo, PyList_GET_ITEM(copy.made, i),
+                               PyList_GET_ITEM(copy.made, i + 1)) < 0) {
+                Py_DECREF(frozen);
+                status = FAILED;
+                break;
+            }
+        }
+    }
+    Py_XDECREF(copy.made);
     if (status == FAILED) {
         return NULL;
     }
     if (status == GAVE_UP) {
         Py_RETURN_NONE;
     }
-    PyObject *result = Py_BuildValue("(Nn)", frozen, copy.size);
-    return result;
+    return Py_BuildValue("(Nn)", frozen, copy.size);
 }
 
 PyDoc_STRVAR(configure_doc,
@@ -366,7 +416,7 @@ configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyMethodDef methods[] = {
-    {"copy_plain", (PyCFunction)copy_plain, METH_O, copy_plain_doc},
+    {"copy_plain", (PyCFunction)(void (*)(void))copy_plain, METH_FASTCALL, copy_plain_doc},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, configure_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -218,16 +218,16 @@ def freeze(value: Any) -> Any:
     contains itself is frozen into one that contains itself. Any depth works,
     so freezing never fails: what is too deep for the quick recursive copy is
     done by a walk with a stack of its own. A dict or list that is all plain JSON
-    is copied by the compiled module where it was built, marked as
+    is copied by the compiled module where it was built, and marked as
     `freeze_plain` marks it.
     """
     kind = type(value)
     if kind in _IMMUTABLE or kind not in _CONTAINERS:
         return value
     if _copy_plain is not None and (kind is dict or kind is list):
-        done = _copy_plain(value)  # plain JSON: copied in C, and marked as freeze_plain marks
-        if done is not None:
-            return done[0]
+        copied = _copy_plain(value)  # all plain JSON: copied in C (no memo: nothing shares)
+        if copied is not None:
+            return copied[0]
     try:
         return _freeze(value, {})
     except RecursionError:  # very deep, or a cycle through a tuple: the walk handles both
@@ -244,6 +244,10 @@ def _freeze(value: Any, memo: dict[int, Any]) -> Any:
         done = memo.get(key)
         if done is not None:
             return done
+        if _copy_plain is not None and kind is not MappingProxyType:
+            copied = _copy_plain(value, memo)  # plain JSON, copied in C (and told the memo)
+            if copied is not None:
+                return copied[0]
         # Copied at C speed, then only the parts that need freezing are replaced, so a
         # scalar costs a type check and no call; a list of scalars inside is copied here.
         immutable = _IMMUTABLE
@@ -298,21 +302,16 @@ def freeze_plain(value: Any) -> tuple[Any, int]:
     copied, or a part is met twice or was marked before (written in full each time, and
     not counted here).
 
-    A value that is all plain JSON (the common case) is copied by the compiled module
-    when it was built (`_cfreeze`, the same result); anything else by the Python copy.
+    Each dict or list that is all plain JSON (the common case) is copied by the compiled
+    module where it was built (`_cfreeze`), with the same result; the rest in Python.
     """
-    if _copy_plain is not None and (type(value) is dict or type(value) is list):
-        done = _copy_plain(value)
-        if done is not None:
-            return done
-    return python_freeze_plain(value)
-
-
-def python_freeze_plain(value: Any) -> tuple[Any, int]:
-    """`freeze_plain` in Python: what the compiled copy must give, for any value."""
     kind = type(value)
     if kind in _IMMUTABLE or kind not in _CONTAINERS:
         return value, -1
+    if _copy_plain is not None and (kind is dict or kind is list):
+        copied = _copy_plain(value)  # all plain JSON: copied in C (no memo: nothing shares)
+        if copied is not None:
+            return copied
     size = [0]
     try:
         frozen = _freeze_plain(value, {}, size)
@@ -337,6 +336,11 @@ def _freeze_plain(value: Any, memo: dict[int, Any], size: list[int]) -> Any:
     if done is not None:  # shared, or a cycle (unmarked while it is being copied: never plain)
         size[0] -= _UNCOUNTED
         return done
+    if _copy_plain is not None:
+        copied = _copy_plain(value, memo)  # plain JSON, copied in C (and told the memo)
+        if copied is not None:
+            size[0] += copied[1]
+            return copied[0]
     scalars = _PLAIN_SCALARS
     immutable = _IMMUTABLE
     heights = PLAIN
@@ -392,7 +396,7 @@ def _freeze_plain(value: Any, memo: dict[int, Any], size: list[int]) -> Any:
 
 # The compiled copy of plain data (hatch_build.py builds it where a C compiler is at hand).
 # Without it, or with FLOWDSL_NO_CEXT set, the Python copy does everything.
-_copy_plain: Callable[[Any], tuple[Any, int] | None] | None = None
+_copy_plain: Callable[..., tuple[Any, int] | None] | None = None
 if not os.environ.get("FLOWDSL_NO_CEXT"):
     try:
         from . import _cfreeze
