@@ -9,7 +9,8 @@
  * dict or list becomes the plain frozen class of its height, and the count
  * of parts is returned with it. Anything else (a tuple, a subclass, a shared
  * part, a small float, ...) makes it give up and return None, without
- * changing anything: the Python copy then does the whole value.
+ * changing anything: the Python copy then takes over, and asks again for
+ * each dict or list inside, handing over its memo (see copy_plain).
  *
  * It runs no Python code while it copies (the classes are dict and list subclasses
  * with no methods of their own on that path, and the collector is paused), so the
@@ -90,8 +91,8 @@ typedef struct {
 
 enum { GAVE_UP = 0, DONE = 1, FAILED = -1 };
 
-static int copy_value(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out,
-                      Py_ssize_t *height);
+static int copy_container(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out,
+                          Py_ssize_t *height);
 static int copy_fresh(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out,
                      Py_ssize_t *height);
 
@@ -160,6 +161,42 @@ parts_free(Parts *parts)
     }
 }
 
+/* 1 when every part of `value` (and key, for a dict) can be written as it is or is a dict or
+ * list; 0 when one cannot. Checked first when the Python copy asks for the parts of a value
+ * that was not all plain: giving up before any copy is made is cheap when what is not plain
+ * sits next to plain data (a datetime in each row, say). */
+static int
+plain_level(PyObject *value)
+{
+    if (PyList_CheckExact(value)) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(value); i++) {
+            PyObject *item = PyList_GET_ITEM(value, i);
+            if (plain_scalar(item)) {
+                continue;
+            }
+            if (!PyList_CheckExact(item) && !PyDict_CheckExact(item)) {
+                return 0;
+            }
+        }
+        return 1;
+    }
+    Py_ssize_t at = 0;
+    PyObject *key, *item;
+    while (PyDict_Next(value, &at, &key, &item)) {
+        if (!PyUnicode_CheckExact(key) ||
+            (PyUnicode_GET_LENGTH(key) == 1 && PyUnicode_READ_CHAR(key, 0) == '$')) {
+            return 0; /* written as pairs, or a tag's key */
+        }
+        if (plain_scalar(item)) {
+            continue;
+        }
+        if (!PyList_CheckExact(item) && !PyDict_CheckExact(item)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* Copy the container parts of `value` into `parts` (its scalars are only checked): DONE,
  * GAVE_UP or FAILED, and the tallest part's height. */
 static int
@@ -174,7 +211,10 @@ copy_parts(Copy *copy, PyObject *value, Py_ssize_t depth, Parts *parts, Py_ssize
             if (plain_scalar(item)) {
                 continue;
             }
-            status = copy_value(copy, item, depth + 1, &part, &height);
+            if (!PyList_CheckExact(item) && !PyDict_CheckExact(item)) {
+                return GAVE_UP;
+            }
+            status = copy_container(copy, item, depth + 1, &part, &height);
             if (status != DONE) {
                 return status;
             }
@@ -199,7 +239,10 @@ copy_parts(Copy *copy, PyObject *value, Py_ssize_t depth, Parts *parts, Py_ssize
         if (plain_scalar(item)) {
             continue;
         }
-        status = copy_value(copy, item, depth + 1, &part, &height);
+        if (!PyList_CheckExact(item) && !PyDict_CheckExact(item)) {
+            return GAVE_UP;
+        }
+        status = copy_container(copy, item, depth + 1, &part, &height);
         if (status != DONE) {
             return status;
         }
@@ -221,6 +264,10 @@ copy_container(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out,
 {
     if (depth >= plain_height) {
         return GAVE_UP; /* taller than the marks: the Python copy marks its parts */
+    }
+    /* Asked again inside a value that was not all plain: look before copying anything. */
+    if (copy->memo != NULL && !plain_level(value)) {
+        return GAVE_UP;
     }
     int added = seen_add(&copy->seen, value);
     if (added <= 0) {
@@ -297,21 +344,6 @@ copy_fresh(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out, Py_ssi
     *out = frozen;
     *height = tallest + 1;
     return DONE;
-}
-
-static int
-copy_value(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out, Py_ssize_t *height)
-{
-    if (PyList_CheckExact(value) || PyDict_CheckExact(value)) {
-        return copy_container(copy, value, depth, out, height);
-    }
-    if (plain_scalar(value)) {
-        Py_INCREF(value);
-        *out = value;
-        *height = 0;
-        return DONE;
-    }
-    return GAVE_UP;
 }
 
 PyDoc_STRVAR(copy_plain_doc,
