@@ -161,6 +161,21 @@ parts_free(Parts *parts)
     }
 }
 
+/* 1 when a dict's key makes the journal write the dict as pairs (not a str) or as a tag. */
+static int
+unwritable_key(PyObject *key)
+{
+    return !PyUnicode_CheckExact(key) ||
+           (PyUnicode_GET_LENGTH(key) == 1 && PyUnicode_READ_CHAR(key, 0) == '$');
+}
+
+/* 1 when `item` is a plain scalar or a dict or list (which may be plain), else 0. */
+static int
+maybe_plain(PyObject *item)
+{
+    return plain_scalar(item) || PyList_CheckExact(item) || PyDict_CheckExact(item);
+}
+
 /* 1 when every part of `value` (and key, for a dict) can be written as it is or is a dict or
  * list; 0 when one cannot. Checked first when the Python copy asks for the parts of a value
  * that was not all plain: giving up before any copy is made is cheap when what is not plain
@@ -170,11 +185,7 @@ plain_level(PyObject *value)
 {
     if (PyList_CheckExact(value)) {
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(value); i++) {
-            PyObject *item = PyList_GET_ITEM(value, i);
-            if (plain_scalar(item)) {
-                continue;
-            }
-            if (!PyList_CheckExact(item) && !PyDict_CheckExact(item)) {
+            if (!maybe_plain(PyList_GET_ITEM(value, i))) {
                 return 0;
             }
         }
@@ -183,18 +194,39 @@ plain_level(PyObject *value)
     Py_ssize_t at = 0;
     PyObject *key, *item;
     while (PyDict_Next(value, &at, &key, &item)) {
-        if (!PyUnicode_CheckExact(key) ||
-            (PyUnicode_GET_LENGTH(key) == 1 && PyUnicode_READ_CHAR(key, 0) == '$')) {
-            return 0; /* written as pairs, or a tag's key */
-        }
-        if (plain_scalar(item)) {
-            continue;
-        }
-        if (!PyList_CheckExact(item) && !PyDict_CheckExact(item)) {
+        if (unwritable_key(key) || !maybe_plain(item)) {
             return 0;
         }
     }
     return 1;
+}
+
+/* One part of a container: a plain scalar is kept (nothing to do), a dict or list is copied
+ * into `parts` (at `where`, a dict's key, or `index` in a list); anything else gives up. */
+static int
+copy_part(Copy *copy, PyObject *item, Py_ssize_t depth, Parts *parts, PyObject *where,
+          Py_ssize_t index, Py_ssize_t *tallest)
+{
+    if (plain_scalar(item)) {
+        return DONE;
+    }
+    if (!PyList_CheckExact(item) && !PyDict_CheckExact(item)) {
+        return GAVE_UP;
+    }
+    PyObject *part;
+    Py_ssize_t height;
+    int status = copy_container(copy, item, depth + 1, &part, &height);
+    if (status != DONE) {
+        return status;
+    }
+    if (parts_add(parts, where, index, part) < 0) {
+        Py_DECREF(part);
+        return FAILED;
+    }
+    if (height > *tallest) {
+        *tallest = height;
+    }
+    return DONE;
 }
 
 /* Copy the container parts of `value` into `parts` (its scalars are only checked): DONE,
@@ -202,28 +234,12 @@ plain_level(PyObject *value)
 static int
 copy_parts(Copy *copy, PyObject *value, Py_ssize_t depth, Parts *parts, Py_ssize_t *tallest)
 {
-    PyObject *part;
-    Py_ssize_t height;
     int status;
     if (PyList_CheckExact(value)) {
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(value); i++) {
-            PyObject *item = PyList_GET_ITEM(value, i);
-            if (plain_scalar(item)) {
-                continue;
-            }
-            if (!PyList_CheckExact(item) && !PyDict_CheckExact(item)) {
-                return GAVE_UP;
-            }
-            status = copy_container(copy, item, depth + 1, &part, &height);
+            status = copy_part(copy, PyList_GET_ITEM(value, i), depth, parts, NULL, i, tallest);
             if (status != DONE) {
                 return status;
-            }
-            if (parts_add(parts, NULL, i, part) < 0) {
-                Py_DECREF(part);
-                return FAILED;
-            }
-            if (height > *tallest) {
-                *tallest = height;
             }
         }
         copy->size += PyList_GET_SIZE(value);
@@ -232,26 +248,12 @@ copy_parts(Copy *copy, PyObject *value, Py_ssize_t depth, Parts *parts, Py_ssize
     Py_ssize_t at = 0;
     PyObject *key, *item;
     while (PyDict_Next(value, &at, &key, &item)) {
-        if (!PyUnicode_CheckExact(key) ||
-            (PyUnicode_GET_LENGTH(key) == 1 && PyUnicode_READ_CHAR(key, 0) == '$')) {
-            return GAVE_UP; /* written as pairs, or a tag's key */
-        }
-        if (plain_scalar(item)) {
-            continue;
-        }
-        if (!PyList_CheckExact(item) && !PyDict_CheckExact(item)) {
+        if (unwritable_key(key)) {
             return GAVE_UP;
         }
-        status = copy_container(copy, item, depth + 1, &part, &height);
+        status = copy_part(copy, item, depth, parts, key, 0, tallest);
         if (status != DONE) {
             return status;
-        }
-        if (parts_add(parts, key, 0, part) < 0) {
-            Py_DECREF(part);
-            return FAILED;
-        }
-        if (height > *tallest) {
-            *tallest = height;
         }
     }
     copy->size += 2 * PyDict_GET_SIZE(value);
