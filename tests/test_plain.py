@@ -357,6 +357,24 @@ def test_freeze_plain_marks_nothing_inside_a_cycle(freeze_plain: FreezePlain) ->
 
 
 @COPIES
+def test_a_cycle_through_parts_held_once_is_found_by_each_copy(freeze_plain: FreezePlain) -> None:
+    """The compiled copy remembers only the containers held more than once (a part held by
+    one container alone is met once); a cycle always passes through one held twice."""
+    inner: list[Any] = []
+    outer: list[Any] = [inner, {"row": [1]}]
+    inner.append(outer)
+    value = {"v": outer, "plain": [{"a": [1, 2]}]}
+    del inner, outer  # now only the cycle holds `inner`
+    marked, size = freeze_plain(value)
+    assert marked["v"][0][0] is marked["v"]
+    assert size == -1
+    assert type(marked["v"]) not in PLAIN
+    assert PLAIN[type(marked["v"][1])] == 2
+    assert PLAIN[type(marked["plain"])] == 3
+    assert shape(marked) == shape(python_freeze_plain(value)[0])
+
+
+@COPIES
 def test_freeze_plain_keeps_shared_parts_shared_and_does_not_count_them(
     freeze_plain: FreezePlain,
 ) -> None:

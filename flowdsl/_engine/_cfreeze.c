@@ -62,11 +62,18 @@ seen_grow(Seen *seen)
     return 0;
 }
 
-/* 1: added; 0: met before; -1: out of memory. */
+/* 1: added; 0: met before; -1: out of memory. The table is made when first needed. */
 static int
 seen_add(Seen *seen, PyObject *obj)
 {
-    if ((seen->used + 1) * 2 > seen->mask + 1 && seen_grow(seen) < 0) {
+    if (seen->slots == NULL) {
+        seen->slots = PyMem_Calloc(seen->mask + 1, sizeof(uintptr_t));
+        if (seen->slots == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+    }
+    else if ((seen->used + 1) * 2 > seen->mask + 1 && seen_grow(seen) < 0) {
         return -1;
     }
     uintptr_t key = (uintptr_t)obj;
@@ -271,6 +278,14 @@ copy_container(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out,
     if (copy->memo != NULL && !plain_level(value)) {
         return GAVE_UP;
     }
+    /* Held only by the container it was found in, it is met once in this value and the
+     * Python copy never reaches it but through that container: nothing to look up or tell.
+     * Held more than once, it may be shared or in a cycle. (No Python code runs while it
+     * copies, and no part is referenced by the copy before it is looked at here, so the
+     * counts are the value's own.) */
+    if (Py_REFCNT(value) == 1) {
+        return copy_fresh(copy, value, depth, out, height);
+    }
     int added = seen_add(&copy->seen, value);
     if (added <= 0) {
         return added < 0 ? FAILED : GAVE_UP;
@@ -296,6 +311,32 @@ copy_container(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out,
     return status;
 }
 
+/* A list of class `type` (a list subclass with no slots of its own) holding what `value`
+ * holds, in an array of exactly its length: what `type(value)` gives, without the calls. */
+static PyObject *
+copy_list(PyTypeObject *type, PyObject *value)
+{
+    PyObject *frozen = type->tp_alloc(type, 0);
+    Py_ssize_t length = PyList_GET_SIZE(value);
+    if (frozen == NULL || length == 0) {
+        return frozen;
+    }
+    PyObject **items = PyMem_New(PyObject *, length);
+    if (items == NULL) {
+        Py_DECREF(frozen);
+        return PyErr_NoMemory();
+    }
+    PyObject **from = ((PyListObject *)value)->ob_item;
+    for (Py_ssize_t i = 0; i < length; i++) {
+        items[i] = Py_NewRef(from[i]);
+    }
+    PyListObject *list = (PyListObject *)frozen;
+    list->ob_item = items;
+    list->allocated = length;
+    Py_SET_SIZE(list, length);
+    return frozen;
+}
+
 static int
 copy_fresh(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out, Py_ssize_t *height)
 {
@@ -315,9 +356,8 @@ copy_fresh(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out, Py_ssi
     int is_list = PyList_CheckExact(value);
     PyObject *kind = PyTuple_GET_ITEM(is_list ? plain_lists : plain_dicts, tallest + 1);
     PyTypeObject *type = (PyTypeObject *)kind;
-    PyObject *frozen = type->tp_new(type, empty_tuple, NULL);
-    if (frozen == NULL ||
-        (is_list ? PyList_SetSlice(frozen, 0, 0, value) : PyDict_Merge(frozen, value, 1)) < 0) {
+    PyObject *frozen = is_list ? copy_list(type, value) : type->tp_new(type, empty_tuple, NULL);
+    if (frozen == NULL || (!is_list && PyDict_Merge(frozen, value, 1) < 0)) {
         Py_XDECREF(frozen);
         parts_free(&parts);
         return FAILED;
@@ -326,8 +366,9 @@ copy_fresh(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out, Py_ssi
         Replaced *replaced = &parts.items[i];
         int set;
         if (is_list) {
-            Py_INCREF(replaced->part); /* PyList_SetItem steals it */
-            set = PyList_SetItem(frozen, replaced->index, replaced->part);
+            PyObject **slot = &((PyListObject *)frozen)->ob_item[replaced->index];
+            Py_SETREF(*slot, Py_NewRef(replaced->part));
+            set = 0;
         }
         else {
             set = PyDict_SetItem(frozen, replaced->where, replaced->part);
@@ -374,11 +415,6 @@ copy_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (copy.memo != NULL && (copy.made = PyList_New(0)) == NULL) {
         return NULL;
     }
-    copy.seen.slots = PyMem_Calloc(64, sizeof(uintptr_t));
-    if (copy.seen.slots == NULL) {
-        Py_XDECREF(copy.made);
-        return PyErr_NoMemory();
-    }
     PyObject *frozen;
     Py_ssize_t height;
     /* No collection while it copies, so no finalizer or weakref callback (no Python code)
@@ -388,7 +424,9 @@ copy_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (collecting) {
         PyGC_Enable();
     }
-    PyMem_Free(copy.seen.slots);
+    if (copy.seen.slots != NULL) {
+        PyMem_Free(copy.seen.slots);
+    }
     /* Done: the memo learns every copy made, as the Python copy would have told it. */
     if (status == DONE && copy.made != NULL) {
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(copy.made); i += 2) {
