@@ -909,9 +909,11 @@ def _write(data: Json, small: bool = True) -> str:
             if not small or not (_ORJSON_SMALL.search(out) or _ORJSON_EXPONENT.search(out)):
                 if b"\x7f" in out:
                     out = out.replace(b"\x7f", b"\\u007f")
-                if out.isascii():
-                    return out.decode("ascii")
-                return out.decode("utf-8").encode("ascii", "flowdsl.json-ascii").decode("ascii")
+                try:
+                    return out.decode("ascii")  # one pass where all is ASCII, the common case
+                except UnicodeDecodeError:
+                    wide = out.decode("utf-8")
+                return wide.encode("ascii", "flowdsl.json-ascii").decode("ascii")
     return dumps(data)
 
 
