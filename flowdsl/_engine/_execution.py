@@ -354,7 +354,12 @@ class _Execution:
         while index < count:
             node = nodes[index]
             if type(node) is StepNode:
-                route = self.apply(node.key, await self.step(node, root, root.version), root)
+                outcome = await self.step(node, root, root.version)
+                if type(outcome) is Ok and type(outcome.value) is dict:  # `apply`, inlined
+                    root.write(outcome.value)
+                    index += 1
+                    continue
+                route = self.apply(node.key, outcome, root)
             elif type(node) is WaitNode:
                 route = self.apply(node.key, await self.wait(node, root, root.version), root)
             elif type(node) is CallNode:
@@ -454,8 +459,12 @@ class _Execution:
                     name, visit, attempt, outcome, failed, retrying, started, duration
                 )
             if not failed:
+                wall = self.wall0 + (started - self.t0)
+                self.records.append((name, attempt, "succeeded", wall, duration, None, visit))
+                if node.compensate is None and emit is None and not policy.branch:
+                    return outcome  # the common case: nothing else to note or settle
                 return self.succeeded(
-                    node, name, scope, version, visit, attempt, started, duration, outcome, policy
+                    node, name, scope, version, visit, attempt, duration, outcome, policy
                 )
             delay = self.failed(node, name, visit, attempt, started, duration, outcome, retrying)
             if delay is None:
@@ -549,15 +558,12 @@ class _Execution:
         version: int,
         visit: int,
         attempt: int,
-        started: float,
         duration: float,
         outcome: object,
         policy: Policy,
     ) -> object:
-        """Record a successful attempt; the step's outcome (a branch's goto is its failure)."""
-        self.records.append(
-            (name, attempt, "succeeded", self.wall0 + (started - self.t0), duration, None, visit)
-        )
+        """After a successful attempt's record (`step` appends it): its compensation, its
+        event, and for a branch its goto as a failure; returns the step's outcome."""
         if node.compensate is not None:
             self.compensable.append((node, scope, version, outcome, visit))
         emit = self.emit
