@@ -912,8 +912,8 @@ def _write(data: Json, small: bool = True) -> str:
                 try:
                     return out.decode("ascii")  # one pass where all is ASCII, the common case
                 except UnicodeDecodeError:
-                    wide = out.decode("utf-8")
-                return wide.encode("ascii", "flowdsl.json-ascii").decode("ascii")
+                    wide = out.decode("utf-8").encode("ascii", "flowdsl.json-ascii")
+                    return wide.decode("ascii")
     return dumps(data)
 
 
