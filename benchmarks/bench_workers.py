@@ -1,7 +1,12 @@
 """Workers: throughput through 1, 2 and 4 worker processes, and dispatch latency.
 
     python benchmarks/bench_workers.py [--store URL] [--runs 400] [--workers 1,2,4]
-                                       [--latency-samples 50]
+                                       [--latency-samples 50] [--json]
+
+``make bench`` runs it on SQLite and on PostgreSQL (`measure`; the server
+the test suite uses, from ``tests/pgserver.py``, or ``FLOWDSL_TEST_POSTGRES``)
+and puts both in docs/benchmark-report.md; where no PostgreSQL can be had,
+the report says so.
 
 Each worker is a real process (``flowdsl worker``-style, running `Worker`)
 serving one store; the default store is a SQLite file in a temporary
@@ -27,7 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 FLOWS = Path(__file__).resolve().with_name("worker_flows.py")
@@ -130,6 +137,142 @@ def wait_mark(mark: Path, timeout: float) -> float:
             raise SystemExit(f"no worker started {mark.name}")
         time.sleep(0.0005)
     return float(mark.read_text())
+
+
+# -- the report (make bench) ---------------------------------------------------------------
+
+WORKERS = (1, 2, 4)
+STORES = ("sqlite", "postgresql")
+
+
+@dataclass
+class Report:
+    """Each store's figures (as ``--json`` prints them), or why it was not measured."""
+
+    runs: int
+    figures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    HEADER = ("10-step runs through workers (concurrency 10 each)", *STORES)
+
+    def rows(self) -> list[list[str]]:
+        def rate(store: str, count: int) -> str:
+            figures = self.figures.get(store)
+            return (
+                "not measured"
+                if figures is None
+                else f"{figures[f'runs_per_s_{count}_workers']:,.0f} runs/s"
+            )
+
+        def dispatch(store: str) -> str:
+            figures = self.figures.get(store)
+            if figures is None:
+                return "not measured"
+            return f"{figures['dispatch_p50_ms']:.1f} / {figures['dispatch_p99_ms']:.1f} ms"
+
+        rows = [
+            [f"{count} worker{'s' if count > 1 else ''}", *(rate(s, count) for s in STORES)]
+            for count in WORKERS
+        ]
+        latency = "dispatch latency, queued to first step started (p50 / p99)"
+        return [*rows, [latency, *(dispatch(s) for s in STORES)]]
+
+    def notes(self) -> list[str]:
+        notes = [
+            f"{self.runs} runs queued, then the workers started; runs/s from the first step started "
+            "to the last step ended. Dispatch: one idle worker, one run at a time. PostgreSQL: "
+            "a schema of its own on the test suite's server, synchronous_commit=on.",
+        ]
+        notes += [f"{store}: not measured: {why}" for store, why in self.skipped.items()]
+        return notes
+
+    def text(self) -> str:
+        from run import text_table  # run.py imports this module: not at the top
+
+        return "\n".join(["Workers", text_table(list(self.HEADER), self.rows()), *self.notes()])
+
+    def markdown(self) -> str:
+        from run import md_table
+
+        return "\n\n".join(["## Workers", md_table(list(self.HEADER), self.rows()), *self.notes()])
+
+    def raw(self) -> dict[str, Any]:
+        return {"runs": self.runs, "figures": self.figures, "skipped": self.skipped}
+
+
+def postgres_url() -> tuple[str | None, str, Any]:
+    """A database to measure on: (URL, why not when it is None, what stops what was started).
+
+    The server the test suite uses (``FLOWDSL_TEST_POSTGRES``, else a throwaway database
+    on 127.0.0.1:5432, else a private cluster), in a schema of its own, with every commit
+    waiting for the server's flush (``synchronous_commit=on``, PostgreSQL's default; the
+    test suite's throwaway databases turn it off).
+    """
+    sys.path.insert(0, str(REPO / "tests"))
+    try:
+        import pgserver  # the test suite's server: an existing one, or a private cluster
+        import psycopg
+
+        server = pgserver.start()
+    except Exception as exc:  # no server, no binaries, no psycopg: reported, never a failure
+        return None, f"no PostgreSQL could be had ({str(exc).splitlines()[0]})", lambda: None
+    schema = f"bench_workers_{os.getpid()}_{time.time_ns()}"
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+
+    def stop() -> None:
+        try:
+            with psycopg.connect(server.url, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        finally:
+            server.stop()
+
+    url = pgserver.with_search_path(server.url, schema)
+    return url.replace("options=", "options=-csynchronous_commit%3Don%20", 1), "", stop
+
+
+def measure(
+    python: str,
+    runs: int = 400,
+    samples: int = 50,
+    timeout: float = 900.0,
+    postgres: Any = postgres_url,
+    stores: tuple[str, ...] = STORES,
+) -> Report:
+    """Each store (both by default) through this script in a process of its own (``--json``).
+
+    `postgres` gives the PostgreSQL database (see `postgres_url`). A store that cannot be
+    had, or whose measurement fails or times out, is reported as not measured, and why.
+    """
+    report = Report(runs)
+    for store in stores:
+        stop: Any = lambda: None  # noqa: E731
+        if store == "sqlite":
+            url: str | None = None  # the script's own file in a temporary folder
+        else:
+            url, why, stop = postgres()
+            if url is None:
+                report.skipped[store] = why
+                continue
+        command = [python, str(Path(__file__).resolve()), "--runs", str(runs)]
+        command += ["--workers", ",".join(map(str, WORKERS)), "--latency-samples", str(samples)]
+        command += ["--json", *(["--store", url] if url is not None else [])]
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=timeout, cwd=REPO
+            )
+        except subprocess.TimeoutExpired:
+            report.skipped[store] = f"timed out after {timeout:.0f} s"
+            continue
+        finally:
+            stop()
+        lines = done.stdout.strip().splitlines()
+        if done.returncode != 0 or not lines:
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            report.skipped[store] = f"failed (exit {done.returncode}): {tail}"
+            continue
+        report.figures[store] = json.loads(lines[-1])
+    return report
 
 
 def main() -> None:

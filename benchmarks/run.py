@@ -9,7 +9,8 @@ installs, pinned, into throwaway virtual environments under benchmarks/.venvs/
 (benchmarks/_harness.py), in interleaved rounds, all on the same CPython.
 After them, when flowdsl is selected, the foreach benchmark (issue 15,
 benchmarks/bench_foreach.py) runs its own cases and prints its tables, and in
-full mode the durable runs against DBOS (benchmarks/bench_dbos.py) follow.
+full mode the durable runs against DBOS (benchmarks/bench_dbos.py) and the
+workers on SQLite and PostgreSQL (benchmarks/bench_workers.py) follow.
 See benchmarks/README.md for what is measured and how to read the table.
 """
 
@@ -31,6 +32,7 @@ from typing import Any
 
 import bench_dbos
 import bench_foreach
+import bench_workers
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -477,6 +479,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-foreach", action="store_true", help="skip the foreach benchmark (bench_foreach.py)"
     )
     parser.add_argument(
+        "--no-workers",
+        action="store_true",
+        help="skip workers on SQLite and PostgreSQL (bench_workers.py; full mode only)",
+    )
+    parser.add_argument(
         "--no-dbos",
         action="store_true",
         help="skip the durable runs against DBOS (bench_dbos.py; full mode only)",
@@ -539,6 +546,17 @@ def main(argv: list[str] | None = None) -> int:
             dbos_mode = bench_dbos.Mode(**{**dbos_mode.__dict__, "rounds": args.rounds})
         dbos = bench_dbos.measure(dbos_mode, base_python, ensure_peer_venv)
 
+    # Not in --quick either: real worker processes, and a PostgreSQL server (found or started).
+    workers: bench_workers.Report | None = None
+    if (
+        flowdsl_impl is not None
+        and flowdsl_impl.available
+        and not args.quick
+        and not args.no_workers
+    ):
+        log("[workers] SQLite and PostgreSQL ...")
+        workers = bench_workers.measure(base_python)
+
     elapsed = time.perf_counter() - started
     all_cases: list[dict[str, Any]] = []
     for impl in impls:
@@ -575,6 +593,9 @@ def main(argv: list[str] | None = None) -> int:
     if dbos is not None:
         print()
         print(dbos.text())
+    if workers is not None:
+        print()
+        print(workers.text())
     print(f"total {elapsed:.0f} s")
 
     _ignore_dir(RESULTS)
@@ -600,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "foreach": foreach.raw() if foreach is not None else None,
         "dbos": dbos.raw() if dbos is not None else None,
+        "workers": workers.raw() if workers is not None else None,
     }
     raw_path = RESULTS / f"bench-{mode.name}-{stamp}.json"
     raw_path.write_text(json.dumps(raw, indent=1))
@@ -636,6 +658,8 @@ def main(argv: list[str] | None = None) -> int:
             lines += [foreach.markdown(), ""]
         if dbos is not None:
             lines += [dbos.markdown(), ""]
+        if workers is not None:
+            lines += [workers.markdown(), ""]
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text("\n".join(lines))
         print(f"report: {out}")
