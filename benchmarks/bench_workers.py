@@ -217,8 +217,12 @@ def postgres_url() -> tuple[str | None, str, Any]:
     except Exception as exc:  # no server, no binaries, no psycopg: reported, never a failure
         return None, f"no PostgreSQL could be had ({str(exc).splitlines()[0]})", lambda: None
     schema = f"bench_workers_{os.getpid()}_{time.time_ns()}"
-    with psycopg.connect(server.url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+    except psycopg.Error as exc:
+        server.stop()
+        return None, f"no schema could be made ({str(exc).splitlines()[0]})", lambda: None
 
     def stop() -> None:
         try:
