@@ -158,11 +158,9 @@ class Report:
     def rows(self) -> list[list[str]]:
         def rate(store: str, count: int) -> str:
             figures = self.figures.get(store)
-            return (
-                "not measured"
-                if figures is None
-                else f"{figures[f'runs_per_s_{count}_workers']:,.0f} runs/s"
-            )
+            if figures is None:
+                return "not measured"
+            return f"{figures[f'runs_per_s_{count}_workers']:,.0f} runs/s"
 
         def dispatch(store: str) -> str:
             figures = self.figures.get(store)

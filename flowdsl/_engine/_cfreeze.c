@@ -364,16 +364,11 @@ copy_fresh(Copy *copy, PyObject *value, Py_ssize_t depth, PyObject **out, Py_ssi
     }
     for (Py_ssize_t i = 0; i < parts.used; i++) {
         Replaced *replaced = &parts.items[i];
-        int set;
-        if (is_list) {
+        if (is_list) { /* its own array, made above: the slot is replaced in place */
             PyObject **slot = &((PyListObject *)frozen)->ob_item[replaced->index];
             Py_SETREF(*slot, Py_NewRef(replaced->part));
-            set = 0;
         }
-        else {
-            set = PyDict_SetItem(frozen, replaced->where, replaced->part);
-        }
-        if (set < 0) {
+        else if (PyDict_SetItem(frozen, replaced->where, replaced->part) < 0) {
             parts_free(&parts);
             Py_DECREF(frozen);
             return FAILED;
