@@ -11,7 +11,7 @@ from typing import Any, Final, TypeVar, final, overload
 
 from ._plan import END, End
 from .errors import KeyNotFound, UsageError
-from .result import Err, Ok
+from .result import Err, Ok, _set_ok_value
 
 __all__ = [
     "END",
@@ -28,6 +28,7 @@ T = TypeVar("T")
 E = TypeVar("E")
 
 _EMPTY: Final[Mapping[str, Any]] = {}
+_new = object.__new__
 
 
 @overload
@@ -36,7 +37,9 @@ def ok() -> Ok[None]: ...
 def ok(value: T) -> Ok[T]: ...
 def ok(value: object = None) -> Ok[object]:
     """Succeed: a mapping is merged into the context, another value is stored under the step's key."""
-    return Ok(value)
+    made: Ok[object] = _new(Ok)  # `Ok(value)` without its __init__ frame: every step calls this
+    _set_ok_value(made, value)
+    return made
 
 
 def error(reason: E) -> Err[E]:

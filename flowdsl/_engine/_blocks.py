@@ -42,7 +42,7 @@ from .._plan import (
     WaitNode,
 )
 from ..errors import GotoError, UsageError
-from ..result import Err, Ok
+from ..result import Err, Ok, _set_ok_value
 from ._context import IMMUTABLE, Context, FrozenDict, Item, Scope, freeze
 from ._policies import COMPLETE_ALL, Failed, FailFast, Policy
 from ._seams import ITEMS, REDUCE, Entry
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 __all__ = ["as_result", "branch_goto", "run_block", "run_sequence"]
 
 _perf = time.perf_counter
+_new = object.__new__
 _OK_NONE: Final = Ok(None)
 _RESULTS: Final = "__results__"
 
@@ -67,7 +68,9 @@ def as_result(outcome: object) -> Ok[Any] | Err[Any]:
         return outcome  # type: ignore[return-value]
     if outcome is None:
         return _OK_NONE
-    return Ok(outcome if type(outcome) in IMMUTABLE else freeze(outcome))
+    made: Ok[Any] = _new(Ok)  # `Ok(...)` without its __init__ frame: once per branch
+    _set_ok_value(made, outcome if type(outcome) in IMMUTABLE else freeze(outcome))
+    return made
 
 
 def named(node: Node, scope: Scope) -> str:

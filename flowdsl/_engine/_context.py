@@ -534,7 +534,7 @@ class Scope:
                 value = freeze(value)
             previous = latest.get(key)
             if previous is not None:
-                self._keep(key, previous)
+                self.keep(key, previous)
             latest[key] = (version, value)
 
     def put(self, key: str, value: Any) -> None:
@@ -542,10 +542,10 @@ class Scope:
         self.version = version = self.version + 1
         previous = self.latest.get(key)
         if previous is not None:
-            self._keep(key, previous)
+            self.keep(key, previous)
         self.latest[key] = (version, value)
 
-    def _keep(self, key: str, previous: tuple[int, Any]) -> None:
+    def keep(self, key: str, previous: tuple[int, Any]) -> None:
         """Keep the value `key` had (older snapshots still read it)."""
         history = self.older.get(key)
         if history is None:

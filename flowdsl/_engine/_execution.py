@@ -76,6 +76,9 @@ _perf = time.perf_counter
 _OK_NONE: Final = Ok(None)
 
 
+_new = object.__new__
+
+
 def _retries(node: StepNode | CallNode, attempt: int, exception: BaseException | None) -> bool:
     """Whether a failed attempt is tried again (an `error()` result is, while attempts remain)."""
     retry = node.retry
@@ -355,8 +358,18 @@ class _Execution:
             node = nodes[index]
             if type(node) is StepNode:
                 outcome = await self.step(node, root, root.version)
-                if type(outcome) is Ok and type(outcome.value) is dict:  # `apply`, inlined
-                    root.write(outcome.value)
+                if type(outcome) is Ok and type(outcome.value) is dict:
+                    # `apply` and `Scope.write`, inlined: most steps end here
+                    root.version = version = root.version + 1
+                    latest = root.latest
+                    for key, value in outcome.value.items():
+                        previous = latest.get(key)
+                        if previous is not None:
+                            root.keep(key, previous)
+                        latest[key] = (
+                            version,
+                            value if type(value) in IMMUTABLE else freeze(value),
+                        )
                     index += 1
                     continue
                 route = self.apply(node.key, outcome, root)
@@ -424,19 +437,28 @@ class _Execution:
         emit = self.emit
         run_id = self.run_id
         fast = node.timeout is None and self.hook is None
+        direct = fast and node.mode is ASYNC  # `invoke`'s first case, without its call
         while True:
             attempt += 1
             if self.due is not None and self.clock() >= self.due:
                 self.overdue()
             if journal is not None and journal.must_check():
                 await journal.check()
-            ctx = Context(scope, version, run_id, name, attempt, visit)
+            ctx = _new(Context)  # `Context(...)` without its __init__ frame: the hot path
+            ctx._scope = scope
+            ctx._version = version
+            ctx._visit = visit
+            ctx.run_id = run_id
+            ctx.step = name
+            ctx.attempt = attempt
             if emit is not None:
                 emit(StepStarted(name, attempt, run_id=run_id))
             started = _perf()
             exception: BaseException | None = None
             try:
-                if fast:
+                if direct:
+                    outcome: object = await node.fn(ctx)
+                elif fast:
                     outcome = await self.invoke(node, ctx)
                 else:
                     outcome = await self.attempt(node, ctx, started)
@@ -461,7 +483,11 @@ class _Execution:
             if not failed:
                 wall = self.wall0 + (started - self.t0)
                 self.records.append((name, attempt, "succeeded", wall, duration, None, visit))
-                if node.compensate is None and emit is None and not policy.branch:
+                if (
+                    node.compensate is None
+                    and emit is None
+                    and (not policy.branch or type(outcome) is not Goto)
+                ):
                     return outcome  # the common case: nothing else to note or settle
                 return self.succeeded(
                     node, name, scope, version, visit, attempt, duration, outcome, policy
