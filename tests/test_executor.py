@@ -42,6 +42,7 @@ from flowdsl import (
     stream_workflow,
     workflow,
 )
+from flowdsl._engine._context import Context
 from flowdsl.errors import GotoError, RunningLoopError, TransitionLimitExceeded
 
 pytestmark = pytest.mark.usefixtures("flowdsl_registry")  # each test defines its own workflows
@@ -344,6 +345,34 @@ def test_ctx_carries_run_id_step_attempt_and_a_stable_idempotency_key() -> None:
     r = run(ids, run_id="run-7")
     assert "run-7" == r.run_id
     assert [("run-7", "charge", n, "run-7:charge") for n in (1, 2, 3)] == seen
+
+
+def test_a_steps_context_has_every_field_context_init_would_set() -> None:
+    """The executor builds a step's Context without calling __init__ (the hot path):
+    every field Context declares is set, as __init__ would set it, fast path or not."""
+    seen: dict[str, Any] = {}
+
+    @workflow
+    def both() -> None:
+        @step
+        async def direct(ctx: Any) -> Any:
+            seen["direct"] = ctx
+            return ok({"y": 2})
+
+        @step(timeout=5)
+        async def bounded(ctx: Any) -> Any:
+            seen["bounded"] = ctx
+            return ok()
+
+    run(both, {"x": 1}, run_id="r-1")
+    assert {"direct", "bounded"} == set(seen)
+    for name, ctx in seen.items():
+        made = Context(ctx._scope, ctx._version, "r-1", name, 1, 1)
+        assert {slot: getattr(made, slot) for slot in Context.__slots__} == {
+            slot: getattr(ctx, slot) for slot in Context.__slots__
+        }
+    assert {"x": 1} == dict(seen["direct"])
+    assert {"x": 1, "y": 2} == dict(seen["bounded"])
 
 
 def test_context_is_immutable_for_steps() -> None:

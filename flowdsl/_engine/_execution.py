@@ -363,13 +363,11 @@ class _Execution:
                     root.version = version = root.version + 1
                     latest = root.latest
                     for key, value in outcome.value.items():
+                        frozen = value if type(value) in IMMUTABLE else freeze(value)
                         previous = latest.get(key)
                         if previous is not None:
                             root.keep(key, previous)
-                        latest[key] = (
-                            version,
-                            value if type(value) in IMMUTABLE else freeze(value),
-                        )
+                        latest[key] = (version, frozen)
                     index += 1
                     continue
                 route = self.apply(node.key, outcome, root)
