@@ -4,9 +4,11 @@ The top-level sequence is a loop over an index that goto moves; a parallel
 block (`_blocks`) is a nursery; compensation (`_compensation`) undoes a failed
 run. One `_Execution` holds a run's state. A step runs in named parts:
 
-* **the attempt**: `invoke` is the one place a step's body is called (threads,
-  processes and remote executors plug in behind it, `_seams.Invoker`);
-  `attempt` adds the step's timeout and the attempt hook when there are any;
+* **the attempt**: `invoke` is where a step's body is called (threads,
+  processes and remote executors plug in behind it, `_seams.Invoker`), but
+  for the hot path: an ``async def`` step without a timeout or a hook is
+  called by `step` itself, as `invoke`'s first case would; `attempt` adds
+  the step's timeout and the attempt hook when there are any;
 * **the commit**: `commit` hands the attempt to the durable journal, before
   anything that depends on it starts;
 * **success** and **failure**: `succeeded` and `failed` record the attempt in
@@ -14,8 +16,10 @@ run. One `_Execution` holds a run's state. A step runs in named parts:
   settles a final failure, `_policies`).
 
 The hot path is deliberate (docs/performance.md): the common attempt (an
-``async def`` step, no timeout, no hook, not durable) costs one call of
-`invoke` and one of `succeeded`; events are built only when someone listens.
+``async def`` step, no timeout, no hook, not durable) costs the step's own
+coroutine and nothing else: no call of `invoke`, none of `succeeded` unless
+there is something to settle, its `Context` built without its ``__init__``;
+events are built only when someone listens.
 """
 
 from __future__ import annotations
@@ -820,10 +824,11 @@ class _Execution:
     # -- the attempt's body ----------------------------------------------------------------
 
     def invoke(self, node: StepNode | CallNode, ctx: Context) -> Awaitable[object]:
-        """THE seam: the one place where an attempt of a step's body is called.
+        """THE seam: where an attempt of a step's body is called.
 
         Returns what the caller awaits; an ``async def`` step's own coroutine is
-        returned as it is, so the common case costs no extra frame.
+        returned as it is. `step` calls such a step itself when it has no timeout
+        and no hook is set (the hot path), exactly as this first case does.
         """
         mode = node.mode
         if mode is ASYNC:
