@@ -77,10 +77,8 @@ from ._tracing import RunTracer, Scoped, run_tracer, with_tracing
 __all__ = ["execute"]
 
 _perf = time.perf_counter
-_OK_NONE: Final = Ok(None)
-
-
 _new = object.__new__
+_OK_NONE: Final = Ok(None)
 
 
 def _retries(node: StepNode | CallNode, attempt: int, exception: BaseException | None) -> bool:
