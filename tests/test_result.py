@@ -27,6 +27,7 @@ from strategies import (
     values,
 )
 
+from flowdsl import ok
 from flowdsl.errors import FlowError, UnwrapError
 from flowdsl.result import (
     Err,
@@ -93,6 +94,21 @@ def test_hash_follows_payload(value: object) -> None:
     """Equal results hash equally and work as dict keys and set members."""
     assert hash(Ok(value)) == hash(Ok(copy.deepcopy(value)))
     assert {Ok(value), Err(value)} == {Ok(value), Err(value), Ok(value)}
+
+
+@given(values())
+def test_ok_builds_what_the_constructor_builds(value: object) -> None:
+    """ok(v) makes its Ok without calling Ok.__init__ (every step returns one): it is an
+    Ok(v) in every way, frozen, and ok() is Ok(None)."""
+    made = ok(value)
+    assert Ok is type(made)
+    assert value is made.value
+    assert Ok(value) == made
+    assert repr(Ok(value)) == repr(made)
+    assert made == pickle.loads(pickle.dumps(made))
+    with pytest.raises(AttributeError, match="frozen"):
+        made.value = 1  # type: ignore[misc]
+    assert Ok(None) == ok()
 
 
 def test_unhashable_payload_raises_only_when_hashed() -> None:
