@@ -419,9 +419,7 @@ copy_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (collecting) {
         PyGC_Enable();
     }
-    if (copy.seen.slots != NULL) {
-        PyMem_Free(copy.seen.slots);
-    }
+    PyMem_Free(copy.seen.slots); /* NULL when no table was needed: PyMem_Free allows it */
     /* Done: the memo learns every copy made, as the Python copy would have told it. */
     if (status == DONE && copy.made != NULL) {
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(copy.made); i += 2) {
