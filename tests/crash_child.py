@@ -238,6 +238,32 @@ def _parse_kill(text: str) -> tuple[str, int, int] | int:
     return int(text)
 
 
+def _kill_in_commits(store: Store) -> None:
+    """Kill points 4 and 5, in a step's commit made on the run's own thread (a lone run's on
+    SQLite): 4 once its row is inserted, before the COMMIT; 5 once it has committed."""
+    from flowdsl.stores import _sqlite
+
+    if not isinstance(store, _sqlite.SQLiteStore):
+        return
+    insert, commit_here = _sqlite._append_job, _sqlite._Writer.commit_here
+
+    def killing_insert(writer: Any, conn: Any, claim: Any, attempt: Any) -> None:
+        insert(writer, conn, claim, attempt)
+        here = threading.current_thread() is threading.main_thread()
+        if here and _kill == (attempt.step, attempt.attempt, 4):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def killing_commit_here(writer: Any, job: Any) -> bool:
+        done: bool = commit_here(writer, job)
+        attempt = job.args[1]
+        if done and _kill == (attempt.step, attempt.attempt, 5):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return done
+
+    _sqlite._append_job = killing_insert  # type: ignore[assignment]
+    _sqlite._Writer.commit_here = killing_commit_here  # type: ignore[method-assign]
+
+
 def _open(target: str) -> Store:
     """The store `target` names: a store URL or a SQLite file path."""
     store, _ = open_store(target)
@@ -254,6 +280,7 @@ def _run(target: str, log: str, run_id: str, kill: str, name: str = "crash_check
         _kill = _parse_kill(kill)
     _log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     store = _open(target)
+    _kill_in_commits(store)
     try:
         resume_runs(store)
         data = {"crash_checkout": INPUT, "crash_batch": BATCH_INPUT}.get(name)

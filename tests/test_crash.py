@@ -201,6 +201,33 @@ def test_a_run_killed_at_a_chosen_point_resumes_in_another_process(
         assert [(1, first), (2, second), (3, second)] == [(r.attempt, {r.pid}) for r in rows]
 
 
+@pytest.mark.parametrize("store_kit", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("kill", "reruns"),
+    [
+        ("reserve:1:4", {"reserve"}),  # in the first step's own commit, before COMMIT
+        ("reserve:1:5", set()),  # just after it: committed, so it never runs again
+        ("confirm:1:4", {"confirm"}),  # the same for the last step, after a goto loop
+        ("confirm:1:5", set()),
+    ],
+)
+def test_a_run_killed_inside_a_commit_on_its_own_thread_loses_and_repeats_nothing(
+    tmp_path: Path, store_kit: StoreKit, flow: ModuleType, kill: str, reruns: set[str]
+) -> None:
+    """A lone run on SQLite commits its steps itself: killed in there, before or after the
+    COMMIT, it resumes with every committed step kept and none of them run again."""
+    log = tmp_path / "steps.log"
+    # The child dies only if the step's write was committed on the run's own thread.
+    assert -signal.SIGKILL == run_child("run", store_kit.url, str(log), "r1", kill)
+    assert 0 == run_child("run", store_kit.url, str(log), "r2", "0")
+    lines = read_log(log)
+    check(store_kit, log, ["r1", "r2"], {lines[0].pid}, flow)
+    ends = Counter(
+        (line.key, line.attempt) for line in lines if line.event == "end" and line.key[:3] == "r1:"
+    )
+    assert reruns == {key[3:].split("#")[0] for (key, _), count in ends.items() if count > 1}
+
+
 def test_a_thousand_item_foreach_killed_midway_completes_every_item_exactly_once(
     tmp_path: Path, store_kit: StoreKit, flow: ModuleType
 ) -> None:

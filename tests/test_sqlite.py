@@ -7,19 +7,35 @@ per kind of store in test_durable.py, test_crash.py and test_store_faults.py.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import stat
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from polling import wait_for
 
-from flowdsl import SQLiteStore, Store, ok, resume_runs, run_workflow, step, workflow
+from flowdsl import (
+    SQLiteStore,
+    Store,
+    arun_workflow,
+    ok,
+    parallel,
+    resume_runs,
+    run_workflow,
+    step,
+    workflow,
+)
 from flowdsl.errors import StoreError, UsageError
 
 # isort: split
 # flowdsl's internals these tests reach into (remap here when the modules move):
+from flowdsl.stores import _sqlite as sqlite_store
 from flowdsl.stores._sqlite import SCHEMA_VERSION
 
 pytestmark = pytest.mark.usefixtures("flowdsl_registry")  # each test defines its own workflows
@@ -235,3 +251,156 @@ def test_the_journal_and_its_wal_files_are_private(db: Path) -> None:
                 assert 0o600 == stat.S_IMODE(path.stat().st_mode), path
     finally:
         os.umask(old)
+
+
+# -- where a step's journal write commits ------------------------------------------------------
+
+WRITER = "flowdsl-sqlite-writer"
+
+
+@pytest.fixture
+def appends(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The name of the thread each step's journal write ran its insert on, in order."""
+    threads: list[str] = []
+    real = sqlite_store._append_job
+
+    def recorded(writer: Any, conn: sqlite3.Connection, claim: Any, attempt: Any) -> None:
+        threads.append(threading.current_thread().name)
+        real(writer, conn, claim, attempt)
+
+    monkeypatch.setattr(sqlite_store, "_append_job", recorded)
+    return threads
+
+
+def adder(index: int) -> Callable[[Any], Any]:
+    async def add(ctx: Any) -> Any:
+        return ok({f"k{index}": index})
+
+    return add
+
+
+@workflow("five-steps")
+def five_steps() -> None:
+    for index in range(5):
+        step(adder(index), name=f"s{index}")
+
+
+def test_a_lone_runs_steps_commit_on_its_own_thread(db: Path, appends: list[str]) -> None:
+    """Nothing else waiting: each step commits on the run's thread, no hand-over, all journaled."""
+    with SQLiteStore(db) as store:
+        run = run_workflow(five_steps, run_id="r1", store=store)
+        recorded = store.get_run("r1")
+    assert "completed" == run.status
+    assert [threading.current_thread().name] * 5 == appends
+    assert recorded is not None
+    assert [f"s{i}" for i in range(5)] == [record.name for record in recorded.steps]
+    assert {f"k{i}": i for i in range(5)} == dict(recorded.output)
+
+
+def test_steps_that_finish_together_share_the_writer_threads_commits(
+    db: Path, appends: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other steps ready on the loop: the writes go to the writer thread, batched in commits."""
+    batches: list[int] = []
+    real = sqlite_store._Writer.transaction
+
+    def counted(writer: Any, conn: sqlite3.Connection, batch: list[Any], begun: bool) -> Any:
+        batches.append(len(batch))
+        return real(writer, conn, batch, begun)
+
+    monkeypatch.setattr(sqlite_store._Writer, "transaction", counted)
+
+    @workflow
+    def fan() -> None:
+        with parallel(name="fan"):
+            for index in range(20):
+                step(adder(index), name=f"n{index}")
+
+    with SQLiteStore(db) as store:
+        run = run_workflow(fan, run_id="r1", store=store)
+    assert "completed" == run.status
+    assert 20 == len(appends)
+    # Each branch but the last finds the others ready on the loop; the last may commit itself.
+    assert sum(name.startswith(WRITER) for name in appends) >= 19
+    assert max(batches) > 1  # writes that waited together were committed together
+
+
+def test_a_write_never_waits_for_the_files_lock_on_the_event_loop(
+    db: Path, appends: list[str]
+) -> None:
+    """Another process holds the write lock: the step's write waits on the writer thread while
+    the loop goes on turning (it is what gives the lock back here)."""
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+
+    async def take_the_lock(ctx: Any) -> Any:
+        holder.execute("BEGIN IMMEDIATE")
+        return ok({"a": 1})
+
+    @workflow
+    def locked() -> None:
+        step(take_the_lock, name="a")
+        step(adder(1), name="b")
+
+    gaps: list[float] = []
+
+    async def main(store: SQLiteStore) -> Any:
+        task = asyncio.ensure_future(arun_workflow(locked, run_id="r1", store=store))
+        turns = 0
+        last = time.monotonic()
+        while not task.done():
+            await asyncio.sleep(0.001)  # on a timer: nothing is ready on the loop meanwhile
+            gaps.append(time.monotonic() - last)
+            last = time.monotonic()
+            turns += 1
+            if turns == 20:
+                holder.execute("COMMIT")  # only if the loop kept turning while "a" waited
+        return await task
+
+    try:
+        # The writer's own connection waits up to 5 s for the lock, then retries.
+        with SQLiteStore(db, busy_timeout=60.0) as store:
+            run_workflow(five_steps, run_id="warm", store=store)  # the writer thread is up
+            appends.clear()
+            run = asyncio.run(main(store))
+    finally:
+        holder.close()
+    assert "completed" == run.status
+    assert appends[0].startswith(WRITER)  # "a": the lock was taken, so it was handed over
+    assert max(gaps) < 2.5  # never held for SQLite's wait on the lock (5 s)
+
+
+def test_after_a_slow_commit_here_the_writes_go_to_the_writer_thread(
+    db: Path, appends: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk being slow never holds the event loop up twice in a row."""
+    monkeypatch.setattr(sqlite_store, "_HERE_SLOW", -1.0)  # every commit counts as slow
+    with SQLiteStore(db) as store:
+        run = run_workflow(five_steps, run_id="r1", store=store)
+    assert "completed" == run.status
+    assert not appends[0].startswith(WRITER)
+    assert all(name.startswith(WRITER) for name in appends[1:]), appends
+
+
+def test_the_writer_thread_checkpoints_the_log(
+    db: Path, appends: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between its batches, never inside a step's commit: the log is copied into the file."""
+    monkeypatch.setattr(sqlite_store, "_CHECKPOINT_PAGES", 8)
+    done: list[tuple[str, Any]] = []
+    real = sqlite_store._Writer.checkpoint
+
+    def recorded(writer: Any, conn: sqlite3.Connection) -> Any:
+        answer = real(writer, conn)
+        done.append((threading.current_thread().name, answer))
+        return answer
+
+    monkeypatch.setattr(sqlite_store._Writer, "checkpoint", recorded)
+    with SQLiteStore(db) as store:
+        run = run_workflow(five_steps, run_id="r1", store=store)
+        wait_for(lambda: done, "a checkpoint")
+    assert "completed" == run.status
+    assert not appends[0].startswith(WRITER)  # committed here (later ones wait if it checkpoints)
+    assert all(name.startswith(WRITER) for name, _ in done)
+    busy, in_log, copied = done[0][1]
+    assert in_log > 0
+    assert (0, in_log) == (busy, copied)  # every page of the log copied
