@@ -297,6 +297,32 @@ def test_a_lone_runs_steps_commit_on_its_own_thread(db: Path, appends: list[str]
     assert {f"k{i}": i for i in range(5)} == dict(recorded.output)
 
 
+def test_a_lone_run_opens_and_finishes_on_its_own_thread_too(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its claim and its final record skip the hand-over as its steps do (once the writer
+    thread is up: the first write of a store starts it)."""
+    jobs: list[tuple[str, str]] = []
+    for name in ("_open_job", "_finish_job"):
+        real = getattr(sqlite_store, name)
+
+        def recorded(*args: Any, _real: Any = real, _name: str = name) -> Any:
+            jobs.append((_name, threading.current_thread().name))
+            return _real(*args)
+
+        monkeypatch.setattr(sqlite_store, name, recorded)
+    here = threading.current_thread().name
+    with SQLiteStore(db) as store:
+        run_workflow(five_steps, run_id="warm", store=store)
+        jobs.clear()
+        run = run_workflow(five_steps, run_id="r1", store=store)
+        recorded = store.get_run("r1")
+    assert "completed" == run.status
+    assert [("_open_job", here), ("_finish_job", here)] == jobs
+    assert recorded is not None
+    assert ("completed", {f"k{i}": i for i in range(5)}) == (recorded.status, dict(recorded.output))
+
+
 def test_steps_that_finish_together_share_the_writer_threads_commits(
     db: Path, appends: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

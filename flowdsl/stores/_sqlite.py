@@ -1661,6 +1661,9 @@ class SQLiteStore:
         If the caller is cancelled while the claim is being written, the claim
         is given back as soon as it commits, and the run recorded as cancelled.
         """
+        here = _Job(_open_job, (header,), None, None)
+        if self._commit_here(here, len(header.input) + len(header.graph or "")):
+            return here.result  # type: ignore[return-value]
         job, future = self._submit(_open_job, header)
         try:
             opened: Opened = await asyncio.shield(future)
@@ -1670,25 +1673,35 @@ class SQLiteStore:
             raise
         return opened
 
-    async def append(self, claim: Claim, attempt: Attempt) -> None:
-        """Commit one journal entry; returns once it is on disk (in the WAL).
+    def _commit_here(self, job: _Job, size: int) -> bool:
+        """Whether `job` (writing about `size` characters) was committed on this thread.
 
-        When nothing else is waiting, neither on the event loop nor for the writer,
-        a small entry is committed here, on the loop's thread: the two hand-overs
-        between threads would cost more than the commit.
+        Only when nothing else waits, neither on the event loop nor for the writer:
+        then the two hand-overs between threads would cost more than the commit
+        (see `_Writer.commit_here`). A record longer than `_HERE_LIMIT` goes to the
+        thread, and so does every write on a loop other than asyncio's own.
         """
-        if (
-            len(attempt.outcome) <= _HERE_LIMIT
+        return (
+            size <= _HERE_LIMIT
             and not getattr(asyncio.get_running_loop(), "_ready", True)  # asyncio's: none ready
-            and self._writer.commit_here(_Job(_append_job, (claim, attempt), None, None))
-        ):
+            and self._writer.commit_here(job)
+        )
+
+    async def append(self, claim: Claim, attempt: Attempt) -> None:
+        """Commit one journal entry; returns once it is on disk (in the WAL)."""
+        if self._commit_here(_Job(_append_job, (claim, attempt), None, None), len(attempt.outcome)):
             await asyncio.sleep(0)  # the run goes on at the loop's next turn, as it would
             return
         await self._submit(_append_job, claim, attempt)[1]
 
     async def finish_run(self, claim: Claim, ending: Ending) -> None:
         """Commit the run's final record (and its parent's event); the run is no longer owned."""
-        mailboxes: list[tuple[str, str]] = await self._submit(_finish_job, claim, ending)[1]
+        here = _Job(_finish_job, (claim, ending), None, None)
+        mailboxes: list[tuple[str, str]]
+        if self._commit_here(here, len(ending.output) + len(ending.error or "")):
+            mailboxes = here.result  # type: ignore[assignment]
+        else:
+            mailboxes = await self._submit(_finish_job, claim, ending)[1]
         for mailbox in mailboxes:
             _wake_mail((self._writer.key, *mailbox))
 
