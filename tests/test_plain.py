@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -639,3 +639,64 @@ def test_an_outcome_passing_on_a_large_marked_value_is_written_in_a_thread(
         assert run.status == "completed"
         assert PLAIN[type(run.output["again"])] == 3
     assert threads == {"rows": True, "again": False}
+
+
+def depth_of(value: Any) -> int:
+    """How many containers deep `value` goes (0 for a scalar)."""
+    if isinstance(value, dict):
+        return 1 + max((depth_of(item) for item in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((depth_of(item) for item in value), default=0)
+    return 0
+
+
+@given(test_codec.plain_json, st.integers(0, 60))
+def test_the_compiled_count_of_parts_is_what_freeze_plain_counts_up_to_its_limit(
+    value: object, limit: int
+) -> None:
+    count = _context.count_parts
+    if count is None:
+        pytest.skip("the compiled copy was not built here")
+    if not isinstance(value, dict | list):
+        return
+    marked, size = _context.freeze_plain(value)
+    expected = size if size <= limit and depth_of(value) <= PLAIN_HEIGHT else limit + 1
+    assert count(value, limit) == expected  # the value as it came
+    assert count(marked, limit) == expected  # and its frozen copy
+    assert count(marked, 10**9) == (size if depth_of(value) <= PLAIN_HEIGHT else 10**9 + 1)
+
+
+@pytest.mark.parametrize(
+    ("count", "extra", "on_loop"),
+    [
+        (2_000, "plain", True),  # 16,002 parts, all marked plain: written without a walk
+        (2_000, ("a", "tuple"), False),  # the same size, but the tuples must be walked
+        (LARGE_PLAIN // 6, "plain", False),  # too large even written as it is
+    ],
+)
+def test_a_runs_output_is_written_on_the_loop_only_when_it_is_plain_and_not_too_large(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, count: int, extra: object, on_loop: bool
+) -> None:
+    """As a step's outcome is: a thread's round trip would cost more than writing it."""
+    if _context.count_parts is None and on_loop:
+        pytest.skip("the compiled copy was not built here: every large output is walked")
+    threads: list[bool] = []
+
+    def encode_lenient_text_noting_where(value: object) -> str:
+        if isinstance(value, Mapping) and "rows" in value:
+            threads.append(threading.current_thread() is threading.main_thread())
+        return encode_lenient_text(value)
+
+    monkeypatch.setattr(_journal, "encode_lenient_text", encode_lenient_text_noting_where)
+    made = rows(count, extra)
+
+    @workflow
+    def export_output() -> None:
+        step(lambda ctx: ok({"rows": made, "count": len(made)}), name="fetch")
+
+    with SQLiteStore(tmp_path / "runs.db") as store:
+        run = run_workflow(export_output, store=store)
+        saved = store.get_run(run.run_id)
+    assert saved is not None
+    assert ("completed", made) == (saved.status, saved.output["rows"])
+    assert threads == [on_loop]

@@ -441,6 +441,61 @@ copy_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return Py_BuildValue("(Nn)", frozen, copy.size);
 }
 
+/* The parts of a dict or list (any subclass), as `copy_plain` counts them: 2 for each dict
+ * item, 1 for each list item, at every depth; once past `limit`, `limit + 1`. Only dicts and
+ * lists are looked inside, and only through their own storage, so no Python code runs. */
+static Py_ssize_t
+parts_of(PyObject *value, Py_ssize_t limit, Py_ssize_t depth)
+{
+    if (depth > plain_height) {
+        return limit + 1; /* deeper than anything marked plain: not counted */
+    }
+    Py_ssize_t count = 0;
+    if (PyList_Check(value)) {
+        Py_ssize_t length = PyList_GET_SIZE(value);
+        count = length;
+        for (Py_ssize_t i = 0; i < length && count <= limit; i++) {
+            PyObject *item = PyList_GET_ITEM(value, i);
+            if (PyList_Check(item) || PyDict_Check(item)) {
+                count += parts_of(item, limit - count, depth + 1);
+            }
+        }
+    }
+    else if (PyDict_Check(value)) {
+        Py_ssize_t at = 0;
+        PyObject *key, *item;
+        while (count <= limit && PyDict_Next(value, &at, &key, &item)) {
+            count += 2;
+            if (PyList_Check(item) || PyDict_Check(item)) {
+                count += parts_of(item, limit - count, depth + 1);
+            }
+        }
+    }
+    return count > limit ? limit + 1 : count;
+}
+
+PyDoc_STRVAR(count_parts_doc,
+             "count_parts(value, limit, /)\n--\n\n"
+             "How many parts a dict or list holds, at any depth, as copy_plain counts them\n"
+             "(2 per dict item, 1 per list item); limit + 1 once past `limit`.");
+
+static PyObject *
+count_parts(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyLong_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "count_parts() takes a value and an int limit");
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    if (limit < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "count_parts(): the limit must be 0 or more");
+        }
+        return NULL;
+    }
+    return PyLong_FromSsize_t(parts_of(args[0], limit, 0));
+}
+
 PyDoc_STRVAR(configure_doc,
              "configure(plain_dicts, plain_lists, small_float, /)\n--\n\n"
              "The frozen classes by height (index 0: the unmarked base) and SMALL_FLOAT.");
@@ -483,6 +538,7 @@ configure(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef methods[] = {
     {"copy_plain", (PyCFunction)(void (*)(void))copy_plain, METH_FASTCALL, copy_plain_doc},
     {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL, configure_doc},
+    {"count_parts", (PyCFunction)(void (*)(void))count_parts, METH_FASTCALL, count_parts_doc},
     {NULL, NULL, 0, NULL},
 };
 

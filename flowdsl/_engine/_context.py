@@ -397,6 +397,9 @@ def _freeze_plain(value: Any, memo: dict[int, Any], size: list[int]) -> Any:
 # The compiled copy of plain data (hatch_build.py builds it where a C compiler is at hand).
 # Without it, or with FLOWDSL_NO_CEXT set, the Python copy does everything.
 _copy_plain: Callable[..., tuple[Any, int] | None] | None = None
+count_parts: Callable[[Any, int], int] | None = None
+"""Where the compiled copy is built: ``count_parts(value, limit)``, the parts of a dict or
+list as `freeze_plain` counts them (``limit + 1`` once past `limit`), counted in C."""
 if not os.environ.get("FLOWDSL_NO_CEXT"):
     try:
         from . import _cfreeze
@@ -405,6 +408,7 @@ if not os.environ.get("FLOWDSL_NO_CEXT"):
     else:
         _cfreeze.configure(PLAIN_DICTS, PLAIN_LISTS, SMALL_FLOAT)
         _copy_plain = _cfreeze.copy_plain
+        count_parts = _cfreeze.count_parts
 
 
 def _freeze_walk(root: Any) -> Any:

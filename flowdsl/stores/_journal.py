@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import attrs
 
+from .._engine import _context
 from .._engine._clock import clock
 from .._engine._events import Listener, RunFinished, fan_out
 from .._engine._execution import execute
@@ -126,6 +127,29 @@ async def _encoded(encoder: Callable[[Any], str], value: object, plain_size: int
         return encoder(value)
     text: str = await _wait_out_cancel(asyncio.ensure_future(asyncio.to_thread(encoder, value)))
     return text
+
+
+_SCALARS: Final = frozenset({str, int, float, bool, type(None)})
+
+
+def _output_size(output: Mapping[str, Any]) -> int:
+    """How many parts a run's output holds when orjson writes all of it without a walk
+    (scalars, and containers marked plain, as a step's plain outcome is), counted in C up
+    to a little past `LARGE_PLAIN`; -1 when it does not, or where the count is not built."""
+    count = _context.count_parts
+    if count is None:
+        return -1
+    size = 2 * len(output)
+    plain = _context.PLAIN
+    for value in output.values():
+        kind = type(value)
+        if kind in plain:
+            size += count(value, LARGE_PLAIN)
+        elif kind not in _SCALARS:
+            return -1
+        if size > LARGE_PLAIN:
+            break
+    return size
 
 
 def _wait_out_cancel(task: asyncio.Future[Any]) -> Any:
@@ -404,7 +428,9 @@ class RunJournal:
         async def write() -> None:
             ending = Ending(
                 status=run.status,
-                output=await _encoded(encode_lenient_text, run.output),
+                output=await _encoded(
+                    encode_lenient_text, run.output, _output_size(run.output)
+                ),
                 error=None if run.error is None else encode_reason_text(run.error),
                 failed_step=run.failed_step,
                 compensations=dumps(comps),
