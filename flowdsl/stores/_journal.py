@@ -428,9 +428,7 @@ class RunJournal:
         async def write() -> None:
             ending = Ending(
                 status=run.status,
-                output=await _encoded(
-                    encode_lenient_text, run.output, _output_size(run.output)
-                ),
+                output=await _encoded(encode_lenient_text, run.output, _output_size(run.output)),
                 error=None if run.error is None else encode_reason_text(run.error),
                 failed_step=run.failed_step,
                 compensations=dumps(comps),
