@@ -700,3 +700,15 @@ def test_a_runs_output_is_written_on_the_loop_only_when_it_is_plain_and_not_too_
     assert saved is not None
     assert ("completed", made) == (saved.status, saved.output["rows"])
     assert threads == [on_loop]
+
+
+def test_the_compiled_count_of_parts_stops_where_the_marks_stop() -> None:
+    """As tall as a mark goes, counted; one more level, and it is past any limit."""
+    count = _context.count_parts
+    if count is None:
+        pytest.skip("the compiled copy was not built here")
+    assert PLAIN_HEIGHT == count(nested(PLAIN_HEIGHT), 100)
+    assert 101 == count(nested(PLAIN_HEIGHT + 1), 100)
+    assert 1 == count([1], sys.maxsize)  # the largest limit there is
+    with pytest.raises(ValueError, match="0 or more"):
+        count([1], -1)

@@ -297,11 +297,11 @@ def test_a_lone_runs_steps_commit_on_its_own_thread(db: Path, appends: list[str]
     assert {f"k{i}": i for i in range(5)} == dict(recorded.output)
 
 
-def test_a_lone_run_opens_and_finishes_on_its_own_thread_too(
+def test_a_lone_runs_final_record_commits_on_its_own_thread_too(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Its claim and its final record skip the hand-over as its steps do (once the writer
-    thread is up: the first write of a store starts it)."""
+    """Its final record skips the hand-over as its steps do; its claim does not (claiming a
+    run to resume it reads its whole journal, which is the thread's to do)."""
     jobs: list[tuple[str, str]] = []
     for name in ("_open_job", "_finish_job"):
         real = getattr(sqlite_store, name)
@@ -318,7 +318,9 @@ def test_a_lone_run_opens_and_finishes_on_its_own_thread_too(
         run = run_workflow(five_steps, run_id="r1", store=store)
         recorded = store.get_run("r1")
     assert "completed" == run.status
-    assert [("_open_job", here), ("_finish_job", here)] == jobs
+    assert ["_open_job", "_finish_job"] == [name for name, _ in jobs]
+    assert jobs[0][1].startswith(WRITER)
+    assert here == jobs[1][1]
     assert recorded is not None
     assert ("completed", {f"k{i}": i for i in range(5)}) == (recorded.status, dict(recorded.output))
 
@@ -388,23 +390,88 @@ def test_a_write_never_waits_for_the_files_lock_on_the_event_loop(
             run_workflow(five_steps, run_id="warm", store=store)  # the writer thread is up
             appends.clear()
             run = asyncio.run(main(store))
+            writer = store._writer
+            assert writer.conn is not None
+            waits = writer.conn.execute("PRAGMA busy_timeout").fetchone()[0]
     finally:
         holder.close()
     assert "completed" == run.status
     assert appends[0].startswith(WRITER)  # "a": the lock was taken, so it was handed over
     assert max(gaps) < 2.5  # never held for SQLite's wait on the lock (5 s)
+    assert 5000 == waits  # the try with no wait left the connection's own as it was
 
 
-def test_after_a_slow_commit_here_the_writes_go_to_the_writer_thread(
-    db: Path, appends: list[str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("pause", [60.0, 0.0])
+def test_after_a_slow_commit_here_the_writes_go_to_the_writer_thread_for_a_while(
+    db: Path, appends: list[str], monkeypatch: pytest.MonkeyPatch, pause: float
 ) -> None:
-    """The disk being slow never holds the event loop up twice in a row."""
+    """The disk being slow never holds the event loop up twice in a row, for `_HERE_PAUSE`."""
     monkeypatch.setattr(sqlite_store, "_HERE_SLOW", -1.0)  # every commit counts as slow
+    monkeypatch.setattr(sqlite_store, "_HERE_PAUSE", pause)
     with SQLiteStore(db) as store:
         run = run_workflow(five_steps, run_id="r1", store=store)
     assert "completed" == run.status
     assert not appends[0].startswith(WRITER)
-    assert all(name.startswith(WRITER) for name in appends[1:]), appends
+    on_thread = [name.startswith(WRITER) for name in appends[1:]]
+    assert on_thread == [pause > 0] * 4, appends
+
+
+def test_nothing_is_committed_here_while_the_writer_thread_holds_a_job(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its queue may be empty while it holds a job it took: the writes keep their order."""
+    taken, release = threading.Event(), threading.Event()
+    real = sqlite_store._Writer.commit
+
+    def slow_to_begin(writer: Any, conn: sqlite3.Connection, batch: list[Any]) -> Any:
+        if any(job.fn is first for job in batch):
+            taken.set()
+            release.wait(30)  # taken from the queue, not yet in a transaction
+        return real(writer, conn, batch)
+
+    monkeypatch.setattr(sqlite_store._Writer, "commit", slow_to_begin)
+    order: list[str] = []
+
+    def first(writer: Any, conn: sqlite3.Connection) -> None:
+        order.append("first")
+
+    def second(writer: Any, conn: sqlite3.Connection) -> None:
+        order.append("second")
+
+    with SQLiteStore(db) as store:
+        run_workflow(five_steps, run_id="warm", store=store)  # the writer thread is up
+        writer = store._writer
+        writer.submit(sqlite_store._Job(first, (), None, None))
+        assert taken.wait(30)
+        assert writer.jobs.empty()
+        assert not writer.commit_here(sqlite_store._Job(second, (), None, None))
+        release.set()
+        wait_for(lambda: not writer.in_hand, "the thread's job to commit")
+        assert writer.commit_here(sqlite_store._Job(second, (), None, None))
+    assert ["first", "second"] == order
+
+
+def test_an_interrupt_in_a_commit_here_leaves_no_transaction_open(db: Path) -> None:
+    """A KeyboardInterrupt on the run's thread: rolled back, and the store goes on working."""
+
+    def interrupted(writer: Any, conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO flowdsl_graphs VALUES ('x', 'w', 'y')")
+        raise KeyboardInterrupt
+
+    with SQLiteStore(db) as store:
+        run_workflow(five_steps, run_id="warm", store=store)
+        writer = store._writer
+        with pytest.raises(KeyboardInterrupt):
+            writer.commit_here(sqlite_store._Job(interrupted, (), None, None))
+        assert writer.conn is not None
+        assert not writer.conn.in_transaction
+        assert not writer.using.locked()
+        run = run_workflow(five_steps, run_id="r1", store=store)
+    assert "completed" == run.status
+    assert (
+        []
+        == sqlite3.connect(db).execute("SELECT * FROM flowdsl_graphs WHERE graph = 'y'").fetchall()
+    )
 
 
 def test_the_writer_thread_checkpoints_the_log(
@@ -424,6 +491,9 @@ def test_the_writer_thread_checkpoints_the_log(
     with SQLiteStore(db) as store:
         run = run_workflow(five_steps, run_id="r1", store=store)
         wait_for(lambda: done, "a checkpoint")
+        assert store._writer.conn is not None
+        backstop = store._writer.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+    assert 4 * 1000 == backstop  # SQLite's own, inside commits, only past four times as much
     assert "completed" == run.status
     assert not appends[0].startswith(WRITER)  # committed here (later ones wait if it checkpoints)
     assert all(name.startswith(WRITER) for name, _ in done)

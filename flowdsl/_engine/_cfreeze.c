@@ -447,8 +447,8 @@ copy_plain(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static Py_ssize_t
 parts_of(PyObject *value, Py_ssize_t limit, Py_ssize_t depth)
 {
-    if (depth > plain_height) {
-        return limit + 1; /* deeper than anything marked plain: not counted */
+    if (depth >= plain_height) {
+        return limit + 1; /* deeper than anything marked plain (as in copy_container) */
     }
     Py_ssize_t count = 0;
     if (PyList_Check(value)) {
@@ -492,6 +492,9 @@ count_parts(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetString(PyExc_ValueError, "count_parts(): the limit must be 0 or more");
         }
         return NULL;
+    }
+    if (limit == PY_SSIZE_T_MAX) {
+        limit = PY_SSIZE_T_MAX - 1; /* so that limit + 1 is still a count */
     }
     return PyLong_FromSsize_t(parts_of(args[0], limit, 0));
 }

@@ -1,11 +1,14 @@
 """`SQLiteStore`: the embedded durable store (standard library `sqlite3`, WAL mode).
 
-One writer thread per store owns the only writing connection. Run calls hand
-it jobs and await a future; the thread takes every job waiting in its queue,
-runs them in one ``BEGIN IMMEDIATE`` transaction, commits, and only then
-settles their futures (one wake-up per event loop per batch). So a step's
-outcome is committed before the executor goes on, the event loop never waits
-on the disk, and many concurrent runs share each commit.
+Each store has one writing connection and a writer thread. Run calls hand the
+thread jobs and await a future; the thread takes every job waiting in its
+queue, runs them in one ``BEGIN IMMEDIATE`` transaction, commits, and only
+then settles their futures (one wake-up per event loop per batch). So a
+step's outcome is committed before the executor goes on, and many concurrent
+runs share each commit. A lone run's step record or final record, when
+nothing else is ready on its event loop and no job is in the thread's hands,
+is committed by the run itself on that connection (`_Writer.commit_here`):
+never waiting for the file's lock, and only with ``synchronous="normal"``.
 
 Several processes may use one file: WAL lets readers run alongside the writer,
 writers queue on SQLite's lock (``busy_timeout``) and a busy ``BEGIN`` is
@@ -13,7 +16,8 @@ retried until the store's ``busy_timeout`` has passed. Reads (`get_run`,
 `list_runs`) use a short-lived connection of their own.
 
 Runs are owned through leases (see `_store`): the writer thread renews the
-lease of every run this store holds every ``lease / 3`` seconds, learns from
+lease of every run this store holds every ``lease / 3`` seconds (a
+transaction of its own renews them when due, never one made on a run's thread), learns from
 the renewal which claims were lost, and every journal write is a conditional
 write on the run's owner and claim epoch. The file is created readable by its
 owner only (0600): it holds inputs and outputs in clear.
@@ -26,6 +30,7 @@ a newer release, or one that is not a flowdsl store, is refused with a
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -257,7 +262,8 @@ def _load_attempts(conn: sqlite3.Connection, run_id: str) -> tuple[Attempt, ...]
 
 
 class _Job:
-    """One unit of work for the writer thread, settled after its transaction commits."""
+    """One unit of work for the writer's connection, settled after its transaction commits
+    (run by the writer thread, or by `_Writer.commit_here` on the caller's thread)."""
 
     __slots__ = ("args", "fn", "future", "loop", "result")
 
@@ -278,11 +284,14 @@ class _Job:
 
 _Results = list[tuple[_Job, object, BaseException | None]]
 
+_CALL_SOON: Final = asyncio.BaseEventLoop.call_soon
 _HERE_LIMIT: Final = 256 * 1024
 """The longest journal row a lone run commits on its own thread (about 0.4 ms of writing)."""
 _HERE_SLOW: Final = 0.001
-"""A commit on the run's thread slower than this (seconds) sends the next second's to the
-writer thread: the event loop is not held up while the disk is slow."""
+"""A commit on the run's thread slower than this (seconds) sends the writes of the next
+`_HERE_PAUSE` seconds to the writer thread: the event loop is not held up while the disk
+is slow."""
+_HERE_PAUSE: Final = 1.0
 _CHECKPOINT_PAGES: Final = 1000
 """The write-ahead log's pages (4 KB) after which the writer thread checkpoints it
 (SQLite's own default, which it runs inside whichever commit crosses it)."""
@@ -292,17 +301,23 @@ _BACKSTOP_PAGES: Final = 4 * _CHECKPOINT_PAGES
 
 def _pages(batch: list[_Job]) -> int:
     """About how many pages of the write-ahead log `batch`'s transaction wrote: the few its
-    rows share (the table, its indexes, the run), then the rows' text, 4 KB a page."""
+    rows share (the table, its indexes, the run), then the rows' text, 4 KB a page. A job
+    that may write any number of rows (a prune, a cancel) counts as a checkpoint's worth."""
     written = 0
     for job in batch:
+        if job.fn in _BULK_JOBS:
+            return _CHECKPOINT_PAGES
         written += 256
         for arg in job.args:
-            if isinstance(arg, Attempt):
+            if isinstance(arg, str):
+                written += len(arg)
+            elif isinstance(arg, Attempt):
                 written += len(arg.outcome)
             elif isinstance(arg, Ending):
-                written += len(arg.output)
+                written += len(arg.output) + len(arg.error or "") + len(arg.compensations)
             elif isinstance(arg, RunHeader):
                 written += len(arg.input) + len(arg.graph or "")
+                written += sum(len(attempt.outcome) for attempt in arg.journal)
     return 3 + (written >> 12)
 
 
@@ -351,7 +366,8 @@ class _Writer:
         self.beat = 0.0
         self.pid = os.getpid()
         self.graphs: set[str] = set()
-        """The fingerprints whose graph is committed (only the writer thread touches it)."""
+        """The fingerprints whose graph is committed (touched only in a transaction, under
+        `using`)."""
         self.graphs_written: list[str] = []
         """Those the open transaction writes: kept in `graphs` once it commits."""
         self.watchers: dict[str, tuple[int, Callable[[], None]]] = {}
@@ -364,6 +380,10 @@ class _Writer:
         """About how many pages of the log were written since the last checkpoint."""
         self.here_from = 0.0
         """`time.monotonic()` before which every write goes through the thread (`_HERE_SLOW`)."""
+        self.in_hand = 0
+        """Jobs submitted to the thread and not yet committed (or failed), under `lock`: while
+        there are any, nothing is committed elsewhere, so this process's writes keep their
+        order (a queue can be empty while the thread holds a job it took from it)."""
 
     # -- called from any thread --------------------------------------------------------------
 
@@ -382,6 +402,7 @@ class _Writer:
                     target=self.main, name=f"flowdsl-sqlite-writer {self.path}", daemon=True
                 )
                 self.thread.start()
+            self.in_hand += 1
             self.jobs.put(job)
 
     def stop(self) -> None:
@@ -450,7 +471,13 @@ class _Writer:
             except queue.Empty:
                 return
             if job is not None:
+                self.handled(1)
                 self.wake([(job, None, error)])
+
+    def handled(self, count: int) -> None:
+        """`count` jobs the thread took are committed, or failed: no longer in its hands."""
+        with self.lock:
+            self.in_hand -= count
 
     def loop(self, conn: sqlite3.Connection) -> None:
         jobs = self.jobs
@@ -464,7 +491,9 @@ class _Writer:
                 continue
             batch: list[_Job] = []
             stop = first is None
-            if first is not None:
+            if first is not None and first.fn is _nothing_job:
+                self.handled(1)  # only wakes the thread for a checkpoint
+            elif first is not None:
                 batch.append(first)
             while len(batch) < 512:
                 try:
@@ -473,10 +502,14 @@ class _Writer:
                     break
                 if job is None:
                     stop = True
+                elif job.fn is _nothing_job:
+                    self.handled(1)
                 else:
                     batch.append(job)
             if batch:
-                self.wake(self.commit(conn, batch))
+                results = self.commit(conn, batch)
+                self.handled(len(batch))
+                self.wake(results)
             if self.pages >= _CHECKPOINT_PAGES:
                 self.checkpoint(conn)
             if stop:
@@ -484,6 +517,8 @@ class _Writer:
                 return
 
     def begin(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:  # left open by an interrupt: what it did never committed
+            conn.execute("ROLLBACK")
         deadline = time.monotonic() + self.busy_timeout
         pause = 0.001
         while True:
@@ -498,10 +533,10 @@ class _Writer:
 
     def begin_now(self, conn: sqlite3.Connection) -> bool:
         """`BEGIN IMMEDIATE` if the file's write lock is free this instant; False if not."""
-        conn.execute("PRAGMA busy_timeout = 0")
         try:
+            conn.execute("PRAGMA busy_timeout = 0")
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:  # held by another process, or worse: the thread will see
+        except sqlite3.Error:  # held by another process, or worse: the thread will say what
             return False
         finally:
             conn.execute(f"PRAGMA busy_timeout = {self.busy_ms}")
@@ -511,25 +546,32 @@ class _Writer:
         """Run `job` in its own transaction on the calling thread, if the writer is idle.
 
         False, having done nothing, unless: the store commits without an fsync
-        (``synchronous="normal"``), no job waits for the thread, no transaction
-        is open, the file's write lock is free this instant (never waited for),
-        and no recent commit here was slow. Raises what the job raised, or
+        (``synchronous="normal"``), the thread holds no job (`in_hand`: so this
+        process's writes keep their order), no transaction is open, the file's
+        write lock is free this instant (never waited for), and no recent commit
+        here was slow. Raises what the job raised, or
         `StoreError` if the transaction failed (then nothing of it happened).
         """
-        if self.synchronous != "NORMAL" or self.pid != os.getpid() or not self.jobs.empty():
+        if self.synchronous != "NORMAL" or self.pid != os.getpid() or self.in_hand:
             return False
         if time.monotonic() < self.here_from or not self.using.acquire(blocking=False):
             return False
         try:
             conn = self.conn
-            if conn is None or self.closed:
+            if conn is None or self.closed or self.in_hand:  # (a job may have come meanwhile)
                 return False
             started = time.perf_counter()
-            if not self.begin_now(conn):
-                return False
-            results = self.transaction(conn, [job], begun=True)
+            try:
+                if not self.begin_now(conn):
+                    return False
+                results = self.transaction(conn, [job], begun=True)
+            except BaseException:  # an interrupt: nothing of it may stay open
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
             if time.perf_counter() - started > _HERE_SLOW:
-                self.here_from = time.monotonic() + 1.0
+                self.here_from = time.monotonic() + _HERE_PAUSE
         finally:
             self.using.release()
         if self.pages >= _CHECKPOINT_PAGES:
@@ -581,7 +623,7 @@ class _Writer:
                         results.append((job, None, self.damage(job, exc)))
                     except Exception as exc:  # this job only (its one write did not happen)
                         results.append((job, None, exc))
-                if self.claims and now - self.beat > self.lease / 3:
+                if not begun and self.claims and now - self.beat > self.lease / 3:
                     renewed = conn.execute(
                         "UPDATE flowdsl_runs SET lease_expires = ? WHERE owner = ? "
                         "AND status = 'running' RETURNING run_id, lease_epoch, cancel_requested",
@@ -594,7 +636,7 @@ class _Writer:
                 raise
             finally:
                 written, self.graphs_written = self.graphs_written, []
-        except sqlite3.Error as exc:
+        except BaseException as exc:  # an interrupt too, on a run's own thread
             with self.lock:
                 self.claims = claims_before  # what the batch claimed or gave up did not happen
             for job, _, _ in results:
@@ -602,6 +644,8 @@ class _Writer:
             for _, result, _ in results:
                 if type(result) is Opened and result.claim is not None:
                     _deactivate(self, result.run_id)
+            if not isinstance(exc, sqlite3.Error):
+                raise
             error = StoreError(f"could not write to the store at {self.path!r}: {exc}")
             return [(job, None, error) for job in batch]
         self.graphs.update(written)
@@ -646,7 +690,7 @@ class _Writer:
                 loop.call_soon_threadsafe(_resolve, items)
 
 
-# -- jobs: run by the writer thread inside its transaction ------------------------------------
+# -- jobs: run in a transaction on the writer's connection (see `_Job`) -------------------------
 
 
 def _claimable(
@@ -1104,6 +1148,10 @@ def _prune_job(
         conn.execute(f"DELETE FROM flowdsl_attempts WHERE run_id IN ({marks})", chunk)
         conn.execute(f"DELETE FROM flowdsl_events WHERE run_id IN ({marks})", chunk)
     return len(gone)
+
+
+_BULK_JOBS: Final = frozenset({_prune_job, _cancel_job, _retry_job})
+"""Jobs that may write any number of rows (see `_pages`)."""
 
 
 def _holds_job(writer: _Writer, conn: sqlite3.Connection, claim: Claim) -> bool:
@@ -1661,9 +1709,6 @@ class SQLiteStore:
         If the caller is cancelled while the claim is being written, the claim
         is given back as soon as it commits, and the run recorded as cancelled.
         """
-        here = _Job(_open_job, (header,), None, None)
-        if self._commit_here(here, len(header.input) + len(header.graph or "")):
-            return here.result  # type: ignore[return-value]
         job, future = self._submit(_open_job, header)
         try:
             opened: Opened = await asyncio.shield(future)
@@ -1679,11 +1724,17 @@ class SQLiteStore:
         Only when nothing else waits, neither on the event loop nor for the writer:
         then the two hand-overs between threads would cost more than the commit
         (see `_Writer.commit_here`). A record longer than `_HERE_LIMIT` goes to the
-        thread, and so does every write on a loop other than asyncio's own.
+        thread, and so does every write on a loop other than asyncio's own (its list
+        of ready callbacks is what tells; timers due and I/O are not in it).
         """
+        if size > _HERE_LIMIT:
+            return False
+        loop = asyncio.get_running_loop()
+        ready = getattr(loop, "_ready", None)
         return (
-            size <= _HERE_LIMIT
-            and not getattr(asyncio.get_running_loop(), "_ready", True)  # asyncio's: none ready
+            type(ready) is collections.deque
+            and not ready
+            and type(loop).call_soon is _CALL_SOON  # asyncio's own scheduling, not a subclass's
             and self._writer.commit_here(job)
         )
 
@@ -1698,7 +1749,10 @@ class SQLiteStore:
         """Commit the run's final record (and its parent's event); the run is no longer owned."""
         here = _Job(_finish_job, (claim, ending), None, None)
         mailboxes: list[tuple[str, str]]
-        if self._commit_here(here, len(ending.output) + len(ending.error or "")):
+        # A cancelled run may cancel a tree of children: that is the writer thread's to do.
+        if ending.status != "cancelled" and self._commit_here(
+            here, len(ending.output) + len(ending.error or "")
+        ):
             mailboxes = here.result  # type: ignore[assignment]
         else:
             mailboxes = await self._submit(_finish_job, claim, ending)[1]
