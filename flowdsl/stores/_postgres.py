@@ -563,7 +563,7 @@ class _Engine:
     async def settle(self, run_id: str | None) -> None:
         """Wait for the writes of `run_id` handed to the store before this one (its journal
         entries pending or in flight, its release), so that a run's writes commit in the
-        order they were made, as SQLite's one writer thread gives; None: every release."""
+        order they were made, as SQLite's writer gives; None: every release."""
         me = asyncio.current_task()
         earlier: list[asyncio.Future[Any]] = [
             task
