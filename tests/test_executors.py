@@ -873,6 +873,40 @@ def test_dask_unreachable_scheduler_fails_within_io_timeout() -> None:
     assert "connecting (tcp://127.0.0.1:9)" in str(run.error)
 
 
+def test_dask_client_connecting_after_io_timeout_is_closed_not_left_open() -> None:
+    """Gave up on at io_timeout, a connection that succeeds later is handed over to be closed."""
+    from flowdsl.executors._dask import _within
+
+    release, closed = threading.Event(), threading.Event()
+    handed: list[object] = []
+    client = object()
+
+    def connect() -> object:
+        release.wait(30)
+        return client
+
+    def late(result: object) -> None:
+        handed.append(result)
+        closed.set()
+
+    with pytest.raises(ExecutorError, match=r"connecting did not finish within io_timeout=0\.01s"):
+        _within(0.01, "connecting", connect, late=late)
+    assert not closed.is_set()
+    release.set()
+    assert closed.wait(30)
+    assert [client] == handed
+
+
+def test_dask_client_connecting_in_time_is_kept() -> None:
+    """A connection made within io_timeout is returned, and never handed over to be closed."""
+    from flowdsl.executors._dask import _within
+
+    handed: list[object] = []
+    client = object()
+    assert client is _within(30, "connecting", lambda: client, late=handed.append)
+    assert [] == handed
+
+
 def test_dask_worker_without_flowdsl_fails_the_step_instead_of_hanging(
     dask_executor: DaskExecutor, monkeypatch: pytest.MonkeyPatch
 ) -> None:

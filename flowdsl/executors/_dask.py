@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import pickle
 import threading
 import uuid
@@ -40,22 +41,43 @@ T = TypeVar("T")
 _SCATTER_THRESHOLD: Final = 1_000_000
 
 
-def _within(seconds: float, what: str, fn: Callable[[], T]) -> T:
-    """Call blocking `fn` in a daemon thread; give up on it after `seconds`."""
+def _within(
+    seconds: float, what: str, fn: Callable[[], T], late: Callable[[T], None] | None = None
+) -> T:
+    """Call blocking `fn` in a daemon thread; give up on it after `seconds`.
+
+    What `fn` returns after the caller gave up is handed to `late` (a client that
+    connected too late is closed there, not left open with nobody to close it).
+    """
     box: concurrent.futures.Future[T] = concurrent.futures.Future()
+    settled = threading.Lock()
+    gave_up = False
 
     def target() -> None:
         try:
-            box.set_result(fn())
+            result = fn()
         except BaseException as exc:
             box.set_exception(exc)
+            return
+        with settled:
+            if not gave_up:
+                box.set_result(result)
+                return
+        if late is not None:
+            late(result)
 
     threading.Thread(target=target, name="flowdsl-dask-start", daemon=True).start()
     try:
-        return box.result(timeout=seconds)
-    except concurrent.futures.TimeoutError:
-        msg = f"{what} did not finish within io_timeout={seconds:g}s"
-        raise ExecutorError(msg) from None
+        try:
+            return box.result(timeout=seconds)
+        except concurrent.futures.TimeoutError:
+            with settled:
+                if not box.done():
+                    gave_up = True
+            if gave_up:
+                msg = f"{what} did not finish within io_timeout={seconds:g}s"
+                raise ExecutorError(msg) from None
+            return box.result()  # it finished as the wait ended
     except ExecutorError:
         raise
     except Exception as exc:
@@ -169,7 +191,12 @@ class DaskExecutor(Executor):
                 return
             _register_bootstrap()
             if self._client is None:
-                self._client = _within(self.io_timeout, self._describe("connecting"), self._connect)
+                self._client = _within(
+                    self.io_timeout,
+                    self._describe("connecting"),
+                    self._connect,
+                    late=functools.partial(_close_client, timeout=self.io_timeout),
+                )
                 self._finalizer = weakref.finalize(
                     self, _close_client, self._client, self.io_timeout
                 )
