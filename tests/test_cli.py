@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import shutil
 import signal
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 FIXTURES = Path(__file__).parent / "cli_fixtures"
 SCRIPT = Path(sys.executable).parent / ("flowdsl.exe" if os.name == "nt" else "flowdsl")
@@ -998,6 +1001,32 @@ def test_an_output_with_a_lone_surrogate_prints_as_json(encoding: str | None) ->
     )
     assert 0 == done.returncode, done.stderr
     assert {"name": "\udcff", "plain": "é"} == json.loads(done.stdout.decode("utf-8"))
+
+
+def _strict(constant: str) -> object:
+    raise AssertionError(f"{constant} is not strict JSON")
+
+
+def test_an_output_with_floats_that_are_not_finite_prints_as_strict_json() -> None:
+    """NaN and the infinities are written as their repr: jq and JSON.parse read the text."""
+    done = flowdsl("run", "odd_output.py:not_finite", "-q")
+    assert 0 == done.returncode, done.stderr
+    value = json.loads(done.stdout, parse_constant=_strict)
+    assert {"ratio": "nan", "top": "inf", "bottom": "-inf", "x": 0.5} == value
+    record = flowdsl("run", "odd_output.py:not_finite", "--output", "run")
+    assert 0 == record.returncode, record.stderr
+    assert "inf" == json.loads(record.stdout, parse_constant=_strict)["output"]["top"]
+
+
+@given(st.floats() | st.lists(st.floats(), max_size=3))
+def test_json_text_is_strict_json_whatever_the_floats(value: object) -> None:
+    """Every float reads back as itself, or, when it is not finite, as its repr."""
+    from flowdsl.cli import to_json_text as dumps
+
+    back = json.loads(dumps({"v": value}), parse_constant=_strict)["v"]
+    numbers = value if isinstance(value, list) else [value]
+    read = back if isinstance(value, list) else [back]
+    assert [x if math.isfinite(x) else repr(x) for x in numbers] == read
 
 
 def test_an_output_nested_too_deep_prints_with_a_placeholder() -> None:

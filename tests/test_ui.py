@@ -135,6 +135,21 @@ def test_values_from_the_store_are_escaped(store: Store) -> None:
     assert "<script>alert(1)</script>" not in page
 
 
+def test_a_run_whose_output_is_not_finite_is_served_as_strict_json(store: Store) -> None:
+    """NaN and infinities in a run's output: its record is JSON a browser parses (was a 500)."""
+
+    @workflow
+    def odd() -> None:
+        step(lambda ctx: ok({"ratio": float("nan"), "top": float("-inf")}), name="measure")
+
+    run_workflow("odd", run_id="n-1", store=store)
+    with running_dashboard(store) as board:
+        record = call(board, "/api/runs/n-1")
+        listed = call(board, "/api/runs")
+    assert (200, 200) == (record.status, listed.status)
+    assert {"ratio": "nan", "top": "-inf"} == record.body["output"]
+
+
 def test_the_guard_refuses_other_hosts_tokens_and_origins(store: Store) -> None:
     @workflow
     def waits() -> None:

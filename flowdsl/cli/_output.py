@@ -9,6 +9,7 @@ writes it whatever stdout can encode.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 import time
@@ -76,11 +77,15 @@ def jsonable(value: object, *, _depth: int = 0) -> object:
     ``Ok(v)`` -> ``{"ok": v}``, ``Err(e)`` -> ``{"error": e}``, an exception ->
     ``{"type", "message"}``, a mapping -> an object (keys that are not strings
     as their JSON text), a tuple or set -> a list; anything else JSON cannot
-    hold -> its ``repr()``. A container nested deeper than `MAX_DEPTH` levels
-    (or one that contains itself) is cut there, shown as a placeholder string.
+    hold -> its ``repr()``, a float that is not finite included (``"nan"``,
+    ``"inf"``, ``"-inf"``: strict JSON has no such number). A container nested
+    deeper than `MAX_DEPTH` levels (or one that contains itself) is cut there,
+    shown as a placeholder string.
     """
-    if value is None or isinstance(value, str | float | bool):
+    if value is None or isinstance(value, str | bool):
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(float(value))
     if isinstance(value, int):
         return value if value.bit_length() < 10_000 else f"<int of {value.bit_length()} bits>"
     if _depth >= MAX_DEPTH:
@@ -110,7 +115,7 @@ def to_json_text(value: object, *, indent: int | None = 2, ascii: bool = False) 
     say), which no UTF-8 stream can carry: as escapes the text stays valid JSON
     that reads back to the same string.
     """
-    text = json.dumps(jsonable(value), indent=indent, ensure_ascii=ascii)
+    text = json.dumps(jsonable(value), indent=indent, ensure_ascii=ascii, allow_nan=False)
     return _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
@@ -349,8 +348,3 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     announce(f"flowdsl dashboard on http://{shown}:{port}/  (token {app.state.token})")
     uvicorn.run(app, host=host, port=port, log_level="warning")
-
-
-def dumps_for_script(value: object) -> str:
-    """JSON safe to put inside a ``<script>`` element (no ``</script>`` can end it early)."""
-    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")

@@ -1,4 +1,5 @@
-"""Outputs that are hard to print: a lone surrogate, values nested deeper than JSON printing goes."""
+"""Outputs that are hard to print: a lone surrogate, floats strict JSON has no number for,
+values nested deeper than JSON printing goes."""
 
 from flowdsl import ok, step, workflow
 
@@ -15,6 +16,13 @@ def surrogate() -> None:
     @step
     async def name(ctx):
         return ok({"name": "\udcff", "plain": "é"})
+
+
+@workflow
+def not_finite() -> None:
+    @step
+    async def measure(ctx):
+        return ok({"ratio": float("nan"), "top": float("inf"), "bottom": float("-inf"), "x": 0.5})
 
 
 @workflow
