@@ -897,6 +897,28 @@ def test_dask_client_connecting_after_io_timeout_is_closed_not_left_open() -> No
     assert [client] == handed
 
 
+def test_dask_client_connecting_as_io_timeout_ends_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Made just as the wait gave up: it is returned, not both failed and handed over to be closed."""
+    import concurrent.futures
+
+    from flowdsl.executors._dask import _within
+
+    class Racing(concurrent.futures.Future[object]):
+        """Its timed wait ends only once the result is there, then says it timed out."""
+
+        def result(self, timeout: float | None = None) -> object:
+            if timeout is not None:
+                self.exception()  # waits for the connection to be made
+                raise concurrent.futures.TimeoutError
+            return super().result()
+
+    monkeypatch.setattr(concurrent.futures, "Future", Racing)
+    handed: list[object] = []
+    client = object()
+    assert client is _within(0.01, "connecting", lambda: client, late=handed.append)
+    assert [] == handed
+
+
 def test_dask_client_connecting_in_time_is_kept() -> None:
     """A connection made within io_timeout is returned, and never handed over to be closed."""
     from flowdsl.executors._dask import _within
