@@ -490,22 +490,21 @@ class _Writer:
                     self.wake(self.commit(conn, []))  # renews the leases
                 continue
             batch: list[_Job] = []
-            stop = first is None
-            if first is not None and first.fn is _nothing_job:
-                self.handled(1)  # only wakes the thread for a checkpoint
-            elif first is not None:
-                batch.append(first)
-            while len(batch) < 512:
+            stop = False
+            job: _Job | None = first
+            while True:
+                if job is None:
+                    stop = True
+                elif job.fn is _nothing_job:
+                    self.handled(1)  # it only woke the thread for a checkpoint
+                else:
+                    batch.append(job)
+                if len(batch) >= 512:
+                    break
                 try:
                     job = jobs.get_nowait()
                 except queue.Empty:
                     break
-                if job is None:
-                    stop = True
-                elif job.fn is _nothing_job:
-                    self.handled(1)
-                else:
-                    batch.append(job)
             if batch:
                 results = self.commit(conn, batch)
                 self.handled(len(batch))
