@@ -162,7 +162,9 @@ def crash_batch() -> None:
         _enter(ctx)
         _point(ctx, 2)
         _leave(ctx)
-        return ok({"numbers": list(range(ctx["count"]))})
+        # Over 4 KB of JSON: a SQLite store keeps it compressed, and every resume reads it back.
+        numbers = list(range(ctx["count"]))
+        return ok({"numbers": numbers, "labels": [f"item {n}" for n in numbers]})
 
     with foreach("numbers", max_concurrency=50, name="doubled"):
 

@@ -21,7 +21,10 @@ The back doors, each implemented per kind:
 - `forget_renewals`: the store no longer knows its leases hold, as after its
   process was paused.
 - `mailbox`, `schema_version`: a run's events, and the database's schema
-  version, as the database holds them.
+  version, as the database holds them (`release_schema`: the version this
+  release writes for the kind).
+- `packed_values`: how many of a run's values (journaled outcomes, input,
+  output) the database keeps compressed (`packs`: whether the kind does).
 - `as_schema_6`: the database made what a release with schema 6 (before run
   management) left: no ``cancel_requested`` column, none of schema 7's
   indexes, version 6.
@@ -53,6 +56,10 @@ import psycopg
 from psycopg import sql
 
 from flowdsl import SQLiteStore, Store
+
+# isort: split
+# flowdsl's internals the kits reach into (remap here when the modules move):
+from flowdsl.stores import _postgres, _sqlite
 
 __all__ = [
     "DAMAGES",
@@ -129,6 +136,10 @@ class StoreKit(abc.ABC):
 
     kind: ClassVar[str]
     """The name of the kind, the test id of its runs: ``sqlite``."""
+    release_schema: ClassVar[int]
+    """The schema version this release writes for the kind."""
+    packs: ClassVar[bool]
+    """Whether the kind keeps large values compressed in their rows (`packed_values`)."""
 
     def __init__(self) -> None:
         self._opened: list[OpenStore] = []
@@ -210,6 +221,10 @@ class StoreKit(abc.ABC):
     def schema_version(self) -> int:
         """The schema version the database records."""
 
+    def packed_values(self, run_id: str) -> int:
+        """How many of the run's values (journaled outcomes, input, output) are compressed."""
+        return 0
+
     @abc.abstractmethod
     def as_schema_6(self) -> None:
         """Turn the database (no store open on it) into what schema 6 was (see the module)."""
@@ -280,6 +295,8 @@ class SQLiteKit(StoreKit):
     """`SQLiteStore` on ``runs.db`` in the test's temporary directory."""
 
     kind = "sqlite"
+    release_schema = _sqlite.SCHEMA_VERSION
+    packs = True
 
     def __init__(self, directory: Path) -> None:
         super().__init__()
@@ -383,6 +400,16 @@ class SQLiteKit(StoreKit):
         with self._connection() as conn:
             return int(conn.execute("SELECT max(version) FROM flowdsl_schema").fetchone()[0])
 
+    def packed_values(self, run_id: str) -> int:
+        with self._connection() as conn:
+            journal, run = conn.execute(
+                "SELECT (SELECT count(*) FROM flowdsl_attempts WHERE run_id = ?1 "
+                "AND typeof(outcome) = 'blob'), (SELECT (typeof(input) = 'blob') + "
+                "(typeof(output) = 'blob') FROM flowdsl_runs WHERE run_id = ?1)",
+                (run_id,),
+            ).fetchone()
+        return int(journal) + int(run or 0)
+
     def as_schema_6(self) -> None:
         with self._connection() as conn:
             for index in _SCHEMA_7_INDEXES["sqlite"]:
@@ -463,6 +490,8 @@ class PostgresKit(StoreKit):
     """
 
     kind = "postgresql"
+    release_schema = _postgres.SCHEMA_VERSION
+    packs = False  # kept as text: PostgreSQL compresses a large value itself (TOAST)
 
     def __init__(self, directory: Path) -> None:
         super().__init__()

@@ -269,6 +269,8 @@ def test_a_thousand_item_foreach_killed_midway_completes_every_item_exactly_once
         expected = run_workflow(flow.crash_batch, flow.BATCH_INPUT, run_id="b1")
         assert ("completed", dict(expected.output)) == (run.status, dict(run.output))
         assert run.output["total"] == flow.BATCH * (flow.BATCH - 1)
+    # What `prepare` returned and the run's output are over 4 KB: kept compressed (SQLite).
+    assert (store_kit.packed_values("b1") > 0) == store_kit.packs
     journal = check_journal(store_kit, log, ["b1"], killed)
     items = [row.key for row in journal["b1"] if row.succeeded and "work[" in row.key]
     assert sorted(items) == sorted(f"b1:work[{i}]" for i in range(flow.BATCH))

@@ -76,6 +76,7 @@ INTERNAL = {
     "Unencodable",
     "Undecodable",
     "Unregistered",
+    "Unpackable",
     "_Bad",
     "_BadDeadline",
     "_Failure",

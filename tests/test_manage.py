@@ -86,7 +86,6 @@ from flowdsl._plan import (
 from flowdsl.stores._codec import decode
 from flowdsl.stores._protocol import ClaimRequest, Ending, RunHeader, Ticket
 from flowdsl.stores._retry import outline
-from flowdsl.stores._sqlite import SCHEMA_VERSION
 
 pytestmark = pytest.mark.usefixtures("flowdsl_registry")
 
@@ -1114,7 +1113,7 @@ def test_a_schema_6_store_is_migrated_and_its_runs_managed(store_kit: StoreKit) 
     assert 6 == store_kit.schema_version()
 
     migrated = store_kit.open()
-    assert SCHEMA_VERSION == store_kit.schema_version()
+    assert store_kit.release_schema == store_kit.schema_version()
     assert before == [summary(run) for run in migrated.list_runs()], "every run, as it was"
     assert ["done-2", "done-1"] == [
         r.run_id for r in migrated.list_runs(limit=2, status="completed")

@@ -500,3 +500,131 @@ def test_the_writer_thread_checkpoints_the_log(
     busy, in_log, copied = done[0][1]
     assert in_log > 0
     assert (0, in_log) == (busy, copied)  # every page of the log copied
+
+
+# -- large values, kept compressed --------------------------------------------------------------
+
+ROWS = [{"id": i, "sku": f"SKU-{i:05d}", "tags": ["blue", "large"]} for i in range(400)]
+"""About 20 KB of JSON: past `PACK_FROM`, so kept compressed."""
+
+
+def value_types(db: Path, run_id: str) -> tuple[list[tuple[str, str]], tuple[str, str]]:
+    """SQLite's type of each journaled outcome of the run (step, type), and of its input
+    and output: 'blob' when kept compressed, 'text' when not."""
+    conn = sqlite3.connect(db)
+    try:
+        journal = conn.execute(
+            "SELECT step, typeof(outcome) FROM flowdsl_attempts WHERE run_id = ? ORDER BY seq",
+            (run_id,),
+        ).fetchall()
+        run = conn.execute(
+            "SELECT typeof(input), typeof(output) FROM flowdsl_runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+    finally:
+        conn.close()
+    return journal, run
+
+
+def test_large_values_are_kept_compressed_and_read_back_as_they_were(db: Path) -> None:
+    """A step's outcome, the run's input and its output of 4 KB or more are written
+    compressed; shorter ones stay text. Reading gives back what was written."""
+
+    @workflow("big")
+    def big() -> None:
+        step(lambda ctx: ok({"rows": ctx["rows"][::-1]}), name="reverse")
+        step(lambda ctx: ok({"count": len(ctx["rows"])}), name="count")
+
+    with SQLiteStore(db) as store:
+        run = run_workflow(big, {"rows": ROWS}, run_id="r1", store=store)
+        assert "completed" == run.status
+        recorded = store.get_run("r1")
+        listed = store.list_runs()
+    assert ([("reverse", "blob"), ("count", "text")], ("blob", "blob")) == value_types(db, "r1")
+    assert recorded is not None
+    assert {"rows": ROWS[::-1], "count": 400} == dict(recorded.output) == dict(run.output)
+    assert [dict(recorded.output)] == [dict(r.output) for r in listed]
+    conn = sqlite3.connect(db)
+    (kept,) = conn.execute("SELECT length(output) FROM flowdsl_runs").fetchone()
+    conn.close()
+    written = len(sqlite_store.dumps({"rows": ROWS}))
+    assert kept < written / 4, f"{kept} bytes kept for about {written} of JSON"
+
+
+def test_a_run_resumes_from_text_rows_and_compressed_rows_alike(db: Path) -> None:
+    """A run journaled partly as text (by a release before compression) and partly compressed
+    resumes: both outcomes are replayed, neither step runs again."""
+    calls: list[str] = []
+
+    @workflow("mixed")
+    def mixed() -> None:
+        step(lambda ctx: calls.append("a") or ok({"a": 1}), name="a")
+        step(lambda ctx: calls.append("b") or ok({"b": ROWS}), name="b")
+        step(lambda ctx: calls.append("c") or ok({"c": len(ctx["b"])}), name="c")
+
+    SQLiteStore(db).close()  # the schema
+    plan = mixed.plan
+    b = sqlite_store.packed(sqlite_store.dumps({"$": "ok", "v": {"b": ROWS}}))
+    assert isinstance(b, bytes)
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute(
+            "INSERT INTO flowdsl_runs (run_id, workflow, status, fingerprint, shape, input, "
+            "started, updated, owner, lease_expires) VALUES ('r1', 'mixed', 'running', ?, ?, "
+            "'{}', 1, 1, 'gone-host|1|1', 1)",
+            (plan.fingerprint, sqlite_store.dumps(list(plan.shape))),
+        )
+        for name, outcome in (("a", '{"$":"ok","v":{"a":1}}'), ("b", b)):
+            conn.execute(
+                "INSERT INTO flowdsl_attempts (run_id, step, visit, attempt, status, final, "
+                "outcome, started, duration, worker) VALUES ('r1', ?, 1, 1, 'succeeded', 1, ?, "
+                "1, 0.1, 'gone-host|1|1')",
+                (name, outcome),
+            )
+    conn.close()
+    with SQLiteStore(db) as store:
+        resumed = resume_runs(store)
+    assert [("r1", "completed", {"a": 1, "b": ROWS, "c": 400})] == [
+        (r.run_id, r.status, dict(r.output)) for r in resumed
+    ]
+    assert ["c"] == calls
+
+
+def test_a_compressed_value_that_cannot_be_read_is_a_damaged_run(db: Path) -> None:
+    """A BLOB that is not what the store wrote (edited, a bad page) damages its run alone."""
+
+    @workflow("big")
+    def big() -> None:
+        step(lambda ctx: ok({"rows": ROWS}), name="rows")
+
+    with SQLiteStore(db) as store:
+        for run_id in ("r1", "r2", "r3"):
+            run_workflow(big, run_id=run_id, store=store)
+    edit(db, "UPDATE flowdsl_attempts SET outcome = x'28b52ffd0000' WHERE run_id = 'r2'")
+    edit(db, "UPDATE flowdsl_runs SET output = x'00ff' WHERE run_id = 'r3'")
+    damaged: dict[str, StoreError] = {}
+    with SQLiteStore(db) as store:
+        listed = store.list_runs(on_damaged=damaged.__setitem__)
+        with pytest.raises(StoreError, match=r"run 'r3' is damaged.*its output cannot be read"):
+            store.get_run("r3")
+    assert ["r1"] == [run.run_id for run in listed]
+    assert ["r2", "r3"] == sorted(damaged)
+    assert "journaled outcome of 'rows' cannot be read" in str(damaged["r2"])
+    assert "not a Zstandard frame of UTF-8 text" in str(damaged["r2"])
+
+
+def test_the_logs_page_count_is_that_of_the_compressed_rows(db: Path) -> None:
+    """The writer counts a compressed row's pages, not its text's, so it checkpoints the log
+    when about `_CHECKPOINT_PAGES` pages were really written."""
+
+    @workflow("big")
+    def big() -> None:
+        step(lambda ctx: ok({"rows": ROWS * 5}), name="rows")  # about 100 KB of JSON
+
+    text_pages = len(sqlite_store.dumps(ROWS * 5)) // 4096
+    with SQLiteStore(db) as store:
+        run_workflow(big, run_id="r1", store=store)
+        counted = store._writer.pages
+    assert ([("rows", "blob")], ("text", "blob")) == value_types(db, "r1")
+    # Three commits (the start, the step, the end) of a few pages each, two of them holding
+    # about 100 KB of text each: 50 pages and more, counted by the text.
+    assert counted < text_pages, f"{counted} pages counted for rows of {text_pages} pages' text"

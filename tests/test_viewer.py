@@ -51,7 +51,6 @@ from flowdsl.stores._codec import dumps, encode
 from flowdsl.stores._journal import run_header
 from flowdsl.stores._protocol import Attempt
 from flowdsl.stores._rows import keep_graph
-from flowdsl.stores._sqlite import SCHEMA_VERSION
 from flowdsl.testing import strategies as fst
 from flowdsl.views import graph_from_shape, recorded_graph, render_run, run_page
 from flowdsl.views._timeline import split_index
@@ -517,7 +516,7 @@ def test_a_store_from_before_graphs_is_migrated_and_its_old_runs_still_have_a_pa
     assert 5 == store_kit.schema_version(), "the schema before graphs"
 
     migrated = store_kit.open()
-    assert SCHEMA_VERSION == store_kit.schema_version()
+    assert store_kit.release_schema == store_kit.schema_version()
     assert before == migrated.list_runs()
     assert [] == store_kit.graph_rows()
     definition = migrated.get_definition("old-two")

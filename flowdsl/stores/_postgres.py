@@ -872,7 +872,7 @@ async def _attempts(conn: Any, run_id: str) -> tuple[Attempt, ...]:
         f"SELECT {ATTEMPT_COLUMNS} FROM flowdsl_attempts WHERE run_id = %s ORDER BY seq",
         (run_id,),
     )
-    return tuple(attempt_from_row(row) for row in await cursor.fetchall())
+    return tuple(attempt_from_row(run_id, row) for row in await cursor.fetchall())
 
 
 async def _journal_header(conn: Any, header: RunHeader) -> None:
@@ -933,7 +933,7 @@ async def _take_many(
         (ids,),
     )
     for found in await cursor.fetchall():
-        journals[found[0]].append(attempt_from_row(found[1:]))
+        journals[found[0]].append(attempt_from_row(found[0], found[1:]))
     return [
         found_run(
             row,
@@ -1106,7 +1106,7 @@ class PostgresStore:
                 (list(attempts),),
             )
             for row in await cursor.fetchall():
-                attempts[row[0]].append(attempt_from_row(row[1:]))
+                attempts[row[0]].append(attempt_from_row(row[0], row[1:]))
             return rows, attempts
 
         rows, attempts = self._read("the runs", read)

@@ -17,6 +17,7 @@ from .._engine._run import CompensationRecord, Run, RunStatus, StepRecord, Waiti
 from .._engine._seams import STEP, child_finished
 from ..errors import RunNotFound, StoreError, UsageError
 from ._codec import Undecodable, decode, dumps, encode
+from ._packing import Unpackable, unpacked
 from ._protocol import Attempt, Claim, Definition, Opened, RunHeader
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "shape_of",
     "since_seconds",
     "step_record",
+    "text_of",
     "waited_events",
     "waiting_text",
     "warn_damaged",
@@ -484,15 +486,30 @@ ATTEMPT_ROW: Final = (
 """The columns a journal row is written with, in `attempt_row`'s order."""
 
 
-def attempt_row(run_id: str, attempt: Attempt, worker: str) -> tuple[Any, ...]:
-    """The values of `attempt`'s journal row (`ATTEMPT_ROW`), written by `worker`."""
+def attempt_row(
+    run_id: str, attempt: Attempt, worker: str, pack: Callable[[str], str | bytes] | None = None
+) -> tuple[Any, ...]:
+    """The values of `attempt`'s journal row (`ATTEMPT_ROW`), written by `worker`; its
+    outcome as `pack` makes it (the SQLite store's compression), or as it is."""
     a = attempt
     status = "succeeded" if a.succeeded else "failed"
-    return (run_id, a.kind, a.step, a.visit, a.attempt, status, a.final, a.outcome, a.started, a.duration, worker)  # fmt: skip
+    outcome = a.outcome if pack is None else pack(a.outcome)
+    return (run_id, a.kind, a.step, a.visit, a.attempt, status, a.final, outcome, a.started, a.duration, worker)  # fmt: skip
 
 
-def attempt_from_row(row: Sequence[Any]) -> Attempt:
-    """An `Attempt` from a journal row (`ATTEMPT_COLUMNS`)."""
+def text_of(run_id: str, where: str, value: Any) -> Any:
+    """A text column's value as text (a compressed one unpacked; see `_packing`); None and
+    other values as they are, for the reader to say what is wrong with them."""
+    if type(value) is not bytes:
+        return value
+    try:
+        return unpacked(value)
+    except Unpackable as exc:
+        raise damaged(run_id, where, exc) from None
+
+
+def attempt_from_row(run_id: str, row: Sequence[Any]) -> Attempt:
+    """An `Attempt` of run `run_id` from a journal row (`ATTEMPT_COLUMNS`)."""
     step, visit, attempt, status, final, outcome, started, duration, kind = row
     return Attempt(
         step,
@@ -500,7 +517,7 @@ def attempt_from_row(row: Sequence[Any]) -> Attempt:
         attempt,
         status == "succeeded",
         bool(final),
-        outcome,
+        text_of(run_id, f"journaled outcome of {step!r}", outcome),
         started,
         duration,
         kind=kind,
@@ -518,8 +535,8 @@ def run_from_row(row: Sequence[Any], attempts: Iterable[Attempt]) -> Run:
         run_id=run_id,
         workflow=workflow,
         status=status,
-        input=data,
-        output=output,
+        input=text_of(run_id, "input", data),
+        output=text_of(run_id, "output", output),
         error=error,
         failed_step=failed_step,
         compensations=comps,
@@ -555,7 +572,7 @@ def found_run(row: Sequence[Any], claim: Claim | None, **more: Any) -> Opened:
         workflow=row[1],
         fingerprint=row[3],
         shape=shape_of(run_id, row[4]),
-        input=row[5],
+        input=text_of(run_id, "input", row[5]),
         started=row[10],
         fresh=row[15] is None,
         parent_id=row[17],

@@ -50,6 +50,7 @@ from .._engine._run import Run, RunStatus, Waiting
 from ..errors import RunNotFound, StoreError, UsageError
 from ._codec import Undecodable, dumps
 from ._owner import claimable, executing, owner_token, stopped_executing
+from ._packing import PACK_FROM, packed
 from ._protocol import (
     Attempt,
     Claim,
@@ -93,6 +94,7 @@ from ._rows import (
     retry_ids,
     run_from_row,
     shape_of,
+    text_of,
     waiting_text,
     warn_damaged,
 )
@@ -101,7 +103,7 @@ __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 _log = logging.getLogger("flowdsl")
 
-SCHEMA_VERSION: Final = 7
+SCHEMA_VERSION: Final = 8
 """The journal schema this release writes (kept in the ``flowdsl_schema`` table).
 
 1: the first release. 2: leases (``lease_expires``, ``lease_epoch``) and
@@ -112,7 +114,8 @@ compensations). 3: queues (``queue``, ``priority``, ``available_at``,
 5: child runs (``parent_id``, indexed). 6: the graphs of the definitions runs
 started with (``flowdsl_graphs``, one row per fingerprint). 7: run management
 (``cancel_requested``, and indexes on ``started`` and ``workflow`` for
-paging through runs).
+paging through runs). 8: a step's outcome, a run's input or output of 4 KB
+or more may be a BLOB, compressed (`_packing`); rows written before stay text.
 """
 
 _RUNS: Final = """
@@ -258,7 +261,7 @@ def _load_attempts(conn: sqlite3.Connection, run_id: str) -> tuple[Attempt, ...]
         f"SELECT {ATTEMPT_COLUMNS} FROM flowdsl_attempts WHERE run_id = ? ORDER BY seq",
         (run_id,),
     ).fetchall()
-    return tuple(attempt_from_row(row) for row in rows)
+    return tuple(attempt_from_row(run_id, row) for row in rows)
 
 
 class _Job:
@@ -299,11 +302,12 @@ _BACKSTOP_PAGES: Final = 4 * _CHECKPOINT_PAGES
 """SQLite's automatic checkpoint, kept for a log the writer's estimate undercounts."""
 
 
-def _pages(batch: list[_Job]) -> int:
+def _pages(batch: list[_Job], saved: int = 0) -> int:
     """About how many pages of the write-ahead log `batch`'s transaction wrote: the few its
-    rows share (the table, its indexes, the run), then the rows' text, 4 KB a page. A job
-    that may write any number of rows (a prune, a cancel) counts as a checkpoint's worth."""
-    written = 0
+    rows share (the table, its indexes, the run), then the rows' text, 4 KB a page, less the
+    `saved` characters compression left out. A job that may write any number of rows (a
+    prune, a cancel) counts as a checkpoint's worth."""
+    written = -saved
     for job in batch:
         if job.fn in _BULK_JOBS:
             return _CHECKPOINT_PAGES
@@ -378,6 +382,8 @@ class _Writer:
         self.busy_ms = int(min(busy_timeout, 5.0) * 1000)
         self.pages = 0
         """About how many pages of the log were written since the last checkpoint."""
+        self.saved = 0
+        """How many characters `pack` saved in the open transaction (`_pages`)."""
         self.here_from = 0.0
         """`time.monotonic()` before which every write goes through the thread (`_HERE_SLOW`)."""
         self.in_hand = 0
@@ -597,6 +603,14 @@ class _Writer:
                 return None
             return row
 
+    def pack(self, text: str) -> str | bytes:
+        """A long text as it is written (`packed`), counting what compression saved."""
+        if len(text) < PACK_FROM:
+            return text
+        value = packed(text)
+        self.saved += len(text) - len(value)
+        return value
+
     def commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> _Results:
         """Run `batch` in one transaction: each job's result or error, to `wake` them with."""
         with self.using:
@@ -608,6 +622,7 @@ class _Writer:
         renewed: list[tuple[str, int, int]] | None = None
         claims_before = dict(self.claims)
         now = time.time()
+        self.saved = 0
         try:
             if not begun:
                 self.begin(conn)
@@ -648,7 +663,7 @@ class _Writer:
             error = StoreError(f"could not write to the store at {self.path!r}: {exc}")
             return [(job, None, error) for job in batch]
         self.graphs.update(written)
-        self.pages += _pages(batch)
+        self.pages += _pages(batch, self.saved)
         if renewed is not None:
             self.renewed(now, renewed)
         return results
@@ -741,7 +756,7 @@ def _open_job(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> O
                 header.workflow,
                 header.fingerprint,
                 dumps(list(header.shape)),
-                header.input,
+                writer.pack(header.input),
                 header.started,
                 now,
                 me,
@@ -752,7 +767,7 @@ def _open_job(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) -> O
             ),
         )
         _keep_graph(writer, conn, header)
-        _journal_header(conn, header, me)
+        _journal_header(writer, conn, header, me)
         _activate(writer, header.run_id, 1)
         return opened
     if final(row[2], row[18]):
@@ -777,12 +792,12 @@ def _keep_graph(writer: _Writer, conn: sqlite3.Connection, header: RunHeader) ->
         writer.graphs_written.append(header.fingerprint)
 
 
-def _journal_header(conn: sqlite3.Connection, header: RunHeader, me: str) -> None:
+def _journal_header(writer: _Writer, conn: sqlite3.Connection, header: RunHeader, me: str) -> None:
     """Commit the journal entries a new run is created with (`RunHeader.journal`)."""
     if header.journal:
         conn.executemany(
             f"INSERT INTO flowdsl_attempts ({ATTEMPT_ROW}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [attempt_row(header.run_id, a, me) for a in header.journal],
+            [attempt_row(header.run_id, a, me, writer.pack) for a in header.journal],
         )
 
 
@@ -821,7 +836,7 @@ def _enqueue_job(
             header.workflow,
             header.fingerprint,
             dumps(list(header.shape)),
-            header.input,
+            writer.pack(header.input),
             header.started,
             now,
             ticket.queue,
@@ -832,7 +847,7 @@ def _enqueue_job(
         ),
     )
     _keep_graph(writer, conn, header)
-    _journal_header(conn, header, owner_token())
+    _journal_header(writer, conn, header, owner_token())
     return Opened(
         run_id=header.run_id,
         claim=None,
@@ -947,7 +962,7 @@ def _append_job(writer: _Writer, conn: sqlite3.Connection, claim: Claim, a: Atte
     cursor = conn.execute(
         f"INSERT INTO flowdsl_attempts ({ATTEMPT_ROW}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? "
         f"WHERE EXISTS ({_HOLDS})",
-        (*attempt_row(claim.run_id, a, me), claim.run_id, me, claim.epoch),
+        (*attempt_row(claim.run_id, a, me, writer.pack), claim.run_id, me, claim.epoch),
     )
     if cursor.rowcount != 1:
         raise lost_claim(claim)
@@ -985,7 +1000,7 @@ def _finish(
         "WHERE run_id = ? AND owner = ? AND lease_epoch = ? RETURNING parent_id, cancel_requested",
         (
             end.status,
-            end.output,
+            writer.pack(end.output),
             end.error,
             end.failed_step,
             end.compensations,
@@ -1125,8 +1140,9 @@ def _retry_job(
             available_at, now,
         ),
     )  # fmt: skip
+    data = text_of(run_id, "input", data)
     header = RunHeader(new_id, workflow, fingerprint, (), data, now, journal=kept)
-    _journal_header(conn, header, owner_token())
+    _journal_header(writer, conn, header, owner_token())
     return new_id
 
 
@@ -1491,6 +1507,11 @@ def _migrate_6_to_7(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _migrate_7_to_8(conn: sqlite3.Connection) -> None:
+    """Compressed values: nothing to change, every text row reads as before. The version
+    is what stops an older release, which cannot read a BLOB, from opening the file."""
+
+
 def _migrate_graphs(conn: sqlite3.Connection) -> None:
     """Graphs: the table of each definition's graph (runs recorded before have none)."""
     conn.execute(_GRAPHS)
@@ -1503,6 +1524,7 @@ _MIGRATIONS: Final[dict[int, Callable[[sqlite3.Connection], None]]] = {
     4: _migrate_4_to_5,
     5: _migrate_graphs,
     6: _migrate_6_to_7,
+    7: _migrate_7_to_8,
 }
 """Schema version n -> n + 1, run in order inside one transaction when a store is opened."""
 
@@ -1635,25 +1657,26 @@ class SQLiteStore:
         """
         clause, args = list_query(status, workflow, since, limit, before, parent, "?")
 
-        def read(conn: sqlite3.Connection) -> tuple[list[Any], dict[str, list[Attempt]]]:
+        def read(conn: sqlite3.Connection) -> tuple[list[Any], dict[str, list[Any]]]:
             rows = conn.execute(f"SELECT {RUN_COLUMNS} FROM flowdsl_runs {clause}", args).fetchall()
-            attempts: dict[str, list[Attempt]] = {row[0]: [] for row in rows}
+            journals: dict[str, list[Any]] = {row[0]: [] for row in rows}
             for row in conn.execute(
                 f"SELECT run_id, {ATTEMPT_COLUMNS} FROM flowdsl_attempts "
                 f"WHERE run_id IN (SELECT run_id FROM flowdsl_runs {clause}) ORDER BY seq",
                 args,
             ):
-                found = attempts.get(row[0])
+                found = journals.get(row[0])
                 if found is not None:
-                    found.append(attempt_from_row(row[1:]))
-            return rows, attempts
+                    found.append(row[1:])
+            return rows, journals
 
-        rows, attempts = self._reading("the runs", read)
-        return readable(
-            rows,
-            lambda row: run_from_row(row, attempts[row[0]]),
-            on_damaged if on_damaged is not None else warn_damaged,
-        )
+        def build(row: Sequence[Any]) -> Run:
+            # The journal's rows are read here, so a damaged one is this run's alone.
+            run_id = row[0]
+            return run_from_row(row, [attempt_from_row(run_id, a) for a in journals[run_id]])
+
+        rows, journals = self._reading("the runs", read)
+        return readable(rows, build, on_damaged if on_damaged is not None else warn_damaged)
 
     def resumable(
         self,
