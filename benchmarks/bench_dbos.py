@@ -278,8 +278,8 @@ class Report:
             "of the medians (of time: for runs/s, the inverse), below 1 when flowdsl is faster; "
             f"the goal column gives how many times faster flowdsl is (goal: {GOAL:g}x).",
             "mean: over the same samples. A run that waited for a checkpoint of SQLite's log "
-            "(about 12 ms per 1,000 pages for flowdsl here, every 40 steps of the payload "
-            "workload) counts in the mean; a median leaves out the few runs that did.",
+            "(about 7-12 ms per 1,000 pages written, for flowdsl here) or for a full garbage "
+            "collection counts in the mean; a median leaves out the few runs that did.",
             "recovery: from starting the new process to the killed run completing, "
             "interpreter start and imports included (both from cached bytecode); DBOS's "
             "recovered run is waited for by polling its status every 2 ms.",

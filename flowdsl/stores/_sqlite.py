@@ -50,7 +50,7 @@ from .._engine._run import Run, RunStatus, Waiting
 from ..errors import RunNotFound, StoreError, UsageError
 from ._codec import Undecodable, dumps
 from ._owner import claimable, executing, owner_token, stopped_executing
-from ._packing import PACK_FROM, packed
+from ._packing import packed
 from ._protocol import (
     Attempt,
     Claim,
@@ -302,7 +302,7 @@ _BACKSTOP_PAGES: Final = 4 * _CHECKPOINT_PAGES
 """SQLite's automatic checkpoint, kept for a log the writer's estimate undercounts."""
 
 
-def _pages(batch: list[_Job], saved: int = 0) -> int:
+def _pages(batch: list[_Job], saved: int) -> int:
     """About how many pages of the write-ahead log `batch`'s transaction wrote: the few its
     rows share (the table, its indexes, the run), then the rows' text, 4 KB a page, less the
     `saved` characters compression left out. A job that may write any number of rows (a
@@ -604,11 +604,10 @@ class _Writer:
             return row
 
     def pack(self, text: str) -> str | bytes:
-        """A long text as it is written (`packed`), counting what compression saved."""
-        if len(text) < PACK_FROM:
-            return text
+        """`text` as it is written (`packed`), counting what compression saved."""
         value = packed(text)
-        self.saved += len(text) - len(value)
+        if value is not text:
+            self.saved += len(text) - len(value)
         return value
 
     def commit(self, conn: sqlite3.Connection, batch: list[_Job]) -> _Results:
